@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make book   builds the book into _build/html (executing every chapter)
+#   make test   runs the whole test suite (the book build included)
+# Each creates the virtual environment at .venv/ on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: book test release bench system-packages clean
+
+book: $(STAMP)
+	$(BIN)/python scripts/book.py
+
+test: $(STAMP) system-packages
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate the student notebooks in exercises/ from solutions/ with nbgrader.
+release: $(STAMP)
+	$(BIN)/python -m autograder release
+
+system-packages:
+	@sh scripts/system-packages.sh
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+clean:
+	rm -rf _build
