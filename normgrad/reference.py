@@ -1,0 +1,99 @@
+"""Float64 oracles: what every hand-written result in the course is compared with.
+
+Everything here comes from torch's own kernels (`native_layer_norm`,
+`native_batch_norm`) and from autograd, run in float64 on the CPU, never from
+the formulas the course derives: an oracle that shared a derivation with the
+code under test could share its mistakes.
+
+Inputs may be NumPy arrays or torch tensors of any dtype and device; they are
+converted exactly to float64 (every float16, bfloat16 and float32 value is a
+float64 value). Results are float64 NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Forward values and, when an upstream gradient was given, the gradients."""
+
+    y: np.ndarray
+    mean: np.ndarray  # one per normalized group: (N,) for layer norm, (C,) for batch norm
+    rstd: np.ndarray  # 1 / sqrt(var + eps), same shape as mean
+    x_hat: np.ndarray
+    dx: np.ndarray | None = None
+    dgamma: np.ndarray | None = None
+    dbeta: np.ndarray | None = None
+
+
+def as_float64(a) -> torch.Tensor:
+    """A float64 CPU tensor holding exactly the values of `a` (array, tensor or number)."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().to(device="cpu", dtype=torch.float64)
+    return torch.as_tensor(np.asarray(a, dtype=np.float64))
+
+
+def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().numpy().copy()
+
+
+def _with_grads(forward, x, gamma, beta, dy) -> tuple:
+    """Run `forward(x, gamma, beta)` in float64; backpropagate `dy` if given."""
+    x, gamma, beta = (as_float64(a).requires_grad_(dy is not None) for a in (x, gamma, beta))
+    with torch.enable_grad():
+        y, mean, rstd, x_hat = forward(x, gamma, beta)
+        grads = (None, None, None)
+        if dy is not None:
+            grads = torch.autograd.grad(y, (x, gamma, beta), as_float64(dy))
+    return Reference(_numpy(y), _numpy(mean), _numpy(rstd), _numpy(x_hat), *map(_numpy, grads))
+
+
+def layernorm(x, gamma, beta, eps: float = 1e-5, dy=None) -> Reference:
+    """Layer norm over the last axis of `x`, with torch's `native_layer_norm`."""
+
+    def forward(x, gamma, beta):
+        d = x.shape[-1:]
+        y, mean, rstd = torch.native_layer_norm(x, d, gamma, beta, eps)
+        x_hat = torch.native_layer_norm(x.detach(), d, None, None, eps)[0]
+        return y, mean.reshape(x.shape[:-1]), rstd.reshape(x.shape[:-1]), x_hat
+
+    return _with_grads(forward, x, gamma, beta, dy)
+
+
+def batchnorm(x, gamma, beta, eps: float = 1e-5, dy=None) -> Reference:
+    """Training-mode batch norm of `x` of shape (N, C, *): statistics over every axis but 1."""
+
+    def forward(x, gamma, beta):
+        y, mean, rstd = torch.native_batch_norm(x, gamma, beta, None, None, True, 0.0, eps)
+        x_hat = torch.native_batch_norm(x.detach(), None, None, None, None, True, 0.0, eps)[0]
+        return y, mean, rstd, x_hat
+
+    return _with_grads(forward, x, gamma, beta, dy)
+
+
+def batchnorm_eval(x, gamma, beta, running_mean, running_var, eps: float = 1e-5, dy=None) -> Reference:
+    """Evaluation-mode batch norm: the running statistics are constants, not functions of x."""
+    running_mean, running_var = as_float64(running_mean), as_float64(running_var)
+
+    def forward(x, gamma, beta):
+        y = torch.nn.functional.batch_norm(x, running_mean, running_var, gamma, beta, False, 0.0, eps)
+        x_hat = torch.nn.functional.batch_norm(x.detach(), running_mean, running_var, None, None, False, 0.0, eps)
+        return y, running_mean, torch.rsqrt(running_var + eps), x_hat
+
+    return _with_grads(forward, x, gamma, beta, dy)
+
+
+def layernorm_jacobian(x_row, eps: float = 1e-5) -> np.ndarray:
+    """The (D, D) matrix d x_hat_i / d x_j of one row, by float64 autograd."""
+    x_row = as_float64(x_row)
+    d = x_row.shape
+
+    def normalize(v):
+        return torch.native_layer_norm(v, d, None, None, eps)[0]
+
+    return torch.autograd.functional.jacobian(normalize, x_row).numpy()
