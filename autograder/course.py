@@ -1,0 +1,49 @@
+"""Where the course's trusted material lives, and how to read it.
+
+The source notebooks in `solutions/` (with solutions and hidden tests) and the
+student releases in `exercises/` come from the repository, never from a
+submission; so do the test cases in `normgrad.cases`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions"
+EXERCISES = ROOT / "exercises"
+NBGRADER_CONFIG = ROOT / "autograder" / "nbgrader_config.py"
+
+
+@dataclass(frozen=True)
+class Notebooks:
+    """The trusted pair of notebooks of one assignment."""
+
+    assignment: str
+    source: Path  # solutions/<id>/<name>.ipynb
+    release: Path  # exercises/<id>/<name>.ipynb
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+def notebooks(assignment: str) -> Notebooks:
+    """The source and release notebooks of an assignment (exactly one notebook each)."""
+    found = sorted((SOLUTIONS / assignment).glob("*.ipynb"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"expected one source notebook in solutions/{assignment}/, found {len(found)}")
+    source = found[0]
+    return Notebooks(assignment, source, EXERCISES / assignment / source.name)
+
+
+def read(path: os.PathLike) -> nbformat.NotebookNode:
+    return nbformat.read(os.fspath(path), as_version=4)
+
+
+def nbgrader_meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}

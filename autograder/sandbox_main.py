@@ -1,0 +1,82 @@
+"""The program that runs inside the sandbox, beside the student's code.
+
+    python -I sandbox_main.py JOB OUT
+
+JOB (read-only) holds `job.json` and the inputs of each call; OUT is the only
+place this process may write. `job.json` lists the student's solution cells
+(their source, already picked out by the trusted side) and the calls to make.
+Each call's result goes to OUT/<call id>/ as soon as it is known, so the calls
+that finished count even if a later one hangs and the process is killed.
+
+Nothing this process writes is believed: the trusted side reads OUT back as
+plain data and judges it against an oracle this process never sees.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # wire.py and calling.py are copied beside this file
+
+import calling  # noqa: E402
+import wire  # noqa: E402
+
+
+def _short_traceback(exc: BaseException) -> str:
+    """The traceback, keeping only frames of the student's cells."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell")]
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)[-4000:]
+
+
+def _write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def main(job_dir: str, out_dir: str) -> None:
+    with open(os.path.join(job_dir, "job.json")) as f:
+        job = json.load(f)
+    if job.get("torch"):
+        import torch  # noqa: F401  (imported before the student's code, so it can be locked)
+
+        calling.lock_autograd()
+
+    namespace = {"__name__": "__submission__"}
+    cells = []
+    for cell in job["cells"]:
+        entry = {"label": cell["label"], "error": None}
+        try:
+            exec(compile(cell["source"], f"<cell {cell['label']}>", "exec"), namespace)
+        except BaseException as e:  # SystemExit and KeyboardInterrupt too: keep going
+            entry["error"] = _short_traceback(e)
+        cells.append(entry)
+    _write_json(os.path.join(out_dir, "cells.json"), cells)
+
+    for call in job["calls"]:
+        here = os.path.join(out_dir, call["id"])
+        os.makedirs(here)
+        status = {"error": None, "seconds": None}
+        start = time.perf_counter()
+        try:
+            target = namespace.get(call["function"])
+            if target is None:
+                raise NameError(f"your code does not define {call['function']}")
+            args, kwargs = wire.load(os.path.join(job_dir, call["id"]))
+            returned = calling.invoke(call["protocol"], target, tuple(args), kwargs)
+            if call.get("device", "cpu") != "cpu":
+                torch = sys.modules["torch"]
+                torch.cuda.synchronize()
+            wire.dump(returned, os.path.join(here, "returned"))
+            wire.dump(list(args), os.path.join(here, "args_after"))
+        except BaseException as e:
+            status["error"] = _short_traceback(e)
+        status["seconds"] = time.perf_counter() - start
+        _write_json(os.path.join(here, "status.json"), status)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,206 @@
+"""Each exercise's test cases, defined once for the notebook and for the grader.
+
+A `Case` makes one call of a student's function from a seed (the inputs), says
+what the call must return (from the float64 oracle) and how to judge it, and
+how many points it is worth. A `Mistake` is a known wrong implementation; when
+a wrong answer matches one, the feedback names it and points to the section of
+the book that explains it.
+
+Two runners share them:
+
+- `run_tests`, in the exercise notebook's test cells, calls the student's
+  function in the student's own kernel and raises on failure (nbgrader's way);
+- the autograder runs the student's code in a sandbox, brings the results back
+  as plain arrays and judges them here, with `evaluate` and `diagnose`.
+
+Each assignment is a module of this package with `CASES` and `MISTAKES`;
+`ASSIGNMENTS` maps the ids of COURSE_API.md to them.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import secrets
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import calling
+from ..checks import unmodified_problems
+
+ASSIGNMENTS = {
+    "01-forward": "normgrad.cases.forward",
+}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One call: its arguments, what it must return, and how to judge what it did return."""
+
+    args: tuple
+    expected: Any
+    judge: Callable[[Any, Any], list[str]]  # (returned, expected) -> problems, [] when right
+    arg_names: tuple[str, ...]
+    kwargs: dict = field(default_factory=dict)
+    protocol: str = "call"
+
+
+@dataclass(frozen=True)
+class Case:
+    function: str  # the name the student's code must define
+    name: str  # short and unique within the function, e.g. "tiny-variance"
+    points: float
+    hidden: bool
+    description: str  # what the case tries, in a few words, shown in reports
+    make: Callable[[np.random.Generator, str], Trial]  # (rng, device) -> Trial
+    devices: tuple[str, ...] = ("cpu",)  # where it runs; "cuda" only when a GPU is present
+
+    @property
+    def id(self) -> str:
+        return f"{self.function}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known wrong implementation of `function`, in float64, with what it teaches."""
+
+    function: str
+    name: str
+    message: str  # completes "Your result matches ..."
+    section: str  # the book page and anchor that explains it, e.g. "01-forward.html#slips"
+    impl: Callable
+
+
+@dataclass(frozen=True)
+class Assignment:
+    id: str
+    cases: tuple[Case, ...]
+    mistakes: tuple[Mistake, ...]
+
+    @property
+    def functions(self) -> list[str]:
+        return list(dict.fromkeys(c.function for c in self.cases))
+
+    def cases_of(self, function: str, hidden: bool | None = None) -> list[Case]:
+        return [c for c in self.cases if c.function == function and (hidden is None or c.hidden == hidden)]
+
+    def points_of(self, function: str) -> float:
+        return sum(c.points for c in self.cases_of(function))
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.points for c in self.cases)
+
+
+def load(assignment_id: str) -> Assignment:
+    """The cases and mistakes of an assignment, by its id ("01-forward", ...)."""
+    if assignment_id not in ASSIGNMENTS:
+        raise KeyError(f"unknown assignment {assignment_id!r}; known: {', '.join(ASSIGNMENTS)}")
+    module = importlib.import_module(ASSIGNMENTS[assignment_id])
+    ids = [c.id for c in module.CASES]
+    assert len(ids) == len(set(ids)), f"duplicate case ids in {assignment_id}"
+    return Assignment(assignment_id, tuple(module.CASES), tuple(module.MISTAKES))
+
+
+def case_rng(seed: int, case: Case, device: str) -> np.random.Generator:
+    """The generator of one case's inputs: the run's seed mixed with the case and device."""
+    salt = zlib.crc32(f"{case.id}@{device}".encode())
+    return np.random.default_rng([seed, salt])
+
+
+VISIBLE_SEED = 20251123  # the visible tests show the same inputs on every run
+
+
+def available_devices() -> set[str]:
+    devices = {"cpu"}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            devices.add("cuda")
+    except ImportError:
+        pass
+    return devices
+
+
+def evaluate(trial: Trial, returned, args_after, error: str | None) -> list[str]:
+    """Everything wrong with one call, from what it returned (or raised) and what it left behind."""
+    if error is not None:
+        return [f"raised an exception:\n{error.rstrip()}"]
+    problems = trial.judge(returned, trial.expected)
+    for name, before, after in zip(trial.arg_names, trial.args, args_after or [None] * len(trial.args)):
+        problems += unmodified_problems(before, after, name)
+    return problems
+
+
+def diagnose(assignment: Assignment, function: str, trial: Trial, returned) -> Mistake | None:
+    """The known mistake whose output the wrong answer matches, if any."""
+    for mistake in assignment.mistakes:
+        if mistake.function != function:
+            continue
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a mistake may well divide by zero
+                wrong = mistake.impl(*_float64(trial.args), **trial.kwargs)
+        except Exception:  # a mistake that cannot apply to these inputs matches nothing
+            continue
+        if not trial.judge(returned, wrong):
+            return mistake
+    return None
+
+
+def _float64(args):
+    """Arguments as float64 on the CPU, for running a mistake as the oracle is run."""
+    out = []
+    for a in args:
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            a = a.astype(np.float64)
+        elif isinstance(a, dict):
+            a = dict(zip(a, _float64(a.values())))
+        elif type(a).__module__ == "torch" and hasattr(a, "is_floating_point") and a.is_floating_point():
+            import torch
+
+            a = a.detach().to("cpu", torch.float64)
+        out.append(a)
+    return out
+
+
+class TestsFailed(AssertionError):
+    """Raised by `run_tests` in a notebook: the message lists every failed case."""
+
+
+def run_tests(assignment_id: str, function: str, target, hidden: bool = False, seed: int | None = None) -> None:
+    """Run the cases of `function` against `target` in this process, print a line per case.
+
+    Visible cases use fixed inputs, so a student sees the same failure on every
+    run; hidden cases draw a fresh seed unless one is given. Raises TestsFailed
+    (an AssertionError) listing what failed, which is how nbgrader scores a cell.
+    """
+    assignment = load(assignment_id)
+    if seed is None:
+        seed = secrets.randbits(63) if hidden else VISIBLE_SEED
+    devices = available_devices()
+    failures = []
+    for case in assignment.cases_of(function, hidden=hidden):
+        for device in [d for d in case.devices if d in devices]:
+            trial = case.make(case_rng(seed, case, device), device)
+            args = copy.deepcopy(trial.args)
+            error, returned = None, None
+            try:
+                returned = calling.invoke(trial.protocol, target, args, copy.deepcopy(trial.kwargs))
+            except Exception as e:
+                error = f"{type(e).__name__}: {e}"
+            problems = evaluate(trial, returned, args, error)
+            where = f" [{device}]" if len(case.devices) > 1 else ""
+            print(f"{'PASS' if not problems else 'FAIL'}  {case.id}{where}: {case.description}")
+            if problems:
+                mistake = diagnose(assignment, function, trial, returned) if error is None else None
+                if mistake:
+                    problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.section})")
+                failures.append(f"{case.id}{where}:\n  " + "\n  ".join(problems))
+    if failures:
+        raise TestsFailed(f"{len(failures)} test(s) of {function} failed:\n" + "\n".join(failures))

@@ -1,0 +1,34 @@
+"""Judges shared by the assignments: is a returned value the structure the contract promises,
+with the right dtypes, shapes and devices, and close enough to the expected values?"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..checks import array_problems, closeness_problems
+
+
+def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: Sequence, rtol: float,
+                    device: str | None = None) -> list[str]:
+    """`returned` must be a tuple of len(names) arrays (or tensors), each close to its expected one.
+
+    Every entry is checked, so one answer reports all that is wrong with it.
+    """
+    what = "(" + ", ".join(names) + ")"
+    if not isinstance(returned, (tuple, list)):
+        return [f"should return a tuple {what}, got {type(returned).__name__}"]
+    if len(returned) != len(names):
+        return [f"should return {len(names)} values {what}, got {len(returned)}"]
+    problems = []
+    for value, want, name, dtype in zip(returned, expected, names, dtypes):
+        problems += array_problems(value, name, np.shape(want), dtype, device) or \
+            closeness_problems(value, want, name, rtol)
+    return problems
+
+
+def value_problems(returned, expected, name: str, dtype, rtol: float, device: str | None = None) -> list[str]:
+    """One array (or tensor): class, dtype, shape, device, finiteness, then closeness."""
+    return array_problems(returned, name, np.shape(expected), dtype, device) or \
+        closeness_problems(returned, expected, name, rtol)

@@ -1,0 +1,46 @@
+"""Helpers for the tests: building submissions from the release notebooks."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import nbformat
+
+from autograder.cells import defined_names
+from autograder.course import notebooks, read
+
+
+def submission(assignment: str, answers: dict[str, str] | None = None, base=None) -> nbformat.NotebookNode:
+    """The student release of `assignment` (or `base`), with the cell defining each named function replaced.
+
+    `answers` maps a function (or class) name to the full source of its cell.
+    """
+    nb = copy.deepcopy(base if base is not None else read(notebooks(assignment).release))
+    for name, source in (answers or {}).items():
+        cells = [c for c in nb.cells if c.cell_type == "code" and name in defined_names(c.source)]
+        assert cells, f"no cell of the {assignment} release defines {name}"
+        cells[0].source = source
+    return nb
+
+
+def solved(assignment: str) -> nbformat.NotebookNode:
+    """The release notebook with every solution cell taken from the source notebook (hidden tests stay out)."""
+    source = read(notebooks(assignment).source)
+    answers = {}
+    for cell in source.cells:
+        if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            text = "\n".join(line for line in cell.source.splitlines()
+                             if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+            for name in defined_names(text):
+                answers[name] = text
+    return submission(assignment, answers)
+
+
+def write(nb, root: Path, student: str, assignment: str) -> Path:
+    """Save a notebook in nbgrader's submitted layout under root; returns its path."""
+    folder = root / student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / notebooks(assignment).name
+    nbformat.write(nb, str(path))
+    return path

@@ -1,0 +1,93 @@
+"""python -m autograder as its users run it: `check` for a reader, `grade` for an instructor."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from helpers import solved, submission, write
+
+
+def run(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "autograder", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_check_prints_each_test_and_full_marks_for_the_solution(root):
+    done = run("check", "solutions/01-forward/forward.ipynb", cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert "PASS  hidden   layernorm_forward/tiny-variance" in done.stdout
+    assert "FAIL" not in done.stdout
+    assert "score: 24/24" in done.stdout
+
+
+def test_check_explains_a_failure_on_the_release(root):
+    done = run("check", "exercises/01-forward/forward.ipynb", cwd=root)
+    assert done.returncode == 0
+    assert "NotImplementedError" in done.stdout and "score: 0/24" in done.stdout
+
+
+def test_check_refuses_a_notebook_of_no_known_assignment(root, tmp_path):
+    stray = tmp_path / "mine.ipynb"
+    stray.write_text("{}")
+    done = run("check", str(stray), cwd=root)
+    assert done.returncode != 0 and "--assignment" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """A class of submissions, most of them broken in some way, graded in one command."""
+    root = tmp_path_factory.mktemp("submitted")
+    write(solved("01-forward"), root, "alice", "01-forward")
+    bad_json = write(solved("01-forward"), root, "bob", "01-forward")
+    bad_json.write_text('{"cells": [ {"cell_type": "code", "source": "def layer')
+    deleted = solved("01-forward")
+    deleted.cells = [c for c in deleted.cells if "def batchnorm_forward" not in c.source]
+    write(deleted, root, "carol", "01-forward")
+    raising = "import numpy as np\n1 / 0\n\ndef layernorm_forward(x, g, b, eps=1e-5):\n    return x"
+    write(submission("01-forward", {"layernorm_forward": raising}, base=solved("01-forward")), root, "dave", "01-forward")
+    broken = "def layernorm_forward(x, g, b, eps=1e-5):\n    return (x"
+    write(submission("01-forward", {"layernorm_forward": broken}, base=solved("01-forward")), root, "erin", "01-forward")
+    (root / "frank" / "99-unknown").mkdir(parents=True)
+    (root / "frank" / "99-unknown" / "forward.ipynb").write_text("{}")
+    (root / "grace").mkdir()  # submitted nothing
+    out = tmp_path_factory.mktemp("grades")
+    done = run("grade", str(root), "--out", str(out), cwd=tmp_path_factory.getbasetemp())
+    assert done.returncode == 0, done.stderr
+    with open(out / "grades.csv") as f:
+        grades = {(r["student"], r["assignment"]): r for r in csv.DictReader(f)}
+    return done.stdout, grades, out
+
+
+def test_grade_writes_the_csv_columns_and_a_table(batch):
+    stdout, grades, out = batch
+    assert {"student", "assignment", "score", "max_score"} <= set(next(iter(grades.values())))
+    assert "alice" in stdout and "24 / 24" in stdout
+    assert (out / "feedback" / "alice" / "01-forward" / "forward.html").is_file()
+    assert "<h1>01-forward: 24 / 24</h1>" in (out / "feedback" / "alice" / "01-forward" / "forward.html").read_text()
+
+
+def test_the_honest_student_gets_full_marks_whatever_the_rest_did(batch):
+    _, grades, _ = batch
+    assert grades[("alice", "01-forward")]["score"] == "24"
+
+
+@pytest.mark.parametrize("student,score,note", [
+    ("bob", "0", "not valid notebook JSON"),
+    ("carol", "12", "no cell defines batchnorm_forward"),
+    ("dave", "12", "ZeroDivisionError"),
+    ("erin", "12", "SyntaxError"),
+    ("frank", "0", "unknown assignment"),
+])
+def test_broken_submissions_score_what_they_earn_with_a_reason(batch, student, score, note):
+    _, grades, out = batch
+    [(key, row)] = [(k, r) for k, r in grades.items() if k[0] == student]
+    assert row["score"] == score
+    feedback = next((out / "feedback" / student).rglob("*.txt")).read_text()
+    assert note in feedback
+
+
+def test_a_student_with_no_notebook_is_not_in_the_grades(batch):
+    _, grades, _ = batch
+    assert not any(k[0] == "grace" for k in grades)
