@@ -1,0 +1,138 @@
+"""Assignment 01-forward: `layernorm_forward` and `batchnorm_forward` in NumPy.
+
+Both take x of shape (N, D), gamma and beta of shape (D,), and eps, and return
+(y, cache) with cache = {x, mean, rstd, x_hat, gamma, eps}. Layer norm reduces
+over the features (mean and rstd of shape (N,)), batch norm over the batch
+(shape (D,)). Results have x's dtype.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from .. import inputs, reference, tolerances
+from ..checks import array_problems, closeness_problems, describe
+from . import Case, Mistake, Trial
+
+CACHE_KEYS = ("x", "mean", "rstd", "x_hat", "gamma", "eps")
+
+
+def judge(returned, expected, *, dtype, rtol) -> list[str]:
+    """(y, cache) against the expected (y, cache): every entry that is wrong, named."""
+    if not isinstance(returned, (tuple, list)) or len(returned) != 2:
+        return [f"should return a pair (y, cache), got {describe(returned)}"]
+    (y, cache), (want_y, want) = returned, expected
+    # Natural scales, for groups whose x_hat is all rounding noise (zero variance).
+    floors = {"y": 1.0, "mean": 0.0, "rstd": 0.0, "x_hat": 1.0}
+    problems = array_problems(y, "y", want_y.shape, dtype) or closeness_problems(y, want_y, "y", rtol, floors["y"])
+    if not isinstance(cache, dict):
+        return problems + [f"cache should be a dict, got {type(cache).__name__}"]
+    missing = [k for k in CACHE_KEYS if k not in cache]
+    if missing:
+        return problems + [f"cache lacks the key(s) {', '.join(map(repr, missing))}"]
+    for key in ("mean", "rstd", "x_hat"):
+        name = f"cache[{key!r}]"
+        problems += array_problems(cache[key], name, np.shape(want[key]), dtype) or \
+            closeness_problems(cache[key], want[key], name, rtol, floors[key])
+    for key in ("x", "gamma"):  # stored as given: exactly the input
+        name = f"cache[{key!r}]"
+        problems += array_problems(cache[key], name, np.shape(want[key]), dtype) or \
+            closeness_problems(cache[key], want[key], name, 0.0)
+    eps = cache["eps"]
+    if isinstance(eps, np.ndarray) and eps.shape == ():
+        eps = eps.item()
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps != want["eps"]:
+        problems.append(f"cache['eps'] should be the eps the function was called with ({want['eps']})")
+    return problems
+
+
+def make_trial(norm: str, shape, kind: str = "normal", dtype=np.float64, eps: float | None = None,
+               offset: float = 1e3):
+    """A trial maker for `layernorm_forward` (norm='layer') or `batchnorm_forward` (norm='batch')."""
+
+    def make(rng: np.random.Generator, device: str) -> Trial:
+        x = inputs.sample(rng, shape, norm, kind, offset).astype(dtype)
+        gamma, beta = (a.astype(dtype) for a in inputs.affine(rng, shape[1]))
+        used_eps = 1e-5 if eps is None else eps
+        oracle = reference.layernorm if norm == "layer" else reference.batchnorm
+        ref = oracle(x, gamma, beta, used_eps)
+        expected = (ref.y, {"x": x.astype(np.float64), "mean": ref.mean, "rstd": ref.rstd, "x_hat": ref.x_hat,
+                            "gamma": gamma.astype(np.float64), "eps": used_eps})
+        kappa = tolerances.conditioning(x, inputs.group_axes(x.shape, norm), used_eps)
+        kwargs = {} if eps is None else {"eps": eps}
+        return Trial(args=(x, gamma, beta), kwargs=kwargs, expected=expected, arg_names=("x", "gamma", "beta"),
+                     judge=partial(judge, dtype=np.dtype(dtype), rtol=tolerances.rtol(dtype, kappa)))
+
+    return make
+
+
+def _cases(function: str, norm: str) -> list[Case]:
+    c = partial(Case, function)
+    m = partial(make_trial, norm)
+    return [
+        c("small", 1, False, "a 4 x 6 input", m((4, 6))),
+        c("small-variance", 1, False, "a 3 x 5 input whose variance is below eps", m((3, 5), "tiny-variance")),
+        c("odd-shape", 1, True, "a 5 x 11 input", m((5, 11))),
+        c("tall", 1, True, "a 33 x 7 input", m((33, 7))),
+        c("wide", 1, True, "a 3 x 129 input", m((3, 129))),
+        c("one-sample", 1, True, "a single sample (N = 1)", m((1, 9))),
+        c("tiny-variance", 2, True, "groups whose variance is far below eps", m((6, 17), "tiny-variance")),
+        c("large-offset", 1, True, "groups with a mean near 1e3 and unit spread", m((9, 10), "large-offset")),
+        c("constant", 1, True, "groups whose values are all equal (zero variance)", m((5, 7), "constant")),
+        c("eps", 1, True, "eps = 1e-2 passed as a keyword", m((7, 9), "tiny-variance", eps=1e-2)),
+        c("float32", 1, True, "a float32 input: results in float32", m((10, 13), dtype=np.float32)),
+    ]
+
+
+CASES = _cases("layernorm_forward", "layer") + _cases("batchnorm_forward", "batch")
+
+
+# --- Known mistakes, each written as the slip it is, in float64. -------------------------------
+
+def _forward(x, gamma, beta, eps, axis, var_of=None, rstd_of=None, affine=None):
+    """Normalization with a pluggable slip; the defaults are the correct formulas."""
+    mean = x.mean(axis=axis)
+    centered = x - np.expand_dims(mean, axis)
+    var = (centered**2).mean(axis=axis) if var_of is None else var_of(x, centered, axis)
+    rstd = 1.0 / np.sqrt(var + eps) if rstd_of is None else rstd_of(var, eps)
+    x_hat = centered * np.expand_dims(rstd, axis)
+    y = gamma * x_hat + beta if affine is None else affine(x_hat, gamma, beta)
+    return y, {"x": x, "mean": mean, "rstd": rstd, "x_hat": x_hat, "gamma": gamma, "eps": eps}
+
+
+SLIPS = {
+    "sqrt-sigma-plus-eps": (
+        "sqrt(sigma + eps) in place of sqrt(sigma^2 + eps): the standard deviation where the variance belongs",
+        "01-forward.html#slips-in-the-source-material", {"rstd_of": lambda var, eps: 1.0 / np.sqrt(np.sqrt(var) + eps)}),
+    "variance-without-square": (
+        "the variance written without its square, mean(x - mu), which is zero",
+        "01-forward.html#slips-in-the-source-material", {"var_of": lambda x, c, axis: c.mean(axis=axis)}),
+    "unbiased-variance": (
+        "the unbiased variance (dividing by n - 1); normalization layers use the biased one (divide by n)",
+        "01-forward.html#the-variance-is-the-biased-one", {"var_of": lambda x, c, axis: x.var(axis=axis, ddof=1)}),
+    "eps-outside-sqrt": (
+        "1 / (sqrt(var) + eps): eps belongs inside the square root",
+        "01-forward.html#where-eps-sits", {"rstd_of": lambda var, eps: 1.0 / (np.sqrt(var) + eps)}),
+    "gamma-forgotten": (
+        "y = x_hat + beta: the scale gamma is missing",
+        "01-forward.html#scale-and-shift", {"affine": lambda x_hat, gamma, beta: x_hat + beta}),
+    "beta-forgotten": (
+        "y = gamma * x_hat: the shift beta is missing",
+        "01-forward.html#scale-and-shift", {"affine": lambda x_hat, gamma, beta: gamma * x_hat}),
+}
+
+
+def _mistakes(function: str, axis: int, other_axis: int) -> list[Mistake]:
+    found = [Mistake(function, name, message, section,
+                     lambda x, gamma, beta, eps=1e-5, _slip=slip: _forward(x, gamma, beta, eps, axis, **_slip))
+             for name, (message, section, slip) in SLIPS.items()]
+    found.append(Mistake(function, "wrong-axis",
+                         f"statistics taken over axis {other_axis}; this normalization reduces over axis {axis}",
+                         "01-forward.html#which-axis",
+                         lambda x, gamma, beta, eps=1e-5: _forward(x, gamma, beta, eps, other_axis)))
+    return found
+
+
+MISTAKES = _mistakes("layernorm_forward", 1, 0) + _mistakes("batchnorm_forward", 0, 1)
