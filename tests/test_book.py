@@ -1,0 +1,137 @@
+"""The book: it builds, runs every chapter, renders its math in a browser offline, and holds no solutions."""
+
+import functools
+import html
+import http.server
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+import book
+from normgrad.cases import ASSIGNMENTS
+from test_exercises import solution_lines
+from autograder.course import notebooks, read
+
+pytestmark = pytest.mark.book
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("book")
+    done = book.build(out, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
+    return out / "_build" / "html"
+
+
+def text_of(page: str) -> str:
+    """What a reader can read on a page: tags dropped, entities decoded, spaces collapsed."""
+    page = re.sub(r"<(script|style)\b.*?</\1>", " ", page, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", page)).split())
+
+
+def published_texts(site: Path):
+    """(path, text) for everything a visitor can download: pages, sources, the search index."""
+    for path in site.rglob("*"):
+        if path.suffix in (".html", ".txt", ".md", ".ipynb", ".js", ".json", ".py") and path.is_file():
+            if "_static" in path.parts and path.name != "searchindex.js":
+                continue  # third-party assets
+            raw = path.read_text(errors="ignore")
+            yield path, raw, text_of(raw) if path.suffix == ".html" else raw
+
+
+def test_chapter_one_ran_its_code(site):
+    page = text_of((site / "chapters" / "01-forward.html").read_text())
+    assert "largest relative difference to torch" in page
+    assert re.search(r"largest relative difference to torch \d\.\de-1[4-7]", page)
+
+
+def hidden_test_lines(assignment: str) -> set[str]:
+    lines = set()
+    for cell in read(notebooks(assignment).source).cells:
+        for region in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", cell.source, re.S):
+            lines |= {line.strip() for line in region.splitlines() if len(line.strip()) >= 16}
+    return lines
+
+
+def test_published_book_holds_no_solution_code_and_no_hidden_tests(site):
+    secrets = set().union(*(solution_lines(a) | hidden_test_lines(a) for a in ASSIGNMENTS))
+    assert secrets, "nothing to look for: the check would pass vacuously"
+    for path, raw, text in published_texts(site):
+        for marker in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS"):
+            assert marker not in raw, f"{path} contains {marker}"
+        squeezed = " ".join(text.split())
+        for line in secrets:
+            assert " ".join(line.split()) not in squeezed, f"{path.relative_to(site)} contains {line!r}"
+
+
+def test_the_leak_check_would_see_a_leak(tmp_path):
+    planted = tmp_path / "page.html"
+    line = next(iter(solution_lines("01-forward")))
+    planted.write_text(f"<pre><span>{html.escape(line[:5])}</span>{html.escape(line[5:])}</pre>")
+    texts = [t for _, _, t in published_texts(tmp_path)]
+    assert any(" ".join(line.split()) in " ".join(t.split()) for t in texts)
+
+
+def test_pages_load_nothing_from_the_internet(site):
+    for page in site.rglob("*.html"):
+        raw = page.read_text()
+        assert not re.search(r"<script[^>]+src=\"https?:", raw), page
+        assert not re.search(r"<link[^>]+href=\"https?:[^\"]*\"[^>]*stylesheet", raw), page
+    assert (site / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def rendered_dom(site: Path, page: str, tmp_path: Path) -> str:
+    """The page's DOM after a headless Chromium with no internet access has run its scripts."""
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is missing: `make test` installs it (Debian package chromium)"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{page}"
+        done = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             # every host but this one resolves to nothing: the page must do without the internet
+             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom", url],
+            capture_output=True, text=True, timeout=180)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.browser
+def test_chapter_one_math_renders_in_a_browser_offline(site, tmp_path):
+    static = (site / "chapters" / "01-forward.html").read_text()
+    formulas = len(re.findall(r'class="math notranslate nohighlight"', static))
+    assert formulas >= 20
+    dom = rendered_dom(site, "chapters/01-forward.html", tmp_path)
+    typeset = re.findall(r"<mjx-container[^>]*jax=\"CHTML\"", dom)
+    assert len(typeset) == formulas, f"{len(typeset)} of {formulas} formulas typeset"
+    assert "<mjx-merror" not in dom and "Math Processing Error" not in dom
+    body = text_of(dom[dom.find("<main"):])
+    assert "\\(" not in body and "\\frac" not in body, "raw TeX left on the page"
+
+
+@pytest.mark.parametrize("cell,why", [
+    ("raise RuntimeError('boom')", "an error in a cell"),
+    ("import sys; print('careful', file=sys.stderr)", "a warning printed by a cell"),
+])
+def test_a_chapter_that_fails_fails_the_build(root, tmp_path, cell, why):
+    shutil.copy(root / "_config.yml", tmp_path / "_config.yml")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
+    (tmp_path / "page.md").write_text(
+        "---\nkernelspec:\n  name: python3\n  display_name: Python 3\n---\n# Page\n\n```{code-cell} ipython3\n"
+        f"{cell}\n```\n")
+    done = book.build(tmp_path / "out", source=tmp_path, capture_output=True, text=True)
+    assert done.returncode != 0, f"the build succeeded despite {why}"
