@@ -7,6 +7,7 @@ for this run, and never the expected values.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import shutil
@@ -90,14 +91,21 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
         for call_id, case, device, trial in calls:
             wire.dump((list(trial.args), trial.kwargs), str(job / call_id))
             uses_torch |= _has_tensor(trial.args)
+        cell_seconds = 60.0
         manifest = {
             "torch": uses_torch,
+            "cell_seconds": cell_seconds,
             "cells": [{"label": p.label, "source": p.source} for p in picked],
-            "calls": [{"id": cid, "function": case.function, "protocol": trial.protocol, "device": device}
-                      for cid, case, device, trial in calls],
+            "calls": [{"id": cid, "function": case.function, "protocol": trial.protocol, "device": device,
+                       "seconds": case.seconds} for cid, case, device, trial in calls],
         }
         (job / "job.json").write_text(json.dumps(manifest))
-        outcome = sandbox.run(scratch, limits=limits)
+        # Without a GPU, Triton kernels run in its interpreter (one program at a time, on the CPU).
+        env = {} if "cuda" in devices else {"TRITON_INTERPRET": "1"}
+        # The whole job may take what its cells and calls may take, and a start-up's worth more.
+        budget = 30.0 + cell_seconds * len(picked) + sum(case.seconds for _, case, _, _ in calls)
+        limits = dataclasses.replace(limits, wall_seconds=min(limits.wall_seconds, budget))
+        outcome = sandbox.run(scratch, env, limits=limits)
         report.isolation = outcome.isolation
         if outcome.timed_out:
             report.notes.append(f"the notebook's code ran longer than {limits.wall_seconds:.0f} s and was stopped; "

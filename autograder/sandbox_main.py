@@ -14,6 +14,7 @@ plain data and judges it against an oracle this process never sees.
 
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -32,6 +33,14 @@ def _short_traceback(exc: BaseException) -> str:
     return "".join(lines)[-4000:]
 
 
+class CallTimeout(Exception):
+    """A call ran past its time budget (its case's `seconds`)."""
+
+
+def _alarm(signum, frame):
+    raise CallTimeout("took longer than its time limit and was stopped (an endless loop, or a lock never released?)")
+
+
 def _write_json(path, data):
     with open(path, "w") as f:
         json.dump(data, f)
@@ -45,23 +54,31 @@ def main(job_dir: str, out_dir: str) -> None:
 
         calling.lock_autograd()
 
+    signal.signal(signal.SIGALRM, _alarm)
     namespace = {"__name__": "__submission__"}
     cells = []
     for cell in job["cells"]:
         entry = {"label": cell["label"], "error": None}
+        signal.setitimer(signal.ITIMER_REAL, float(job.get("cell_seconds", 60.0)))
         try:
             exec(compile(cell["source"], f"<cell {cell['label']}>", "exec"), namespace)
         except BaseException as e:  # SystemExit and KeyboardInterrupt too: keep going
             entry["error"] = _short_traceback(e)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         cells.append(entry)
     _write_json(os.path.join(out_dir, "cells.json"), cells)
 
+    out_of_time = set()  # functions that ran out of time once: an endless loop will not end the next time
     for call in job["calls"]:
         here = os.path.join(out_dir, call["id"])
         os.makedirs(here)
         status = {"error": None, "seconds": None}
         start = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, float(call.get("seconds", 10.0)))
         try:
+            if call["function"] in out_of_time:
+                raise CallTimeout(f"not run: an earlier test of {call['function']} ran out of time")
             target = namespace.get(call["function"])
             if target is None:
                 raise NameError(f"your code does not define {call['function']}")
@@ -74,6 +91,10 @@ def main(job_dir: str, out_dir: str) -> None:
             wire.dump(list(args), os.path.join(here, "args_after"))
         except BaseException as e:
             status["error"] = _short_traceback(e)
+            if isinstance(e, CallTimeout):
+                out_of_time.add(call["function"])
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         status["seconds"] = time.perf_counter() - start
         _write_json(os.path.join(here, "status.json"), status)
 

@@ -91,3 +91,16 @@ def test_broken_submissions_score_what_they_earn_with_a_reason(batch, student, s
 def test_a_student_with_no_notebook_is_not_in_the_grades(batch):
     _, grades, _ = batch
     assert not any(k[0] == "grace" for k in grades)
+
+
+def test_an_endless_loop_fails_its_function_quickly_and_spares_the_other(tmp_path):
+    from autograder.grading import grade
+
+    loop = "def layernorm_forward(x, gamma, beta, eps=1e-5):\n    while True:\n        pass"
+    path = write(submission("01-forward", {"layernorm_forward": loop}, base=solved("01-forward")),
+                 tmp_path, "loopy", "01-forward")
+    report = grade(path, "01-forward")
+    assert report.score == 12
+    failed = [r for r in report.results if not r.passed]
+    assert {r.case_id.split("/")[0] for r in failed} == {"layernorm_forward"}
+    assert "time limit" in " ".join(failed[0].problems)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import book
-from normgrad.cases import ASSIGNMENTS
+from normgrad.cases import ASSIGNMENTS, load
 from test_exercises import solution_lines
 from autograder.course import notebooks, read
 
@@ -110,17 +110,41 @@ def rendered_dom(site: Path, page: str, tmp_path: Path) -> str:
     return done.stdout
 
 
+def chapter_pages(site: Path) -> list[str]:
+    return sorted(str(p.relative_to(site)) for p in (site / "chapters").glob("[0-9]*.html"))
+
+
+def test_every_chapter_of_the_toc_is_built(site, root):
+    listed = re.findall(r"file:\s*chapters/(\d\d-[\w-]+)", (root / "_toc.yml").read_text())
+    assert listed and [f"chapters/{name}.html" for name in listed] == chapter_pages(site)
+
+
 @pytest.mark.browser
-def test_chapter_one_math_renders_in_a_browser_offline(site, tmp_path):
-    static = (site / "chapters" / "01-forward.html").read_text()
-    formulas = len(re.findall(r'class="math notranslate nohighlight"', static))
-    assert formulas >= 20
-    dom = rendered_dom(site, "chapters/01-forward.html", tmp_path)
+def test_math_renders_in_a_browser_offline(site, tmp_path):
+    for page in chapter_pages(site):
+        static = (site / page).read_text()
+        formulas = len(re.findall(r'class="math notranslate nohighlight"', static))
+        if page.endswith("01-forward.html"):
+            assert formulas >= 20
+        if formulas:
+            check_typeset(rendered_dom(site, page, tmp_path), formulas, page)
+
+
+def check_typeset(dom: str, formulas: int, page: str):
     typeset = re.findall(r"<mjx-container[^>]*jax=\"CHTML\"", dom)
-    assert len(typeset) == formulas, f"{len(typeset)} of {formulas} formulas typeset"
-    assert "<mjx-merror" not in dom and "Math Processing Error" not in dom
+    assert len(typeset) == formulas, f"{page}: {len(typeset)} of {formulas} formulas typeset"
+    assert "<mjx-merror" not in dom and "Math Processing Error" not in dom, f"{page}: a formula failed"
     body = text_of(dom[dom.find("<main"):])
-    assert "\\(" not in body and "\\frac" not in body, "raw TeX left on the page"
+    assert "\\(" not in body and "\\frac" not in body, f"{page}: raw TeX left on the page"
+
+
+def test_every_diagnosis_links_to_a_section_that_exists(site):
+    for assignment in ASSIGNMENTS:
+        for mistake in load(assignment).mistakes:
+            page, _, anchor = mistake.section.partition("#")
+            path = site / "chapters" / page
+            assert path.is_file(), f"{assignment}/{mistake.name} links to a missing page {page}"
+            assert f'id="{anchor}"' in path.read_text(), f"{assignment}/{mistake.name}: no #{anchor} on {page}"
 
 
 @pytest.mark.parametrize("cell,why", [

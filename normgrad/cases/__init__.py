@@ -58,6 +58,7 @@ class Case:
     description: str  # what the case tries, in a few words, shown in reports
     make: Callable[[np.random.Generator, str], Trial]  # (rng, device) -> Trial
     devices: tuple[str, ...] = ("cpu",)  # where it runs; "cuda" only when a GPU is present
+    seconds: float = 10.0  # the time one call may take in the grader's sandbox before it counts as a failure
 
     @property
     def id(self) -> str:
