@@ -82,6 +82,9 @@ OTHER_WRONG = {
                            "np.mean(dx_hat * xc, axis={over}, keepdims=True) / np.var(x, axis={over}, keepdims=True))"},
 }
 
+# dL/dx_hat computed in place, into the caller's dy: the function must leave its arguments alone.
+IN_PLACE = {"dx_hat": "np.multiply(dy, gamma, out=dy)"}
+
 # Right in every case but one: eps taken as 1e-5 instead of the cache's.
 EPS_HARDCODED = {"rstd": "1 / np.sqrt(np.var(x, axis={axis}, keepdims=True) + 1e-5)"}
 
@@ -124,7 +127,7 @@ def code(name: str, knobs: dict) -> str:
     return TEMPLATE.format(name=name, axis=axis, over=over, returns=returns, **parts)
 
 
-ALL = {**SLIPS, **OTHER_WRONG, **VARIANTS, "eps-hardcoded": EPS_HARDCODED, "correct": {}}
+ALL = {**SLIPS, **OTHER_WRONG, **VARIANTS, "eps-hardcoded": EPS_HARDCODED, "in-place": IN_PLACE, "correct": {}}
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +191,13 @@ def test_other_wrong_versions_are_rejected(graded, function, wrong):
     assert fails
     if wrong == "seed-snippet":
         assert any(message(function, "var-without-eps") in block for block in fails.values())
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_writing_into_an_argument_is_rejected_in_every_case(graded, function):
+    fails = failed(graded, "in-place", function)
+    assert len(fails) == len(load(ASSIGNMENT).cases_of(function))
+    assert all("modified its argument dy" in block for block in fails.values())
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

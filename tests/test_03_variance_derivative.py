@@ -80,6 +80,9 @@ VARIANTS = {
 
 EPS_IGNORED = {"rstd": "1 / np.sqrt(var + 1e-5)"}
 
+# the deviations computed in place, in the caller's x: the function must leave its argument alone
+IN_PLACE = {"grad": "2 * np.subtract(x, mu, out=x) / D"}
+
 
 def code(function: str, knobs: dict) -> str:
     parts = {**CORRECT, **knobs}
@@ -95,7 +98,7 @@ def graded(tmp_path_factory):
     """Grade one batch: each slip (in the functions it applies to), each variant, eps ignored, the template."""
     root = tmp_path_factory.mktemp("submitted")
     labels = {f"{f}.{s}": knobs for f, slips in SLIPS.items() for s, knobs in slips.items()}
-    labels.update({**VARIANTS, "eps-ignored": EPS_IGNORED, "correct": {}})
+    labels.update({**VARIANTS, "eps-ignored": EPS_IGNORED, "in-place": IN_PLACE, "correct": {}})
     for label, knobs in labels.items():
         write(submission(ASSIGNMENT, answers(knobs)), root, label, ASSIGNMENT)
     out = tmp_path_factory.mktemp("grades")
@@ -137,6 +140,12 @@ def test_each_slip_is_rejected_and_named(graded, function, slip):
 @pytest.mark.parametrize("variant", [*VARIANTS, "correct"])
 def test_correct_variants_score_full_marks(graded, variant):
     assert failed(graded, variant) == {}
+
+
+def test_writing_into_the_argument_is_rejected_in_every_case(graded):
+    fails = failed(graded, "in-place")
+    assert set(fails) == {c.id for c in load(ASSIGNMENT).cases_of("variance_grad")}
+    assert all("modified its argument x" in block for block in fails.values())
 
 
 def test_eps_ignored_fails_the_eps_test_only(graded):
