@@ -67,7 +67,7 @@ def _cases(function: str) -> list[Case]:
     c = partial(Case, function)
     m = partial(make_trial, function)
     return [
-        c("small", 1, False, "a 4 x 6 input", m((4, 6))),
+        c("small", 1, False, "a 5 x 6 input", m((5, 6))),
         c("small-variance", 1, False, "a 3 x 5 input whose variance is below eps", m((3, 5), "tiny-variance")),
         c("odd-shape", 1, True, "a 5 x 11 input", m((5, 11))),
         c("tall", 1, True, "a 33 x 7 input", m((33, 7))),
