@@ -12,8 +12,10 @@ against autograd run on three separate copies of x (`reference.grad_paths`).
 Tolerances: dx and each path are sums of terms as large as the direct path,
 rstd * dy * gamma, and where those terms cancel (a group of two values, whose
 dx is O(eps / var) of them, or a group of one, whose dx is zero) rounding is
-still relative to the terms. So that scale is the floor of closeness, and the
-relative tolerance follows from the dtype and the input's conditioning. It is
+still relative to the terms. So that scale is the floor of closeness; dgamma
+and dbeta, sums over the batch of dy * x_hat and of dy, have the column sums of
+|dy| as theirs (x_hat's natural scale is 1). The relative tolerance follows
+from the dtype and the input's conditioning (`normgrad.tolerances`). It is
 tight enough in float64 to tell var + eps from var in a group of variance 1.
 """
 
