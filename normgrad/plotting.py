@@ -5,9 +5,14 @@ Each function returns a matplotlib Figure; the chapter that calls it shows it.
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")  # the book is built without a display
+if "ipykernel" not in sys.modules:
+    # Scripts and tests run without a display. A notebook kernel (the book's build) keeps its inline
+    # backend: with Agg there, the chapters' figures would never reach the page.
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
@@ -41,5 +46,123 @@ def reduction_figure(n: int = 5, d: int = 8):
         ax.axis("off")
         ax.text(d / 2, n + 0.05, f"D = {d} features", ha="center", va="bottom", fontsize=8)
         ax.text(-0.15, n / 2, f"N = {n} samples", ha="right", va="center", rotation=90, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _node(ax, xy, label, color="#333333"):
+    ax.annotate(label, xy, ha="center", va="center", fontsize=15, zorder=3,
+                bbox=dict(boxstyle="circle,pad=0.35", fc="white", ec=color, lw=1.6))
+
+
+def _edge(ax, start, end, rad=0.0, color="#8a8a8a", lw=1.2, style="-|>", ls="-", shrink=17):
+    ax.annotate("", end, start, zorder=1,
+                arrowprops=dict(arrowstyle=style, color=color, lw=lw, ls=ls, shrinkA=shrink, shrinkB=shrink,
+                                connectionstyle=f"arc3,rad={rad}"))
+
+
+def chain_rule_graph(contributions: dict[str, float] | None = None, total: float | None = None,
+                     autograd: float | None = None, where: str = ""):
+    """The forward graph of x_hat with the derivative on each edge, and dL/dx flowing back along three paths.
+
+    Forward edges are grey, each labelled with its derivative; the backward
+    paths are coloured: straight through x_hat (blue), through the mean
+    (orange), through the variance (green). `contributions` maps 'direct',
+    'mean' and 'var' to one entry's share of dL/dx, written where each path
+    arrives at x; `total` is their sum and `autograd` float64 autograd's value.
+    """
+    import math
+
+    pos = {"x": (0.0, 0.0), "mu": (4.0, 2.4), "var": (4.0, -2.4), "xhat": (8.0, 0.0), "y": (9.8, 0.0),
+           "L": (11.4, 0.0)}
+    centre = (4.0, 0.0)
+    fig, ax = plt.subplots(figsize=(10.5, 6.2))
+    grey = "#8a8a8a"
+
+    def label(a, b, text, side=1.0, offset=0.3, t=0.5):
+        """Write `text` along the edge a -> b, on the side away from (side=1) or toward (-1) the centre."""
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        mx, my = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+        nx, ny = -(y1 - y0), x1 - x0
+        norm = math.hypot(nx, ny)
+        nx, ny = nx / norm, ny / norm
+        if (mx + nx - centre[0]) ** 2 + (my + ny - centre[1]) ** 2 < (mx - centre[0]) ** 2 + (my - centre[1]) ** 2:
+            nx, ny = -nx, -ny  # (nx, ny) now points away from the centre
+        angle = math.degrees(math.atan2(y1 - y0, x1 - x0))
+        angle = angle - 180 if angle > 90 else angle + 180 if angle < -90 else angle
+        ax.text(mx + side * offset * nx, my + side * offset * ny, text, rotation=angle, rotation_mode="anchor",
+                ha="center", va="center", fontsize=9.5, color="#444444")
+
+    for a, b in [("x", "xhat"), ("x", "mu"), ("x", "var"), ("mu", "xhat"), ("var", "xhat"), ("xhat", "y"),
+                 ("y", "L")]:
+        _edge(ax, pos[a], pos[b], color=grey)
+    _edge(ax, pos["mu"], pos["var"], color=grey, ls=(0, (3, 3)))  # sigma^2 = mean((x - mu)^2) uses mu too
+    label("x", "xhat", r"$\partial \hat{x}_j / \partial x_i = \mathrm{rstd}\;\delta_{ij}$", side=-1, t=0.74)
+    label("x", "mu", r"$\partial \mu / \partial x_i = 1/D$")
+    label("x", "var", r"$\partial \sigma^2 / \partial x_i = 2(x_i - \mu)/D$")
+    label("mu", "xhat", r"$\partial \hat{x}_j / \partial \mu = -\mathrm{rstd}$")
+    label("var", "xhat", r"$\partial \hat{x}_j / \partial \sigma^2 = -\frac{1}{2}(x_j - \mu)\,\mathrm{rstd}^3$")
+    ax.text(4.18, -1.0, r"$\partial \sigma^2 / \partial \mu = -\frac{2}{D}\sum_k (x_k - \mu) = 0$", rotation=90,
+            ha="left", va="center", fontsize=8.5, color="#777777")
+    label("xhat", "y", r"$\gamma_j$")
+    label("y", "L", r"$\partial L / \partial y$")
+    # dL/dx flowing back, one coloured path each, outside the forward edges
+    legs = {"direct": [("xhat", "x", 0.1)], "mean": [("xhat", "mu", 0.32), ("mu", "x", 0.32)],
+            "var": [("xhat", "var", -0.32), ("var", "x", -0.32)]}
+    for name, path in legs.items():
+        for a, b, rad in path:
+            _edge(ax, pos[a], pos[b], rad=rad, color=COLORS[name], lw=2.4, shrink=19)
+    names = {"direct": r"direct, through $\hat{x}$", "mean": r"through the mean $\mu$",
+             "var": r"through the variance $\sigma^2$"}
+    spots = {"direct": (2.4, 0.72), "mean": (1.2, 2.9), "var": (1.2, -2.9)}
+    for name, (tx, ty) in spots.items():
+        text = names[name] + (f": {contributions[name]:+.4f}" if contributions is not None else "")
+        ax.text(tx, ty, text, ha="center", va="center", fontsize=10.5, color=COLORS[name], fontweight="bold")
+    for key, text in [("x", r"$x_i$"), ("mu", r"$\mu$"), ("var", r"$\sigma^2$"), ("xhat", r"$\hat{x}_j$"),
+                      ("y", r"$y_j$"), ("L", r"$L$")]:
+        _node(ax, pos[key], text)
+    if total is not None:
+        lines = f"{'sum of the three paths:':<25}{total:+.4f}"
+        if autograd is not None:
+            lines += f"\n{'float64 autograd:':<25}{autograd:+.4f}"
+        ax.text(7.6, -2.6, lines, ha="left", va="center", fontsize=9.5, color="#222222", family="monospace")
+    ax.set_title("dL/dx reaches x along three paths" + (f" ({where})" if where else ""), fontsize=11)
+    ax.set_xlim(-0.8, 12.0)
+    ax.set_ylim(-3.4, 3.4)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def jacobian_parts_figure(parts: dict):
+    """Heatmaps of matrices side by side (the parts of a Jacobian and their sum), on one shared colour scale."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(parts), figsize=(3.1 * len(parts) + 0.8, 3.4))
+    limit = max(float(np.max(np.abs(m))) for m in parts.values())
+    for ax, (title, m) in zip(np.atleast_1d(axes), parts.items()):
+        image = ax.imshow(m, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("$j$", fontsize=9)
+        ax.set_ylabel("$i$", fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.colorbar(image, ax=axes, shrink=0.85, label=r"$\partial \hat{x}_i / \partial x_j$")
+    return fig
+
+
+def finite_difference_figure(steps, errors: dict, lines: dict | None = None):
+    """Relative error of central differences against the step h, one curve per dtype; `lines` marks sizes to compare."""
+    fig, ax = plt.subplots(figsize=(6.6, 4.0))
+    for (name, errs), color in zip(errors.items(), ("#2a6fb0", "#c2571a", "#3b8f3b")):
+        ax.loglog(steps, errs, "o-", color=color, label=name, ms=4)
+    for (label, value), style in zip((lines or {}).items(), ("--", ":", "-.")):
+        ax.axhline(value, color="#555555", ls=style, lw=1)
+        ax.text(steps[0], value * 1.3, label, fontsize=8.5, color="#333333", va="bottom")
+    ax.set_xlabel("step $h$")
+    ax.set_ylabel("relative error of dL/dx")
+    ax.invert_xaxis()
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=9, loc="lower left")
     fig.tight_layout()
     return fig

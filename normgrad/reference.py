@@ -97,3 +97,50 @@ def layernorm_jacobian(x_row, eps: float = 1e-5) -> np.ndarray:
         return torch.native_layer_norm(v, d, None, None, eps)[0]
 
     return torch.autograd.functional.jacobian(normalize, x_row).numpy()
+
+
+def forward_cache(x, gamma, eps: float = 1e-5, norm: str = "layer") -> dict:
+    """The `cache` of exercise 01 for x of shape (N, D), from the oracle, in x's dtype.
+
+    norm='layer' reduces over axis 1 (mean, rstd of shape (N,)), norm='batch' over
+    axis 0 (shape (D,)). The backward exercises receive this cache, never one
+    built by the student's own forward pass.
+    """
+    x, gamma = np.asarray(x), np.asarray(gamma)
+    oracle = layernorm if norm == "layer" else batchnorm
+    ref = oracle(x, gamma, np.zeros_like(gamma), eps)
+    return {"x": x.copy(), "mean": ref.mean.astype(x.dtype), "rstd": ref.rstd.astype(x.dtype),
+            "x_hat": ref.x_hat.astype(x.dtype), "gamma": gamma.copy(), "eps": float(eps)}
+
+
+def grad_paths(x, gamma, dy, eps: float = 1e-5, norm: str = "layer") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dL/dx split into the chain rule's three paths, by float64 autograd: (direct, via_mean, via_var).
+
+    x (N, D) enters the forward pass as three separate copies: the one in
+    x_hat's numerator, the one that feeds the mean, and the one that feeds the
+    variance (which takes its own mean of that copy). Autograd's gradient with
+    respect to each copy is one path, and the three add up to dx. This is the
+    forward formula differentiated by autograd, not the course's closed forms;
+    a test checks the two against each other and the sum against torch's own
+    layer_norm / batch_norm gradient.
+    """
+    axis = 1 if norm == "layer" else 0
+    direct, for_mean, for_var = (as_float64(x).requires_grad_(True) for _ in range(3))
+    with torch.enable_grad():
+        mean = for_mean.mean(axis, keepdim=True)
+        var = ((for_var - for_var.mean(axis, keepdim=True)) ** 2).mean(axis, keepdim=True)
+        y = as_float64(gamma) * (direct - mean) / torch.sqrt(var + eps)
+        grads = torch.autograd.grad(y, (direct, for_mean, for_var), as_float64(dy))
+    return tuple(_numpy(g) for g in grads)
+
+
+def variance_grad(x, axis: int = -1) -> np.ndarray:
+    """d(sigma^2)/dx of the biased variance of each group along `axis`, by float64 autograd.
+
+    Each group's variance depends on its own values only, so the gradient of
+    the sum of all variances holds every d(sigma_i^2)/d(x_ij) at once.
+    """
+    x = as_float64(x).requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(torch.var(x, dim=axis, correction=0).sum(), x)
+    return _numpy(grad)

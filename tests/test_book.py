@@ -159,3 +159,12 @@ def test_a_chapter_that_fails_fails_the_build(root, tmp_path, cell, why):
         f"{cell}\n```\n")
     done = book.build(tmp_path / "out", source=tmp_path, capture_output=True, text=True)
     assert done.returncode != 0, f"the build succeeded despite {why}"
+
+
+def test_every_chapter_that_draws_a_figure_shows_it(site, root):
+    """A chapter that draws with normgrad.plotting has an image on its page (a display-less backend drops it)."""
+    drawing = [page for page in chapter_pages(site)
+               if "normgrad.plotting" in (root / "chapters" / (Path(page).stem + ".md")).read_text()]
+    assert drawing
+    for page in drawing:
+        assert "<img" in (site / page).read_text(), f"{page} draws a figure but shows none"

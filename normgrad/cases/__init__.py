@@ -34,6 +34,8 @@ from ..checks import unmodified_problems
 
 ASSIGNMENTS = {
     "01-forward": "normgrad.cases.forward",
+    "02-chain-rule": "normgrad.cases.chain_rule",
+    "03-variance-derivative": "normgrad.cases.variance",
 }
 
 

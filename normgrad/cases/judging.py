@@ -11,10 +11,11 @@ from ..checks import array_problems, closeness_problems
 
 
 def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: Sequence, rtol: float,
-                    device: str | None = None) -> list[str]:
+                    device: str | None = None, floors: Sequence[float] | None = None) -> list[str]:
     """`returned` must be a tuple of len(names) arrays (or tensors), each close to its expected one.
 
     Every entry is checked, so one answer reports all that is wrong with it.
+    `floors` gives each entry's natural scale (see `closeness_problems`).
     """
     what = "(" + ", ".join(names) + ")"
     if not isinstance(returned, (tuple, list)):
@@ -22,9 +23,9 @@ def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: 
     if len(returned) != len(names):
         return [f"should return {len(names)} values {what}, got {len(returned)}"]
     problems = []
-    for value, want, name, dtype in zip(returned, expected, names, dtypes):
+    for value, want, name, dtype, floor in zip(returned, expected, names, dtypes, floors or [0.0] * len(names)):
         problems += array_problems(value, name, np.shape(want), dtype, device) or \
-            closeness_problems(value, want, name, rtol)
+            closeness_problems(value, want, name, rtol, floor)
     return problems
 
 
