@@ -13,6 +13,7 @@ plain data and judges it against an oracle this process never sees.
 """
 
 import json
+import linecache
 import os
 import signal
 import sys
@@ -61,7 +62,10 @@ def main(job_dir: str, out_dir: str) -> None:
         entry = {"label": cell["label"], "error": None}
         signal.setitimer(signal.ITIMER_REAL, float(job.get("cell_seconds", 60.0)))
         try:
-            exec(compile(cell["source"], f"<cell {cell['label']}>", "exec"), namespace)
+            filename = f"<cell {cell['label']}>"
+            # Triton's @jit reads a kernel's source back through linecache, as it does in a notebook.
+            linecache.cache[filename] = (len(cell["source"]), None, cell["source"].splitlines(True), filename)
+            exec(compile(cell["source"], filename, "exec"), namespace)
         except BaseException as e:  # SystemExit and KeyboardInterrupt too: keep going
             entry["error"] = _short_traceback(e)
         finally:
