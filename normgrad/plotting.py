@@ -5,9 +5,14 @@ Each function returns a matplotlib Figure; the chapter that calls it shows it.
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")  # the book is built without a display
+if "ipykernel" not in sys.modules:
+    # Scripts and tests run without a display. A notebook kernel (the book's build) keeps its inline
+    # backend: with Agg there, the chapters' figures would never reach the page.
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
