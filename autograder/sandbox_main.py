@@ -38,6 +38,17 @@ class CallTimeout(Exception):
     """A call ran past its time budget (its case's `seconds`)."""
 
 
+def _ran_out_of_time(exc: BaseException) -> bool:
+    """Was `exc` a CallTimeout, or caused by one? (Triton's interpreter wraps what a kernel raises.)"""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, CallTimeout):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _alarm(signum, frame):
     raise CallTimeout("took longer than its time limit and was stopped (an endless loop, or a lock never released?)")
 
@@ -95,7 +106,7 @@ def main(job_dir: str, out_dir: str) -> None:
             wire.dump(list(args), os.path.join(here, "args_after"))
         except BaseException as e:
             status["error"] = _short_traceback(e)
-            if isinstance(e, CallTimeout):
+            if _ran_out_of_time(e):
                 out_of_time.add(call["function"])
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
