@@ -313,3 +313,24 @@ VERSIONS = {
     "v3 persistent": layernorm_backward_persistent,
 }
 FASTEST = "v3 persistent"
+
+
+def checked(fn, shape, dtype, device: str, seed: int = 0) -> dict:
+    """Run `fn` on a random trial (exercise 06's inputs) and compare with the float64 oracle.
+
+    Returns the relative error (largest error over largest entry) of dx, dgamma and
+    dbeta and the tolerance for the dtype; raises AssertionError, saying what is
+    wrong, when any is outside it. Every version is checked so before it is timed.
+    """
+    import numpy as np
+
+    from .cases.torch_trials import backward_trial
+    from .checks import as_float64
+
+    trial = backward_trial("layer", shape, dtype)(np.random.default_rng(seed), device)
+    returned = fn(*trial.args)
+    problems = trial.judge(returned, trial.expected)
+    assert not problems, f"{getattr(fn, '__name__', fn)} in {dtype}: " + "; ".join(problems)
+    errors = {name: float(np.abs(as_float64(got) - want).max() / np.abs(want).max())
+              for name, got, want in zip(("dx", "dgamma", "dbeta"), returned, trial.expected)}
+    return {**errors, "tolerance": trial.judge.keywords["rtol"]}

@@ -183,16 +183,8 @@ def test_the_ladder_refuses_what_it_cannot_do():
 
 COMPILE = textwrap.dedent('''
     import json, linecache, sys
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
     from normgrad import triton_layernorm as T
-
-    def build(kernel, pointers, constexprs, num_warps):
-        names = kernel.arg_names
-        signature = {a: "constexpr" if a in constexprs else pointers.get(a, "i32") for a in names}
-        triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": num_warps})
+    from normgrad.gpu_compile import compile_for_gpu
 
     source = sys.stdin.read()  # the exercise's solution cell, loaded as the grader's sandbox loads it
     linecache.cache["<cell>"] = (len(source), None, source.splitlines(True), "<cell>")
@@ -209,7 +201,7 @@ COMPILE = textwrap.dedent('''
                                    (T._sum_partials_kernel, {"BLOCK_P": 32, "BLOCK_COLS": 64}),
                                    (cell["_ln_bwd_rows"], {"CHUNK": 1024}),
                                    (cell["_ln_bwd_columns"], {"WIDTH": 128, "DEPTH": 8})]:
-            build(kernel, p, constexprs, num_warps=8)
+            compile_for_gpu(kernel, p, constexprs, num_warps=8)
             built.append(kernel.fn.__name__ + "/" + dtype)
     print(json.dumps(built))
 ''')
@@ -248,3 +240,78 @@ def test_each_known_mistake_fails_the_float32_test_and_is_named(mistake):
     wrong = tuple(torch.as_tensor(a).to(torch.float32) for a in known.impl(*_float64(trial.args)))
     assert trial.judge(wrong, trial.expected), f"{mistake} passes {case.id}"
     assert diagnose(assignment, FUNCTION, trial, wrong) is known
+
+
+# --- the benchmark's results file and plot, from synthetic data (never a measurement) ----------
+
+def synthetic_results(date="2026-01-02"):
+    """A results file's content with made-up times, marked synthetic: for tests only, never committed."""
+    from normgrad import benchmark
+
+    rows = []
+    for dtype in benchmark.DTYPE_NAMES:
+        for m in benchmark.ROWS:
+            for n in benchmark.COLUMNS:
+                for impl, fraction in (("course", 0.9), ("torch", 0.6), ("liger", 0.7)):
+                    gbs = 1000.0 * fraction
+                    rows.append({"impl": impl, "dtype": dtype, "M": m, "N": n, "gb_per_s": gbs,
+                                 "ms": benchmark.traffic_bytes(m, n, dtype) / (gbs * 1e6)})
+    return {"schema": benchmark.SCHEMA, "synthetic": True, "gpu": "Synthetic GPU 80GB", "date": date,
+            "copy_gb_per_s": 1000.0, "rows": rows}
+
+
+def test_results_round_trip_and_the_latest_file_is_found(tmp_path):
+    from normgrad import benchmark
+
+    assert benchmark.find_results(tmp_path) is None
+    older = benchmark.write_results(synthetic_results("2026-01-02"), tmp_path)
+    newer = benchmark.write_results(synthetic_results("2026-03-04"), tmp_path)
+    assert older.name == "bench-synthetic-gpu-80gb-2026-01-02.json"
+    assert benchmark.find_results(tmp_path) == newer
+    assert benchmark.read_results(newer) == synthetic_results("2026-03-04")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda r: r.pop("copy_gb_per_s"), "copy_gb_per_s"),
+    (lambda r: r.update(date="March"), "YYYY-MM-DD"),
+    (lambda r: r["rows"][3].update(impl="cublas"), "row 3"),
+    (lambda r: r["rows"][0].update(ms=-1.0), "row 0"),
+])
+def test_a_malformed_results_file_is_refused_with_a_reason(tmp_path, damage, message):
+    from normgrad import benchmark
+
+    results = synthetic_results()
+    damage(results)
+    path = tmp_path / "bench-x-2026-01-02.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=message):
+        benchmark.read_results(path)
+
+
+def test_summary_reads_the_speed_of_light_ratio_and_the_speedup():
+    from normgrad import benchmark
+
+    got = benchmark.summary(synthetic_results())
+    assert got["fraction_of_copy"] == pytest.approx({d: 0.9 for d in benchmark.DTYPE_NAMES})
+    assert got["speedup"] == pytest.approx({d: 1.5 for d in benchmark.DTYPE_NAMES})
+    assert got["slower_than_torch"] == []
+
+
+def test_the_plot_draws_every_line_and_says_synthetic():
+    from normgrad import benchmark
+    from normgrad.plotting import bandwidth_figure
+
+    fig = bandwidth_figure(synthetic_results())
+    assert [ax.get_title() for ax in fig.axes] == list(benchmark.DTYPE_NAMES)
+    assert all(len(ax.get_lines()) == 3 * 2 + 1 for ax in fig.axes)  # 3 implementations x 2 M, and the copy line
+    assert fig._suptitle.get_text().startswith("SYNTHETIC TEST DATA")
+
+
+def test_the_benchmark_without_a_gpu_says_so_and_writes_nothing(root, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    done = subprocess.run([sys.executable, "-m", "normgrad.benchmark", "--out", str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "needs a CUDA GPU" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
