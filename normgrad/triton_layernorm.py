@@ -290,8 +290,12 @@ def default_programs(device: torch.device, m: int, num_warps: int) -> int:
     """
     if device.type != "cuda":
         return min(m, 4)  # the interpreter runs programs one at a time: their number only changes the bookkeeping
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(sms * max(1, 16 // num_warps), m // 16))
+    return programs_for(torch.cuda.get_device_properties(device).multi_processor_count, m, num_warps)
+
+
+def programs_for(multiprocessors: int, m: int, num_warps: int) -> int:
+    """default_programs' rule on a GPU with this many multiprocessors."""
+    return max(1, min(multiprocessors * max(1, 16 // num_warps), m // 16))
 
 
 def layernorm_backward_persistent(dy, x, gamma, mean, rstd, programs: int | None = None,
