@@ -56,8 +56,9 @@ def ptxas_usage(compiled) -> tuple[int, int]:
             int(re.search(r"(\d+) bytes spill stores", report).group(1)))
 
 
-def persistent_kernel_usage(configs: list[tuple[str, int, int]]) -> list[dict]:
-    """For each (dtype, BLOCK_N, num_warps): chapter 6's persistent kernel's registers and spills on sm_90."""
+def persistent_kernel_usage(configs: list[tuple[str, int, int, int]]) -> list[dict]:
+    """For each (dtype, BLOCK_N, ROWS, num_warps): chapter 6's persistent kernel's registers per thread,
+    bytes of spill stores per thread and shared memory per program, compiled for sm_90."""
     env = dict(os.environ, TRITON_INTERPRET="0")
     done = subprocess.run([sys.executable, "-m", "normgrad.gpu_compile"], input=json.dumps(configs), cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
@@ -69,15 +70,15 @@ def persistent_kernel_usage(configs: list[tuple[str, int, int]]) -> list[dict]:
 def main() -> None:
     from . import triton_layernorm as T
 
-    rows = []
-    for dtype, block_n, num_warps in json.load(sys.stdin):
+    found = []
+    for dtype, block_n, rows, num_warps in json.load(sys.stdin):
         pointers = {name: f"*{dtype}" for name in ("DX", "DY", "X", "GAMMA")}
         pointers.update(MEAN="*fp32", RSTD="*fp32", PART="*fp32")
-        compiled = compile_for_gpu(T._dx_persistent_kernel, pointers, {"BLOCK_N": block_n}, num_warps)
+        compiled = compile_for_gpu(T._dx_persistent_kernel, pointers, {"BLOCK_N": block_n, "ROWS": rows}, num_warps)
         registers, spills = ptxas_usage(compiled)
-        rows.append({"dtype": dtype, "BLOCK_N": block_n, "num_warps": num_warps, "registers": registers,
-                     "spill_bytes": spills})
-    print(json.dumps(rows))
+        found.append({"dtype": dtype, "BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps,
+                      "registers": registers, "spill_bytes": spills, "shared_bytes": compiled.metadata.shared})
+    print(json.dumps(found))
 
 
 if __name__ == "__main__":
