@@ -319,10 +319,14 @@ def default_programs(args: tuple, m: int, block_n: int, rows: int, num_warps: in
         return min(m, 4)  # the interpreter runs programs one at a time: their number only changes the bookkeeping
     key = (x.device, x.dtype, block_n, rows, num_warps)
     if key not in _RESIDENT:
-        compiled = _dx_persistent_kernel.warmup(*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps, grid=(1,))
-        compiled._init_handles()
-        properties = triton.runtime.driver.active.utils.get_device_properties(x.device.index)
-        _RESIDENT[key] = resident_programs(compiled.n_regs, compiled.metadata.shared, num_warps, properties)
+        try:  # the calls Triton's own persistent-softmax tutorial makes
+            compiled = _dx_persistent_kernel.warmup(*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps,
+                                                    grid=(1,))
+            compiled._init_handles()
+            properties = triton.runtime.driver.active.utils.get_device_properties(x.device.index)
+            _RESIDENT[key] = resident_programs(compiled.n_regs, compiled.metadata.shared, num_warps, properties)
+        except (AttributeError, KeyError, TypeError):  # a Triton whose internals differ: assume 128 registers
+            _RESIDENT[key] = max(1, 16 // num_warps)
     return programs_to_launch(torch.cuda.get_device_properties(x.device).multi_processor_count, _RESIDENT[key], m)
 
 

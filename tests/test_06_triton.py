@@ -316,3 +316,14 @@ def test_the_benchmark_without_a_gpu_says_so_and_writes_nothing(root, tmp_path):
     assert done.returncode == 2
     assert "needs a CUDA GPU" in done.stderr and "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_programs_fit_the_registers_and_shared_memory_and_leave_16_rows_each():
+    h100 = {"max_num_regs": 65536, "max_shared_mem": 232448}
+    assert triton_layernorm.resident_programs(128, 32, 8, h100) == 2      # 128 x 256 threads: half the registers
+    assert triton_layernorm.resident_programs(64, 0, 32, h100) == 1       # 32 warps: all of them
+    assert triton_layernorm.resident_programs(32, 100_000, 4, h100) == 2  # shared memory runs out first
+    assert triton_layernorm.resident_programs(16, 0, 1, h100) == 64       # at most 64 warps per multiprocessor
+    assert triton_layernorm.programs_to_launch(132, 2, 16384) == 264
+    assert triton_layernorm.programs_to_launch(132, 2, 4096) == 256       # 16 rows each
+    assert triton_layernorm.programs_to_launch(132, 2, 5) == 1
