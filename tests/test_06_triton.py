@@ -104,6 +104,10 @@ MUTANTS = {
                                       "partial = torch.zeros((2, groups, N), dtype=x.dtype,"}),
     "lock-never-released": lambda: LOCKED.replace("RELEASE", "pass  # the lock is never released"),
 }
+# On a GPU a kernel spinning on a lock cannot be interrupted between calls: the grader's job runs out of
+# time as a whole instead (minutes). The interpreter's behaviour is what this test pins down.
+if torch.cuda.is_available():
+    del MUTANTS["lock-never-released"]
 VARIANTS = {
     "locked": lambda: LOCKED.replace("RELEASE", "tl.atomic_xchg(LOCKS + group, 0)"),
 }
@@ -144,10 +148,11 @@ def test_partials_kept_in_16_bits_fail_the_tall_shifted_test(graded):
 
 def test_overwritten_partials_fail_wherever_a_program_has_several_rows(graded):
     _, _, failed, feedback = report(graded, "overwrites-partials")
-    assert {"float32", "bfloat16", "tall-shifted"} <= failed, feedback
+    assert {"float32-wide", "float16", "bfloat16-wide", "tall-shifted"} <= failed, feedback
     assert "one-row" not in failed  # one row: nothing to overwrite
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="kernels are compiled, not interpreted, on a GPU")
 def test_a_lock_never_released_fails_on_time_instead_of_hanging(graded):
     _, _, failed, feedback = report(graded, "lock-never-released")
     assert "took longer than its time limit" in feedback, feedback

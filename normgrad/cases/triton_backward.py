@@ -42,11 +42,13 @@ def _case(name, points, hidden, description, make, seconds=20.0):
 CASES = [
     _case("float32", 1, False, "float32, 6 x 1000", backward_trial("layer", (6, 1000), F32)),
     _case("bfloat16", 1, False, "bfloat16, 9 x 300", backward_trial("layer", (9, 300), BF16)),
-    _case("float32-wide", 2, True, "float32, 67 x 1500: more than one block of columns",
-          backward_trial("layer", (67, 1500), F32)),
-    _case("float16", 2, True, "float16, 33 x 777", backward_trial("layer", (33, 777), F16)),
-    _case("bfloat16-wide", 2, True, "bfloat16, 45 x 2000",
-          backward_trial("layer", (45, 2000), BF16)),
+    # On a GPU these have thousands of rows: more than a program per multiprocessor can take one each, so
+    # partial sums must really be accumulated (and, with locks, contended for).
+    _case("float32-wide", 2, True, "float32, 67 x 1500 (4099 x 1500 on a GPU): more than one block of columns",
+          sized((67, 1500), (4099, 1500), F32)),
+    _case("float16", 2, True, "float16, 33 x 777 (2053 x 777 on a GPU)", sized((33, 777), (2053, 777), F16)),
+    _case("bfloat16-wide", 2, True, "bfloat16, 45 x 2000 (3001 x 2000 on a GPU)",
+          sized((45, 2000), (3001, 2000), BF16)),
     _case("one-row", 1, True, "a single row, float16, 1 x 1234", backward_trial("layer", (1, 1234), F16)),
     _case("tiny-variance", 1, True, "float32 rows whose variance is far below eps",
           backward_trial("layer", (17, 600), F32, kind="tiny-variance")),
@@ -58,7 +60,7 @@ CASES = [
     # below half a unit in the last place): dgamma and dbeta summed in 16 bits over ~800 rows per program
     # are off by a third, far outside the tolerance. 800 rows on the interpreter; on a GPU enough rows
     # that a program per multiprocessor still walks about a thousand.
-    _case("tall-shifted", 3, True, "bfloat16, many rows, upstream gradient shifted away from zero",
+    _case("tall-shifted", 3, True, "bfloat16, 800 x 24 (300000 x 24 on a GPU), dy shifted away from zero",
           sized((800, 24), (300_000, 24), BF16, dy_offset=2.0), seconds=90.0),
 ]
 
