@@ -20,6 +20,15 @@ test: $(STAMP) system-packages
 release: $(STAMP)
 	$(BIN)/python -m autograder release
 
+# Chapter 6's benchmark: needs a CUDA GPU, and is not part of `make test`. It times the course's fastest
+# kernel, PyTorch's and Liger-Kernel's (when installed) and writes chapters/data/bench-<gpu>-<date>.json,
+# which chapter 6 plots. It runs with .venv's Python when there is one, else with $(PYTHON): the GPU
+# machines have their own torch and triton and no package index.
+BENCH_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+bench:
+	$(BENCH_PYTHON) -m normgrad.benchmark $(BENCH_ARGS)
+
 system-packages:
 	@sh scripts/system-packages.sh
 

@@ -13,6 +13,7 @@ plain data and judges it against an oracle this process never sees.
 """
 
 import json
+import linecache
 import os
 import signal
 import sys
@@ -35,6 +36,17 @@ def _short_traceback(exc: BaseException) -> str:
 
 class CallTimeout(Exception):
     """A call ran past its time budget (its case's `seconds`)."""
+
+
+def _ran_out_of_time(exc: BaseException) -> bool:
+    """Was `exc` a CallTimeout, or caused by one? (Triton's interpreter wraps what a kernel raises.)"""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, CallTimeout):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _alarm(signum, frame):
@@ -61,7 +73,10 @@ def main(job_dir: str, out_dir: str) -> None:
         entry = {"label": cell["label"], "error": None}
         signal.setitimer(signal.ITIMER_REAL, float(job.get("cell_seconds", 60.0)))
         try:
-            exec(compile(cell["source"], f"<cell {cell['label']}>", "exec"), namespace)
+            filename = f"<cell {cell['label']}>"
+            # Triton's @jit reads a kernel's source back through linecache, as it does in a notebook.
+            linecache.cache[filename] = (len(cell["source"]), None, cell["source"].splitlines(True), filename)
+            exec(compile(cell["source"], filename, "exec"), namespace)
         except BaseException as e:  # SystemExit and KeyboardInterrupt too: keep going
             entry["error"] = _short_traceback(e)
         finally:
@@ -91,7 +106,7 @@ def main(job_dir: str, out_dir: str) -> None:
             wire.dump(list(args), os.path.join(here, "args_after"))
         except BaseException as e:
             status["error"] = _short_traceback(e)
-            if isinstance(e, CallTimeout):
+            if _ran_out_of_time(e):
                 out_of_time.add(call["function"])
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)

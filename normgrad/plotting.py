@@ -166,3 +166,44 @@ def finite_difference_figure(steps, errors: dict, lines: dict | None = None):
     ax.legend(fontsize=9, loc="lower left")
     fig.tight_layout()
     return fig
+
+
+IMPL_STYLE = {"course": ("#2a6fb0", "o", "this course (v3, persistent)"),
+              "torch": ("#c2571a", "s", "PyTorch native_layer_norm_backward"),
+              "liger": ("#3b8f3b", "^", "Liger-Kernel layer_norm backward")}
+
+
+def bandwidth_figure(results: dict):
+    """One panel per dtype: each implementation's fraction of the measured copy bandwidth against N.
+
+    `results` is a benchmark results file (normgrad.benchmark.read_results); solid lines are the
+    larger M, dashed the smaller. A file marked "synthetic" says so across the figure.
+    """
+    dtypes = [d for d in ("bfloat16", "float16", "float32") if any(r["dtype"] == d for r in results["rows"])]
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(4.2 * len(dtypes), 3.8), sharey=True, squeeze=False)
+    rows_m = sorted({r["M"] for r in results["rows"]})
+    columns = sorted({r["N"] for r in results["rows"]})
+    for ax, dtype in zip(axes[0], dtypes):
+        for impl, (color, marker, label) in IMPL_STYLE.items():
+            for m in rows_m:
+                points = sorted((r["N"], r["gb_per_s"] / results["copy_gb_per_s"]) for r in results["rows"]
+                                if r["impl"] == impl and r["dtype"] == dtype and r["M"] == m)
+                if points:
+                    ax.plot(*zip(*points), color=color, marker=marker, markersize=3.5, lw=1.3,
+                            ls="-" if m == rows_m[-1] else "--", label=f"{label}, M = {m}")
+        ax.axhline(1.0, color=COLORS["grid"], lw=1, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(columns, [str(n) if n in (512, 1024, 2048, 4096, 8192, 16384) else "" for n in columns])
+        ax.set_title(dtype, fontsize=10)
+        ax.set_xlabel("N (columns)")
+        ax.grid(alpha=0.25)
+    axes[0][0].set_ylabel(f"fraction of copy bandwidth ({results['copy_gb_per_s']:.0f} GB/s)")
+    axes[0][0].set_ylim(0, 1.1)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    title = f"LayerNorm backward, bytes moved 3 M N (element size) over time: {results['gpu']}, {results['date']}"
+    if results.get("synthetic"):
+        title = "SYNTHETIC TEST DATA, NOT A MEASUREMENT: " + title
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.16, 1, 0.95))
+    return fig

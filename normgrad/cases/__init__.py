@@ -36,6 +36,7 @@ ASSIGNMENTS = {
     "01-forward": "normgrad.cases.forward",
     "02-chain-rule": "normgrad.cases.chain_rule",
     "03-variance-derivative": "normgrad.cases.variance",
+    "06-triton": "normgrad.cases.triton_backward",
 }
 
 

@@ -1,0 +1,386 @@
+"""Chapter 6: LayerNorm's backward pass as Triton kernels, three versions side by side, naive first.
+
+    v1  rowwise     one program per row computes dx; dgamma and dbeta come from a
+                    second kernel that reads x and dy again, column by column
+    v2  locked      dx fused with the row's share of dgamma and dbeta, added into
+                    one of GROUPS partial rows under a lock; a small kernel sums them
+    v3  persistent  each program walks many rows and keeps its share of dgamma and
+                    dbeta in float32 registers, written once at the end; a small
+                    kernel sums those rows: no locks
+
+Every launcher has the signature of the exercise API (COURSE_API.md),
+f(dy, x, gamma, mean, rstd) -> (dx, dgamma, dbeta), for x and dy of shape
+(M, N) in float32, float16 or bfloat16; mean and rstd of shape (M,) (float32
+for the 16-bit types); gamma of shape (N,). Everything is computed in float32
+and rounded once, when stored. The math, per row (chapter 4):
+
+    x_hat = (x - mean) * rstd          g = dy * gamma
+    c1 = sum_j g_j / N                 c2 = sum_j g_j x_hat_j / N
+    dx = rstd * (g - c1 - x_hat * c2)
+    dgamma = sum over rows of dy * x_hat,   dbeta = sum over rows of dy
+
+On a machine without CUDA, importing this module switches Triton to its
+interpreter (TRITON_INTERPRET=1), which runs the same kernels on the CPU, one
+program at a time. `python -m normgrad.bench_layernorm` (or `make bench`)
+checks every version against the float64 oracle and times them on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # must happen before @triton.jit: it binds a kernel to one or the other
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# --- v1: one program per row ------------------------------------------------------------------
+
+@triton.jit
+def _dx_row_kernel(
+    DX,      # (M, N) out: dL/dx, in x's dtype
+    DY,      # (M, N) upstream gradient dL/dy
+    X,       # (M, N) the forward pass's input
+    GAMMA,   # (N,)   scale
+    MEAN,    # (M,)   each row's mean, from the forward pass
+    RSTD,    # (M,)   each row's 1 / sqrt(var + eps)
+    N,       # columns (features)
+    stride,  # elements between the starts of two rows of DX, DY and X
+    BLOCK_N: tl.constexpr,  # a power of two >= N: the whole row is one block
+):
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    inside = cols < N  # the block overhangs the row when N is not a power of two
+    # other=0 for dy makes the overhang contribute nothing to the sums below
+    dy = tl.load(DY + row * stride + cols, mask=inside, other=0.0).to(tl.float32)
+    x = tl.load(X + row * stride + cols, mask=inside, other=0.0).to(tl.float32)
+    gamma = tl.load(GAMMA + cols, mask=inside, other=0.0).to(tl.float32)
+    mean = tl.load(MEAN + row).to(tl.float32)
+    rstd = tl.load(RSTD + row).to(tl.float32)
+    x_hat = (x - mean) * rstd         # BLOCK_N; nonzero in the overhang, where g is 0
+    g = dy * gamma                    # BLOCK_N
+    c1 = tl.sum(g, axis=0) / N        # scalar: the path through the mean
+    c2 = tl.sum(g * x_hat, axis=0) / N  # scalar: the path through the variance
+    dx = (g - c1 - x_hat * c2) * rstd
+    tl.store(DX + row * stride + cols, dx, mask=inside)
+
+
+@triton.jit
+def _column_sums_kernel(
+    DGAMMA,  # (N,)   out: sum over rows of dy * x_hat, in gamma's dtype
+    DBETA,   # (N,)   out: sum over rows of dy, in gamma's dtype
+    DY,      # (M, N) upstream gradient
+    X,       # (M, N) input
+    MEAN,    # (M,)
+    RSTD,    # (M,)
+    M, N,    # rows, columns
+    stride,  # elements between the starts of two rows
+    BLOCK_M: tl.constexpr,  # rows read per step
+    BLOCK_COLS: tl.constexpr,  # columns this program owns
+):
+    cols = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    col_inside = cols < N
+    dgamma = tl.zeros([BLOCK_M, BLOCK_COLS], dtype=tl.float32)
+    dbeta = tl.zeros([BLOCK_M, BLOCK_COLS], dtype=tl.float32)
+    for start in range(0, M, BLOCK_M):  # every row, a tile at a time: x and dy are read a second time
+        rows = start + tl.arange(0, BLOCK_M)
+        inside = (rows < M)[:, None] & col_inside[None, :]
+        offsets = rows[:, None] * stride + cols[None, :]
+        dy = tl.load(DY + offsets, mask=inside, other=0.0).to(tl.float32)
+        x = tl.load(X + offsets, mask=inside, other=0.0).to(tl.float32)
+        mean = tl.load(MEAN + rows, mask=rows < M, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=rows < M, other=0.0).to(tl.float32)
+        dgamma += dy * ((x - mean[:, None]) * rstd[:, None])
+        dbeta += dy
+    tl.store(DGAMMA + cols, tl.sum(dgamma, axis=0), mask=col_inside)
+    tl.store(DBETA + cols, tl.sum(dbeta, axis=0), mask=col_inside)
+
+
+# --- v2: fused, partial sums under a lock ------------------------------------------------------
+
+@triton.jit
+def _dx_locked_kernel(
+    DX,      # (M, N) out: dL/dx
+    PART,    # (2, GROUPS, N) float32: running sums of dy * x_hat (0) and dy (1) per group of rows
+    LOCKS,   # (2, GROUPS) int32, zeroed: a lock per group (0 free, 1 held), then a count per group
+    DY,      # (M, N) upstream gradient
+    X,       # (M, N) input
+    GAMMA,   # (N,)
+    MEAN,    # (M,)
+    RSTD,    # (M,)
+    N,       # columns
+    stride,  # elements between the starts of two rows
+    GROUPS,  # rows r, r + GROUPS, r + 2 GROUPS, ... share one partial row
+    BLOCK_N: tl.constexpr,
+):
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    inside = cols < N
+    dy = tl.load(DY + row * stride + cols, mask=inside, other=0.0).to(tl.float32)
+    x = tl.load(X + row * stride + cols, mask=inside, other=0.0).to(tl.float32)
+    gamma = tl.load(GAMMA + cols, mask=inside, other=0.0).to(tl.float32)
+    mean = tl.load(MEAN + row).to(tl.float32)
+    rstd = tl.load(RSTD + row).to(tl.float32)
+    x_hat = (x - mean) * rstd
+    g = dy * gamma
+    c1 = tl.sum(g, axis=0) / N
+    c2 = tl.sum(g * x_hat, axis=0) / N
+    tl.store(DX + row * stride + cols, (g - c1 - x_hat * c2) * rstd, mask=inside)
+
+    # This row's share of dgamma and dbeta joins its group's partial row.
+    share_gamma = dy * x_hat  # BLOCK_N, float32
+    share_beta = dy
+    group = row % GROUPS
+    lock = LOCKS + group
+    count = LOCKS + GROUPS + group
+    part_gamma = PART + group * N + cols
+    part_beta = PART + (GROUPS + group) * N + cols
+    while tl.atomic_cas(lock, 0, 1) == 1:  # spin until this program holds the group's lock
+        pass
+    if tl.load(count) == 0:  # first visitor: the partial row is uninitialized memory, overwrite it
+        tl.atomic_xchg(count, 1)
+    else:  # later visitors add to what the earlier ones left
+        share_gamma += tl.load(part_gamma, mask=inside, other=0.0)
+        share_beta += tl.load(part_beta, mask=inside, other=0.0)
+    tl.store(part_gamma, share_gamma, mask=inside)
+    tl.store(part_beta, share_beta, mask=inside)
+    tl.debug_barrier()  # every thread of the program has stored its slice before the lock is let go
+    tl.atomic_xchg(lock, 0)
+
+
+# --- v3: persistent, partial sums in registers -------------------------------------------------
+
+@triton.jit
+def _dx_persistent_kernel(
+    DX,      # (M, N) out: dL/dx
+    PART,    # (2, P, N) float32 out: this program's sums of dy * x_hat (0) and dy (1)
+    DY,      # (M, N) upstream gradient
+    X,       # (M, N) input
+    GAMMA,   # (N,)
+    MEAN,    # (M,)
+    RSTD,    # (M,)
+    M, N,    # rows, columns
+    stride,  # elements between the starts of two rows
+    BLOCK_N: tl.constexpr,
+    ROWS: tl.constexpr,  # rows per step: more than 1 when rows are short, to keep enough bytes in flight
+):
+    program = tl.program_id(0)
+    programs = tl.num_programs(0)  # P
+    cols = tl.arange(0, BLOCK_N)
+    col_inside = cols < N
+    gamma = tl.load(GAMMA + cols, mask=col_inside, other=0.0).to(tl.float32)  # read once, kept for every row
+    dgamma = tl.zeros([BLOCK_N], dtype=tl.float32)  # this program's partial sums, in registers
+    dbeta = tl.zeros([BLOCK_N], dtype=tl.float32)
+    # steps of ROWS rows, starting at rows program * ROWS, (program + P) * ROWS, (program + 2P) * ROWS, ...
+    for first in range(program * ROWS, M, programs * ROWS):
+        rows = first + tl.arange(0, ROWS)                       # ROWS
+        row_inside = rows < M
+        inside = row_inside[:, None] & col_inside[None, :]     # ROWS, BLOCK_N
+        offsets = rows[:, None] * stride + cols[None, :]
+        dy = tl.load(DY + offsets, mask=inside, other=0.0).to(tl.float32)
+        x = tl.load(X + offsets, mask=inside, other=0.0).to(tl.float32)
+        mean = tl.load(MEAN + rows, mask=row_inside, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=row_inside, other=0.0).to(tl.float32)
+        x_hat = (x - mean[:, None]) * rstd[:, None]             # ROWS, BLOCK_N
+        g = dy * gamma[None, :]
+        c1 = tl.sum(g, axis=1) / N                              # ROWS
+        c2 = tl.sum(g * x_hat, axis=1) / N
+        tl.store(DX + offsets, (g - c1[:, None] - x_hat * c2[:, None]) * rstd[:, None], mask=inside)
+        dgamma += tl.sum(dy * x_hat, axis=0)                    # BLOCK_N: this step's rows added in
+        dbeta += tl.sum(dy, axis=0)
+    tl.store(PART + program * N + cols, dgamma, mask=col_inside)  # one write per program: nobody else owns this row
+    tl.store(PART + (programs + program) * N + cols, dbeta, mask=col_inside)
+
+
+@triton.jit
+def _sum_partials_kernel(
+    DGAMMA,  # (N,) out, gamma's dtype
+    DBETA,   # (N,) out, gamma's dtype
+    PART,    # (2, P, N) float32 partial sums: dgamma's P rows, then dbeta's
+    P, N,    # partial rows, columns
+    BLOCK_P: tl.constexpr,  # partial rows read per step
+    BLOCK_COLS: tl.constexpr,  # columns this program owns
+):
+    cols = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    col_inside = cols < N
+    dgamma = tl.zeros([BLOCK_P, BLOCK_COLS], dtype=tl.float32)
+    dbeta = tl.zeros([BLOCK_P, BLOCK_COLS], dtype=tl.float32)
+    for start in range(0, P, BLOCK_P):
+        rows = start + tl.arange(0, BLOCK_P)
+        inside = (rows < P)[:, None] & col_inside[None, :]
+        dgamma += tl.load(PART + rows[:, None] * N + cols[None, :], mask=inside, other=0.0)
+        dbeta += tl.load(PART + (P + rows[:, None]) * N + cols[None, :], mask=inside, other=0.0)
+    tl.store(DGAMMA + cols, tl.sum(dgamma, axis=0), mask=col_inside)
+    tl.store(DBETA + cols, tl.sum(dbeta, axis=0), mask=col_inside)
+
+
+# --- launchers ----------------------------------------------------------------------------------
+
+def _prepared(dy, x, gamma, mean, rstd):
+    """The inputs, checked, as contiguous tensors; plus (M, N) and the block width."""
+    if x.dim() != 2 or dy.shape != x.shape:
+        raise ValueError(f"x and dy must be 2-D of the same shape, got {tuple(x.shape)} and {tuple(dy.shape)}")
+    if x.dtype not in DTYPES or dy.dtype != x.dtype:
+        raise TypeError(f"x and dy must share a dtype among {DTYPES}, got {x.dtype} and {dy.dtype}")
+    m, n = x.shape
+    if gamma.shape != (n,) or mean.shape != (m,) or rstd.shape != (m,):
+        raise ValueError(f"gamma must have shape ({n},) and mean, rstd ({m},)")
+    if x.numel() >= 2**31:
+        raise ValueError("x has 2**31 elements or more: the kernels' offsets are 32-bit")
+    block_n = triton.next_power_of_2(n)
+    return dy.contiguous(), x.contiguous(), gamma.contiguous(), mean.contiguous(), rstd.contiguous(), m, n, block_n
+
+
+def warps_for(elements: int) -> int:
+    """Warps per program for blocks of this many elements: 16 elements per thread, 1 to 32 warps.
+
+    At 16 elements of each block-sized tensor per thread the persistent kernel needs
+    about 128 registers per thread (ptxas, sm_90); fewer warps spill, more leave
+    too little work per thread to hide the memory's latency.
+    """
+    return min(max(elements // 512, 1), 32)
+
+
+def rows_for(block_n: int) -> int:
+    """v3's rows per step: enough that a step reads at least 4096 elements of x and of dy."""
+    return max(1, 4096 // block_n)
+
+
+def _sum_partials(part, p, n, gamma):
+    dgamma = torch.empty_like(gamma)
+    dbeta = torch.empty_like(gamma)
+    block_cols = 32
+    _sum_partials_kernel[(triton.cdiv(n, block_cols),)](dgamma, dbeta, part, p, n, BLOCK_P=64,
+                                                          BLOCK_COLS=block_cols)
+    return dgamma, dbeta
+
+
+def layernorm_backward_rowwise(dy, x, gamma, mean, rstd):
+    """v1: one program per row for dx; a separate column reduction reads x and dy again for dgamma, dbeta."""
+    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    dx = torch.empty_like(x)
+    _dx_row_kernel[(m,)](dx, dy, x, gamma, mean, rstd, n, x.stride(0), BLOCK_N=block_n,
+                         num_warps=warps_for(block_n))
+    dgamma, dbeta = torch.empty_like(gamma), torch.empty_like(gamma)
+    block_cols = 32
+    _column_sums_kernel[(triton.cdiv(n, block_cols),)](dgamma, dbeta, dy, x, mean, rstd, m, n, x.stride(0),
+                                                        BLOCK_M=32, BLOCK_COLS=block_cols)
+    return dx, dgamma, dbeta
+
+
+def default_groups(n: int) -> int:
+    """v2's number of partial rows: more groups mean less waiting for locks, and more to sum at the end."""
+    return 64 if n <= 4096 else 32 if n <= 8192 else 16
+
+
+def layernorm_backward_locked(dy, x, gamma, mean, rstd, groups: int | None = None):
+    """v2: dx and each row's share of dgamma, dbeta in one kernel; shares added under a lock per group."""
+    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    groups = min(groups or default_groups(n), m)  # every group must get a row, or its partial row stays garbage
+    dx = torch.empty_like(x)
+    part = torch.empty((2, groups, n), dtype=torch.float32, device=x.device)  # no memset: the counts say what is set
+    locks = torch.zeros((2, groups), dtype=torch.int32, device=x.device)
+    _dx_locked_kernel[(m,)](dx, part, locks, dy, x, gamma, mean, rstd, n, x.stride(0), groups, BLOCK_N=block_n,
+                            num_warps=warps_for(block_n))
+    return (dx, *_sum_partials(part, groups, n, gamma))
+
+
+def resident_programs(registers: int, shared_bytes: int, num_warps: int, device_properties: dict) -> int:
+    """How many programs one multiprocessor runs at once, given what one program uses.
+
+    `registers` per thread and `shared_bytes` per program come from the compiled kernel;
+    `device_properties` is Triton's driver's (max_num_regs and max_shared_mem per
+    multiprocessor). A multiprocessor also holds at most 64 warps.
+    """
+    by_registers = device_properties["max_num_regs"] // max(1, registers * 32 * num_warps)
+    by_memory = device_properties["max_shared_mem"] // max(1, shared_bytes)
+    return max(1, min(by_registers, by_memory, 64 // num_warps))
+
+
+_RESIDENT: dict = {}  # (device, dtype, BLOCK_N, ROWS, num_warps) -> programs per multiprocessor
+
+
+def default_programs(args: tuple, m: int, block_n: int, rows: int, num_warps: int) -> int:
+    """v3's number of programs P: as many as the GPU runs at once, but each walking at least 16 rows.
+
+    On a GPU the kernel is compiled first (`warmup`), and its registers and shared
+    memory say how many programs fit on a multiprocessor. Each program writes 2 N
+    float32 partial sums that the second kernel reads back: at 16 rows or more per
+    program that traffic stays small beside x, dy and dx.
+    """
+    x = args[3]
+    if x.device.type != "cuda":
+        return min(m, 4)  # the interpreter runs programs one at a time: their number only changes the bookkeeping
+    key = (x.device, x.dtype, block_n, rows, num_warps)
+    if key not in _RESIDENT:
+        try:  # the calls Triton's own persistent-softmax tutorial makes
+            compiled = _dx_persistent_kernel.warmup(*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps,
+                                                    grid=(1,))
+            compiled._init_handles()
+            properties = triton.runtime.driver.active.utils.get_device_properties(x.device.index)
+            _RESIDENT[key] = resident_programs(compiled.n_regs, compiled.metadata.shared, num_warps, properties)
+        except (AttributeError, KeyError, TypeError):  # a Triton whose internals differ: assume 128 registers
+            _RESIDENT[key] = max(1, 16 // num_warps)
+    return programs_to_launch(torch.cuda.get_device_properties(x.device).multi_processor_count, _RESIDENT[key], m)
+
+
+def programs_to_launch(multiprocessors: int, per_multiprocessor: int, m: int) -> int:
+    """All the programs the GPU runs at once, unless that leaves fewer than 16 rows to each."""
+    return max(1, min(multiprocessors * per_multiprocessor, m // 16))
+
+
+def layernorm_backward_persistent(dy, x, gamma, mean, rstd, programs: int | None = None,
+                                  num_warps: int | None = None, rows: int | None = None):
+    """v3: P programs each walk M / P rows, keeping partial dgamma, dbeta in registers; then a P-row sum.
+
+    `programs`, `num_warps` and `rows` (rows per step, a power of two) override the defaults.
+    """
+    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    rows = rows or rows_for(block_n)
+    num_warps = num_warps or warps_for(rows * block_n)
+    dx = torch.empty_like(x)
+    args = [dx, None, dy, x, gamma, mean, rstd, m, n, x.stride(0)]
+    if programs is None:
+        args[1] = torch.empty(1, dtype=torch.float32, device=x.device)  # stands in for PART while compiling
+        programs = default_programs(tuple(args), m, block_n, rows, num_warps)
+    p = min(programs, triton.cdiv(m, rows))
+    args[1] = torch.empty((2, p, n), dtype=torch.float32, device=x.device)  # every row written by its program
+    _dx_persistent_kernel[(p,)](*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps)
+    return (dx, *_sum_partials(args[1], p, n, gamma))
+
+
+VERSIONS = {
+    "v1 rowwise": layernorm_backward_rowwise,
+    "v2 locked": layernorm_backward_locked,
+    "v3 persistent": layernorm_backward_persistent,
+}
+FASTEST = "v3 persistent"
+
+
+def checked(fn, shape, dtype, device: str, seed: int = 0) -> dict:
+    """Run `fn` on a random trial (exercise 06's inputs) and compare with the float64 oracle.
+
+    Returns the relative error (largest error over largest entry) of dx, dgamma and
+    dbeta and the tolerance for the dtype; raises AssertionError, saying what is
+    wrong, when any is outside it. Every version is checked so before it is timed.
+    """
+    import numpy as np
+
+    from . import tolerances
+    from .cases.torch_trials import backward_trial
+    from .checks import as_float64
+
+    trial = backward_trial("layer", shape, dtype)(np.random.default_rng(seed), device)
+    returned = fn(*trial.args)
+    problems = trial.judge(returned, trial.expected)
+    assert not problems, f"{getattr(fn, '__name__', fn)} in {dtype}: " + "; ".join(problems)
+    errors = {name: float(np.abs(as_float64(got) - want).max() / np.abs(want).max())
+              for name, got, want in zip(("dx", "dgamma", "dbeta"), returned, trial.expected)}
+    kappa = tolerances.conditioning(as_float64(trial.args[1]), (1,))
+    return {**errors, "tolerance": tolerances.rtol(dtype, kappa)}

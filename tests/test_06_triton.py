@@ -1,0 +1,334 @@
+"""Exercise 06 and chapter 6's kernels.
+
+Kernels without masks, partial sums overwritten instead of accumulated, partial
+sums kept in 16 bits, and a lock never released are each graded through the
+autograder and rejected; a version with locks is accepted. Without a GPU all of
+it runs in Triton's interpreter; the kernels are also compiled for an sm_90 GPU
+(ahead of time, no GPU needed) so that what only a compiler rejects shows here.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from autograder import sandbox
+from autograder.cli import main as autograder_main
+from autograder.course import nbgrader_meta, notebooks, read
+from helpers import submission, write
+from normgrad import triton_layernorm
+from normgrad.cases import load
+from normgrad.cases.torch_trials import backward_trial
+
+ASSIGNMENT = "06-triton"
+FUNCTION = "layernorm_backward_triton"
+
+
+def solution_source() -> str:
+    """The source notebook's solution cell, markers removed: the reference the mutants start from."""
+    cell = next(c for c in read(notebooks(ASSIGNMENT).source).cells if nbgrader_meta(c).get("solution"))
+    return "\n".join(line for line in cell.source.splitlines()
+                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+
+
+def mutated(replacements: dict[str, str]) -> str:
+    source = solution_source()
+    for old, new in replacements.items():
+        assert old in source, f"the solution no longer contains {old!r}: update this mutant"
+        source = source.replace(old, new)
+    return source
+
+
+# A version with a lock per group of rows (chapter 6's second rung, written anew): correct when
+# RELEASE lets the lock go, stuck forever when it does not.
+LOCKED = '''
+import torch
+import triton
+import triton.language as tl
+
+
+def layernorm_backward_triton(dy, x, gamma, mean, rstd):
+    m, n = x.shape
+    dy, x = dy.contiguous(), x.contiguous()
+    dx = torch.empty_like(x)
+    sums = torch.zeros((2, 4, n), dtype=torch.float32, device=x.device)
+    locks = torch.zeros(4, dtype=torch.int32, device=x.device)
+    _row[(m,)](dx, sums, locks, dy, x, gamma, mean, rstd, n, BLOCK=triton.next_power_of_2(n))
+    return dx, sums[0].sum(0).to(gamma.dtype), sums[1].sum(0).to(gamma.dtype)
+
+
+@triton.jit
+def _row(DX, SUMS, LOCKS, DY, X, W, MEAN, RSTD, n, BLOCK: tl.constexpr):
+    r = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    ok = cols < n
+    dy = tl.load(DY + r * n + cols, mask=ok, other=0.0).to(tl.float32)
+    x = tl.load(X + r * n + cols, mask=ok, other=0.0).to(tl.float32)
+    w = tl.load(W + cols, mask=ok, other=0.0).to(tl.float32)
+    rstd = tl.load(RSTD + r).to(tl.float32)
+    xhat = (x - tl.load(MEAN + r).to(tl.float32)) * rstd
+    g = dy * w
+    dx = rstd * (g - tl.sum(g, axis=0) / n - xhat * (tl.sum(g * xhat, axis=0) / n))
+    tl.store(DX + r * n + cols, dx, mask=ok)
+    group = r % 4
+    while tl.atomic_cas(LOCKS + group, 0, 1) == 1:
+        pass
+    here = SUMS + group * n + cols
+    tl.store(here, tl.load(here, mask=ok, other=0.0) + dy * xhat, mask=ok)
+    tl.store(here + 4 * n, tl.load(here + 4 * n, mask=ok, other=0.0) + dy, mask=ok)
+    tl.debug_barrier()
+    RELEASE
+'''
+
+ROWS_KERNEL_MASKS = {  # the loads and stores of the solution's row kernel, without their masks
+    "dyj = tl.load(DY + r * N + j, mask=ok, other=0.0)": "dyj = tl.load(DY + r * N + j)",
+    "xj = tl.load(X + r * N + j, mask=ok, other=0.0)": "xj = tl.load(X + r * N + j)",
+    "wj = tl.load(W + j, mask=ok, other=0.0)": "wj = tl.load(W + j)",
+    "tl.store(DX + r * N + j, rs * (dyj * wj - mean_g - xhat * mean_gx), mask=ok)":
+        "tl.store(DX + r * N + j, rs * (dyj * wj - mean_g - xhat * mean_gx))",
+}
+
+MUTANTS = {
+    "no-masks": lambda: mutated(ROWS_KERNEL_MASKS),
+    "overwrites-partials": lambda: mutated({
+        "tl.load(here_w, mask=ok, other=0.0) + dyj * xhat": "dyj * xhat",
+        "tl.load(here_b, mask=ok, other=0.0) + dyj": "dyj"}),
+    # Partial sums stored in x's dtype: each row's share is added in float32 but rounded back to 16 bits.
+    "half-partials": lambda: mutated({"partial = torch.zeros((2, groups, N), dtype=torch.float32,":
+                                      "partial = torch.zeros((2, groups, N), dtype=x.dtype,"}),
+    "lock-never-released": lambda: LOCKED.replace("RELEASE", "pass  # the lock is never released"),
+}
+# On a GPU a kernel spinning on a lock cannot be interrupted between calls: the grader's job runs out of
+# time as a whole instead (minutes). The interpreter's behaviour is what this test pins down.
+if torch.cuda.is_available():
+    del MUTANTS["lock-never-released"]
+VARIANTS = {
+    "locked": lambda: LOCKED.replace("RELEASE", "tl.atomic_xchg(LOCKS + group, 0)"),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One graded batch: every mutant and every correct variant."""
+    root = tmp_path_factory.mktemp("submitted")
+    for name, source in {**MUTANTS, **VARIANTS}.items():
+        write(submission(ASSIGNMENT, {FUNCTION: source()}), root, name, ASSIGNMENT)
+    out = tmp_path_factory.mktemp("grades")
+    assert autograder_main(["grade", str(root), "--out", str(out)]) == 0
+    return out
+
+
+def report(out, student):
+    import csv
+
+    with open(out / "grades.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["student"] == student)
+    feedback = (out / "feedback" / student / ASSIGNMENT / "triton.txt").read_text()
+    failed = {line.split()[2].split("/")[1] for line in feedback.splitlines() if line.strip().startswith("FAIL")}
+    return float(row["score"]), float(row["max_score"]), failed, feedback
+
+
+@pytest.mark.parametrize("mutant", MUTANTS)
+def test_each_mutant_is_rejected(graded, mutant):
+    score, best, failed, feedback = report(graded, mutant)
+    assert score < best and failed, feedback
+
+
+def test_partials_kept_in_16_bits_fail_the_tall_shifted_test(graded):
+    _, _, failed, feedback = report(graded, "half-partials")
+    assert "tall-shifted" in failed, feedback
+    assert re.search(r"dbeta is wrong: .*\((0\.[1-9]\d*|[1-9][\d.]*) relative", feedback), "a stall costs a tenth or more"
+
+
+def test_overwritten_partials_fail_wherever_a_program_has_several_rows(graded):
+    _, _, failed, feedback = report(graded, "overwrites-partials")
+    assert {"float32-wide", "float16", "bfloat16-wide", "tall-shifted"} <= failed, feedback
+    assert "one-row" not in failed  # one row: nothing to overwrite
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="kernels are compiled, not interpreted, on a GPU")
+def test_a_lock_never_released_fails_on_time_instead_of_hanging(graded):
+    _, _, failed, feedback = report(graded, "lock-never-released")
+    assert "took longer than its time limit" in feedback, feedback
+    assert "not run: an earlier test of layernorm_backward_triton ran out of time" in feedback  # one wait, not ten
+    assert len(failed) == len(load(ASSIGNMENT).cases)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_correct_variants_score_full_marks(graded, variant):
+    score, best, _, feedback = report(graded, variant)
+    assert score == best, feedback
+
+
+# --- chapter 6's ladder, under the interpreter -----------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("version", triton_layernorm.VERSIONS)
+def test_every_rung_of_the_ladder_matches_the_oracle(version, dtype):
+    trial = backward_trial("layer", (37, 1100), dtype)(np.random.default_rng(6), "cpu")
+    assert trial.judge(triton_layernorm.VERSIONS[version](*trial.args), trial.expected) == []
+
+
+def test_the_ladder_refuses_what_it_cannot_do():
+    x = torch.zeros(3, 5, dtype=torch.float64)
+    with pytest.raises(TypeError, match="dtype"):
+        triton_layernorm.layernorm_backward_persistent(x, x, torch.ones(5), torch.zeros(3), torch.ones(3))
+    x = torch.zeros(3, 5)
+    with pytest.raises(ValueError, match="gamma"):
+        triton_layernorm.layernorm_backward_rowwise(x, x, torch.ones(4), torch.zeros(3), torch.ones(3))
+
+
+# --- what only a GPU compiler would reject, checked without a GPU ----------------------------
+
+COMPILE = textwrap.dedent('''
+    import json, linecache, sys
+    from normgrad import triton_layernorm as T
+    from normgrad.gpu_compile import compile_for_gpu
+
+    source = sys.stdin.read()  # the exercise's solution cell, loaded as the grader's sandbox loads it
+    linecache.cache["<cell>"] = (len(source), None, source.splitlines(True), "<cell>")
+    cell = {}
+    exec(compile(source, "<cell>", "exec"), cell)
+    built = []
+    for dtype in ("fp32", "fp16", "bf16"):
+        p = {name: "*" + dtype for name in ("DX", "DY", "X", "GAMMA", "DGAMMA", "DBETA", "W", "DW", "DB")}
+        p.update({name: "*fp32" for name in ("MEAN", "RSTD", "PART", "MU", "RS", "PARTIAL")}, LOCKS="*i32")
+        for kernel, constexprs in [(T._dx_row_kernel, {"BLOCK_N": 4096}),
+                                   (T._column_sums_kernel, {"BLOCK_M": 32, "BLOCK_COLS": 32}),
+                                   (T._dx_locked_kernel, {"BLOCK_N": 4096}),
+                                   (T._dx_persistent_kernel, {"BLOCK_N": 16384, "ROWS": 1}),
+                                   (T._dx_persistent_kernel, {"BLOCK_N": 512, "ROWS": 8}),
+                                   (T._sum_partials_kernel, {"BLOCK_P": 32, "BLOCK_COLS": 64}),
+                                   (cell["_ln_bwd_rows"], {"CHUNK": 1024}),
+                                   (cell["_ln_bwd_columns"], {"WIDTH": 128, "DEPTH": 8})]:
+            compile_for_gpu(kernel, p, constexprs, num_warps=8)
+            built.append(kernel.fn.__name__ + "/" + dtype)
+    print(json.dumps(built))
+''')
+
+
+def test_every_kernel_compiles_for_a_gpu(root):
+    """Triton in compiled mode (TRITON_INTERPRET=0) builds each kernel for sm_90, with no GPU needed."""
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    done = subprocess.run([sys.executable, "-c", COMPILE], input=solution_source(), cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 8
+
+
+def test_the_sandbox_can_compile_a_kernel_from_a_cell(tmp_path):
+    """@triton.jit reads its source back through linecache; the sandbox must provide it, as IPython does."""
+    job = tmp_path / "job"
+    job.mkdir()
+    cell = "import triton\nimport triton.language as tl\n\n\n@triton.jit\ndef k(X):\n    tl.store(X, 1.0)\n"
+    (job / "job.json").write_text(json.dumps({"torch": True, "cells": [{"label": "k", "source": cell}], "calls": []}))
+    outcome = sandbox.run(tmp_path, {"TRITON_INTERPRET": "0"}, sandbox.Limits(wall_seconds=120))
+    assert outcome.returncode == 0, outcome.stderr
+    assert json.loads((tmp_path / "out" / "cells.json").read_text()) == [{"label": "k", "error": None}]
+
+
+@pytest.mark.parametrize("mistake", [m.name for m in load(ASSIGNMENT).mistakes])
+def test_each_known_mistake_fails_the_float32_test_and_is_named(mistake):
+    """In float32 every slip is far outside the tolerance. (In bfloat16 a missing mean or variance path,
+    whose terms shrink like 1 / sqrt(N) for a random dy, can hide inside it: hence the float32 tests.)"""
+    from normgrad.cases import _float64, diagnose
+
+    assignment = load(ASSIGNMENT)
+    known = next(m for m in assignment.mistakes if m.name == mistake)
+    case = next(c for c in assignment.cases_of(FUNCTION, hidden=False) if c.name == "float32")
+    trial = case.make(np.random.default_rng(11), "cpu")
+    wrong = tuple(torch.as_tensor(a).to(torch.float32) for a in known.impl(*_float64(trial.args)))
+    assert trial.judge(wrong, trial.expected), f"{mistake} passes {case.id}"
+    assert diagnose(assignment, FUNCTION, trial, wrong) is known
+
+
+# --- the benchmark's results file and plot, from synthetic data (never a measurement) ----------
+
+def synthetic_results(date="2026-01-02"):
+    """A results file's content with made-up times, marked synthetic: for tests only, never committed."""
+    from normgrad import benchmark
+
+    rows = []
+    for dtype in benchmark.DTYPE_NAMES:
+        for m in benchmark.ROWS:
+            for n in benchmark.COLUMNS:
+                for impl, fraction in (("course", 0.9), ("torch", 0.6), ("liger", 0.7)):
+                    gbs = 1000.0 * fraction
+                    rows.append({"impl": impl, "dtype": dtype, "M": m, "N": n, "gb_per_s": gbs,
+                                 "ms": benchmark.traffic_bytes(m, n, dtype) / (gbs * 1e6)})
+    return {"schema": benchmark.SCHEMA, "synthetic": True, "gpu": "Synthetic GPU 80GB", "date": date,
+            "copy_gb_per_s": 1000.0, "rows": rows}
+
+
+def test_results_round_trip_and_the_latest_file_is_found(tmp_path):
+    from normgrad import benchmark
+
+    assert benchmark.find_results(tmp_path) is None
+    older = benchmark.write_results(synthetic_results("2026-01-02"), tmp_path)
+    newer = benchmark.write_results(synthetic_results("2026-03-04"), tmp_path)
+    assert older.name == "bench-synthetic-gpu-80gb-2026-01-02.json"
+    assert benchmark.find_results(tmp_path) == newer
+    assert benchmark.read_results(newer) == synthetic_results("2026-03-04")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda r: r.pop("copy_gb_per_s"), "copy_gb_per_s"),
+    (lambda r: r.update(date="March"), "YYYY-MM-DD"),
+    (lambda r: r["rows"][3].update(impl="cublas"), "row 3"),
+    (lambda r: r["rows"][0].update(ms=-1.0), "row 0"),
+])
+def test_a_malformed_results_file_is_refused_with_a_reason(tmp_path, damage, message):
+    from normgrad import benchmark
+
+    results = synthetic_results()
+    damage(results)
+    path = tmp_path / "bench-x-2026-01-02.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=message):
+        benchmark.read_results(path)
+
+
+def test_summary_reads_the_speed_of_light_ratio_and_the_speedup():
+    from normgrad import benchmark
+
+    got = benchmark.summary(synthetic_results())
+    assert got["fraction_of_copy"] == pytest.approx({d: 0.9 for d in benchmark.DTYPE_NAMES})
+    assert got["speedup"] == pytest.approx({d: 1.5 for d in benchmark.DTYPE_NAMES})
+    assert got["slower_than_torch"] == []
+
+
+def test_the_plot_draws_every_line_and_says_synthetic():
+    from normgrad import benchmark
+    from normgrad.plotting import bandwidth_figure
+
+    fig = bandwidth_figure(synthetic_results())
+    assert [ax.get_title() for ax in fig.axes] == list(benchmark.DTYPE_NAMES)
+    assert all(len(ax.get_lines()) == 3 * 2 + 1 for ax in fig.axes)  # 3 implementations x 2 M, and the copy line
+    assert fig._suptitle.get_text().startswith("SYNTHETIC TEST DATA")
+
+
+def test_the_benchmark_without_a_gpu_says_so_and_writes_nothing(root, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    done = subprocess.run([sys.executable, "-m", "normgrad.benchmark", "--out", str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "needs a CUDA GPU" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_programs_fit_the_registers_and_shared_memory_and_leave_16_rows_each():
+    h100 = {"max_num_regs": 65536, "max_shared_mem": 232448}
+    assert triton_layernorm.resident_programs(128, 32, 8, h100) == 2      # 128 x 256 threads: half the registers
+    assert triton_layernorm.resident_programs(64, 0, 32, h100) == 1       # 32 warps: all of them
+    assert triton_layernorm.resident_programs(32, 100_000, 4, h100) == 2  # shared memory runs out first
+    assert triton_layernorm.resident_programs(16, 0, 1, h100) == 64       # at most 64 warps per multiprocessor
+    assert triton_layernorm.programs_to_launch(132, 2, 16384) == 264
+    assert triton_layernorm.programs_to_launch(132, 2, 4096) == 256       # 16 rows each
+    assert triton_layernorm.programs_to_launch(132, 2, 5) == 1
