@@ -11,10 +11,12 @@ from ..checks import array_problems, closeness_problems
 
 
 def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: Sequence, rtol: float,
-                    device: str | None = None) -> list[str]:
+                    device: str | None = None, floors: Sequence[float] | None = None) -> list[str]:
     """`returned` must be a tuple of len(names) arrays (or tensors), each close to its expected one.
 
-    Every entry is checked, so one answer reports all that is wrong with it.
+    Every entry is checked, so one answer reports all that is wrong with it. `floors`, one per
+    entry, are the natural scales of results that cancellation can leave near zero (see
+    `closeness_problems`).
     """
     what = "(" + ", ".join(names) + ")"
     if not isinstance(returned, (tuple, list)):
@@ -22,9 +24,9 @@ def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: 
     if len(returned) != len(names):
         return [f"should return {len(names)} values {what}, got {len(returned)}"]
     problems = []
-    for value, want, name, dtype in zip(returned, expected, names, dtypes):
+    for value, want, name, dtype, floor in zip(returned, expected, names, dtypes, floors or [0.0] * len(names)):
         problems += array_problems(value, name, np.shape(want), dtype, device) or \
-            closeness_problems(value, want, name, rtol)
+            closeness_problems(value, want, name, rtol, floor)
     return problems
 
 
