@@ -34,6 +34,7 @@ from ..checks import unmodified_problems
 
 ASSIGNMENTS = {
     "01-forward": "normgrad.cases.forward",
+    "04-code-mapping": "normgrad.cases.code_mapping",
 }
 
 
