@@ -35,6 +35,7 @@ from ..checks import unmodified_problems
 ASSIGNMENTS = {
     "01-forward": "normgrad.cases.forward",
     "04-code-mapping": "normgrad.cases.code_mapping",
+    "05-thnn": "normgrad.cases.thnn",
 }
 
 

@@ -163,7 +163,8 @@ def input_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64
 
 
-def _half_of(*tensors) -> torch.dtype:
+def sixteen_bit_type(*tensors) -> torch.dtype:
+    """The 16-bit type the inputs were rounded to; ValueError when they were not (for the slips of 16-bit arithmetic)."""
     dtype = input_dtype(*tensors)
     if dtype not in HALF:
         raise ValueError("a slip of 16-bit arithmetic needs 16-bit inputs")
@@ -198,10 +199,10 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
     m = int(np.prod([x.shape[a] for a in axes]))
     mean, rstd = mean.reshape(across), rstd.reshape(across)
     if slip == "half-statistics":
-        half = _half_of(x, dy)
+        half = sixteen_bit_type(x, dy)
         mean, rstd = mean.to(half).double(), rstd.to(half).double()
     if slip == "half-sums":
-        half = _half_of(x, dy)
+        half = sixteen_bit_type(x, dy)
 
         def total(t, over):
             return running_total(t, over, half)
