@@ -5,9 +5,15 @@ Each function returns a matplotlib Figure; the chapter that calls it shows it.
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")  # the book is built without a display
+# The book is built without a display. Inside a Jupyter kernel (a chapter at build time, a
+# notebook) keep the kernel's inline backend, which turns each figure into an image on the
+# page; forcing Agg there would leave only the figure's text repr. Elsewhere draw off-screen.
+if "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
@@ -43,3 +49,4 @@ def reduction_figure(n: int = 5, d: int = 8):
         ax.text(-0.15, n / 2, f"N = {n} samples", ha="right", va="center", rotation=90, fontsize=8)
     fig.tight_layout()
     return fig
+
