@@ -50,3 +50,23 @@ def reduction_figure(n: int = 5, d: int = 8):
     fig.tight_layout()
     return fig
 
+
+def backward_timings_figure(elements, seconds: dict, title: str = "Batch-norm backward on this machine"):
+    """Nanoseconds per element of each form of the backward pass, against the input's size (log-log).
+
+    `elements` lists the inputs' sizes; `seconds` maps a form's name to its median times, one per size.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    palette = ["#c2571a", "#2a6fb0", "#3b8f3b", "#7a4ea3", "#9a9a9a"]
+    for (name, times), color in zip(seconds.items(), palette):
+        per_element = [1e9 * t / n for t, n in zip(times, elements)]
+        ax.plot(elements, per_element, marker="o", color=color, label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("elements in x (N * C * H * W), float32")
+    ax.set_ylabel("nanoseconds per element")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", color=COLORS["grid"], alpha=0.3, lw=0.6)
+    ax.legend(fontsize=9, frameon=False)
+    fig.tight_layout()
+    return fig

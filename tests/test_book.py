@@ -159,3 +159,21 @@ def test_a_chapter_that_fails_fails_the_build(root, tmp_path, cell, why):
         f"{cell}\n```\n")
     done = book.build(tmp_path / "out", source=tmp_path, capture_output=True, text=True)
     assert done.returncode != 0, f"the build succeeded despite {why}"
+
+
+def test_chapters_four_and_five_ran_their_code(site):
+    four = text_of((site / "chapters" / "04-code-mapping.html").read_text())
+    assert re.search(r"RowNorm dx: relative error \d\.\de-1[4-7]", four)
+    assert "RowNormDividingByVar, tiny-variance rows: gradcheck says False" in four
+    assert re.search(r"bfloat16 \d\.\de-03 4 1\.6e-02 cpu", four)  # a row of the tolerance table
+    five = text_of((site / "chapters" / "05-thnn.html").read_text())
+    assert re.search(r"staged \(eager\): \d+\.\d passes over the data", five)
+    assert re.search(r"native is \d+\.\d times faster than staged", five)
+
+
+def test_every_figure_a_chapter_draws_reaches_its_page_as_an_image(site, root):
+    for source in sorted((root / "chapters").glob("[0-9]*.md")):
+        figures = len(re.findall(r"^\w+_figure\(.*\);?$", source.read_text(), re.M))
+        page = (site / "chapters" / f"{source.stem}.html").read_text()
+        images = len(re.findall(r"<img[^>]+src=\"[^\"]+\.png\"", page))
+        assert images >= figures, f"{source.name} draws {figures} figure(s), its page shows {images} image(s)"
