@@ -62,8 +62,8 @@ SLIPS = {
     "eval-with-training-formula": {"train": "True"},
     "grad-weight-without-invstd": {"grad_weight": "dotp"},
     "weight-forgotten": {"w": "1.0"},
-    "first-dim-only": {"dims": "[0]",
-                       "ret": "grad_in.to(x.dtype), grad_weight.squeeze(0).to(weight.dtype), sum_.squeeze(0).to(weight.dtype)"},
+    "first-dim-only": {"dims": "[0]", "ret": "grad_in.to(x.dtype), grad_weight.squeeze(0).to(weight.dtype), "
+                                             "sum_.squeeze(0).to(weight.dtype)"},
     "var-without-eps": {"grad_in": "(go - sum_ / n - q * dotp / n / (1 / s**2 - 1e-5)) * s * w"},
     "no-mean-path": {"grad_in": "(go - q * dotp * s * s / n) * s * w"},
     "half-statistics": {"work": "x.dtype", "stats": "x.dtype"},
@@ -74,7 +74,8 @@ SLIPS = {
 BREACHES = {
     # written for (N, C): mean and invstd as (1, C) rows, sums over dim 0; (N, C, *) does not broadcast
     "two-dims-only": ({"dims": "[0]", "shape": "[1, -1]"}, "raised an exception"),
-    "float64-on-cpu": ({"ret": "grad_in.cpu().double(), grad_weight.flatten().cpu().double(), sum_.flatten().cpu().double()"},
+    "float64-on-cpu": ({"ret": "grad_in.cpu().double(), grad_weight.flatten().cpu().double(), "
+                               "sum_.flatten().cpu().double()"},
                        "should have dtype torch.float32, got torch.float64"),
     "uses-autograd": ({"grad_in": "torch.autograd.grad(torch.zeros(()), [])"}, "autograd is switched off"),
 }
@@ -154,9 +155,10 @@ EVAL_CASES = {"eval", "eval-nchw", "eval-non-contiguous", "bfloat16-eval"}
 SIXTEEN_BIT_CASES = {"bfloat16", "float16", "bfloat16-eval", "bfloat16-long-sums", "float16-long-sums"}
 
 
-def test_training_formula_in_evaluation_mode_fails_exactly_the_evaluation_cases(graded):
+def test_training_formula_in_evaluation_mode_fails_the_evaluation_cases_only(graded):
+    # In bfloat16, with means ten times the spread, the slip is only about its tolerance off: not asserted.
     failed, text = failed_cases(graded, index("slip:eval-with-training-formula"))
-    assert failed == EVAL_CASES, text
+    assert EVAL_CASES - {"bfloat16-eval"} <= failed <= EVAL_CASES, text
 
 
 def test_code_for_two_dims_fails_exactly_the_cases_with_more(graded):

@@ -61,11 +61,13 @@ def backward_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: s
 
 
 def natural_scales(dy: torch.Tensor, norm: str) -> tuple:
-    """Tolerance floors for (dx, dgamma, dbeta): the sizes they have when nothing cancels.
+    """Tolerance floors for (dx, dgamma, dbeta): the scales their rounding errors come in.
 
-    dgamma = sum(dy * x_hat) is rounding noise when x_hat is (a constant group), and then its
-    error is judged against the size it has for x_hat of unit size uncorrelated with dy: the
-    spread of dy times the square root of the number of terms. dx and dbeta need no floor.
+    Any correct x_hat = (x - mean) * rstd carries an absolute error of about u * kappa, however
+    small x_hat itself is, so dgamma = sum(dy * x_hat) carries one of about u * kappa times the
+    spread of dy times the square root of the number of terms: that is its floor. It matters where
+    x_hat is small, a constant group (x_hat is rounding noise) or a variance far below eps. dx and
+    dbeta need no floor.
     """
     dy = dy.double()
     axes = (0,) if norm == "layer" else inputs.group_axes(tuple(dy.shape), norm)
@@ -164,7 +166,7 @@ def input_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 
 def sixteen_bit_type(*tensors) -> torch.dtype:
-    """The 16-bit type the inputs were rounded to; ValueError when they were not (for the slips of 16-bit arithmetic)."""
+    """The 16-bit type the inputs were rounded to; ValueError when they were not (16-bit slips only)."""
     dtype = input_dtype(*tensors)
     if dtype not in HALF:
         raise ValueError("a slip of 16-bit arithmetic needs 16-bit inputs")
