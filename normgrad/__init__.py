@@ -9,7 +9,8 @@ none of them pastes its own copy.
 - `checks`: type, dtype, shape and closeness checks whose messages say what was expected
 - `gradcheck`: finite differences in float64
 - `plotting`: the figures the chapters draw
+- `bench`: timing and memory-traffic accounting for the chapters' benchmarks
 - `cases`: each exercise's test cases, defined once for the notebook and the grader
 """
 
-__all__ = ["reference", "inputs", "tolerances", "checks", "gradcheck", "plotting", "cases"]
+__all__ = ["reference", "inputs", "tolerances", "checks", "gradcheck", "plotting", "bench", "cases"]

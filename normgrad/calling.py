@@ -9,7 +9,8 @@ A *protocol* names the way a case drives the student's object:
 
 call               fn(*args, **kwargs); the value it returns is the result
 autograd_function  y = cls.apply(*args[:-1]); y.backward(args[-1]); the result
-                   is (y, x.grad, gamma.grad, beta.grad) for the first three args
+                   is (y, x.grad, gamma.grad, beta.grad) for the first three args;
+                   cls must be a torch.autograd.Function and y its own output
 
 While the student's code runs, autograd is switched off and its entry points
 raise: the exercises are about computing gradients by hand. Under the
@@ -84,14 +85,22 @@ def invoke(protocol: str, target, args: tuple, kwargs: dict):
         import torch
 
         *inputs, dy = args
+        name = getattr(target, "__name__", repr(target))
+        if not (isinstance(target, type) and issubclass(target, torch.autograd.Function)):
+            raise TypeError(f"{name} should be a subclass of torch.autograd.Function")
         leaves = [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                   for a in inputs]
         backward = _ORIGINAL_BACKWARD[0] if _ORIGINAL_BACKWARD else torch.autograd.backward
         with no_autograd(), torch.enable_grad():
             y = target.apply(*leaves, **kwargs)
             if not isinstance(y, torch.Tensor):
-                raise TypeError(f"{getattr(target, '__name__', target)}.apply should return a tensor, "
-                                f"got {type(y).__name__}")
+                raise TypeError(f"{name}.apply should return a tensor, got {type(y).__name__}")
+            # The gradient must come from the student's backward, not from autograd's own
+            # derivatives of ops run outside a Function (an `apply` replaced by plain torch code).
+            if not isinstance(y.grad_fn, target._backward_cls):
+                source = type(y.grad_fn).__name__ if y.grad_fn is not None else "nowhere: it does not depend on x"
+                raise TypeError(f"{name}.apply should return the output of {name}.forward, so that "
+                                f"{name}.backward computes the gradient; its gradient would come from {source}")
             backward([y], [dy])
         grads = tuple(leaf.grad if isinstance(leaf, torch.Tensor) else None for leaf in leaves[:3])
         return (y.detach(), *grads)

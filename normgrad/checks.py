@@ -49,7 +49,7 @@ def array_problems(value, name: str, shape: tuple, dtype, device: str | None = N
         problems = []
         if value.dtype != dtype:
             problems.append(f"{name} should have dtype {dtype}, got {value.dtype}")
-        if device is not None and value.device != torch.device(device):
+        if device is not None and not on_device(value, device):
             problems.append(f"{name} should be on {device} like its inputs, got {value.device}")
         got_shape = tuple(value.shape)
     else:
@@ -68,6 +68,14 @@ def array_problems(value, name: str, shape: tuple, dtype, device: str | None = N
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         problems.append(f"{name} has {int(bad.sum())} non-finite value(s) (NaN or inf), the first at index {where}")
     return problems
+
+
+def on_device(value, device) -> bool:
+    """Is the tensor on `device`? 'cuda' means any GPU: a tensor's device is always indexed ('cuda:0'),
+    and torch.device('cuda') != torch.device('cuda:0'), so devices are compared by type, and by
+    index only when `device` names one."""
+    want, got = _torch().device(device), value.device
+    return got.type == want.type and (want.index is None or got.index == want.index)
 
 
 def as_float64(value) -> np.ndarray:

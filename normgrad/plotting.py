@@ -9,9 +9,10 @@ import sys
 
 import matplotlib
 
+# The book is built without a display. Inside a Jupyter kernel (a chapter at build time, a
+# notebook) keep the kernel's inline backend, which turns each figure into an image on the
+# page; forcing Agg there would leave only the figure's text repr. Elsewhere draw off-screen.
 if "ipykernel" not in sys.modules:
-    # Scripts and tests run without a display. A notebook kernel (the book's build) keeps its inline
-    # backend: with Agg there, the chapters' figures would never reach the page.
     matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -206,4 +207,25 @@ def bandwidth_figure(results: dict):
         title = "SYNTHETIC TEST DATA, NOT A MEASUREMENT: " + title
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.16, 1, 0.95))
+    return fig
+
+
+def backward_timings_figure(elements, seconds: dict, title: str = "Batch-norm backward on this machine"):
+    """Nanoseconds per element of each form of the backward pass, against the input's size (log-log).
+
+    `elements` lists the inputs' sizes; `seconds` maps a form's name to its median times, one per size.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    palette = ["#c2571a", "#2a6fb0", "#3b8f3b", "#7a4ea3", "#9a9a9a"]
+    for (name, times), color in zip(seconds.items(), palette):
+        per_element = [1e9 * t / n for t, n in zip(times, elements)]
+        ax.plot(elements, per_element, marker="o", color=color, label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("elements in x (N * C * H * W), float32")
+    ax.set_ylabel("nanoseconds per element")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", color=COLORS["grid"], alpha=0.3, lw=0.6)
+    ax.legend(fontsize=9, frameon=False)
+    fig.tight_layout()
     return fig

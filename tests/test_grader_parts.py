@@ -149,3 +149,29 @@ def test_autograd_function_protocol_runs_the_students_backward():
     y, dx, dgamma, dbeta = calling.invoke("autograd_function", Square, (x, gamma, beta, dy), {})
     assert torch.equal(y, x * x * 3 + beta) and torch.equal(dx, 2 * x * dy) and dgamma is None
     assert torch.equal(dbeta, dy)
+
+
+def test_autograd_function_protocol_refuses_gradients_it_did_not_compute():
+    class Plain:  # not a Function: autograd would differentiate its ops
+        @staticmethod
+        def apply(x, gamma, beta):
+            return x * gamma + beta
+
+    class Sneaky(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, gamma, beta):
+            return x * gamma + beta
+
+        @staticmethod
+        def backward(ctx, dy):
+            return dy, None, None
+
+        @staticmethod
+        def apply(x, gamma, beta):  # the Function is bypassed: autograd's own Mul and Add would answer
+            return x * gamma + beta
+
+    args = (torch.tensor([1.0, 2.0]), torch.tensor(3.0), torch.tensor(0.5), torch.tensor([1.0, -1.0]))
+    with pytest.raises(TypeError, match="subclass of torch.autograd.Function"):
+        calling.invoke("autograd_function", Plain, args, {})
+    with pytest.raises(TypeError, match="its gradient would come from AddBackward0"):
+        calling.invoke("autograd_function", Sneaky, args, {})

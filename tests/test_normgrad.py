@@ -156,6 +156,17 @@ def test_tensor_problems_check_dtype_and_device():
     assert "should be a torch.Tensor" in checks.array_problems(np.zeros((2, 3)), "dx", (2, 3), torch.float32)[0]
 
 
+def test_devices_compare_by_type_and_by_index_only_when_one_is_named():
+    # a CUDA result is on 'cuda:0', never on the unindexed 'cuda' the cases name; no GPU needed to check
+    class OnGpu:
+        device = torch.device("cuda:0")
+
+    assert checks.on_device(OnGpu, "cuda") and checks.on_device(OnGpu, "cuda:0")
+    assert not checks.on_device(OnGpu, "cuda:1") and not checks.on_device(OnGpu, "cpu")
+    assert not checks.on_device(torch.zeros(1), "cuda")
+    assert "should be on cuda" in checks.array_problems(torch.zeros(2), "dx", (2,), torch.float32, "cuda")[0]
+
+
 def test_closeness_reports_position_not_expected_values():
     expected = np.array([[1.0, 2.0], [3.0, 4.0]])
     actual = expected.copy()

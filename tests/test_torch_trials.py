@@ -79,3 +79,68 @@ def test_wrong_dtype_is_named():
     dx, dgamma, dbeta = layer(*trial.args)
     assert trial.judge((dx.double(), dgamma, dbeta), trial.expected) == \
         ["dx should have dtype torch.float32, got torch.float64"]
+
+
+# --- statistics_trial: THNN's names, the train flag, running statistics (exercise 05) --------
+
+from normgrad.cases.torch_trials import THNN_NAMES, input_dtype, slipped_backward, statistics_trial  # noqa: E402
+
+
+def thnn_by_hand(grad_out, x, weight, mean, invstd, train=True):
+    """THNN's formulas with float32 sums for 16-bit inputs, for (N, C, *)."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dims = [d for d in range(x.dim()) if d != 1]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    go, q = grad_out.to(acc), x.to(acc) - mean.to(acc).reshape(shape)
+    s, w = invstd.to(acc).reshape(shape), weight.to(acc).reshape(shape)
+    n = x.numel() // x.shape[1]
+    total, dotp = go.sum(dims, keepdim=True), (go * q).sum(dims, keepdim=True)
+    grad_in = (go - total / n - q * dotp * s * s / n) * s * w if train else go * s * w
+    return grad_in.to(x.dtype), (dotp * s).flatten().to(weight.dtype), total.flatten().to(weight.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("shape", [(40, 3), (6, 5, 3, 7)])
+def test_thnn_trials_accept_correct_code_in_both_modes(dtype, train, shape):
+    make = statistics_trial("batch", shape, dtype, contiguous=False, running=not train, names=THNN_NAMES,
+                            kwargs={"train": train})
+    trial = make(np.random.default_rng(11), "cpu")
+    assert trial.arg_names == THNN_NAMES[0] and trial.kwargs == {"train": train}
+    assert trial.judge(thnn_by_hand(*trial.args, **trial.kwargs), trial.expected) == []
+
+
+def test_evaluation_trials_refuse_the_training_formula_and_name_the_results_thnn_s_way():
+    make = statistics_trial("batch", (8, 4, 3), torch.float64, running=True, names=THNN_NAMES,
+                            extra_args=(False,), extra_names=("train",))
+    trial = make(np.random.default_rng(2), "cpu")
+    assert trial.args[5] is False and trial.arg_names[5] == "train"
+    assert trial.judge(thnn_by_hand(*trial.args), trial.expected) == []
+    problems = trial.judge(thnn_by_hand(*trial.args[:5], train=True), trial.expected)
+    assert problems and problems[0].startswith("grad_in is wrong")
+
+
+def test_running_statistics_differ_from_the_batch_s():
+    trial = statistics_trial("batch", (30, 4), torch.float64, running=True)(np.random.default_rng(4), "cpu")
+    x, mean, rstd = trial.args[1], trial.args[3], trial.args[4]
+    assert not torch.allclose(mean, x.mean(0), rtol=1e-3)
+    assert not torch.allclose(rstd, 1 / torch.sqrt(x.var(0, unbiased=False) + 1e-5), rtol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_the_dtype_under_test_is_recovered_from_float64_copies(dtype):
+    trial = backward_trial("layer", (5, 40), dtype)(np.random.default_rng(9), "cpu")
+    assert input_dtype(trial.args[1].double(), trial.args[0].double()) == dtype
+
+
+def test_slipped_backward_without_a_slip_is_the_oracle():
+    for norm, shape in [("layer", (6, 11)), ("batch", (9, 4)), ("batch", (3, 4, 5, 2))]:
+        trial = backward_trial(norm, shape, torch.float64)(np.random.default_rng(8), "cpu")
+        assert trial.judge(tuple(map(torch.from_numpy, slipped_backward(*trial.args, norm))), trial.expected) == []
+
+
+def test_constant_groups_are_judged_against_the_natural_scale_of_dgamma():
+    trial = backward_trial("batch", (6, 3), torch.float64, "constant")(np.random.default_rng(0), "cpu")
+    dx, dgamma, dbeta = batch(*trial.args)
+    assert trial.judge((dx, dgamma + 1e-15, dbeta), trial.expected) == []  # rounding noise of x_hat = 0
+    assert trial.judge((dx, dgamma + 1e-3, dbeta), trial.expected) != []

@@ -36,6 +36,8 @@ ASSIGNMENTS = {
     "01-forward": "normgrad.cases.forward",
     "02-chain-rule": "normgrad.cases.chain_rule",
     "03-variance-derivative": "normgrad.cases.variance",
+    "04-code-mapping": "normgrad.cases.code_mapping",
+    "05-thnn": "normgrad.cases.thnn",
     "06-triton": "normgrad.cases.triton_backward",
 }
 

@@ -14,8 +14,9 @@ def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: 
                     device: str | None = None, floors: Sequence[float] | None = None) -> list[str]:
     """`returned` must be a tuple of len(names) arrays (or tensors), each close to its expected one.
 
-    Every entry is checked, so one answer reports all that is wrong with it.
-    `floors` gives each entry's natural scale (see `closeness_problems`).
+    Every entry is checked, so one answer reports all that is wrong with it. `floors`, one per
+    entry, are the natural scales of results that cancellation can leave near zero (see
+    `closeness_problems`).
     """
     what = "(" + ", ".join(names) + ")"
     if not isinstance(returned, (tuple, list)):

@@ -57,9 +57,58 @@ def backward_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: s
     number of terms, and a sum carried in 16 bits stalls (in bfloat16, 256 + 1
     rounds back to 256), which is how a reduction in half precision shows.
     """
+    return statistics_trial(norm, shape, dtype, kind, contiguous, eps, offset, dy_offset)
+
+
+def natural_scales(dy: torch.Tensor, norm: str) -> tuple:
+    """Tolerance floors for (dx, dgamma, dbeta): the scales their rounding errors come in.
+
+    Any correct x_hat = (x - mean) * rstd carries an absolute error of about u * kappa, however
+    small x_hat itself is, so dgamma = sum(dy * x_hat) carries one of about u * kappa times the
+    spread of dy times the square root of the number of terms: that is its floor. It matters where
+    x_hat is small, a constant group (x_hat is rounding noise) or a variance far below eps. dx and
+    dbeta need no floor.
+    """
+    dy = dy.double()
+    axes = (0,) if norm == "layer" else inputs.group_axes(tuple(dy.shape), norm)
+    terms = int(np.prod([dy.shape[a] for a in axes]))
+    return 0.0, float(dy.std()) * terms**0.5, 0.0
+
+
+# --- The same trials under other names, and with running statistics (exercise 05). ----------
+
+COURSE_NAMES = (("dy", "x", "gamma", "mean", "rstd"), ("dx", "dgamma", "dbeta"))
+THNN_NAMES = (("grad_out", "x", "weight", "mean", "invstd"), ("grad_in", "grad_weight", "grad_bias"))
+
+
+def running_statistics(rng: np.random.Generator, mean: np.ndarray, var: np.ndarray):
+    """Running mean and variance near the batch's but not equal to them, as after some training.
+
+    The mean moves by up to about a standard deviation and the variance by a factor
+    0.5 to 2, so that the evaluation-mode gradient and the training-mode one differ
+    plainly (a constant channel's running variance stays 0).
+    """
+    std = np.sqrt(var)
+    return mean + std * rng.uniform(-1.0, 1.0, mean.shape), var * 2.0 ** rng.uniform(-1.0, 1.0, var.shape)
+
+
+def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: str = "normal",
+                     contiguous: bool = True, eps: float = 1e-5, offset: float = 1e3, dy_offset: float = 0.0,
+                     *, running: bool = False, names=COURSE_NAMES, extra_args: tuple = (),
+                     extra_names: tuple = (), kwargs: dict | None = None):
+    """`backward_trial`, with its argument and result names, the statistics and the call's tail chosen.
+
+    running=True (batch norm only): the `mean` and `rstd` passed are running statistics
+    (`running_statistics`), and the oracle is the evaluation-mode gradient, where they
+    are constants. `extra_args` (named `extra_names`) follow the five tensors and
+    `kwargs` go as keywords, e.g. exercise 05's train flag.
+    """
     shape = tuple(shape)
+    if running and norm != "batch":
+        raise ValueError("running statistics belong to batch norm")
     channels = shape[-1] if norm == "layer" else shape[1]
     oracle = reference.layernorm if norm == "layer" else reference.batchnorm
+    arg_names, result_names = names
 
     def make(rng: np.random.Generator, device: str) -> Trial:
         x = rounded(inputs.sample(rng, shape, norm, kind, offset), dtype)
@@ -69,12 +118,115 @@ def backward_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: s
         ref = oracle(x, gamma, torch.zeros_like(gamma), eps, dy=dy)
         mean = rounded(ref.mean, stats_dtype(dtype))
         rstd = rounded(ref.rstd, stats_dtype(dtype))
+        axes = inputs.group_axes(shape, norm)
+        kappa = tolerances.conditioning(x.double().numpy(), axes, eps)
+        if running:
+            run_mean, run_var = running_statistics(rng, ref.mean, np.maximum(1 / ref.rstd**2 - eps, 0.0))
+            mean = rounded(run_mean, stats_dtype(dtype))
+            rstd = rounded(1 / np.sqrt(run_var + eps), stats_dtype(dtype))
+            # The oracle sees exactly the statistics passed: var + eps = 1 / rstd^2 as rounded.
+            ref = reference.batchnorm_eval(x, gamma, torch.zeros_like(gamma), mean, 1 / rstd.double()**2 - eps,
+                                           eps, dy=dy)
+            across = (1, -1) + (1,) * (len(shape) - 2)
+            kappa = max(kappa, float((x.double().abs() * rstd.double().reshape(across)).max()))
         args = (strided(dy, device, contiguous), strided(x, device, contiguous), gamma.to(device),
-                mean.to(device), rstd.to(device))
-        kappa = tolerances.conditioning(x.double().numpy(), inputs.group_axes(shape, norm), eps)
-        judge = partial(arrays_problems, names=("dx", "dgamma", "dbeta"), dtypes=(dtype, dtype, dtype),
-                        rtol=tolerances.rtol(dtype, kappa), device=device)
-        return Trial(args=args, expected=(ref.dx, ref.dgamma, ref.dbeta), arg_names=("dy", "x", "gamma", "mean", "rstd"),
-                     judge=judge)
+                mean.to(device), rstd.to(device), *extra_args)
+        judge = partial(arrays_problems, names=result_names, dtypes=(dtype, dtype, dtype),
+                        rtol=tolerances.rtol(dtype, kappa), device=device,
+                        floors=natural_scales(dy, norm))
+        return Trial(args=args, expected=(ref.dx, ref.dgamma, ref.dbeta), arg_names=(*arg_names, *extra_names),
+                     judge=judge, kwargs=dict(kwargs or {}))
 
     return make
+
+
+# --- Known slips of the backward formula, in float64, for the diagnoses of 04, 05 and 06. ---
+
+SLIPS = ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten",
+         "half-statistics", "half-sums")
+"""
+var-without-eps   the third term divided by var where var + eps belongs (source 000's snippet)
+no-mean-path      dx without the term through the mean, - mean(g)
+no-variance-path  dx without the term through the variance, - x_hat * mean(g * x_hat)
+diagonal-only     only the Jacobian's diagonal kept: g * rstd * (1 - 1/m - x_hat^2/m) (source 002)
+gamma-forgotten   g = dy where g = dy * gamma belongs
+half-statistics   mean and rstd rounded to the inputs' 16-bit type before use
+half-sums         every sum a running total kept in the inputs' 16-bit type
+"""
+
+
+def input_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The narrowest floating type that holds every value exactly: the type a trial's inputs were
+    rounded to, recovered from the float64 copies a diagnosis works on. bfloat16 is tried first,
+    since its values usually fit float16 too; random float16 values do not fit bfloat16."""
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        if all(torch.equal(t.to(dtype).to(t.dtype), t) for t in tensors):
+            return dtype
+    return torch.float64
+
+
+def sixteen_bit_type(*tensors) -> torch.dtype:
+    """The 16-bit type the inputs were rounded to; ValueError when they were not (16-bit slips only)."""
+    dtype = input_dtype(*tensors)
+    if dtype not in HALF:
+        raise ValueError("a slip of 16-bit arithmetic needs 16-bit inputs")
+    return dtype
+
+
+def running_total(t: torch.Tensor, axes: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Sum over `axes` (kept, size 1) as a naive loop does it: one term at a time, the total rounded
+    to `dtype` after each addition. Returns float64."""
+    rest = [a for a in range(t.dim()) if a not in axes]
+    terms = t.permute(*axes, *rest).to(dtype)  # the reduced axes first, in index order
+    flat = terms.reshape(-1, *terms.shape[len(axes):])
+    total = torch.zeros_like(flat[0])
+    for term in flat:
+        total = total + term
+    shape = [1 if a in axes else n for a, n in enumerate(t.shape)]
+    return total.double().reshape(shape)
+
+
+def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = None, eps: float = 1e-5):
+    """(dx, dgamma, dbeta) by the compact formula in float64, with one known slip (None: no slip).
+
+    norm='layer': x (M, N), statistics per row; norm='batch': x (N, C, *), statistics per channel.
+    Arguments are float64 CPU tensors; results are float64 NumPy arrays.
+    """
+    if slip is not None and slip not in SLIPS:
+        raise ValueError(f"unknown slip {slip!r}")
+    axes = inputs.group_axes(tuple(x.shape), norm)
+    param_axes = (0,) if norm == "layer" else axes
+    across = [1 if a in axes else n for a, n in enumerate(x.shape)]  # mean, rstd broadcast
+    along = [1 if a in param_axes else n for a, n in enumerate(x.shape)]  # gamma broadcast
+    m = int(np.prod([x.shape[a] for a in axes]))
+    mean, rstd = mean.reshape(across), rstd.reshape(across)
+    if slip == "half-statistics":
+        half = sixteen_bit_type(x, dy)
+        mean, rstd = mean.to(half).double(), rstd.to(half).double()
+    if slip == "half-sums":
+        half = sixteen_bit_type(x, dy)
+
+        def total(t, over):
+            return running_total(t, over, half)
+    else:
+        def total(t, over):
+            return t.sum(dim=over, keepdim=True)
+
+    x_hat = (x - mean) * rstd
+    g = dy if slip == "gamma-forgotten" else dy * gamma.reshape(along)
+    mean_g, mean_gx = total(g, axes) / m, total(g * x_hat, axes) / m
+    if slip == "var-without-eps":
+        var = 1 / rstd**2 - eps
+        centered = x - mean
+        dx = rstd * (g - mean_g - centered * total(g * centered, axes) / m / var)
+    elif slip == "no-mean-path":
+        dx = rstd * (g - x_hat * mean_gx)
+    elif slip == "no-variance-path":
+        dx = rstd * (g - mean_g)
+    elif slip == "diagonal-only":
+        dx = g * rstd * (1 - 1 / m - x_hat**2 / m)
+    else:
+        dx = rstd * (g - mean_g - x_hat * mean_gx)
+    dgamma = total(dy * x_hat, param_axes).reshape(-1)
+    dbeta = total(dy, param_axes).reshape(-1)
+    return dx.numpy(), dgamma.numpy(), dbeta.numpy()

@@ -1,0 +1,103 @@
+"""Timing and memory-traffic accounting for the chapters' benchmarks.
+
+Speed belongs in benchmarks that print figures, never in tests: these helpers
+measure, and the chapter that calls them says what the numbers mean on the
+machine that built it.
+
+- `median_seconds(fn, *args)`: the median wall time of a call, after a warm-up;
+- `traffic(fn, *args)`: the bytes each PyTorch operator of a call reads and
+  writes, counted at the operator boundary (what eager code moves between
+  operators; what a fused kernel does inside itself is invisible here).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+def _synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_seconds(fn, *args, repeats: int = 7, min_seconds: float = 0.0, device="cpu") -> float:
+    """Median wall time of fn(*args) over `repeats` timed calls (more while under `min_seconds` in all)."""
+    fn(*args)  # warm-up: allocations, dispatch caches, lazy initialization
+    _synchronize(device)
+    times = []
+    while len(times) < repeats or sum(times) < min_seconds:
+        start = time.perf_counter()
+        fn(*args)
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@dataclass
+class Traffic:
+    read: int = 0  # bytes of tensor inputs, over every operator of the call
+    written: int = 0  # bytes of tensor outputs
+    operators: int = 0  # operators that moved data (views and metadata excluded)
+
+    def passes(self, like: torch.Tensor) -> float:
+        """Traffic in units of one tensor like `like`: how many times the data was streamed."""
+        return (self.read + self.written) / (like.numel() * like.element_size())
+
+
+class _Counter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.traffic = Traffic()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.is_view or func.overloadpacket in _NO_DATA:
+            return out
+        self.traffic.operators += 1
+        self.traffic.read += sum(_nbytes(a) for a in _tensors(args) + _tensors(kwargs))
+        self.traffic.written += sum(_nbytes(t) for t in _tensors(out))
+        return out
+
+
+_NO_DATA = {torch.ops.aten.detach, torch.ops.aten.empty_like, torch.ops.aten.empty, torch.ops.aten.lift_fresh}
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, (list, tuple)):
+        return [t for item in tree for t in _tensors(item)]
+    if isinstance(tree, dict):
+        return [t for item in tree.values() for t in _tensors(item)]
+    return []
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def traffic(fn, *args) -> Traffic:
+    """The bytes fn(*args) moves between PyTorch operators (one call, no gradient tracking)."""
+    counter = _Counter()
+    with torch.no_grad(), counter:
+        fn(*args)
+    return counter.traffic
+
+
+def cpu_name() -> str:
+    """The processor's model name, for the caption of a measurement (Linux; else the architecture)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,237 @@
+"""Exercise 04: the hidden tests reject each slip the chapter names and name it, and accept correct
+alternatives, graded through the autograder as a student's notebook would be.
+
+One submission holds a slip (or a correct variant) in each of the three functions at once: the
+functions are graded separately, so one graded batch covers every slip of every function.
+"""
+
+import pytest
+
+from autograder.cli import main as autograder_main
+from helpers import submission, write
+from normgrad.cases import load
+
+ASSIGNMENT = "04-code-mapping"
+
+# One backward for both functions: `axis` is the axis the statistics reduce over (1 for layer
+# norm's rows, 0 for batch norm's columns); the knobs below swap one piece each.
+BACKWARD = '''import torch
+
+
+def {name}(dy, x, gamma, mean, rstd):
+    work = {work}
+    d, v, w = dy.to(work), x.to(work), gamma.to(work)
+    mu, r = mean.to({stats}).unsqueeze({axis}), rstd.to({stats}).unsqueeze({axis})
+    xc = v - mu
+    xh = xc * r
+    g = {g}
+    m = v.shape[{axis}]
+
+    def total(t, dim):
+        {total}
+
+    s1 = total(g, {axis}) / m
+    s2 = total(g * xh, {axis}) / m
+    dx = {dx}
+    dgamma = total(d * xh, {other})
+    dbeta = total(d, {other})
+    return {out}
+'''
+
+BACKWARD_CORRECT = {
+    "work": "torch.float64 if x.dtype == torch.float64 else torch.float32",
+    "stats": "work",
+    "g": "d * w",
+    "total": "return t.sum(dim=dim, keepdim=True)",
+    "dx": "r * (g - s1 - xh * s2)",
+    "out": "dx.to(x.dtype), dgamma.flatten().to(gamma.dtype), dbeta.flatten().to(gamma.dtype)",
+}
+
+# A naive loop's sum: one term at a time, the total kept in x's own dtype.
+HALF_SUMS = ("acc = torch.zeros_like(t.select(dim, 0), dtype=x.dtype)\n"
+             "        for i in range(t.shape[dim]):\n"
+             "            acc = acc + t.select(dim, i).to(x.dtype)\n"
+             "        return acc.unsqueeze(dim).to(work)")
+
+# mistake name (normgrad.cases.code_mapping.MISTAKES) -> the knobs that make it
+BACKWARD_SLIPS = {
+    "var-without-eps": {"dx": "r * (g - s1 - xc * total(g * xc, {axis}) / m / (1 / r**2 - 1e-5))"},
+    "no-mean-path": {"dx": "r * (g - xh * s2)"},
+    "no-variance-path": {"dx": "r * (g - s1)"},
+    "diagonal-only": {"dx": "g * r * (1 - 1 / m - xh**2 / m)"},
+    "gamma-forgotten": {"g": "d"},
+    "half-statistics": {"work": "x.dtype", "stats": "x.dtype"},
+    "half-sums": {"total": HALF_SUMS},
+}
+
+# Wrong in ways the contract checks directly, with no catalogued mistake: the message says it.
+BACKWARD_BREACHES = {
+    "float64-on-cpu": ({"out": "dx.to('cpu', torch.float64), dgamma.flatten().to('cpu', torch.float64), "
+                               "dbeta.flatten().to('cpu', torch.float64)"},
+                       "should have dtype torch.float32, got torch.float64"),
+    "uses-autograd": ({"dx": "torch.autograd.grad(torch.zeros(()), [])"}, "autograd is switched off"),
+}
+
+# Correct, written otherwise: each must score full marks.
+BACKWARD_VARIANTS = {
+    # the source's one-liner, with var + eps: x - mean over (var + eps) where x_hat * rstd stood
+    "one-liner": {"dx": "r * (g - g.mean(dim={axis}, keepdim=True) - xc * (g * xc).mean(dim={axis}, keepdim=True) "
+                        "/ (1 / r**2))"},
+    # the staged form of the NumPy notes: dvar, then dmean, then dx
+    "staged": {"dx": "(lambda dvar: (lambda dmean: g * r + dvar * 2 * xc / m + dmean / m)("
+                     "total(-g * r, {axis}) + dvar * total(-2 * xc, {axis}) / m))("
+                     "total(g * xc * -0.5 * r**3, {axis}))"},
+    # the whole computation in float64, cast back at the end
+    "float64-and-back": {"work": "torch.float64"},
+    # THNN's one pass: sum and dot product once, then one expression per entry
+    "thnn": {"dx": "(g - s1 - xc * (total(g * xc, {axis}) / m) * r * r) * r"},
+}
+
+FUNCTION = '''import torch
+
+
+class LayerNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps):
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        v = x.to(work)
+        mu = v.mean(dim=1, keepdim=True)
+        r = 1 / torch.sqrt(((v - mu) ** 2).mean(dim=1, keepdim=True) + eps)
+        ctx.save_for_backward(x, gamma, mu, r)
+        ctx.eps = eps
+        return ({y}).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, gamma, mu, r = ctx.saved_tensors
+        eps = ctx.eps
+        d, v, w = dy.to(r.dtype), x.to(r.dtype), gamma.to(r.dtype)
+        xc = v - mu
+        xh = xc * r
+        g = d * w
+        m = v.shape[1]
+        s1 = g.mean(dim=1, keepdim=True)
+        s2 = (g * xh).mean(dim=1, keepdim=True)
+        dx = {dx}
+        return dx.to(x.dtype), (d * xh).sum(0).to(gamma.dtype), d.sum(0).to(gamma.dtype), None
+'''
+
+FUNCTION_CORRECT = {"y": "(v - mu) * r * gamma.to(work) + beta.to(work)", "dx": "r * (g - s1 - xh * s2)"}
+
+FUNCTION_SLIPS = {
+    "var-without-eps": {"dx": "r * (g - s1 - xc * (g * xc).mean(dim=1, keepdim=True) / (1 / r**2 - eps))"},
+    "no-variance-path": {"dx": "r * (g - s1)"},
+    "diagonal-only": {"dx": "g * r * (1 - 1 / m - xh**2 / m)"},
+}
+FUNCTION_BREACHES = {
+    "forward-without-beta": ({"y": "(v - mu) * r * gamma.to(work)"}, "y is wrong"),
+    "uses-autograd": ({"dx": "torch.autograd.grad(torch.zeros(()), [])"}, "autograd is switched off"),
+}
+FUNCTION_VARIANTS = {"float64-and-back": {"dx": "(r * (g - s1 - xh * s2)).double()"}}
+
+AXES = {"layernorm_backward": (1, 0), "batchnorm_backward": (0, 0)}  # (statistics axis, gamma axis)
+
+
+def backward_code(name: str, knobs: dict) -> str:
+    axis, other = AXES[name]
+    parts = {k: v.replace("{axis}", str(axis)) for k, v in {**BACKWARD_CORRECT, **knobs}.items()}
+    return BACKWARD.format(name=name, axis=axis, other=other, **parts)
+
+
+def function_code(knobs: dict) -> str:
+    return FUNCTION.format(**{**FUNCTION_CORRECT, **knobs})
+
+
+def items(slips, breaches, variants, skip=()):
+    """(label, knobs, expected) for every entry of one function: the mistake's name, a message, or None."""
+    return ([(f"slip:{k}", v, k) for k, v in slips.items() if k not in skip] +
+            [(f"breach:{k}", v[0], v[1]) for k, v in breaches.items()] +
+            [(f"variant:{k}", v, None) for k, v in variants.items()])
+
+
+# Layer norm done wholly in 16 bits (torch's own sums still carry float32 inside) is off by about
+# 2 units of roundoff, inside the dtype's tolerance: chapter 4 measures it. Batch norm's is not.
+LAYERNORM_IN_16_BITS = ("variant:half-statistics", BACKWARD_SLIPS["half-statistics"], None)
+
+ITEMS = {
+    "layernorm_backward": items(BACKWARD_SLIPS, BACKWARD_BREACHES, BACKWARD_VARIANTS, skip=("half-statistics",))
+    + [LAYERNORM_IN_16_BITS],
+    "batchnorm_backward": items(BACKWARD_SLIPS, BACKWARD_BREACHES, BACKWARD_VARIANTS),
+    "LayerNormFunction": items(FUNCTION_SLIPS, FUNCTION_BREACHES, FUNCTION_VARIANTS),
+}
+
+
+def code(function: str, knobs: dict) -> str:
+    return function_code(knobs) if function == "LayerNormFunction" else backward_code(function, knobs)
+
+
+def student(k: int) -> str:
+    return f"s{k:02d}"
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One batch: submission k holds the k-th item of every function (a correct one where a list is short)."""
+    root = tmp_path_factory.mktemp("submitted")
+    for k in range(max(map(len, ITEMS.values()))):
+        answers = {f: code(f, ITEMS[f][k][1] if k < len(ITEMS[f]) else {}) for f in ITEMS}
+        write(submission(ASSIGNMENT, answers), root, student(k), ASSIGNMENT)
+    out = tmp_path_factory.mktemp("grades")
+    assert autograder_main(["grade", str(root), "--out", str(out)]) == 0
+    return out
+
+
+def feedback_lines(out, k: int, function: str) -> tuple[list[str], str]:
+    text = (out / "feedback" / student(k) / ASSIGNMENT / "code_mapping.txt").read_text()
+    return [line for line in text.splitlines() if line.strip().startswith("FAIL") and f" {function}/" in line], text
+
+
+def cases_of_item(function: str):
+    return [(function, k, label, expected) for k, (label, _, expected) in enumerate(ITEMS[function])]
+
+
+ALL = [item for function in ITEMS for item in cases_of_item(function)]
+
+
+@pytest.mark.parametrize("function,k,label,expected", ALL, ids=[f"{f}-{label}" for f, _, label, _ in ALL])
+def test_each_item_is_judged_as_it_should_be(graded, function, k, label, expected):
+    failed, text = feedback_lines(graded, k, function)
+    if label.startswith("variant:"):
+        assert failed == [], text
+        return
+    assert failed, f"{label} of {function} was not rejected:\n{text}"
+    if label.startswith("slip:"):
+        message = next(m.message for m in load(ASSIGNMENT).mistakes if m.function == function and m.name == expected)
+        assert message in text, f"{label} of {function} was not named:\n{text}"
+    else:
+        assert expected in text, text
+
+
+def failed_cases(out, function: str, label: str) -> tuple[set[str], str]:
+    k = next(k for k, (name, _, _) in enumerate(ITEMS[function]) if name == label)
+    failed, text = feedback_lines(out, k, function)
+    return {line.split()[2].split("/")[1] for line in failed}, text
+
+
+SIXTEEN_BIT_CASES = {"bfloat16", "float16", "bfloat16-long-sums", "float16-long-sums"}
+
+
+@pytest.mark.parametrize("function,label", [("layernorm_backward", "slip:half-sums"),
+                                            ("batchnorm_backward", "slip:half-sums"),
+                                            ("batchnorm_backward", "slip:half-statistics")])
+def test_sixteen_bit_slips_fail_the_sixteen_bit_cases_in_both_types(graded, function, label):
+    names, text = failed_cases(graded, function, label)
+    assert names <= SIXTEEN_BIT_CASES, text
+    wanted = {"bfloat16-long-sums", "float16-long-sums"} if label == "slip:half-sums" else {"bfloat16", "float16"}
+    assert wanted <= names, text
+
+
+@pytest.mark.parametrize("function", ["layernorm_backward", "batchnorm_backward"])
+def test_var_without_eps_fails_where_var_is_near_eps(graded, function):
+    names, text = failed_cases(graded, function, "slip:var-without-eps")
+    assert {"tiny-variance", "constant"} <= names, text
+
+
+def test_template_without_knobs_is_the_contract():
+    assert "def layernorm_backward(dy, x, gamma, mean, rstd)" in backward_code("layernorm_backward", {})
+    assert "class LayerNormFunction(torch.autograd.Function)" in function_code({})
