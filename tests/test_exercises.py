@@ -97,6 +97,10 @@ def test_release_holds_no_solution_code_and_no_hidden_tests():
             assert line not in release_text, f"solution code in the release of {assignment}: {line!r}"
 
 
+# Lines that say nothing of how a solution works: returning the names the contract gives, imports.
+CONTRACT_LINE = re.compile(r"^(return [\w ,()]+|(from \S+ )?import [\w ,.]+( as \w+)?)$")
+
+
 def solution_lines(assignment: str) -> set[str]:
     """The distinctive lines between BEGIN SOLUTION and END SOLUTION of an assignment's source."""
     lines = set()
@@ -104,7 +108,7 @@ def solution_lines(assignment: str) -> set[str]:
         for region in re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", cell.source, re.S):
             for line in region.splitlines():
                 code = line.split("#")[0].strip()
-                if len(code) >= 16:
+                if len(code) >= 16 and not CONTRACT_LINE.match(code):
                     lines.add(code)
     return lines
 

@@ -79,7 +79,9 @@ def _cases(function: str, norm: str) -> list[Case]:
         c("wide", 1, True, "a 3 x 129 input", m((3, 129))),
         c("one-sample", 1, True, "a single sample (N = 1)", m((1, 9))),
         c("tiny-variance", 2, True, "groups whose variance is far below eps", m((6, 17), "tiny-variance")),
-        c("large-offset", 1, True, "groups with a mean near 1e3 and unit spread", m((9, 10), "large-offset")),
+        # A mean of 1e4 over a spread of 1: enough to break E[x^2] - E[x]^2 every time in float64.
+        c("large-offset", 1, True, "groups with a mean of 1e4 to 2e4 and unit spread",
+          m((9, 10), "large-offset", offset=1e4)),
         c("constant", 1, True, "groups whose values are all equal (zero variance)", m((5, 7), "constant")),
         c("eps", 1, True, "eps = 1e-2 passed as a keyword", m((7, 9), "tiny-variance", eps=1e-2)),
         c("float32", 1, True, "a float32 input: results in float32", m((10, 13), dtype=np.float32)),
