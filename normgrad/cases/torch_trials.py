@@ -143,7 +143,7 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
 # --- Known slips of the backward formula, in float64, for the diagnoses of 04, 05 and 06. ---
 
 SLIPS = ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten",
-         "half-statistics", "half-sums")
+         "half-statistics", "half-sums", "dgamma-from-x", "padded-count")
 """
 var-without-eps   the third term divided by var where var + eps belongs (source 000's snippet)
 no-mean-path      dx without the term through the mean, - mean(g)
@@ -152,6 +152,9 @@ diagonal-only     only the Jacobian's diagonal kept: g * rstd * (1 - 1/m - x_hat
 gamma-forgotten   g = dy where g = dy * gamma belongs
 half-statistics   mean and rstd rounded to the inputs' 16-bit type before use
 half-sums         every sum a running total kept in the inputs' 16-bit type
+dgamma-from-x     dgamma summed from dy * x where dy * x_hat belongs
+padded-count      the means over a group divided by its size rounded up to a power of two
+                  (a Triton block's width) instead of by its size
 """
 
 
@@ -199,6 +202,8 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
     across = [1 if a in axes else n for a, n in enumerate(x.shape)]  # mean, rstd broadcast
     along = [1 if a in param_axes else n for a, n in enumerate(x.shape)]  # gamma broadcast
     m = int(np.prod([x.shape[a] for a in axes]))
+    if slip == "padded-count":
+        m = 1 << (m - 1).bit_length()
     mean, rstd = mean.reshape(across), rstd.reshape(across)
     if slip == "half-statistics":
         half = sixteen_bit_type(x, dy)
@@ -227,6 +232,6 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
         dx = g * rstd * (1 - 1 / m - x_hat**2 / m)
     else:
         dx = rstd * (g - mean_g - x_hat * mean_gx)
-    dgamma = total(dy * x_hat, param_axes).reshape(-1)
+    dgamma = total(dy * (x if slip == "dgamma-from-x" else x_hat), param_axes).reshape(-1)
     dbeta = total(dy, param_axes).reshape(-1)
     return dx.numpy(), dgamma.numpy(), dbeta.numpy()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from . import Case, Mistake
-from .torch_trials import backward_trial
+from .torch_trials import backward_trial, slipped_backward
 
 FUNCTION = "layernorm_backward_triton"
 
@@ -65,36 +65,19 @@ CASES = [
 ]
 
 
-# --- Known mistakes, in float64: what a wrong kernel returns, deterministically. ---------------
+# --- Known mistakes: the shared slips of the backward formula, in float64 (torch_trials). ----------
 
-def _backward(dy, x, gamma, mean, rstd, *, by_block=False, scale=True, mean_path=True, var_path=True,
-              dgamma_of_x=False):
-    """The layer-norm backward pass with a pluggable slip; the defaults are correct."""
-    n = x.shape[1]
-    if by_block:  # the width of a block that holds the row: N rounded up to a power of two
-        n = 1 << (n - 1).bit_length()
-    x_hat = (x - mean[:, None]) * rstd[:, None]
-    g = dy * gamma if scale else dy
-    c1 = g.sum(1, keepdim=True) / n if mean_path else 0.0
-    c2 = (g * x_hat).sum(1, keepdim=True) / n if var_path else 0.0
-    dx = rstd[:, None] * (g - c1 - x_hat * c2)
-    dgamma = (dy * (x if dgamma_of_x else x_hat)).sum(0)
-    return dx, dgamma, dy.sum(0)
-
-
-def _mistake(name, message, anchor, **slip):
-    return Mistake(FUNCTION, name, message, f"06-triton.html#{anchor}",
-                   lambda dy, x, gamma, mean, rstd: _backward(dy, x, gamma, mean, rstd, **slip))
+def _mistake(slip, message, anchor):
+    return Mistake(FUNCTION, slip, message, f"06-triton.html#{anchor}",
+                   lambda dy, x, gamma, mean, rstd: slipped_backward(dy, x, gamma, mean, rstd, "layer", slip))
 
 
 MISTAKES = [
-    _mistake("divided-by-the-block", "the row sums divided by the block width (N rounded up to a power of two) "
-             "instead of by N", "masks-and-blocks", by_block=True),
-    _mistake("gamma-forgotten", "dx computed from dy instead of dy * gamma", "the-math-of-one-row", scale=False),
-    _mistake("no-mean-path", "dx without the path through the mean (the term c1)", "the-math-of-one-row",
-             mean_path=False),
+    _mistake("padded-count", "the row sums divided by the block width (N rounded up to a power of two) "
+             "instead of by N", "masks-and-blocks"),
+    _mistake("gamma-forgotten", "dx computed from dy instead of dy * gamma", "the-math-of-one-row"),
+    _mistake("no-mean-path", "dx without the path through the mean (the term c1)", "the-math-of-one-row"),
     _mistake("no-variance-path", "dx without the path through the variance (the term x_hat * c2)",
-             "the-math-of-one-row", var_path=False),
-    _mistake("dgamma-of-x", "dgamma summed from dy * x instead of dy * x_hat", "the-math-of-one-row",
-             dgamma_of_x=True),
+             "the-math-of-one-row"),
+    _mistake("dgamma-from-x", "dgamma summed from dy * x instead of dy * x_hat", "the-math-of-one-row"),
 ]
