@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import copy
 import shutil
+import warnings
 from pathlib import Path
 
 import nbformat
+from sqlalchemy.exc import SAWarning
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.utils import parse_utc
 
@@ -43,13 +45,14 @@ class GradebookError(ValueError):
 def check(url: str, assignment: str) -> None:
     """Raise GradebookError unless the gradebook knows the assignment and its notebook's grade cells."""
     name = notebooks(assignment).source.stem
+    fix = f"run `nbgrader generate_assignment {assignment} --db {url}` (see the book's page for instructors)"
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise GradebookError(f"there is no gradebook at {url[len('sqlite:///'):]}: {fix}")
     try:
         with Gradebook(url) as gb:
             gb.find_notebook(name, assignment)
     except MissingEntry:
-        raise GradebookError(
-            f"the gradebook {url} has no notebook {name!r} of assignment {assignment!r}: run "
-            f"`nbgrader generate_assignment {assignment} --db {url}` (see the book's page for instructors)") from None
+        raise GradebookError(f"the gradebook {url} has no notebook {name!r} of assignment {assignment!r}: {fix}") from None
     except Exception as e:  # not a database, or not nbgrader's
         raise GradebookError(f"cannot open the gradebook {url}: {type(e).__name__}: {e}") from None
 
@@ -77,7 +80,8 @@ def record(url: str, report: Report, submission_dir: Path | None = None) -> dict
     """Write one graded submission's scores into the gradebook; returns the score of each test cell."""
     name = notebooks(report.assignment).source.stem
     timestamp = timestamp_of(submission_dir) if submission_dir else None
-    with Gradebook(url) as gb:
+    with Gradebook(url) as gb, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)  # raised inside nbgrader's own session handling
         gb.update_or_create_student(report.student)
         if timestamp is not None:
             gb.update_or_create_submission(report.assignment, report.student, timestamp=timestamp)

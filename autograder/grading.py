@@ -183,6 +183,8 @@ def _run(box: sandbox.Sandbox, cells, calls: list[Call], limits: sandbox.Limits,
     pending_cells, pending_calls = list(cells), list(calls)
     while True:
         job = {"torch": uses_torch, "cell_seconds": CELL_SECONDS,
+               # kill(-1) reaches only the job's own processes under bubblewrap or a sandbox uid
+               "reap": box.mode == "bwrap" or box.root,
                "cells": [{"id": kid, "label": p.label, "source": p.source} for kid, p in pending_cells],
                "calls": [{"id": c.id, "function": c.case.function, "protocol": c.trial.protocol,
                           "device": c.device, "seconds": c.case.seconds} for c in pending_calls]}

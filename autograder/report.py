@@ -99,8 +99,8 @@ def gradescope(report: Report, book_url: str = "") -> dict:
         tests.append({"name": f"{r.case_id}: {r.description}", "score": r.earned, "max_score": r.points,
                       "status": "passed" if r.passed else "failed", "output": output,
                       "visibility": "after_published" if r.hidden else "visible"})
-    return {"score": report.score, "output": "\n".join(report.notes), "stdout_visibility": "hidden",
-            "tests": tests}
+    return {"score": report.score, "execution_time": round(report.seconds, 2), "output": "\n".join(report.notes),
+            "stdout_visibility": "hidden", "tests": tests}
 
 
 def write_gradescope(report: Report, path: Path, book_url: str = "") -> None:

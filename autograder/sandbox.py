@@ -75,8 +75,8 @@ class Limits:
     output_bytes: int = 64 << 10  # of stdout and stderr kept for the report
     result_bytes: int = 256 << 20  # of results read back
     startup_seconds: float = 30.0  # to start Python and import numpy / torch
-    wall_factor: float = 2.0  # a cell or call may run wall_factor x its CPU budget + wall_grace
-    wall_grace: float = 10.0
+    wall_factor: float = 1.5  # a cell or call may run wall_factor x its CPU budget + wall_grace
+    wall_grace: float = 5.0
 
 
 @dataclass
@@ -104,31 +104,48 @@ def _inside(path: str, folder) -> bool:
 
 
 def python_paths() -> list[str]:
-    """The folders of sys.path the sandbox needs (stdlib, numpy, torch, triton): never the repository's."""
-    prefix = os.path.realpath(sys.prefix)
+    """The folders of sys.path the sandbox needs: the interpreter's own (stdlib) and its site-packages.
+
+    Never the current directory (the instructor's course folder, perhaps), never a folder of the
+    repository's (tests/, scripts/, the root: normgrad with its cases), never one holding normgrad.
+    """
+    prefixes = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)]
+    venv = os.path.realpath(sys.prefix)
     found = []
     for entry in sys.path:
-        path = os.path.realpath(entry or ".")
+        if not entry:
+            continue  # the current directory
+        path = os.path.realpath(entry)
         if not os.path.isdir(path) or path in found:
             continue
-        if _inside(path, ROOT) and not _inside(path, prefix):
-            continue  # the repository (tests/, scripts/, the root itself), but not a venv inside it
+        if not (any(_inside(path, p) for p in prefixes) or os.path.basename(path) in ("site-packages", "dist-packages")):
+            continue  # a script's folder, PYTHONPATH's extras, the current directory under `python -m`
+        if _inside(path, ROOT) and not _inside(path, venv):
+            continue
         if any(os.path.exists(os.path.join(path, name)) for name in ("normgrad", "autograder", "solutions")):
             continue
         found.append(path)
     return found
 
 
-def _binds() -> list[str]:
-    """Read-only folders to mount at their own paths: the interpreter's installation and sys.path's folders."""
-    wanted = [os.path.realpath(sys.base_prefix), *python_paths()]
+def _mount_plan() -> tuple[list[tuple[str, str]], list[str]]:
+    """Read-only mounts (host folder, where it appears inside) for the interpreter and sys.path, and
+    sys.path as the sandbox sees it. Folders inside the repository (a venv in it) appear under /sandbox/lib*,
+    so that not even the repository's path exists inside."""
     system = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc")
-    out: list[str] = []
-    for path in wanted:
-        if any(_inside(path, s) for s in system) or any(_inside(path, b) for b in out):
+    mounts: list[tuple[str, str]] = []
+    for path in [os.path.realpath(sys.base_prefix), *python_paths()]:
+        if any(_inside(path, s) for s in system) or any(_inside(path, host) for host, _ in mounts):
             continue
-        out.append(path)
-    return out
+        mounts.append((path, f"/sandbox/lib{len(mounts)}" if _inside(path, ROOT) else path))
+    inside = []
+    for path in python_paths():
+        for host, there in mounts:
+            if _inside(path, host):
+                path = there + path[len(host):]
+                break
+        inside.append(path)
+    return mounts, inside
 
 
 def _gpu_args() -> tuple[list[str], dict[str, str]]:
@@ -273,6 +290,40 @@ class Sandbox:
                 self.reason = f"bubblewrap cannot run here: {problem}"
         if prefer == "bwrap" and self.mode != "bwrap":
             raise SandboxError(self.reason)
+        self.python, self.paths = os.path.realpath(sys.executable), python_paths()
+        if self.mode == "fallback" and self.root:
+            self.python, self.paths = self._fallback_python()
+
+    def _fallback_python(self) -> tuple[str, list[str]]:
+        """An interpreter of this Python version that a sandbox user can run, and its sys.path with ours.
+
+        Without bubblewrap nothing can be mounted for the sandbox user: it must be able to read the
+        interpreter where it lies. The grader's own may live where it cannot (a pyenv under /root); the
+        system's /usr/bin/python3.X of the same version, with the grader's site-packages, then serves.
+        """
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        own_stdlib = {p for p in python_paths() if _inside(p, os.path.realpath(sys.base_prefix))}
+        site = [p for p in python_paths() if p not in own_stdlib]
+        tried = []
+        for python in dict.fromkeys([os.path.realpath(sys.executable), f"/usr/bin/python{version}",
+                                     f"/usr/local/bin/python{version}"]):
+            if not os.path.exists(python):
+                continue
+            code = (f"import sys; sys.path[:] = [p for p in sys.path if p] + {site!r}; import numpy; "
+                    f"print(repr(sys.path))")
+            with sandbox_user() as uid:
+                spec = {"rlimits": {}, "uid": uid, "gid": uid, "parent": os.getpid()}
+                done = subprocess.run([sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), python,
+                                       "-I", "-S", "-c", code], capture_output=True, text=True, timeout=120,
+                                      cwd="/", stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+            if done.returncode == 0:
+                import ast
+
+                return python, ast.literal_eval(done.stdout.strip().splitlines()[-1])
+            tried.append(f"{python}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
+        raise SandboxError("without bubblewrap the sandbox user must run Python itself, and no interpreter of "
+                           f"version {version} worked for it ({'; '.join(tried)}); install bubblewrap, or make "
+                           "the grader's Python and its site-packages readable by others")
 
     def _namespace_args(self) -> list[str]:
         args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
@@ -299,7 +350,8 @@ class Sandbox:
                     f"no repository, a private tmpfs")
         else:
             text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, resource limits only; the code can read "
-                    f"what {who} may read on this machine and reach the network")
+                    "whatever that user may read on this machine (world-readable files, the repository among "
+                    "them) and reach the network")
         limits = ["CPU time", "file size", "open files"]
         if memory_rlimit:
             limits.append("memory per process")
@@ -339,27 +391,31 @@ class Sandbox:
                 rlimits["AS"] = limits.memory_bytes
             if uid is not None:
                 rlimits["NPROC"] = limits.processes
-            paths = python_paths()
-            python = os.path.realpath(sys.executable)
+            python = self.python
 
             if self.mode == "bwrap":
                 home = "/tmp"
+                mounts, paths = _mount_plan()
                 inner = [python, "-I", "-S", "-B", f"{INSIDE_BIN}/sandbox_main.py", str(job_fd), str(results_w), *paths]
                 if uid is not None:
                     inner = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                              "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *inner]
-                binds = _binds()
                 program = []
                 for name, source in PROGRAM.items():
                     program += ["--ro-bind", str(source), f"{INSIDE_BIN}/{name}"]
-                cmd = [*self._namespace_args(), *_system_args(), *_dirs_for(binds + [INSIDE_BIN + "/x"]),
-                       *[a for b in binds for a in ("--ro-bind", b, b)], *program,
+                cmd = [*self._namespace_args()[1:], *_system_args(),
+                       *_dirs_for([there for _, there in mounts] + [INSIDE_BIN + "/x"]),
+                       *[a for host, there in mounts for a in ("--ro-bind", host, there)], *program,
                        "--proc", "/proc", "--dev", "/dev", *gpu_args,
                        "--size", str(limits.scratch_bytes), "--perms", "01777", "--tmpfs", "/tmp",
                        "--chdir", "/tmp", "--clearenv"]
                 for k, v in {**env, **_scratch_env(home)}.items():
                     cmd += ["--setenv", k, v]
-                cmd += inner
+                # The options go in on a descriptor: the sandbox sees bubblewrap's command line as
+                # `bwrap --args N COMMAND`, not the host's paths.
+                args_fd = _sealed_file(private / "args", b"".join(a.encode() + b"\0" for a in cmd))
+                stack.callback(os.close, args_fd)
+                cmd = [self.bwrap, "--args", str(args_fd), *inner]
                 child_env, cwd, spec_uid = {}, "/", None
             else:
                 home = private / "home"
@@ -370,13 +426,16 @@ class Sandbox:
                     shutil.copy(source, bin_dir / name)
                 if uid is not None:
                     os.chown(home, uid, uid)
-                cmd = [python, "-I", "-S", "-B", str(bin_dir / "sandbox_main.py"), str(job_fd), str(results_w), *paths]
+                cmd = [python, "-I", "-S", "-B", str(bin_dir / "sandbox_main.py"), str(job_fd), str(results_w),
+                       *self.paths]
+                args_fd = None
                 child_env, cwd, spec_uid = {**env, **_scratch_env(str(home))}, str(home), uid
             spec = {"rlimits": rlimits, "cgroup_procs": group.procs_files, "uid": spec_uid, "gid": spec_uid,
                     "parent": os.getpid()}
-            launcher = [python, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), *cmd]
+            launcher = [sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), *cmd]
             isolation = self.describe(uid, group, gpu, memory_rlimit)
-            return _supervise(launcher, child_env, cwd, job_fd, results_r, results_w, phases, limits, isolation,
+            keep = (job_fd, results_w) + ((args_fd,) if args_fd is not None else ())
+            return _supervise(launcher, child_env, cwd, keep, results_r, results_w, phases, limits, isolation,
                               uid if self.mode == "fallback" else None, self.mode == "bwrap")
         raise AssertionError("unreachable")
 
@@ -462,13 +521,13 @@ class _Tail:
         return bytes(self.data[-self.limit:]).decode("utf-8", "replace")
 
 
-def _supervise(cmd, env, cwd, job_fd, results_r, results_w, phases, limits: Limits, isolation: str,
+def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, phases, limits: Limits, isolation: str,
                fallback_uid: int | None, bwrap: bool) -> Outcome:
     """Start the process, read its output and results as they come, stop it when a phase runs too long."""
     start = time.monotonic()
     # No preexec_fn: the grader has threads; the launcher sets the limits after the fork instead.
     proc = subprocess.Popen(cmd, env=env or {"PATH": "/usr/bin:/bin"}, cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(job_fd, results_w),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=keep_fds,
                             start_new_session=True)
     os.close(results_w)
     reader = wire.FrameReader(max_bytes=limits.result_bytes, max_file_bytes=limits.result_bytes)

@@ -48,10 +48,12 @@ def _alarm(signum, frame):
     raise CallTimeout("took longer than its time limit and was stopped (an endless loop, or a lock never released?)")
 
 
-def _after_student_code() -> None:
+def _after_student_code(reap: bool) -> None:
     """Back from the student's code: a forked child ends here, and any process it left is killed."""
     if os.getpid() != MAIN_PID:
         os._exit(0)
+    if not reap:
+        return
     try:  # every process this user may signal, but this one: strays the student's code started
         os.kill(-1, signal.SIGKILL)
     except OSError:
@@ -84,7 +86,7 @@ def main(job_fd: int, out_fd: int) -> None:
             status["error"] = _short_traceback(e)
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
-            _after_student_code()
+            _after_student_code(job.get("reap", False))
         send(f"{cell['id']}/status.json", status)
 
     out_of_time = set()  # functions that ran out of time once: an endless loop will not end the next time
@@ -114,7 +116,7 @@ def main(job_fd: int, out_fd: int) -> None:
                 out_of_time.add(call["function"])
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
-            _after_student_code()
+            _after_student_code(job.get("reap", False))
         status["seconds"] = time.perf_counter() - start
         wire.write_frames(out_fd, [(f"{cid}/{name}", data) for name, data in files.items()])
         send(f"{cid}/status.json", status)
