@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test release bench system-packages clean
+.PHONY: book test release bench bench-grading system-packages clean
 
 book: $(STAMP)
 	$(BIN)/python scripts/book.py
@@ -19,6 +19,10 @@ test: $(STAMP) system-packages
 # Regenerate the student notebooks in exercises/ from solutions/ with nbgrader.
 release: $(STAMP)
 	$(BIN)/python -m autograder release
+
+# Grading throughput: this grader beside stock `nbgrader autograde` on 40 submissions (a few minutes).
+bench-grading: $(STAMP) system-packages
+	$(BIN)/python scripts/bench_grading.py $(BENCH_ARGS)
 
 system-packages:
 	@sh scripts/system-packages.sh

@@ -290,6 +290,9 @@ class Sandbox:
                 self.reason = f"bubblewrap cannot run here: {problem}"
         if prefer == "bwrap" and self.mode != "bwrap":
             raise SandboxError(self.reason)
+        probe = JobGroup(Limits.memory_bytes, Limits.processes)
+        self.cgroups = list(probe.controllers)
+        probe.remove()
         self.python, self.paths = os.path.realpath(sys.executable), python_paths()
         if self.mode == "fallback" and self.root:
             self.python, self.paths = self._fallback_python()
@@ -357,8 +360,9 @@ class Sandbox:
             limits.append("memory per process")
         if self.root or self.mode == "bwrap":
             limits.append("processes")
-        if group is not None and group.active:
-            limits.append("a control group (" + ", ".join(group.controllers) + ")")
+        controllers = group.controllers if group is not None else self.cgroups
+        if controllers:
+            limits.append("a control group per job (" + ", ".join(controllers) + ")")
         text += "; limits: " + ", ".join(limits)
         return text + ("; GPU devices bound" if gpu and self.mode == "bwrap" else "")
 
