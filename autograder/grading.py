@@ -12,10 +12,10 @@ left: one function that kills its process costs only that function's points.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import secrets
 import signal
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -86,8 +86,6 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
           devices: set[str] | None = None, limits: sandbox.Limits = sandbox.Limits(),
           box: sandbox.Sandbox | None = None, private: str | None = None) -> Report:
     """Grade one notebook; never raises for anything the submission does."""
-    import time
-
     started = time.monotonic()
     assignment = with_private(course_cases.load(assignment_id), private)
     private_ids = {c.id for c in assignment.cases} - {c.id for c in course_cases.load(assignment_id).cases}
@@ -121,7 +119,8 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
     cells = [(f"k{i}", p) for i, p in enumerate(picked)]
 
     verdicts, cell_errors, notes, report.isolation = _run(box, cells, calls, limits, devices)
-    report.notes += notes + [f"cell {label!r} raised when it ran:\n{error}" for label, error in cell_errors.items()]
+    report.notes += notes + [f"cell {label!r}: {error}" if error.startswith("this cell") else
+                             f"cell {label!r} raised when it ran:\n{error}" for label, error in cell_errors.items()]
 
     per_case: dict[str, list[str]] = {c.id: [] for c in assignment.cases}
     mistakes: dict[str, course_cases.Mistake] = {}

@@ -34,6 +34,7 @@ slowness into a failed test.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import json
@@ -47,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import wire
@@ -246,14 +247,18 @@ def sandbox_user():
 
 
 def processes_of(uid: int) -> list[int]:
+    """Processes whose real or effective uid is `uid` (from /proc/PID/status, which a process cannot hide
+    by making itself non-dumpable, as it can hide the owner of /proc/PID)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    pids.append(int(entry))
-            except FileNotFoundError:
-                pass
+                with open(f"/proc/{entry}/status") as f:
+                    line = next(l for l in f if l.startswith("Uid:"))
+            except (OSError, StopIteration):
+                continue
+            if uid in map(int, line.split()[1:3]):
+                pids.append(int(entry))
     return pids
 
 
@@ -320,8 +325,6 @@ class Sandbox:
                                        "-I", "-S", "-c", code], capture_output=True, text=True, timeout=120,
                                       cwd="/", stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
             if done.returncode == 0:
-                import ast
-
                 return python, ast.literal_eval(done.stdout.strip().splitlines()[-1])
             tried.append(f"{python}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
         raise SandboxError("without bubblewrap the sandbox user must run Python itself, and no interpreter of "
@@ -358,7 +361,7 @@ class Sandbox:
         limits = ["CPU time", "file size", "open files"]
         if memory_rlimit:
             limits.append("memory per process")
-        if self.root or self.mode == "bwrap":
+        if self.root:
             limits.append("processes")
         controllers = group.controllers if group is not None else self.cgroups
         if controllers:

@@ -49,7 +49,7 @@ import numpy as np
 import pytest
 
 from autograder.cells import defined_names
-from autograder.course import ROOT, notebooks, read
+from autograder.course import ROOT, notebooks
 from autograder.cgroup import leftover_groups
 from autograder.private import with_private
 from autograder.sandbox import UID_BASE, UID_COUNT, processes_of
@@ -142,11 +142,6 @@ class Attack:
     build: Callable[[Ctx], object]  # -> a notebook, or bytes for the file as submitted
     expect: str  # "full", "lose_f" (only the target function's points lost) or "zero"
     says: str | None = None  # a phrase the feedback must contain
-
-
-def honest_cell_source() -> str:
-    nb = solved(ASSIGNMENT)
-    return next(c.source for c in nb.cells if c.cell_type == "code" and F in defined_names(c.source))
 
 
 def with_code(code: str):
