@@ -89,7 +89,9 @@ def main(job_fd: int, out_fd: int) -> None:
             _after_student_code(job.get("reap", False))
         send(f"{cell['id']}/status.json", status)
 
-    out_of_time = set()  # functions that ran out of time once: an endless loop will not end the next time
+    # Functions that ran out of time or memory once: an endless loop will not end the next time, and a
+    # memory bomb would only churn the machine's memory again.
+    exhausted = {}
     for call in job["calls"]:
         cid = call["id"]
         send(f"{cid}/begun", b"")
@@ -98,8 +100,8 @@ def main(job_fd: int, out_fd: int) -> None:
         signal.setitimer(signal.ITIMER_PROF, float(call.get("seconds", 10.0)))
         files = {}
         try:
-            if call["function"] in out_of_time:
-                raise CallTimeout(f"not run: an earlier test of {call['function']} ran out of time")
+            if call["function"] in exhausted:
+                raise RuntimeError(f"not run: an earlier test of {call['function']} {exhausted[call['function']]}")
             target = namespace.get(call["function"])
             if target is None:
                 raise NameError(f"your code does not define {call['function']}")
@@ -113,7 +115,9 @@ def main(job_fd: int, out_fd: int) -> None:
             status["error"] = _short_traceback(e)
             files = {}
             if isinstance(e, CallTimeout):
-                out_of_time.add(call["function"])
+                exhausted[call["function"]] = "ran out of time"
+            elif isinstance(e, MemoryError):
+                exhausted[call["function"]] = "ran out of memory"
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
             _after_student_code(job.get("reap", False))
