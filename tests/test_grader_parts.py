@@ -263,3 +263,24 @@ def test_private_cases_are_checked(tmp_path, edit, reason):
     private.write_text(edit(PRIVATE))
     with pytest.raises(PrivateCasesError, match=reason):
         with_private(load("01-forward"), str(private))
+
+
+@pytest.mark.parametrize("header", [
+    "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",  # objects: pickles
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (1000,), }",  # more than the bytes hold
+    "{'descr': __import__('os').system('true'), 'fortran_order': False, 'shape': (1,), }",
+    "{'descr': '<f8', 'shape': (1,), 'fortran_order': False, 'x': 1}",
+])
+def test_npy_files_are_parsed_strictly(header):
+    import io
+
+    good = io.BytesIO()
+    np.save(good, np.zeros(1))
+    body = good.getvalue()[-8:]
+    text = header.encode("latin-1").ljust(118) + b"\n"
+    forged = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + body
+    with pytest.raises(wire.WireError):
+        wire.parse_npy(forged)
+    assert wire.parse_npy(good.getvalue()).tolist() == [0.0]
+    with pytest.raises(wire.WireError, match="trailing"):
+        wire.parse_npy(good.getvalue() + b"x")

@@ -52,7 +52,7 @@ from autograder.cells import defined_names
 from autograder.course import ROOT, notebooks
 from autograder.cgroup import leftover_groups
 from autograder.private import with_private
-from autograder.sandbox import UID_BASE, UID_COUNT, processes_of
+from autograder.sandbox import UID_BASE, UID_COUNT, Sandbox, SandboxError, processes_of
 from helpers import nbgrader_course, solved, write
 from normgrad.cases import load
 
@@ -565,7 +565,9 @@ def write_submission(built, submitted: Path, student: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def setting(tmp_path_factory):
+    """The grader's surroundings: a course with a gradebook holding an earlier student, canaries,
+    a private cases file, and sockets listening on the grader's machine."""
     base = tmp_path_factory.mktemp("redteam")
     course = base / "course"
     db_url = nbgrader_course(course, [ASSIGNMENT])
@@ -607,7 +609,18 @@ def world(tmp_path_factory):
     submitted = base / "submitted"
     ctx = Ctx(base, db, submitted / "aaa-control" / ASSIGNMENT / notebooks(ASSIGNMENT).name, private, canary,
               server.getsockname()[1], unix_path, os.getpid())
+    yield ctx, course, db_url, server, unix
+    server.close()
+    unix.close()
 
+
+@pytest.fixture(scope="module")
+def world(setting):
+    box = Sandbox()
+    if box.mode != "bwrap":
+        pytest.skip(f"the attacks are aimed at the bubblewrap sandbox, and {box.reason}")
+    ctx, course, db_url, server, unix = setting
+    base, db, private, submitted = ctx.base, ctx.gradebook, ctx.private, ctx.base / "submitted"
     write(solved(ASSIGNMENT), submitted, "aaa-control", ASSIGNMENT)
     write(solved(ASSIGNMENT), submitted, "zzz-control", ASSIGNMENT)
     for attack in ATTACKS:
@@ -645,8 +658,6 @@ def world(tmp_path_factory):
         unix_connection = unix.accept()
     except BlockingIOError:
         unix_connection = None
-    server.close()
-    unix.close()
     with open(out / "grades.csv") as f:
         grades = {r["student"]: r for r in csv.DictReader(f)}
     with open(out_later / "grades.csv") as f:
@@ -746,27 +757,35 @@ FALLBACK_ATTACKS = ["os-exit", "write-gradebook", "kill-parent", "fork-bomb"]
 
 
 @pytest.fixture(scope="module")
-def fallback(world, tmp_path_factory):
+def fallback(setting, tmp_path_factory):
     base = tmp_path_factory.mktemp("fallback")
     submitted = base / "submitted"
     write(solved(ASSIGNMENT), submitted, "aaa-control", ASSIGNMENT)
     by_name = {a.name: a for a in ATTACKS}
-    ctx = dataclasses.replace(world["ctx"], control=submitted / "aaa-control" / ASSIGNMENT / notebooks(ASSIGNMENT).name)
+    ctx = dataclasses.replace(setting[0], control=submitted / "aaa-control" / ASSIGNMENT / notebooks(ASSIGNMENT).name)
     for name in FALLBACK_ATTACKS:
         write_submission(by_name[name].build(ctx), submitted, name)
     before = gradebook_rows(ctx.gradebook)
     done = run_grader(submitted, base / "out", ctx, "--sandbox", "fallback")
+    try:
+        Sandbox("fallback")
+    except SandboxError:
+        return None, done, None, None
     assert done.returncode == 0, done.stdout + done.stderr
     with open(base / "out" / "grades.csv") as f:
         grades = {r["student"]: r for r in csv.DictReader(f)}
     return done, grades, before == gradebook_rows(ctx.gradebook), sandbox_leftovers()
 
 
-def test_the_fallback_says_so_and_still_contains_the_attacks(world, fallback):
+def test_the_fallback_says_so_and_still_contains_the_attacks(setting, fallback):
     done, grades, gradebook_unchanged, leftovers = fallback
+    if done is None:  # no interpreter the sandbox user can run: the grader must refuse, and say why
+        assert grades.returncode != 0 and "install bubblewrap" in grades.stderr
+        return
     assert "FALLBACK without bubblewrap" in done.stderr and "WARNING" in done.stderr
-    assert float(grades["aaa-control"]["score"]) == world["assignment"].max_score
+    scores = {"assignment": with_private(load(ASSIGNMENT), str(setting[0].private))}
+    assert float(grades["aaa-control"]["score"]) == expected_score(scores, "full")
     by_name = {a.name: a for a in ATTACKS}
     for name in FALLBACK_ATTACKS:
-        assert float(grades[name]["score"]) == expected_score(world, by_name[name].expect), (name, grades[name])
+        assert float(grades[name]["score"]) == expected_score(scores, by_name[name].expect), (name, grades[name])
     assert gradebook_unchanged and leftovers == []
