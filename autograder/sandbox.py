@@ -286,6 +286,7 @@ class Sandbox:
             raise ValueError(f"unknown sandbox {prefer!r}")
         self.root = os.geteuid() == 0
         self.bwrap = shutil.which("bwrap")
+        self.options = _bwrap_options(self.bwrap) if self.bwrap else set()
         self.mode, self.reason = "fallback", "chosen" if prefer == "fallback" else "bubblewrap (bwrap) is not installed"
         if prefer != "fallback" and self.bwrap:
             problem = self._probe()
@@ -334,8 +335,8 @@ class Sandbox:
     def _namespace_args(self) -> list[str]:
         args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
                 "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-        if not self.root:  # a user namespace maps us; nested ones are refused
-            args += ["--unshare-user", "--disable-userns"]
+        if not self.root:  # a user namespace maps us; nested ones are refused where bwrap can (0.8 and later)
+            args += ["--unshare-user"] + (["--disable-userns"] if "--disable-userns" in self.options else [])
         return args
 
     def _probe(self) -> str | None:
@@ -353,7 +354,8 @@ class Sandbox:
                else "a user namespace" if self.mode == "bwrap" else "the grader's own user")
         if self.mode == "bwrap":
             text = (f"bubblewrap: {who}, own pid/net/ipc namespaces, no network, read-only system and Python, "
-                    f"no repository, a private tmpfs")
+                    f"no repository, a private tmpfs" + ("" if "--size" in self.options else " (of unbounded size: "
+                                                         "bubblewrap older than 0.8)"))
         else:
             text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, resource limits only; the code can read "
                     "whatever that user may read on this machine (world-readable files, the repository among "
@@ -414,7 +416,8 @@ class Sandbox:
                        *_dirs_for([there for _, there in mounts] + [INSIDE_BIN + "/x"]),
                        *[a for host, there in mounts for a in ("--ro-bind", host, there)], *program,
                        "--proc", "/proc", "--dev", "/dev", *gpu_args,
-                       "--size", str(limits.scratch_bytes), "--perms", "01777", "--tmpfs", "/tmp",
+                       *(["--size", str(limits.scratch_bytes)] if "--size" in self.options else []),
+                       "--perms", "01777", "--tmpfs", "/tmp",
                        "--chdir", "/tmp", "--clearenv"]
                 for k, v in {**env, **_scratch_env(home)}.items():
                     cmd += ["--setenv", k, v]
@@ -445,6 +448,15 @@ class Sandbox:
             return _supervise(launcher, child_env, cwd, keep, results_r, results_w, phases, limits, isolation,
                               uid if self.mode == "fallback" else None, self.mode == "bwrap")
         raise AssertionError("unreachable")
+
+
+def _bwrap_options(bwrap: str) -> set[str]:
+    """The options this bubblewrap knows (--size and --disable-userns came in 0.8)."""
+    try:
+        text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return {word for word in text.split() if word.startswith("--")}
 
 
 def _scratch_env(home: str) -> dict[str, str]:
