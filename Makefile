@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test release bench system-packages clean
+.PHONY: book test release bench bench-grading system-packages clean
 
 book: $(STAMP)
 	$(BIN)/python scripts/book.py
@@ -28,6 +28,10 @@ BENCH_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
 bench:
 	$(BENCH_PYTHON) -m normgrad.benchmark $(BENCH_ARGS)
+
+# Grading throughput: this grader beside stock `nbgrader autograde` on 40 submissions (a few minutes).
+bench-grading: $(STAMP) system-packages
+	$(BIN)/python scripts/bench_grading.py $(BENCH_ARGS)
 
 system-packages:
 	@sh scripts/system-packages.sh

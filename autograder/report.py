@@ -1,21 +1,40 @@
-"""Writing grades down: the terminal, grades.csv and per-student feedback."""
+"""Writing grades down: the terminal, grades.csv, feedback pages and Gradescope's results.json.
+
+Every message comes from the trusted side's checks, which say what was wrong
+(type, dtype, shape, where the error is largest and by how much) without
+printing an expected value. A known mistake is named, with a link to the
+section of the book that explains it: links are `book_url` + the mistake's
+section, so one flag points them at a published book or a local build.
+"""
 
 from __future__ import annotations
 
 import csv
 import html
+import json
 from pathlib import Path
 
+from .course import ROOT
 from .grading import Report
 
 CSV_COLUMNS = ("student", "assignment", "notebook", "score", "max_score", "passed", "failed", "notes")
+LOCAL_BOOK = ROOT / "_build" / "html"
+
+
+def default_book_url() -> str:
+    """The locally built book (`make book`), as a file:// URL ending in '/'."""
+    return LOCAL_BOOK.as_uri() + "/"
 
 
 def fmt_points(x: float) -> str:
-    return f"{x:g}"
+    return f"{round(x, 6):g}"
 
 
-def text(report: Report, show_hidden_problems: bool = True) -> str:
+def mistake_line(r, book_url: str) -> str:
+    return f"this matches a known mistake: {r.mistake.message} (the book explains it: {book_url}{r.mistake.section})"
+
+
+def text(report: Report, show_hidden_problems: bool = True, book_url: str = "") -> str:
     """One line per test, then what went wrong, then the score."""
     lines = [f"{report.assignment}  {report.notebook}" + (f"  ({report.student})" if report.student else "")]
     for note in report.notes:
@@ -30,8 +49,7 @@ def text(report: Report, show_hidden_problems: bool = True) -> str:
             for p in r.problems:
                 lines.append("          " + p.replace("\n", "\n          "))
         if r.mistake:
-            lines.append(f"          this matches a known mistake: {r.mistake.message}"
-                         f" (the book explains it: {r.mistake.section})")
+            lines.append("          " + mistake_line(r, book_url))
     lines.append(f"  score: {fmt_points(report.score)}/{fmt_points(report.max_score)}")
     return "\n".join(lines)
 
@@ -53,8 +71,40 @@ def write_csv(reports: list[Report], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        for report in reports:
+        for report in sorted(reports, key=lambda r: (r.student, r.assignment, r.notebook)):
             writer.writerow(csv_row(report))
+
+
+def function_output(report: Report, function: str, book_url: str = "") -> str:
+    """What the tests of one function found, as the text of a notebook cell's output."""
+    lines = []
+    for r in report.results:
+        if r.function != function:
+            continue
+        lines.append(f"{'PASS' if r.passed else 'FAIL'}  {r.case_id}: {r.description}"
+                     f"{' (hidden test)' if r.hidden else ''}  {fmt_points(r.earned)}/{fmt_points(r.points)}")
+        lines += ["    " + p.replace("\n", "\n    ") for p in r.problems]
+        if r.mistake:
+            lines.append("    " + mistake_line(r, book_url))
+    return "\n".join(lines) + "\n"
+
+
+def gradescope(report: Report, book_url: str = "") -> dict:
+    """Gradescope's autograder results (results.json): one test per case, hidden ones shown after publishing."""
+    tests = []
+    for r in report.results:
+        output = "\n".join(r.problems)
+        if r.mistake:
+            output += ("\n" if output else "") + mistake_line(r, book_url)
+        tests.append({"name": f"{r.case_id}: {r.description}", "score": r.earned, "max_score": r.points,
+                      "status": "passed" if r.passed else "failed", "output": output,
+                      "visibility": "after_published" if r.hidden else "visible"})
+    return {"score": report.score, "execution_time": round(report.seconds, 2), "output": "\n".join(report.notes),
+            "stdout_visibility": "hidden", "tests": tests}
+
+
+def write_gradescope(report: Report, path: Path, book_url: str = "") -> None:
+    Path(path).write_text(json.dumps(gradescope(report, book_url), indent=1) + "\n")
 
 
 def feedback_html(report: Report, book_url: str = "") -> str:

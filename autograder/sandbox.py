@@ -1,93 +1,622 @@
-"""Running the student's code in a separate, limited process.
+"""Running the student's code in a separate, locked-down process.
 
-The process gets a scratch directory of its own, an environment holding
-nothing of the grader's, and limits on wall time, CPU time, file size, open
-files and core dumps; it starts a new session so that everything it spawns is
-killed with it.
+Under bubblewrap (the default where it works) the process gets:
+
+- its own user: the grader drops to a sandbox uid of its own for each job slot
+  (64000 and up, by default) when it runs as root, so process limits and
+  signals reach no one else; run as another user, a user namespace instead;
+- its own pid, network (nothing but a loopback), IPC and UTS namespaces, and
+  death with the grader (`--die-with-parent`);
+- a file system of its own: read-only /usr, the Python interpreter and the
+  folders of sys.path that hold numpy, torch and triton (never the
+  repository: no solutions, no hidden tests, no normgrad with its cases), the
+  three program files, and a small tmpfs for /tmp (its HOME, TMPDIR and every
+  cache) that vanishes with the job; nothing of the grader's, the gradebook's,
+  the instructor's or other submissions';
+- no shared folder at all: the job's inputs come in on a file descriptor and
+  the results go out on a pipe, as frames (wire.py);
+- limits on CPU time, memory, processes, file size and open files (rlimits),
+  and where the machine allows, a control group bounding the job's memory and
+  processes as a whole (cgroup.py);
+- a clean environment, and with a GPU, the GPU's device nodes and driver.
+
+Without bubblewrap (or where it cannot run), the fallback is a process run as
+the sandbox user with the same limits, which can still read whatever that
+user may read on the machine; the report says which one ran.
+
+The grader watches each cell and call: the sandbox's own timers stop a call
+after its CPU budget, and the grader stops a process whose current cell or
+call has run past `wall_factor` times its budget plus `wall_grace`, counting
+only time the process was running or sleeping, not time it waited for a CPU
+(/proc/PID/schedstat), so that a busy machine does not turn a neighbour's
+slowness into a failed test.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import fcntl
+import json
 import os
-import resource
+import pwd
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import wire
+from .cgroup import JobGroup
+
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 # The files the sandboxed process runs; nothing else of the course goes in.
-PROGRAM = (HERE / "sandbox_main.py", HERE / "wire.py", HERE.parent / "normgrad" / "calling.py")
+PROGRAM = {"sandbox_main.py": HERE / "sandbox_main.py", "wire.py": HERE / "wire.py",
+           "calling.py": ROOT / "normgrad" / "calling.py"}
+LAUNCHER = HERE / "launch.py"
+INSIDE_BIN = "/sandbox/bin"
+UID_BASE = int(os.environ.get("AUTOGRADER_UID_BASE", "64000"))  # sandbox users: UID_BASE, UID_BASE + 1, ...
+UID_COUNT = 512
 
 
 @dataclass(frozen=True)
 class Limits:
-    wall_seconds: float = 600.0  # the grader passes less: what the calls of the job may take, plus start-up
-    cpu_seconds: int = 900
-    file_bytes: int = 256 << 20
+    cpu_seconds: int = 900  # per process (RLIMIT_CPU); the calls' own budgets are far smaller
+    memory_bytes: int = 4 << 30  # per process address space (CPU-only jobs), and the job's memory cgroup
+    processes: int = 64  # processes and threads of the sandbox user (RLIMIT_NPROC), and of the job's pids cgroup
+    file_bytes: int = 64 << 20  # the largest file it may write (RLIMIT_FSIZE)
+    scratch_bytes: int = 256 << 20  # its writable /tmp (a tmpfs, under bubblewrap)
     open_files: int = 256
     output_bytes: int = 64 << 10  # of stdout and stderr kept for the report
+    result_bytes: int = 256 << 20  # of results read back
+    startup_seconds: float = 30.0  # to start Python and import numpy / torch
+    wall_factor: float = 1.5  # a cell or call may run wall_factor x its CPU budget + wall_grace
+    wall_grace: float = 5.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Outcome:
+    files: dict[str, bytes]  # the frames that came back, by name
     returncode: int | None
-    timed_out: bool
+    stopped: str | None  # why the grader stopped the process, when it did
+    culprit: str | None  # the cell or call that was running when the process ended early or was stopped
     seconds: float
     stdout: str
     stderr: str
-    isolation: str  # how the process was confined, for the report
+    stream_error: str | None  # the results stream broke its rules (wire.FrameReader)
+    isolation: str
 
 
-def _set_limits(limits: Limits):
-    def apply():
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
+class SandboxError(RuntimeError):
+    """The sandbox asked for cannot run on this machine."""
 
 
-def _tail(path: Path, limit: int) -> str:
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - limit))
-        return f.read().decode("utf-8", "replace")
+# --- what the sandbox sees --------------------------------------------------------------------
+
+def _inside(path: str, folder) -> bool:
+    folder = str(folder).rstrip("/") or "/"
+    return path == folder or path.startswith(folder + "/") or folder == "/"
 
 
-def run(scratch: Path, env_extra: dict[str, str] | None = None, limits: Limits = Limits()) -> Outcome:
-    """Run the sandboxed program on scratch/job, writing to scratch/out; return how it went.
+def python_paths() -> list[str]:
+    """The folders of sys.path the sandbox needs: the interpreter's own (stdlib) and its site-packages.
 
-    `scratch` must already hold `job/` (job.json and inputs); this adds `bin/`,
-    `out/`, `home/` and the captured output beside it.
+    Never the current directory (the instructor's course folder, perhaps), never a folder of the
+    repository's (tests/, scripts/, the root: normgrad with its cases), never one holding normgrad.
     """
-    bin_dir, out_dir, home = scratch / "bin", scratch / "out", scratch / "home"
-    for d in (bin_dir, out_dir, home):
-        d.mkdir()
-    for f in PROGRAM:
-        shutil.copy(f, bin_dir / f.name)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.update(env_extra or {})
-    cmd = [sys.executable, "-I", str(bin_dir / "sandbox_main.py"), str(scratch / "job"), str(out_dir)]
-    start = time.monotonic()
-    with open(scratch / "stdout", "wb") as out, open(scratch / "stderr", "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                preexec_fn=_set_limits(limits), start_new_session=True)
-        timed_out = False
-        try:
-            proc.wait(timeout=limits.wall_seconds)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            try:  # everything the program started dies with it
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
+    prefixes = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)]
+    venv = os.path.realpath(sys.prefix)
+    found = []
+    for entry in sys.path:
+        if not entry:
+            continue  # the current directory
+        path = os.path.realpath(entry)
+        if not os.path.isdir(path) or path in found:
+            continue
+        if not (any(_inside(path, p) for p in prefixes) or os.path.basename(path) in ("site-packages", "dist-packages")):
+            continue  # a script's folder, PYTHONPATH's extras, the current directory under `python -m`
+        if _inside(path, ROOT) and not _inside(path, venv):
+            continue
+        if any(os.path.exists(os.path.join(path, name)) for name in ("normgrad", "autograder", "solutions")):
+            continue
+        found.append(path)
+    return found
+
+
+def _mount_plan() -> tuple[list[tuple[str, str]], list[str]]:
+    """Read-only mounts (host folder, where it appears inside) for the interpreter and sys.path, and
+    sys.path as the sandbox sees it. Folders inside the repository (a venv in it) appear under /sandbox/lib*,
+    so that not even the repository's path exists inside."""
+    system = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc")
+    mounts: list[tuple[str, str]] = []
+    for path in [os.path.realpath(sys.base_prefix), *python_paths()]:
+        if any(_inside(path, s) for s in system) or any(_inside(path, host) for host, _ in mounts):
+            continue
+        mounts.append((path, f"/sandbox/lib{len(mounts)}" if _inside(path, ROOT) else path))
+    inside = []
+    for path in python_paths():
+        for host, there in mounts:
+            if _inside(path, host):
+                path = there + path[len(host):]
+                break
+        inside.append(path)
+    return mounts, inside
+
+
+def _gpu_args() -> tuple[list[str], dict[str, str]]:
+    """bwrap arguments and environment that let CUDA run inside: device nodes, /sys, the driver's libraries."""
+    args: list[str] = []
+    for dev in sorted(Path("/dev").glob("nvidia*")):
+        args += ["--dev-bind", str(dev), str(dev)]
+    if Path("/sys").is_dir():
+        args += ["--ro-bind", "/sys", "/sys"]
+    env: dict[str, str] = {}
+    lib_dirs = []
+    for entry in os.environ.get("LD_LIBRARY_PATH", "").split(":"):
+        if entry and os.path.isdir(entry):
+            lib_dirs.append(os.path.realpath(entry))
+    libcuda = _loaded_library("libcuda.so")
+    if libcuda:
+        lib_dirs.append(os.path.dirname(libcuda))
+        env["TRITON_LIBCUDA_PATH"] = os.path.dirname(libcuda)
+    for d in dict.fromkeys(lib_dirs):
+        if not any(_inside(d, s) for s in ("/usr", "/lib", "/lib64")):
+            args += ["--ro-bind", d, d]
+    if lib_dirs:
+        env["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(lib_dirs))
+    return args, env
+
+
+def _loaded_library(stem: str) -> str | None:
+    """The path of a shared library this process has loaded (torch loads libcuda when it finds a GPU)."""
+    try:
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            path = line.split()[-1]
+            if os.path.basename(path).startswith(stem):
+                return path
+    except OSError:
+        pass
+    return None
+
+
+def _system_args() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"):
+        if os.path.exists(etc):
+            args += ["--ro-bind", etc, etc]
+    return args
+
+
+def _dirs_for(paths: list[str]) -> list[str]:
+    """`--dir` (mode 0755) for each ancestor of the bind points, so the sandbox user can reach them."""
+    args, made = [], set()
+    for path in paths:
+        parts = Path(path).parts[1:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/" + "/".join(parts[:i])
+            if d not in made and d not in ("/usr", "/tmp"):
+                made.add(d)
+                args += ["--perms", "0755", "--dir", d]
+    return args
+
+
+# --- users and slots ----------------------------------------------------------------------------
+
+_slot_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def sandbox_user():
+    """A sandbox uid no other job (of this grader or another on the machine) is using: held while the job runs."""
+    locks = Path(tempfile.gettempdir()) / "autograder-uids"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    with _slot_lock:
+        for uid in range(UID_BASE, UID_BASE + UID_COUNT):
+            try:
+                pwd.getpwuid(uid)
+                continue  # a real account: not ours to use
+            except KeyError:
                 pass
-            proc.wait()
-    return Outcome(proc.returncode, timed_out, time.monotonic() - start,
-                   _tail(scratch / "stdout", limits.output_bytes), _tail(scratch / "stderr", limits.output_bytes),
-                   "a separate process with resource limits (no bubblewrap)")
+            fd = os.open(locks / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            break
+        else:
+            raise SandboxError(f"no free sandbox uid in {UID_BASE}..{UID_BASE + UID_COUNT - 1}")
+    try:
+        kill_user(uid)  # leftovers of a grader that was itself killed
+        yield uid
+    finally:
+        kill_user(uid)
+        os.close(fd)
+
+
+def processes_of(uid: int) -> list[int]:
+    """Processes whose real or effective uid is `uid` (from /proc/PID/status, which a process cannot hide
+    by making itself non-dumpable, as it can hide the owner of /proc/PID)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    line = next(l for l in f if l.startswith("Uid:"))
+            except (OSError, StopIteration):
+                continue
+            if uid in map(int, line.split()[1:3]):
+                pids.append(int(entry))
+    return pids
+
+
+def kill_user(uid: int) -> None:
+    """SIGKILL every process of a sandbox uid (root only), until none is left."""
+    if os.geteuid() != 0:
+        return
+    for _ in range(100):
+        pids = processes_of(uid)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
+# --- the machine's sandbox ------------------------------------------------------------------------
+
+class Sandbox:
+    """How this machine confines a job, found out once: `mode` is "bwrap" or "fallback"."""
+
+    def __init__(self, prefer: str = "auto"):
+        if prefer not in ("auto", "bwrap", "fallback"):
+            raise ValueError(f"unknown sandbox {prefer!r}")
+        self.root = os.geteuid() == 0
+        self.bwrap = shutil.which("bwrap")
+        self.options = _bwrap_options(self.bwrap) if self.bwrap else set()
+        self.mode, self.reason = "fallback", "chosen" if prefer == "fallback" else "bubblewrap (bwrap) is not installed"
+        if prefer != "fallback" and self.bwrap:
+            problem = self._probe()
+            if problem is None:
+                self.mode, self.reason = "bwrap", ""
+            else:
+                self.reason = f"bubblewrap cannot run here: {problem}"
+        if prefer == "bwrap" and self.mode != "bwrap":
+            raise SandboxError(self.reason)
+        probe = JobGroup(Limits.memory_bytes, Limits.processes)
+        self.cgroups = list(probe.controllers)
+        probe.remove()
+        self.python, self.paths = os.path.realpath(sys.executable), python_paths()
+        if self.mode == "fallback" and self.root:
+            self.python, self.paths = self._fallback_python()
+
+    def _fallback_python(self) -> tuple[str, list[str]]:
+        """An interpreter of this Python version that a sandbox user can run, and its sys.path with ours.
+
+        Without bubblewrap nothing can be mounted for the sandbox user: it must be able to read the
+        interpreter where it lies. The grader's own may live where it cannot (a pyenv under /root); the
+        system's /usr/bin/python3.X of the same version, with the grader's site-packages, then serves.
+        """
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        own_stdlib = {p for p in python_paths() if _inside(p, os.path.realpath(sys.base_prefix))}
+        site = [p for p in python_paths() if p not in own_stdlib]
+        tried = []
+        for python in dict.fromkeys([os.path.realpath(sys.executable), f"/usr/bin/python{version}",
+                                     f"/usr/local/bin/python{version}"]):
+            if not os.path.exists(python):
+                continue
+            code = (f"import sys; sys.path[:] = [p for p in sys.path if p] + {site!r}; import numpy; "
+                    f"print(repr(sys.path))")
+            with sandbox_user() as uid:
+                spec = {"rlimits": {}, "uid": uid, "gid": uid, "parent": os.getpid()}
+                done = subprocess.run([sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), python,
+                                       "-I", "-S", "-c", code], capture_output=True, text=True, timeout=120,
+                                      cwd="/", stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+            if done.returncode == 0:
+                return python, ast.literal_eval(done.stdout.strip().splitlines()[-1])
+            tried.append(f"{python}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
+        raise SandboxError("without bubblewrap the sandbox user must run Python itself, and no interpreter of "
+                           f"version {version} worked for it ({'; '.join(tried)}); install bubblewrap, or make "
+                           "the grader's Python and its site-packages readable by others")
+
+    def _namespace_args(self) -> list[str]:
+        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
+                "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if not self.root:  # a user namespace maps us; nested ones are refused where bwrap can (0.8 and later)
+            args += ["--unshare-user"] + (["--disable-userns"] if "--disable-userns" in self.options else [])
+        return args
+
+    def _probe(self) -> str | None:
+        cmd = [*self._namespace_args(), *_system_args(), "--proc", "/proc", "--dev", "/dev", "/bin/sh", "-c", "exit 0"]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return str(e)
+        return None if done.returncode == 0 else (done.stderr.strip() or f"exit status {done.returncode}")
+
+    def describe(self, uid: int | None = None, group: JobGroup | None = None, gpu: bool = False,
+                 memory_rlimit: bool = True) -> str:
+        """One line for reports: what confined the job."""
+        who = (f"uid {uid}" if uid is not None else f"a sandbox uid per job (from {UID_BASE})" if self.root
+               else "a user namespace" if self.mode == "bwrap" else "the grader's own user")
+        if self.mode == "bwrap":
+            text = (f"bubblewrap: {who}, own pid/net/ipc namespaces, no network, read-only system and Python, "
+                    f"no repository, a private tmpfs" + ("" if "--size" in self.options else " (of unbounded size: "
+                                                         "bubblewrap older than 0.8)"))
+        else:
+            text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, resource limits only; the code can read "
+                    "whatever that user may read on this machine (world-readable files, the repository among "
+                    "them) and reach the network")
+        limits = ["CPU time", "file size", "open files"]
+        if memory_rlimit:
+            limits.append("memory per process")
+        if self.root:
+            limits.append("processes")
+        controllers = group.controllers if group is not None else self.cgroups
+        if controllers:
+            limits.append("a control group per job (" + ", ".join(controllers) + ")")
+        text += "; limits: " + ", ".join(limits)
+        return text + ("; GPU devices bound" if gpu and self.mode == "bwrap" else "")
+
+    # --- one job ---
+
+    def run(self, job_files: dict[str, bytes], phases: dict[str, float], limits: Limits = Limits(),
+            gpu: bool = False, env_extra: dict[str, str] | None = None) -> Outcome:
+        """Run sandbox_main.py on a job; `phases` maps each cell and call id to its CPU budget in seconds."""
+        with contextlib.ExitStack() as stack:
+            uid = stack.enter_context(sandbox_user()) if self.root else None
+            private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="autograder-")))
+            os.chmod(private, 0o711)  # the fallback's user must reach its home in here, nothing else
+            group = JobGroup(limits.memory_bytes, limits.processes)
+            stack.callback(group.remove)
+            job_fd = _sealed_file(private / "job", b"".join(wire.frame(n, d) for n, d in job_files.items()))
+            stack.callback(os.close, job_fd)
+            results_r, results_w = os.pipe()
+            stack.callback(_close_quietly, results_r)
+
+            env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+                   "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                   "USER": "student", "LOGNAME": "student"}
+            gpu_args, gpu_env = _gpu_args() if gpu and self.mode == "bwrap" else ([], {})
+            env.update(gpu_env)
+            env.update(env_extra or {})
+            memory_rlimit = not gpu  # CUDA reserves huge address ranges: an address-space limit breaks it
+            rlimits = {"CPU": limits.cpu_seconds, "FSIZE": limits.file_bytes, "NOFILE": limits.open_files,
+                       "CORE": 0}
+            if memory_rlimit:
+                rlimits["AS"] = limits.memory_bytes
+            if uid is not None:
+                rlimits["NPROC"] = limits.processes
+            python = self.python
+
+            if self.mode == "bwrap":
+                home = "/tmp"
+                mounts, paths = _mount_plan()
+                inner = [python, "-I", "-S", "-B", f"{INSIDE_BIN}/sandbox_main.py", str(job_fd), str(results_w), *paths]
+                if uid is not None:
+                    inner = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *inner]
+                program = []
+                for name, source in PROGRAM.items():
+                    program += ["--ro-bind", str(source), f"{INSIDE_BIN}/{name}"]
+                cmd = [*self._namespace_args()[1:], *_system_args(),
+                       *_dirs_for([there for _, there in mounts] + [INSIDE_BIN + "/x"]),
+                       *[a for host, there in mounts for a in ("--ro-bind", host, there)], *program,
+                       "--proc", "/proc", "--dev", "/dev", *gpu_args,
+                       *(["--size", str(limits.scratch_bytes)] if "--size" in self.options else []),
+                       "--perms", "01777", "--tmpfs", "/tmp",
+                       "--chdir", "/tmp", "--clearenv"]
+                for k, v in {**env, **_scratch_env(home)}.items():
+                    cmd += ["--setenv", k, v]
+                # The options go in on a descriptor: the sandbox sees bubblewrap's command line as
+                # `bwrap --args N COMMAND`, not the host's paths.
+                args_fd = _sealed_file(private / "args", b"".join(a.encode() + b"\0" for a in cmd))
+                stack.callback(os.close, args_fd)
+                cmd = [self.bwrap, "--args", str(args_fd), *inner]
+                child_env, cwd, spec_uid = {}, "/", None
+            else:
+                home = private / "home"
+                home.mkdir(mode=0o700)
+                bin_dir = private / "bin"
+                bin_dir.mkdir()
+                for name, source in PROGRAM.items():
+                    shutil.copy(source, bin_dir / name)
+                if uid is not None:
+                    os.chown(home, uid, uid)
+                cmd = [python, "-I", "-S", "-B", str(bin_dir / "sandbox_main.py"), str(job_fd), str(results_w),
+                       *self.paths]
+                args_fd = None
+                child_env, cwd, spec_uid = {**env, **_scratch_env(str(home))}, str(home), uid
+            spec = {"rlimits": rlimits, "cgroup_procs": group.procs_files, "uid": spec_uid, "gid": spec_uid,
+                    "parent": os.getpid()}
+            launcher = [sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), *cmd]
+            isolation = self.describe(uid, group, gpu, memory_rlimit)
+            keep = (job_fd, results_w) + ((args_fd,) if args_fd is not None else ())
+            return _supervise(launcher, child_env, cwd, keep, results_r, results_w, phases, limits, isolation,
+                              uid if self.mode == "fallback" else None, self.mode == "bwrap")
+        raise AssertionError("unreachable")
+
+
+def _bwrap_options(bwrap: str) -> set[str]:
+    """The options this bubblewrap knows (--size and --disable-userns came in 0.8)."""
+    try:
+        text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return {word for word in text.split() if word.startswith("--")}
+
+
+def _scratch_env(home: str) -> dict[str, str]:
+    """Every cache a library may keep, in the job's own scratch: nothing survives into the next job."""
+    return {"HOME": home, "TMPDIR": home, "XDG_CACHE_HOME": f"{home}/.cache", "XDG_CONFIG_HOME": f"{home}/.config",
+            "TRITON_CACHE_DIR": f"{home}/.triton", "TRITON_HOME": home, "TORCHINDUCTOR_CACHE_DIR": f"{home}/.inductor",
+            "CUDA_CACHE_PATH": f"{home}/.nv", "MPLCONFIGDIR": f"{home}/.mpl", "NUMBA_CACHE_DIR": f"{home}/.numba"}
+
+
+def _sealed_file(path: Path, data: bytes) -> int:
+    """`data` in a file only the grader can open by name; returns a read-only descriptor, inheritable."""
+    with open(path, "wb") as f:
+        f.write(data)
+    fd = os.open(path, os.O_RDONLY)
+    path.unlink()
+    return fd
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _main_process(pid: int, bwrap: bool) -> int | None:
+    """The host pid of the sandboxed Python: the launcher itself, or bubblewrap's grandchild."""
+    if not bwrap:
+        return pid
+    for child in _children(pid):
+        for grandchild in _children(child):
+            return grandchild
+    return None
+
+
+def _runqueue_wait(pid: int | None) -> float:
+    """Seconds the process has waited for a CPU (schedstat's second field); 0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(pid: int, limit: int = 2000) -> float:
+    """CPU seconds used by a process and all its descendants (reaped ones included, through cutime)."""
+    total, todo, seen = 0.0, [pid], 0
+    while todo and seen < limit:
+        p = todo.pop()
+        seen += 1
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += sum(int(f) for f in fields[11:15]) / _TICK  # utime, stime, cutime, cstime
+        except (OSError, ValueError):
+            continue
+        todo += _children(p)
+    return total
+
+
+class _Tail:
+    """The last `limit` bytes of a stream."""
+
+    def __init__(self, limit: int):
+        self.limit, self.data = limit, bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > 2 * self.limit:
+            del self.data[:-self.limit]
+
+    def text(self) -> str:
+        return bytes(self.data[-self.limit:]).decode("utf-8", "replace")
+
+
+def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, phases, limits: Limits, isolation: str,
+               fallback_uid: int | None, bwrap: bool) -> Outcome:
+    """Start the process, read its output and results as they come, stop it when a phase runs too long."""
+    start = time.monotonic()
+    # No preexec_fn: the grader has threads; the launcher sets the limits after the fork instead.
+    proc = subprocess.Popen(cmd, env=env or {"PATH": "/usr/bin:/bin"}, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=keep_fds,
+                            start_new_session=True)
+    os.close(results_w)
+    reader = wire.FrameReader(max_bytes=limits.result_bytes, max_file_bytes=limits.result_bytes)
+    out, err = _Tail(limits.output_bytes), _Tail(limits.output_bytes)
+    selector = selectors.DefaultSelector()
+    for stream, sink in ((proc.stdout, out.add), (proc.stderr, err.add)):
+        os.set_blocking(stream.fileno(), False)
+        selector.register(stream.fileno(), selectors.EVENT_READ, sink)
+    os.set_blocking(results_r, False)
+    selector.register(results_r, selectors.EVENT_READ, reader.feed)
+
+    current, phase_start, wait_start, cpu_start, main_pid = None, start, 0.0, 0.0, None
+    budget = limits.startup_seconds
+    hard_stop = start + 4 * (limits.startup_seconds * 2 + sum(limits.wall_factor * s + limits.wall_grace
+                                                             for s in phases.values()))
+    stopped = None
+    open_streams = 3
+    seen = 0
+    while open_streams:
+        for key, _ in selector.select(timeout=0.1):
+            try:
+                chunk = os.read(key.fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if chunk:
+                key.data(chunk)
+            else:
+                selector.unregister(key.fd)
+                open_streams -= 1
+        # follow the phases: `<id>/begun` opens one, `<id>/status.json` closes it
+        if main_pid is None:
+            main_pid = _main_process(proc.pid, bwrap)
+        cpu_now = _tree_cpu(proc.pid)
+        names = list(reader.files)
+        for name in names[seen:]:
+            ident, _, leaf = name.partition("/")
+            if leaf == "begun" and ident in phases:
+                current, budget = ident, limits.wall_factor * phases[ident] + limits.wall_grace
+            elif leaf == "status.json" and ident == current:
+                current, budget = None, limits.startup_seconds
+            else:
+                continue
+            phase_start, wait_start, cpu_start = time.monotonic(), _runqueue_wait(main_pid), cpu_now
+        seen = len(names)
+        now = time.monotonic()
+        # A phase is charged the time its process ran or slept (not the time it waited for a CPU while
+        # others ran), or the CPU time of all its processes together (a fork bomb), whichever is more.
+        charged = max(now - phase_start - (_runqueue_wait(main_pid) - wait_start), cpu_now - cpu_start)
+        if stopped is None and (charged > budget or now > hard_stop or reader.error):
+            stopped = ("the results stream broke its rules: " + reader.error if reader.error else
+                       f"ran longer than {budget:.0f} s" + (f" in {current}" if current else ""))
+            _kill(proc, fallback_uid)
+            if reader.error:
+                break
+    _kill(proc, fallback_uid)
+    proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        stream.close()
+    reader.close()
+    done = {n.split("/")[0] for n in reader.files if n.endswith("/status.json")}
+    culprit = current if current is not None and current not in done else None
+    return Outcome(dict(reader.files), proc.returncode, stopped, culprit, time.monotonic() - start, out.text(),
+                   err.text(), reader.error, isolation)
+
+
+def _kill(proc: subprocess.Popen, fallback_uid: int | None) -> None:
+    """Kill the process, its session, and (in the fallback) everything its sandbox user runs."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    if fallback_uid is not None:
+        kill_user(fallback_uid)

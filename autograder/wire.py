@@ -1,4 +1,4 @@
-"""Inert data across the sandbox wall: a JSON manifest and plain .npy arrays.
+"""Inert data across the sandbox wall: a JSON manifest and plain .npy arrays, carried in frames.
 
 Nothing that crosses can carry code: the manifest is JSON, arrays are loaded
 with `allow_pickle=False`, dtypes and devices come from allow-lists, and sizes
@@ -7,15 +7,24 @@ str, lists and tuples, dicts with string keys, NumPy arrays of numeric or bool
 dtype, and torch tensors (dtype, device and strides kept; bfloat16 travels as
 its 16 raw bits).
 
+A value packs into a few named files (`manifest.json`, `a1.npy`, ...). Files
+cross the wall as *frames* on a pipe: a header line `NAME SIZE` and SIZE bytes.
+The receiving side accepts only short relative names, bounded sizes and a
+bounded count, and never writes them anywhere by the name it was sent: the
+job's inputs go in this way and the results come out this way, so the
+sandboxed process needs no folder shared with the grader.
+
 This module imports only the standard library and NumPy (torch when a tensor
 crosses), because the sandbox imports it from a copy.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import re
 
 import numpy as np
 
@@ -26,16 +35,28 @@ TENSOR_DTYPES = {"bool", "int32", "int64", "float16", "bfloat16", "float32", "fl
 MAX_NODES = 10_000
 MAX_DEPTH = 16
 MAX_MANIFEST_BYTES = 1 << 20
+ARRAY_NAME = re.compile(r"a[0-9]{1,6}\.npy")
+# A frame's name: up to four path parts of letters, digits, '_', '.', '-', none starting with '.' or '-'.
+FRAME_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}){0,3}")
+MAX_HEADER = 300
 
 
 class WireError(ValueError):
     """What came back cannot be read as plain data; the message says why."""
 
 
-def dump(value, folder: str) -> None:
-    """Write `value` into `folder` (created) as manifest.json plus one .npy per array."""
-    os.makedirs(folder, exist_ok=True)
-    counter = [0]
+# --- values <-> files -----------------------------------------------------------------------
+
+def pack(value) -> dict[str, bytes]:
+    """`value` as files: `manifest.json` plus one `.npy` per array."""
+    files: dict[str, bytes] = {}
+
+    def add_array(a: np.ndarray) -> str:
+        name = f"a{len(files) + 1}.npy"
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=False)
+        files[name] = buf.getvalue()
+        return name
 
     def encode(v, depth=0):
         if depth > MAX_DEPTH:
@@ -47,7 +68,7 @@ def dump(value, folder: str) -> None:
         if isinstance(v, np.generic):
             return encode(v.item(), depth)
         if isinstance(v, (list, tuple)):
-            return {"t": type(v).__name__, "items": [encode(i, depth + 1) for i in v]}
+            return {"t": "tuple" if isinstance(v, tuple) else "list", "items": [encode(i, depth + 1) for i in v]}
         if isinstance(v, dict):
             if not all(isinstance(k, str) for k in v):
                 raise WireError("dict keys must be strings")
@@ -55,32 +76,29 @@ def dump(value, folder: str) -> None:
         if isinstance(v, np.ndarray):
             if v.dtype.name not in NUMPY_DTYPES:
                 raise WireError(f"arrays of dtype {v.dtype} cannot cross")
-            name = _next(counter)
             # np.array(..., subok=False) drops any subclass: only the values cross, not their methods
-            np.save(os.path.join(folder, name), np.array(v, order="C", subok=False), allow_pickle=False)
-            return {"t": "ndarray", "file": name}
+            return {"t": "ndarray", "file": add_array(np.array(v, order="C", subok=False))}
         torch = _torch_if_loaded()
         if torch is not None and isinstance(v, torch.Tensor):
-            return _encode_tensor(torch, v, folder, _next(counter))
+            return _encode_tensor(torch, v, add_array)
         raise WireError(f"values of type {type(v).__name__} cannot cross")
 
-    manifest = encode(value)
-    with open(os.path.join(folder, MANIFEST), "w") as f:
-        json.dump(manifest, f)
+    manifest = json.dumps(encode(value)).encode()
+    return {MANIFEST: manifest, **files}
 
 
-def load(folder: str, max_bytes: int = 1 << 30, allow_devices=("cpu", "cuda")):
-    """Read back what `dump` wrote, refusing anything that is not plain data or is too big."""
-    path = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(path) or os.path.islink(path):
+def unpack(files, max_bytes: int = 1 << 30, allow_devices=("cpu", "cuda")):
+    """Read back what `pack` wrote, from a mapping name -> bytes (or a function of the name)."""
+    read = files if callable(files) else (lambda name: files.get(name))
+    raw = read(MANIFEST)
+    if raw is None:
         raise WireError("no manifest")
-    if os.path.getsize(path) > MAX_MANIFEST_BYTES:
+    if len(raw) > MAX_MANIFEST_BYTES:
         raise WireError("manifest too large")
-    with open(path) as f:
-        try:
-            manifest = json.load(f)
-        except ValueError as e:
-            raise WireError(f"manifest is not JSON: {e}") from None
+    try:
+        manifest = json.loads(raw)
+    except ValueError as e:
+        raise WireError(f"manifest is not JSON: {e}") from None
     budget = {"nodes": MAX_NODES, "bytes": max_bytes}
 
     def decode(node, depth=0):
@@ -92,6 +110,8 @@ def load(folder: str, max_bytes: int = 1 << 30, allow_devices=("cpu", "cuda")):
             v = node.get("v")
             if v is not None and not isinstance(v, (bool, int, str)):
                 raise WireError("malformed manifest")
+            if isinstance(v, str) and len(v) > 10_000:
+                raise WireError("string too long")
             return v
         if kind == "float":
             text = node.get("v")
@@ -113,17 +133,35 @@ def load(folder: str, max_bytes: int = 1 << 30, allow_devices=("cpu", "cuda")):
                 raise WireError("malformed manifest")
             return {str(k): decode(i, depth + 1) for k, i in items.items()}
         if kind == "ndarray":
-            return _read_array(folder, node.get("file"), NUMPY_DTYPES, budget)
+            return _read_array(read, node.get("file"), NUMPY_DTYPES, budget)
         if kind == "tensor":
-            return _decode_tensor(folder, node, budget, allow_devices)
+            return _decode_tensor(read, node, budget, allow_devices)
         raise WireError(f"unknown kind {kind!r}")
 
     return decode(manifest)
 
 
-def _next(counter) -> str:
-    counter[0] += 1
-    return f"a{counter[0]}.npy"
+def dump(value, folder: str) -> None:
+    """Write `value` into `folder` (created) as manifest.json plus one .npy per array."""
+    os.makedirs(folder, exist_ok=True)
+    for name, data in pack(value).items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+
+
+def load(folder: str, max_bytes: int = 1 << 30, allow_devices=("cpu", "cuda")):
+    """Read back what `dump` wrote, refusing anything that is not plain data or is too big."""
+
+    def read(name):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path) or os.path.islink(path):
+            return None
+        if os.path.getsize(path) > max(max_bytes, MAX_MANIFEST_BYTES) + 1024:
+            raise WireError(f"{name} too large")
+        with open(path, "rb") as f:
+            return f.read()
+
+    return unpack(read, max_bytes, allow_devices)
 
 
 def _torch_if_loaded():
@@ -131,40 +169,74 @@ def _torch_if_loaded():
     return sys.modules.get("torch")
 
 
-def _read_array(folder, name, dtypes, budget) -> np.ndarray:
-    if not isinstance(name, str) or not name.endswith(".npy") or "/" in name or name.startswith("."):
+def _read_array(read, name, dtypes, budget) -> np.ndarray:
+    if not isinstance(name, str) or not ARRAY_NAME.fullmatch(name):
         raise WireError("malformed array name")
-    path = os.path.join(folder, name)
-    if not os.path.isfile(path) or os.path.islink(path):
+    data = read(name)
+    if data is None:
         raise WireError(f"missing array file {name}")
-    budget["bytes"] -= os.path.getsize(path)
+    budget["bytes"] -= len(data)
     if budget["bytes"] < 0:
         raise WireError("arrays too large")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as e:  # a truncated or forged file
-        raise WireError(f"unreadable array {name}: {type(e).__name__}") from None
-    if type(array) is not np.ndarray or array.dtype.name not in dtypes:
+    array = parse_npy(data, name)
+    if array.dtype.name not in dtypes:
         raise WireError(f"array {name} has a dtype that cannot cross")
     return array
 
 
-def _encode_tensor(torch, t, folder, name) -> dict:
+# The header np.save writes for a plain array, and nothing else: a numeric or bool dtype, a shape.
+NPY_HEADER = re.compile(r"\{'descr': '([<>|=][biuf][0-9]{1,2})', 'fortran_order': (True|False), "
+                        r"'shape': \(((?:[0-9]{1,12}, ?)*(?:[0-9]{1,12})?)\), \} *\n?")
+
+
+def parse_npy(data: bytes, name: str = "array") -> np.ndarray:
+    """An array from the bytes of a .npy file, parsed strictly here rather than by np.load.
+
+    np.load reads the header with ast.literal_eval, which in CPython 3.11 can fail at random with
+    SystemError while another thread parses Python (the grader grades in threads); and a format this
+    narrow has less to go wrong with forged files.
+    """
+    if data[:6] != b"\x93NUMPY" or len(data) < 10 or data[6] not in (1, 2, 3):
+        raise WireError(f"{name} is not a .npy file")
+    start = 10 if data[6] == 1 else 12
+    length = int.from_bytes(data[8:start], "little")
+    if length > 4096 or len(data) < start + length:
+        raise WireError(f"{name} has a malformed header")
+    match = NPY_HEADER.fullmatch(data[start:start + length].decode("latin-1"))
+    if match is None:
+        raise WireError(f"{name} has a malformed header")
+    dtype = np.dtype(match[1])
+    shape = tuple(int(n) for n in match[3].replace(" ", "").split(",") if n)
+    count = math.prod(shape)
+    body = memoryview(data)[start + length:]
+    if len(shape) > 32 or len(body) != count * dtype.itemsize:
+        raise WireError(f"{name} is truncated or has trailing bytes")
+    array = np.frombuffer(body, dtype=dtype, count=count)
+    return array.reshape(shape, order="F" if match[2] == "True" else "C").copy(order="K")
+
+
+def _encode_tensor(torch, t, add_array) -> dict:
+    if type(t) is not torch.Tensor:  # a subclass may override what .cpu() or .numpy() return
+        t = t.as_subclass(torch.Tensor)
     t = t.detach()
     dtype = str(t.dtype).removeprefix("torch.")
     if dtype not in TENSOR_DTYPES:
         raise WireError(f"tensors of dtype {t.dtype} cannot cross")
+    if t.layout != torch.strided:
+        raise WireError(f"tensors of layout {t.layout} cannot cross")
     # Keep the strides: store the span of storage the view covers, and the view.
     offset = t.storage_offset()
+    if any(s < 0 for s in t.stride()):
+        raise WireError("tensors with negative strides cannot cross")
     span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) if t.numel() else 0
     base = t.as_strided((span,), (1,), offset).cpu() if span else t.new_empty(0, device="cpu")
     raw = base.view(torch.int16) if t.dtype == torch.bfloat16 else base
-    np.save(os.path.join(folder, name), raw.numpy(), allow_pickle=False)
+    name = add_array(np.array(raw.numpy(), subok=False))
     return {"t": "tensor", "file": name, "dtype": dtype, "device": str(t.device),
             "shape": list(t.shape), "stride": list(t.stride()) if t.numel() else [1] * t.dim()}
 
 
-def _decode_tensor(folder, node, budget, allow_devices):
+def _decode_tensor(read, node, budget, allow_devices):
     import torch
 
     dtype, device = node.get("dtype"), node.get("device")
@@ -178,7 +250,7 @@ def _decode_tensor(folder, node, budget, allow_devices):
             and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in stride)):
         raise WireError("malformed tensor shape")
     stored = "int16" if dtype == "bfloat16" else dtype
-    raw = _read_array(folder, node.get("file"), {stored}, budget)
+    raw = _read_array(read, node.get("file"), {stored}, budget)
     if raw.ndim != 1:
         raise WireError("malformed tensor storage")
     base = torch.from_numpy(raw.copy())
@@ -189,3 +261,94 @@ def _decode_tensor(folder, node, budget, allow_devices):
     if span > base.numel():
         raise WireError("tensor view outside its storage")
     return base.to(device).as_strided(shape, stride, 0)
+
+
+# --- frames on a pipe -----------------------------------------------------------------------
+
+def frame(name: str, data: bytes) -> bytes:
+    """One file as a frame: the header line `NAME SIZE`, then the bytes."""
+    if not FRAME_NAME.fullmatch(name):
+        raise WireError(f"bad frame name {name!r}")
+    return f"{name} {len(data)}\n".encode() + data
+
+
+def write_frames(fd: int, files) -> None:
+    """Write (name, bytes) pairs to a file descriptor as frames, each in as few writes as it takes."""
+    for name, data in files:
+        view = memoryview(frame(name, data))
+        while view:
+            view = view[os.write(fd, view):]
+
+
+class FrameReader:
+    """Parses frames as bytes arrive, refusing bad names, duplicates, and too many or too large files.
+
+    `files` holds what arrived whole, in order; after the first error (`error`
+    says what it was) nothing more is accepted, and what came before stays.
+    """
+
+    def __init__(self, max_files: int = 20_000, max_bytes: int = 256 << 20, max_file_bytes: int = 64 << 20):
+        self.files: dict[str, bytes] = {}
+        self.error: str | None = None
+        self._buffer = bytearray()
+        self._limits = (max_files, max_bytes, max_file_bytes)
+        self._total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if self.error is not None:
+            return
+        self._buffer += chunk
+        try:
+            self._parse()
+        except WireError as e:
+            self.error = str(e)
+            self._buffer = bytearray()
+
+    def close(self) -> None:
+        """No more bytes will come: an unfinished frame is an error."""
+        if self.error is None and self._buffer:
+            self.error = "the stream ended inside a frame"
+
+    def _parse(self) -> None:
+        max_files, max_bytes, max_file_bytes = self._limits
+        while True:
+            end = self._buffer.find(b"\n", 0, MAX_HEADER)
+            if end < 0:
+                if len(self._buffer) >= MAX_HEADER:
+                    raise WireError("malformed frame header")
+                return
+            try:
+                name, size_text = self._buffer[:end].decode("ascii").split(" ")
+                size = int(size_text)
+            except ValueError:
+                raise WireError("malformed frame header") from None
+            if not FRAME_NAME.fullmatch(name) or not size_text.isdigit():
+                raise WireError(f"bad frame name {name[:80]!r}")
+            if size > max_file_bytes:
+                raise WireError(f"frame {name} too large")
+            if name in self.files:
+                raise WireError(f"frame {name} sent twice")
+            if len(self.files) >= max_files or self._total + size > max_bytes:
+                raise WireError("too many or too large frames")
+            if len(self._buffer) < end + 1 + size:
+                return
+            self.files[name] = bytes(self._buffer[end + 1:end + 1 + size])
+            self._total += size
+            del self._buffer[:end + 1 + size]
+
+
+def read_frames(fd: int, **limits) -> dict[str, bytes]:
+    """Every frame from a file descriptor until its end; WireError if the stream is malformed."""
+    reader = FrameReader(**limits)
+    while chunk := os.read(fd, 1 << 20):
+        reader.feed(chunk)
+    reader.close()
+    if reader.error:
+        raise WireError(reader.error)
+    return reader.files
+
+
+def subfolder(files: dict[str, bytes], prefix: str) -> dict[str, bytes]:
+    """The files under `prefix/`, with the prefix taken off their names."""
+    start = prefix.rstrip("/") + "/"
+    return {name[len(start):]: data for name, data in files.items() if name.startswith(start)}

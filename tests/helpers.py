@@ -44,3 +44,27 @@ def write(nb, root: Path, student: str, assignment: str) -> Path:
     path = folder / notebooks(assignment).name
     nbformat.write(nb, str(path))
     return path
+
+
+def nbgrader(*args, course: Path):
+    """Run an nbgrader command on a throwaway course root whose source directory is the repository's solutions/."""
+    import os
+    import subprocess
+    import sys
+
+    from autograder.course import NBGRADER_CONFIG, SOLUTIONS
+
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    cmd = [sys.executable, "-m", "nbgrader", *args, f"--NbGrader.config_file={NBGRADER_CONFIG}",
+           f"--CourseDirectory.root={course}", f"--CourseDirectory.source_directory={SOLUTIONS}",
+           f"--CourseDirectory.release_directory={course / 'release'}", f"--db=sqlite:///{course / 'gradebook.db'}"]
+    return subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True, timeout=600)
+
+
+def nbgrader_course(course: Path, assignments) -> str:
+    """A throwaway nbgrader course root with the assignments generated into its gradebook; returns the db URL."""
+    course.mkdir(parents=True, exist_ok=True)
+    for assignment in assignments:
+        done = nbgrader("generate_assignment", assignment, "--force", course=course)
+        assert done.returncode == 0, done.stdout + done.stderr
+    return f"sqlite:///{course / 'gradebook.db'}"

@@ -104,3 +104,15 @@ def test_an_endless_loop_fails_its_function_quickly_and_spares_the_other(tmp_pat
     failed = [r for r in report.results if not r.passed]
     assert {r.case_id.split("/")[0] for r in failed} == {"layernorm_forward"}
     assert "time limit" in " ".join(failed[0].problems)
+
+
+def test_check_says_how_it_sandboxed_and_writes_gradescope_results(root, tmp_path):
+    import json
+
+    results = tmp_path / "results.json"
+    done = run("check", "solutions/01-forward/forward.ipynb", "--gradescope", str(results), cwd=root)
+    assert done.returncode == 0, done.stderr
+    sandbox = next(line for line in done.stdout.splitlines() if line.strip().startswith("sandbox:"))
+    assert "bubblewrap" in sandbox or "FALLBACK" in sandbox
+    data = json.loads(results.read_text())
+    assert data["score"] == 24 and sum(t["max_score"] for t in data["tests"]) == 24

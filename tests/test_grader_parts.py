@@ -175,3 +175,138 @@ def test_autograd_function_protocol_refuses_gradients_it_did_not_compute():
         calling.invoke("autograd_function", Plain, args, {})
     with pytest.raises(TypeError, match="its gradient would come from AddBackward0"):
         calling.invoke("autograd_function", Sneaky, args, {})
+
+
+# --- frames: the only way data crosses the sandbox wall ---------------------------------------
+
+def test_frames_arrive_whole_in_any_chunking():
+    files = {"job.json": b"{}", "c000/manifest.json": b'{"t": "py", "v": 1}', "c000/a1.npy": bytes(range(256)) * 10}
+    stream = b"".join(wire.frame(n, d) for n, d in files.items())
+    reader = wire.FrameReader()
+    for i in range(0, len(stream), 7):
+        reader.feed(stream[i:i + 7])
+    reader.close()
+    assert reader.error is None and reader.files == files
+
+
+@pytest.mark.parametrize("stream,reason", [
+    (b"../../grades.csv 2\n24", "bad frame name"),
+    (b"/etc/passwd 1\nx", "bad frame name"),
+    (b".hidden 1\nx", "bad frame name"),
+    (b"a b c\n", "malformed"),
+    (b"x" * 400, "malformed"),
+    (b"big 999999999\n", "too large"),
+    (b"a 1\nxa 1\ny", "sent twice"),
+    (b"a -1\n", "bad frame name"),
+])
+def test_frames_refuse_bad_names_sizes_and_duplicates(stream, reason):
+    reader = wire.FrameReader(max_file_bytes=1 << 20)
+    reader.feed(stream)
+    assert reader.error is not None and reason in reader.error
+    reader.feed(wire.frame("later", b"ignored"))  # nothing is accepted after an error
+    assert "later" not in reader.files
+
+
+def test_frames_refuse_too_many_files_and_an_unfinished_one():
+    reader = wire.FrameReader(max_files=3)
+    for i in range(4):
+        reader.feed(wire.frame(f"f{i}", b"x"))
+    assert reader.error and len(reader.files) == 3
+    reader = wire.FrameReader()
+    reader.feed(b"name 10\nabc")
+    reader.close()
+    assert reader.error == "the stream ended inside a frame"
+
+
+# --- what the sandbox is given -----------------------------------------------------------------
+
+def test_the_sandbox_gets_no_folder_of_the_repository_or_the_current_directory(tmp_path, monkeypatch):
+    from autograder.course import ROOT
+    from autograder.sandbox import _mount_plan, python_paths
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    paths = python_paths()
+    assert str(tmp_path) not in paths
+    assert not any(p == str(ROOT) or p.startswith(str(ROOT / "tests")) for p in paths)
+    mounts, inside = _mount_plan()
+    assert not any(there.startswith(str(ROOT)) for _, there in mounts), "the repository's path would exist inside"
+    assert any(p.startswith("/sandbox/lib") or "site-packages" in p for p in inside)
+
+
+# --- private cases ---------------------------------------------------------------------------
+
+PRIVATE = '''
+import numpy as np
+from normgrad.cases import Case, Mistake
+from normgrad.cases.forward import make_trial, _forward
+
+CASES = {"01-forward": [
+    Case("layernorm_forward", "private-long-rows", 3, True, "rows of 300 features", make_trial("layer", (3, 300))),
+]}
+MISTAKES = {"01-forward": [
+    Mistake("layernorm_forward", "halved", "the output halved (a private slip)", "01-forward.html#scale-and-shift",
+            lambda x, gamma, beta, eps=1e-5: (lambda y, c: (y / 2, c))(*_forward(x, gamma, beta, eps, 1))),
+]}
+'''
+
+
+def test_private_cases_add_points_and_name_private_mistakes(tmp_path):
+    from autograder.grading import grade
+
+    private = tmp_path / "extra.py"
+    private.write_text(PRIVATE)
+    halved = ("import numpy as np\n\ndef layernorm_forward(x, gamma, beta, eps=1e-5):\n"
+              "    mean = x.mean(axis=1)\n    c = x - mean[:, None]\n"
+              "    rstd = 1 / np.sqrt((c * c).mean(axis=1) + eps)\n    x_hat = c * rstd[:, None]\n"
+              "    return (gamma * x_hat + beta) / 2, {'x': x, 'mean': mean, 'rstd': rstd, 'x_hat': x_hat,"
+              " 'gamma': gamma, 'eps': eps}\n")
+    path = tmp_path / "nb.ipynb"
+    import nbformat
+    nbformat.write(submission("01-forward", {"layernorm_forward": halved}, base=solved("01-forward")), str(path))
+    report = grade(path, "01-forward", private=str(private))
+    assert report.max_score == 27
+    result = next(r for r in report.results if r.case_id == "layernorm_forward/private-long-rows")
+    assert result.private and result.hidden and not result.passed
+    assert result.mistake is not None and result.mistake.name == "halved"
+    assert report.by_function()["layernorm_forward"] == (0.0, 15.0)
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (lambda t: t.replace('3, True, "rows', '3, False, "rows'), "must be hidden"),
+    (lambda t: t.replace('Case("layernorm_forward"', 'Case("layernorm_backward"'), "does not have"),
+    (lambda t: t.replace('"private-long-rows"', '"small"'), "reuses a case's name"),
+    (lambda t: t + "\nCASES = []\n", "must be dicts"),
+    (lambda t: t + "\nraise ImportError('no such module')\n", "failed to load"),
+])
+def test_private_cases_are_checked(tmp_path, edit, reason):
+    from autograder.private import PrivateCasesError, with_private
+    from normgrad.cases import load
+
+    private = tmp_path / "extra.py"
+    private.write_text(edit(PRIVATE))
+    with pytest.raises(PrivateCasesError, match=reason):
+        with_private(load("01-forward"), str(private))
+
+
+@pytest.mark.parametrize("header", [
+    "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",  # objects: pickles
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (1000,), }",  # more than the bytes hold
+    "{'descr': __import__('os').system('true'), 'fortran_order': False, 'shape': (1,), }",
+    "{'descr': '<f8', 'shape': (1,), 'fortran_order': False, 'x': 1}",
+])
+def test_npy_files_are_parsed_strictly(header):
+    import io
+
+    good = io.BytesIO()
+    np.save(good, np.zeros(1))
+    body = good.getvalue()[-8:]
+    text = header.encode("latin-1").ljust(118) + b"\n"
+    forged = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + body
+    with pytest.raises(wire.WireError):
+        wire.parse_npy(forged)
+    assert wire.parse_npy(good.getvalue()).tolist() == [0.0]
+    with pytest.raises(wire.WireError, match="trailing"):
+        wire.parse_npy(good.getvalue() + b"x")

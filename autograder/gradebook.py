@@ -1,0 +1,129 @@
+"""Recording grades in nbgrader's gradebook, so that nbgrader's own tools keep working.
+
+After `python -m autograder grade ... --gradebook sqlite:///course/gradebook.db
+--autograded course/autograded`, the gradebook holds what `nbgrader autograde`
+would have written, with this grader's scores:
+
+- the student (created if new) and their submission of the assignment, with
+  the timestamp from the submission's `timestamp.txt` when there is one;
+- for each of the notebook's test cells (`grade_id` = `test_<function>`), the
+  auto score: the points of that function's cases that passed. (With private
+  cases, which add points nbgrader's notebook does not know of, the cell's
+  points times the fraction of the function's points earned.)
+
+and `autograded/<student>/<assignment>/<notebook>.ipynb` is the student
+release with the student's solution code in its solution cells and, under
+each test cell, what its tests found. `nbgrader generate_feedback` turns that
+into nbgrader's feedback page, and `nbgrader export` exports the scores.
+
+Only the graded student's rows are written; the gradebook's assignment,
+notebook and cell definitions come from `nbgrader generate_assignment`, and
+are only read here.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import warnings
+from pathlib import Path
+
+import nbformat
+from sqlalchemy.exc import SAWarning
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.utils import parse_utc
+
+from .course import nbgrader_meta, notebooks, read
+from .grading import Report
+from .report import function_output
+
+
+class GradebookError(ValueError):
+    """The gradebook cannot take these grades; the message says what to do."""
+
+
+def check(url: str, assignment: str) -> None:
+    """Raise GradebookError unless the gradebook knows the assignment and its notebook's grade cells."""
+    name = notebooks(assignment).source.stem
+    fix = f"run `nbgrader generate_assignment {assignment} --db {url}` (see the book's page for instructors)"
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise GradebookError(f"there is no gradebook at {url[len('sqlite:///'):]}: {fix}")
+    try:
+        with Gradebook(url) as gb:
+            gb.find_notebook(name, assignment)
+    except MissingEntry:
+        raise GradebookError(f"the gradebook {url} has no notebook {name!r} of assignment {assignment!r}: {fix}") from None
+    except Exception as e:  # not a database, or not nbgrader's
+        raise GradebookError(f"cannot open the gradebook {url}: {type(e).__name__}: {e}") from None
+
+
+def cell_scores(report: Report, cells: dict[str, float]) -> dict[str, float]:
+    """Score of each test cell (grade_id -> max points), from the report's cases."""
+    scores = {}
+    for function, (earned, possible) in report.by_function().items():
+        cell = f"test_{function}"
+        if cell in cells:
+            top = cells[cell]
+            scores[cell] = earned if abs(possible - top) < 1e-9 else (top * earned / possible if possible else 0.0)
+    return scores
+
+
+def timestamp_of(submission_dir: Path):
+    path = Path(submission_dir) / "timestamp.txt"
+    try:
+        return parse_utc(path.read_text().strip()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def record(url: str, report: Report, submission_dir: Path | None = None) -> dict[str, float]:
+    """Write one graded submission's scores into the gradebook; returns the score of each test cell."""
+    name = notebooks(report.assignment).source.stem
+    timestamp = timestamp_of(submission_dir) if submission_dir else None
+    with Gradebook(url) as gb, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)  # raised inside nbgrader's own session handling
+        gb.update_or_create_student(report.student)
+        if timestamp is not None:
+            gb.update_or_create_submission(report.assignment, report.student, timestamp=timestamp)
+        else:
+            gb.update_or_create_submission(report.assignment, report.student)
+        notebook = gb.find_submission_notebook(name, report.assignment, report.student)
+        scores = cell_scores(report, {g.name: g.max_score for g in notebook.grades})
+        for grade in notebook.grades:
+            if grade.name in scores:
+                grade.auto_score = scores[grade.name]
+                # a grader's manual score stands, and is flagged for review (as nbgrader does)
+                grade.needs_manual_grade = grade.manual_score is not None
+        gb.db.commit()
+    return scores
+
+
+def autograded_notebook(report: Report, book_url: str = "") -> nbformat.NotebookNode:
+    """The student release with the student's code in its solution cells and the tests' findings as outputs."""
+    nb = copy.deepcopy(read(notebooks(report.assignment).release))
+    for cell in nb.cells:
+        meta = nbgrader_meta(cell)
+        if cell.cell_type != "code":
+            continue
+        cell.outputs, cell.execution_count = [], None
+        if meta.get("solution") and meta.get("grade_id") in report.picked:
+            cell.source = report.picked[meta["grade_id"]]
+        elif meta.get("grade") and str(meta.get("grade_id", "")).startswith("test_"):
+            function = meta["grade_id"][len("test_"):]
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                                   text=function_output(report, function, book_url))]
+    if report.notes:
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+            "**The grader's notes:**\n\n" + "\n".join(f"- {n.splitlines()[0]}" for n in report.notes)))
+    return nb
+
+
+def write_autograded(folder: Path, report: Report, submission_dir: Path | None = None, book_url: str = "") -> Path:
+    """Write autograded/<student>/<assignment>/<notebook>.ipynb (and the submission's timestamp.txt)."""
+    dest = Path(folder) / report.student / report.assignment
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / notebooks(report.assignment).name
+    nbformat.write(autograded_notebook(report, book_url), str(path))
+    if submission_dir is not None and (Path(submission_dir) / "timestamp.txt").is_file():
+        shutil.copy(Path(submission_dir) / "timestamp.txt", dest / "timestamp.txt")
+    return path

@@ -1,0 +1,49 @@
+"""The grader's own launcher: set a job's limits, then exec the sandbox.
+
+    python -I -S launch.py SPEC_JSON COMMAND...
+
+Runs as the grader's user, before any of the student's code exists in the
+process, and uses only the standard library. In this order it joins the
+job's control groups, marks the process as the first the kernel kills when
+memory runs out, sets resource limits, drops to the sandbox user (when the
+spec names one: the fallback without bubblewrap; under bubblewrap `setpriv`
+does it inside), asks to be killed when the grader dies, and execs COMMAND.
+Setting these here rather than in a `preexec_fn` keeps them out of the
+grader's threads, where forking and then running Python is unsafe.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    command = sys.argv[2:]
+    for path in spec.get("cgroup_procs", []):
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
+    for name, value in spec.get("rlimits", {}).items():
+        resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
+    if spec.get("uid") is not None:
+        os.setgroups([])
+        os.setgid(spec["gid"])
+        os.setuid(spec["uid"])
+        if os.getuid() != spec["uid"] or os.geteuid() != spec["uid"]:
+            raise SystemExit("could not drop to the sandbox user")
+    # After any change of user: the kernel clears the death signal when credentials change.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != spec["parent"]:  # the grader died before the signal was armed
+        os._exit(1)
+    os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

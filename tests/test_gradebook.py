@@ -1,0 +1,115 @@
+"""The grader's outputs as nbgrader and Gradescope read them.
+
+A throwaway nbgrader course (its source directory is the repository's
+solutions/, its gradebook made by `nbgrader generate_assignment`), three
+submissions in its `submitted/` folder, one `python -m autograder grade
+--course-dir` run, and then nbgrader's own `export` and `generate_feedback`
+must report the scores the grader gave.
+"""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import nbgrader, nbgrader_course, solved, submission, write
+from normgrad.cases import load
+
+SLIPPED = '''import numpy as np
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=1)
+    c = x - mean[:, None]
+    rstd = 1 / np.sqrt((c * c).mean(axis=1) + eps)
+    x_hat = c * rstd[:, None]
+    return x_hat + beta, {"x": x, "mean": mean, "rstd": rstd, "x_hat": x_hat, "gamma": gamma, "eps": eps}
+'''
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    root = tmp_path_factory.mktemp("course")
+    nbgrader_course(root, ["01-forward"])
+    submitted = root / "submitted"
+    alice = write(solved("01-forward"), submitted, "alice", "01-forward")
+    (alice.parent / "timestamp.txt").write_text("2026-01-15 10:30:00.000000 UTC")
+    write(submission("01-forward", {"layernorm_forward": SLIPPED}, base=solved("01-forward")), submitted, "bob",
+          "01-forward")
+    write(submission("01-forward"), submitted, "carol", "01-forward")
+    done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(root / "grades"),
+                           "--course-dir", str(root), "--jobs", "2", "--book-url", "https://example.org/book/"],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with open(root / "grades" / "grades.csv") as f:
+        ours = {r["student"]: r for r in csv.DictReader(f)}
+    return root, ours, done
+
+
+def test_our_grades(course):
+    _, ours, done = course
+    assert ours["alice"]["score"] == "24" and ours["carol"]["score"] == "0"
+    # gamma forgotten: every layernorm_forward test fails but the one whose groups are constant (x_hat = 0)
+    assert ours["bob"]["score"] == "13"
+    assert "3/3 graded" in done.stderr  # the progress bar
+
+
+def test_nbgrader_export_reports_the_same_scores(course):
+    root, ours, _ = course
+    done = nbgrader("export", "--to", str(root / "export.csv"), course=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with open(root / "export.csv") as f:
+        exported = {r["student_id"]: r for r in csv.DictReader(f)}
+    for student, row in ours.items():
+        assert float(exported[student]["score"]) == float(row["score"])
+        assert float(exported[student]["max_score"]) == float(row["max_score"])
+    assert exported["alice"]["timestamp"].startswith("2026-01-15 10:30:00")
+
+
+def test_nbgrader_generate_feedback_shows_scores_and_the_diagnosis(course):
+    root, _, _ = course
+    done = nbgrader("generate_feedback", "01-forward", course=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    bob = (root / "feedback" / "bob" / "01-forward" / "forward.html").read_text()
+    assert "13.0 / 24.0" in bob
+    message = next(m.message for m in load("01-forward").mistakes
+                   if m.function == "layernorm_forward" and m.name == "gamma-forgotten")
+    assert message in bob
+    assert "https://example.org/book/01-forward.html#scale-and-shift" in bob
+    alice = (root / "feedback" / "alice" / "01-forward" / "forward.html").read_text()
+    assert "24.0 / 24.0" in alice
+
+
+def test_the_gradebook_holds_each_test_cells_score(course):
+    from nbgrader.api import Gradebook
+
+    root, _, _ = course
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        scores = {g.name: g.score for g in gb.find_submission_notebook("forward", "01-forward", "bob").grades}
+        assert scores == {"test_layernorm_forward": 1.0, "test_batchnorm_forward": 12.0}
+        assert gb.find_submission("01-forward", "carol").score == 0.0
+
+
+def test_gradescope_results_json(course):
+    root, _, _ = course
+    results = json.loads((root / "grades" / "feedback" / "bob" / "01-forward" / "results.json").read_text())
+    assert results["score"] == 13
+    assert len(results["tests"]) == len(load("01-forward").cases)
+    for test in results["tests"]:
+        assert set(test) >= {"name", "score", "max_score", "output", "visibility"}
+        assert test["visibility"] in ("visible", "after_published")
+    failed = [t for t in results["tests"] if t["status"] == "failed"]
+    assert len(failed) == 10 and all(t["name"].startswith("layernorm_forward/") for t in failed)
+    assert all(t["score"] == 0 and "scale gamma is missing" in t["output"] for t in failed)
+
+
+def test_a_gradebook_without_the_assignment_is_refused_with_a_fix(tmp_path):
+    submitted = tmp_path / "submitted"
+    write(solved("01-forward"), submitted, "alice", "01-forward")
+    done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(tmp_path / "out"),
+                           "--gradebook", f"sqlite:///{tmp_path / 'empty.db'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "nbgrader generate_assignment 01-forward" in done.stderr
