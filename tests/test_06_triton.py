@@ -222,15 +222,14 @@ def test_every_kernel_compiles_for_a_gpu(root):
     assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 8
 
 
-def test_the_sandbox_can_compile_a_kernel_from_a_cell(tmp_path):
+def test_the_sandbox_can_compile_a_kernel_from_a_cell():
     """@triton.jit reads its source back through linecache; the sandbox must provide it, as IPython does."""
-    job = tmp_path / "job"
-    job.mkdir()
     cell = "import triton\nimport triton.language as tl\n\n\n@triton.jit\ndef k(X):\n    tl.store(X, 1.0)\n"
-    (job / "job.json").write_text(json.dumps({"torch": True, "cells": [{"label": "k", "source": cell}], "calls": []}))
-    outcome = sandbox.run(tmp_path, {"TRITON_INTERPRET": "0"}, sandbox.Limits(wall_seconds=120))
+    job = {"torch": True, "cells": [{"id": "k0", "label": "k", "source": cell}], "calls": []}
+    outcome = sandbox.Sandbox().run({"job.json": json.dumps(job).encode()}, {"k0": 60.0},
+                                    env_extra={"TRITON_INTERPRET": "0"})
     assert outcome.returncode == 0, outcome.stderr
-    assert json.loads((tmp_path / "out" / "cells.json").read_text()) == [{"label": "k", "error": None}]
+    assert json.loads(outcome.files["k0/status.json"]) == {"error": None}
 
 
 @pytest.mark.parametrize("mistake", [m.name for m in load(ASSIGNMENT).mistakes])
