@@ -2,7 +2,7 @@
 
 import torch
 
-from normgrad.bench import cpu_name, median_seconds, traffic
+from normgrad.timing import cpu_name, median_seconds, traffic
 
 
 def test_traffic_counts_each_operator_s_reads_and_writes():
