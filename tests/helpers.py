@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import nbformat
@@ -68,3 +69,22 @@ def nbgrader_course(course: Path, assignments) -> str:
         done = nbgrader("generate_assignment", assignment, "--force", course=course)
         assert done.returncode == 0, done.stdout + done.stderr
     return f"sqlite:///{course / 'gradebook.db'}"
+
+
+def verdicts(out: Path, student: str, assignment: str) -> dict[str, tuple[bool, bool, str]]:
+    """case id -> (passed, hidden, the feedback lines of that case), read from a graded student's text feedback."""
+    from normgrad.cases import load
+
+    text = (out / "feedback" / student / assignment / (notebooks(assignment).source.stem + ".txt")).read_text()
+    found, current = {}, None
+    for line in text.splitlines():
+        head = re.match(r"\s+(PASS|FAIL)\s+(visible|hidden)\s+(\S+)", line)
+        if head:
+            current = head.group(3)
+            found[current] = (head.group(1) == "PASS", head.group(2) == "hidden", line)
+        elif current and line.startswith("          "):
+            passed, hidden, block = found[current]
+            found[current] = (passed, hidden, block + "\n" + line)
+    assert len(found) == len(load(assignment).cases), text
+    return found
+

@@ -6,13 +6,12 @@ slip is applied to all three functions of one submission at once; the
 feedback is read case by case, so each function's verdict is its own.
 """
 
-import re
-
 import numpy as np
 import pytest
 
 from autograder.cells import defined_names
 from autograder.cli import main as autograder_main
+import helpers
 from helpers import submission, write
 from normgrad import inputs, reference, tolerances
 from normgrad.cases import chain_rule, load
@@ -144,19 +143,7 @@ def graded(tmp_path_factory):
 
 
 def verdicts(out, student: str) -> dict[str, tuple[bool, bool, str]]:
-    """case id -> (passed, hidden, the feedback lines of that case), from the student's text feedback."""
-    text = (out / "feedback" / student / ASSIGNMENT / "chain_rule.txt").read_text()
-    found, current = {}, None
-    for line in text.splitlines():
-        head = re.match(r"\s+(PASS|FAIL)\s+(visible|hidden)\s+(\S+)", line)
-        if head:
-            current = head.group(3)
-            found[current] = (head.group(1) == "PASS", head.group(2) == "hidden", line)
-        elif current and line.startswith("          "):
-            passed, hidden, block = found[current]
-            found[current] = (passed, hidden, block + "\n" + line)
-    assert len(found) == len(load(ASSIGNMENT).cases), text
-    return found
+    return helpers.verdicts(out, student, ASSIGNMENT)
 
 
 def failed(out, student: str, function: str) -> dict[str, str]:

@@ -5,12 +5,11 @@ Each submission is graded through the autograder, as a student's would be; a
 submission carries one slip in each function it applies to.
 """
 
-import re
-
 import pytest
 
 from autograder.cells import defined_names
 from autograder.cli import main as autograder_main
+import helpers
 from helpers import submission, write
 from normgrad.cases import load
 
@@ -107,19 +106,7 @@ def graded(tmp_path_factory):
 
 
 def verdicts(out, student: str) -> dict[str, tuple[bool, bool, str]]:
-    """case id -> (passed, hidden, the feedback lines of that case)."""
-    text = (out / "feedback" / student / ASSIGNMENT / "variance_derivative.txt").read_text()
-    found, current = {}, None
-    for line in text.splitlines():
-        head = re.match(r"\s+(PASS|FAIL)\s+(visible|hidden)\s+(\S+)", line)
-        if head:
-            current = head.group(3)
-            found[current] = (head.group(1) == "PASS", head.group(2) == "hidden", line)
-        elif current and line.startswith("          "):
-            passed, hidden, block = found[current]
-            found[current] = (passed, hidden, block + "\n" + line)
-    assert len(found) == len(load(ASSIGNMENT).cases), text
-    return found
+    return helpers.verdicts(out, student, ASSIGNMENT)
 
 
 def failed(out, student: str, function: str | None = None) -> dict[str, str]:
