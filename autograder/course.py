@@ -47,3 +47,26 @@ def read(path: os.PathLike) -> nbformat.NotebookNode:
 
 def nbgrader_meta(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {}) or {}
+
+
+def solved_release(assignment: str) -> nbformat.NotebookNode:
+    """The release notebook with each solution cell replaced by the source's, solution markers dropped.
+
+    A correct submission, as a student would hand it in (hidden tests stay out):
+    the tests and the grading benchmarks start from it.
+    """
+    from .cells import defined_names
+
+    answers = {}
+    for cell in read(notebooks(assignment).source).cells:
+        if cell.cell_type == "code" and nbgrader_meta(cell).get("solution"):
+            text = "\n".join(line for line in cell.source.splitlines()
+                             if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+            answers.update(dict.fromkeys(defined_names(text), text))
+    nb = read(notebooks(assignment).release)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            for name in defined_names(cell.source) & set(answers):
+                cell.source = answers[name]
+    return nb
+

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 import nbformat  # noqa: E402
 
 from autograder.cells import defined_names  # noqa: E402
-from autograder.course import NBGRADER_CONFIG, SOLUTIONS, nbgrader_meta, notebooks, read  # noqa: E402
+from autograder.course import notebooks, read, solved_release  # noqa: E402
+from autograder.release import nbgrader  # noqa: E402
 
 ASSIGNMENT = "01-forward"
 SLIPS = {  # (function, text in the solution, replacement): one slip each
@@ -46,20 +47,7 @@ SLIPS = {  # (function, text in the solution, replacement): one slip each
 
 
 def solved() -> nbformat.NotebookNode:
-    """The release with each solution cell taken from the source notebook, its solution markers dropped."""
-    answers = {}
-    for cell in read(notebooks(ASSIGNMENT).source).cells:
-        if cell.cell_type == "code" and nbgrader_meta(cell).get("solution"):
-            text = "\n".join(line for line in cell.source.splitlines()
-                             if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
-            for name in defined_names(text):
-                answers[name] = text
-    nb = read(notebooks(ASSIGNMENT).release)
-    for cell in nb.cells:
-        names = defined_names(cell.source) if cell.cell_type == "code" else set()
-        for name in names & set(answers):
-            cell.source = answers[name]
-    return nb
+    return solved_release(ASSIGNMENT)
 
 
 def slipped(kind: str) -> nbformat.NotebookNode:
@@ -81,14 +69,6 @@ def batch(n: int) -> list[tuple[str, nbformat.NotebookNode]]:
         nb = solved() if kind == "correct" else read(notebooks(ASSIGNMENT).release) if kind == "release" else slipped(kind)
         out.append((f"s{i:03d}-{kind}", nb))
     return out
-
-
-def nbgrader(*args, course: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    cmd = [sys.executable, "-m", "nbgrader", *args, f"--NbGrader.config_file={NBGRADER_CONFIG}",
-           f"--CourseDirectory.root={course}", f"--CourseDirectory.source_directory={SOLUTIONS}",
-           f"--CourseDirectory.release_directory={course / 'release'}", f"--db=sqlite:///{course / 'gradebook.db'}"]
-    return subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True)
 
 
 def must(done: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 
 from autograder.cells import defined_names
-from autograder.course import notebooks, read
+from autograder.course import notebooks, read, solved_release
+from autograder.release import nbgrader  # noqa: F401  (the tests run nbgrader through it)
 
 
 def submission(assignment: str, answers: dict[str, str] | None = None, base=None) -> nbformat.NotebookNode:
@@ -27,15 +28,7 @@ def submission(assignment: str, answers: dict[str, str] | None = None, base=None
 
 def solved(assignment: str) -> nbformat.NotebookNode:
     """The release notebook with every solution cell taken from the source notebook (hidden tests stay out)."""
-    source = read(notebooks(assignment).source)
-    answers = {}
-    for cell in source.cells:
-        if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
-            text = "\n".join(line for line in cell.source.splitlines()
-                             if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
-            for name in defined_names(text):
-                answers[name] = text
-    return submission(assignment, answers)
+    return solved_release(assignment)
 
 
 def write(nb, root: Path, student: str, assignment: str) -> Path:
@@ -45,21 +38,6 @@ def write(nb, root: Path, student: str, assignment: str) -> Path:
     path = folder / notebooks(assignment).name
     nbformat.write(nb, str(path))
     return path
-
-
-def nbgrader(*args, course: Path):
-    """Run an nbgrader command on a throwaway course root whose source directory is the repository's solutions/."""
-    import os
-    import subprocess
-    import sys
-
-    from autograder.course import NBGRADER_CONFIG, SOLUTIONS
-
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    cmd = [sys.executable, "-m", "nbgrader", *args, f"--NbGrader.config_file={NBGRADER_CONFIG}",
-           f"--CourseDirectory.root={course}", f"--CourseDirectory.source_directory={SOLUTIONS}",
-           f"--CourseDirectory.release_directory={course / 'release'}", f"--db=sqlite:///{course / 'gradebook.db'}"]
-    return subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True, timeout=600)
 
 
 def nbgrader_course(course: Path, assignments) -> str:
