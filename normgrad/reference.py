@@ -23,7 +23,7 @@ class Reference:
     """Forward values and, when an upstream gradient was given, the gradients."""
 
     y: np.ndarray
-    mean: np.ndarray  # one per normalized group: (N,) for layer norm, (C,) for batch norm
+    mean: np.ndarray | None  # one per normalized group: (N,) for layer norm, (C,) for batch norm; None for RMSNorm
     rstd: np.ndarray  # 1 / sqrt(var + eps), same shape as mean
     x_hat: np.ndarray
     dx: np.ndarray | None = None
@@ -86,6 +86,43 @@ def batchnorm_eval(x, gamma, beta, running_mean, running_var, eps: float = 1e-5,
         return y, running_mean, torch.rsqrt(running_var + eps), x_hat
 
     return _with_grads(forward, x, gamma, beta, dy)
+
+
+def groupnorm(x, gamma, beta, groups: int, eps: float = 1e-5, dy=None) -> Reference:
+    """Group norm of `x` (N, C, *) with torch's `native_group_norm`: each sample's C channels in
+    `groups` consecutive groups, each normalized over its channels and every trailing axis.
+    `mean` and `rstd` have shape (N, groups); gamma and beta are per channel, shape (C,)."""
+
+    def forward(x, gamma, beta):
+        n, c = x.shape[:2]
+        hw = x[0, 0].numel()
+        y, mean, rstd = torch.native_group_norm(x, gamma, beta, n, c, hw, groups, eps)
+        x_hat = torch.native_group_norm(x.detach(), None, None, n, c, hw, groups, eps)[0]
+        return y, mean, rstd, x_hat
+
+    return _with_grads(forward, x, gamma, beta, dy)
+
+
+def rmsnorm(x, gamma, eps: float = 1e-6, dy=None) -> Reference:
+    """RMSNorm over the last axis with torch's `rms_norm`: y = gamma * x * rstd,
+    rstd = 1 / sqrt(mean(x**2) + eps). No mean is subtracted and there is no beta, so
+    `mean` and `dbeta` are None; `x_hat` is x * rstd."""
+    x, gamma = (as_float64(a).requires_grad_(dy is not None) for a in (x, gamma))
+    with torch.enable_grad():
+        y = torch.nn.functional.rms_norm(x, x.shape[-1:], gamma, eps)
+        dx = dgamma = None
+        if dy is not None:
+            dx, dgamma = torch.autograd.grad(y, (x, gamma), as_float64(dy))
+    x = x.detach()
+    rstd = torch.rsqrt(x.pow(2).mean(-1) + eps)
+    return Reference(_numpy(y), None, _numpy(rstd), _numpy(x * rstd[..., None]), _numpy(dx), _numpy(dgamma), None)
+
+
+def rmsnorm_jacobian(x_row, eps: float = 1e-6) -> np.ndarray:
+    """The (D, D) matrix d(x_i * rstd) / d x_j of one row (no gamma), by float64 autograd."""
+    x_row = as_float64(x_row)
+    return torch.autograd.functional.jacobian(
+        lambda v: torch.nn.functional.rms_norm(v, v.shape, None, eps), x_row).numpy()
 
 
 def layernorm_jacobian(x_row, eps: float = 1e-5) -> np.ndarray:
