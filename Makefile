@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test release bench bench-grading system-packages clean
+.PHONY: book test release bench gpu-check device-tools bench-grading system-packages clean
 
 book: $(STAMP)
 	$(BIN)/python scripts/book.py
@@ -20,14 +20,25 @@ test: $(STAMP) system-packages
 release: $(STAMP)
 	$(BIN)/python -m autograder release
 
-# Chapter 6's benchmark: needs a CUDA GPU, and is not part of `make test`. It times the course's fastest
-# kernel, PyTorch's and Liger-Kernel's (when installed) and writes chapters/data/bench-<gpu>-<date>.json,
-# which chapter 6 plots. It runs with .venv's Python when there is one, else with $(PYTHON): the GPU
-# machines have their own torch and triton and no package index.
+# Chapter 6's benchmark: needs a CUDA GPU, and is not part of `make test`. It checks and times every rung of
+# chapter 6, PyTorch's backward (eager and torch.compile) and Liger-Kernel's (when installed), and writes
+# chapters/data/bench-<gpu>-<date>.json, which chapter 6 plots. BENCH_ARGS=--dry-run runs the same code on
+# the CPU. It runs with .venv's Python when there is one, else with $(PYTHON): the GPU machines have their
+# own torch and triton and no package index.
 BENCH_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
 bench:
 	$(BENCH_PYTHON) -m normgrad.benchmark $(BENCH_ARGS)
+
+# The whole GPU half in at most 6 minutes on a bare GPU machine: the exercises' CUDA cases through the
+# grader's sandbox, their tests, the benchmark; everything into $OUT (or gpu-results/). Without a GPU it
+# says so and fails; GPU_CHECK_ARGS=--dry-run runs every step on the CPU. `make device-tools` first fills
+# .whl/ with what the GPU machine lacks (wheels, bubblewrap's .deb), to carry there.
+gpu-check:
+	$(BENCH_PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+
+device-tools:
+	sh scripts/device_tools.sh
 
 # Grading throughput: this grader beside stock `nbgrader autograde` on 40 submissions (a few minutes).
 bench-grading: $(STAMP) system-packages

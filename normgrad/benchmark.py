@@ -1,22 +1,36 @@
-"""LayerNorm's backward pass on a GPU: the course's fastest kernel against PyTorch's and Liger-Kernel's.
+"""LayerNorm's backward pass on a GPU: every rung of chapter 6 against PyTorch (eager and compiled) and Liger-Kernel.
 
-    python -m normgrad.benchmark           (or `make bench`)  check, time, write the results file
-    python -m normgrad.benchmark --check   correctness only: every kernel of chapter 6, PyTorch's and
-                                           Liger-Kernel's backward, and exercise 06's solution, on CUDA
-    python -m normgrad.benchmark --sweep   time the persistent kernel's launch settings around its defaults
+    python -m normgrad.benchmark             (or `make bench`)  check, time, write the results file
+    python -m normgrad.benchmark --dry-run   the same code on the CPU: interpreted Triton, tiny shapes
+    python -m normgrad.benchmark --check     correctness only, on CUDA: every kernel and exercise 06's solution
+    python -m normgrad.benchmark --sweep     time the persistent kernel's launch settings around its defaults
 
-One run does everything on the same GPU: it measures the device-to-device copy
-bandwidth first, checks every implementation against the float64 oracle with
-the dtype's tolerance, then times each with `triton.testing.do_bench` (median
-of its repetitions, and the median of several such runs) over M in {4096,
-16384}, N from 512 to 16384 (powers of two and others) in bfloat16, float16 and
-float32. The backward pass must read x and dy and write dx, so it moves at
-least 3 M N (element size) bytes; GB/s is that over the time, and the fraction
-of the copy bandwidth is how close it comes to the speed of light.
+One process does everything on one GPU, in this order:
 
-Results go to chapters/data/bench-<gpu>-<date>.json, which chapter 6 plots.
-The file format is read and written here (`read_results`, `write_results`),
-so the tests can check it, and the plot, without a GPU.
+1. the device-to-device copy bandwidth (a 1 GiB copy): the speed of light;
+2. for each dtype (bfloat16, float16, float32) and N in COLUMNS: every
+   implementation is run once at the largest M (compilation), then checked
+   against the float64 oracle on CHECK_ROWS x N random rows (exercise 06's
+   trials and tolerances); one that fails is not timed there;
+3. for each M in ROWS: inputs are made, each implementation runs twice and its
+   dgamma and dbeta must agree bit for bit (recorded), then it is timed: CUDA
+   events around each call, the L2 cache (60 MB on an H200) flushed by writing
+   256 MB before every call, the median of as many calls as the time budget
+   allows (`timing.repetitions`). Shapes that do not fit in the GPU's free
+   memory are skipped and listed.
+
+Bytes moved are counted as the least any implementation must move: read x and
+dy, write dx (3 M N element-size bytes), plus gamma read, dgamma and dbeta
+written (3 N element-size bytes) and the float32 mean and rstd read (8 M bytes).
+GB/s is that over the median time; the fraction of the copy bandwidth is how
+close it comes to the speed of light. The results file also says, for the
+course's fastest kernel, what its compiler chose (registers, spills, programs
+per multiprocessor), how long its second reduction takes alone, and which of
+issue 12's targets were met, and by how much each miss fell short.
+
+Results go to `--out` (chapters/data/ by default) as bench-<gpu>-<date>.json,
+read and written here (`read_results`, `write_results`), so the tests and the
+chapter check the file without a GPU.
 """
 
 from __future__ import annotations
@@ -25,34 +39,47 @@ import argparse
 import datetime
 import json
 import math
+import platform
 import re
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "chapters" / "data"
-SCHEMA = 1
-IMPLS = ("course", "torch", "liger")  # in the order the chapter draws them
+SCHEMA = 2
+COURSE = ("v1 rowwise", "v2 locked", "v3 persistent")  # triton_layernorm.VERSIONS, naive first
+FASTEST = "v3 persistent"  # triton_layernorm.FASTEST: the rung the targets are about
+BASELINES = ("torch", "torch.compile", "liger")
+IMPLS = COURSE + BASELINES
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
-ROWS = (4096, 16384)
-COLUMNS = (512, 768, 1000, 1024, 2048, 3072, 4096, 5000, 5120, 8192, 12288, 16384)
-CHECK_SHAPE = (300, 5000)  # every implementation is checked on this shape, in every dtype, before timing
+ROWS = (4096, 16384, 65536)
+COLUMNS = (512, 768, 1024, 2048, 3072, 4096, 8192, 16384)
+CHECK_ROWS = 1008  # the float64 oracle's check: 63 programs of 16 rows; a multiple of 16, as every timed M is,
+# so that Triton's specialization on divisibility by 16 compiles no second kernel for it
+DRY_ROWS, DRY_COLUMNS, DRY_CHECK_ROWS = (20, 36), (48, 200), 33  # --dry-run: small enough for the interpreter
 ELEMENT_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+BUDGET_S = 200.0  # default time for the whole benchmark, compilation included
+TARGET_FRACTION = 0.85  # of the copy bandwidth, in bfloat16, for 1024 <= N and M N >= 2**26
+TARGET_SPEEDUP = 1.5  # geometric mean over the sweep, against PyTorch eager
 NO_GPU = ("make bench needs a CUDA GPU: torch.cuda.is_available() is False on this machine, so nothing was "
-          "measured and no results file was written. Run it on a machine with an NVIDIA GPU.")
+          "measured and no results file was written. Run it on a machine with an NVIDIA GPU "
+          "(or `python -m normgrad.benchmark --dry-run` to run the same code here, interpreted, on tiny shapes).")
 
 
 def traffic_bytes(m: int, n: int, dtype_name: str) -> int:
-    """The least the backward pass must move: read x and dy, write dx (M N elements each)."""
-    return 3 * m * n * ELEMENT_BYTES[dtype_name]
+    """The least the backward pass must move: x and dy read, dx written (M N elements each); gamma read,
+    dgamma and dbeta written (N elements each); the float32 mean and rstd read (M each)."""
+    e = ELEMENT_BYTES[dtype_name]
+    return 3 * m * n * e + 3 * n * e + 8 * m
 
 
 # --- the results file ---------------------------------------------------------------------------
 
 def results_path(gpu: str, date: str, directory: Path = RESULTS_DIR) -> Path:
-    """chapters/data/bench-<gpu, as a slug>-<date>.json"""
+    """<directory>/bench-<gpu, as a slug>-<date>.json"""
     slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
     return Path(directory) / f"bench-{slug}-{date}.json"
 
@@ -77,60 +104,161 @@ def read_results(path: Path) -> dict:
 
 
 def validate(results: dict, where: str = "results") -> None:
-    """Raise ValueError unless `results` has the fields and rows the chapter's plot reads."""
+    """Raise ValueError unless `results` has the fields and rows the chapter reads."""
     if not isinstance(results, dict):
         raise ValueError(f"{where}: expected a JSON object")
-    for key, kind in {"schema": int, "gpu": str, "date": str, "copy_gb_per_s": (int, float), "rows": list}.items():
+    fields = {"schema": int, "gpu": str, "date": str, "copy_gb_per_s": (int, float), "rows": list,
+              "checks": dict, "skipped": list, "targets": list, "dry_run": bool}
+    for key, kind in fields.items():
         if not isinstance(results.get(key), kind):
             raise ValueError(f"{where}: field {key!r} is missing or of the wrong type")
     if results["schema"] != SCHEMA:
         raise ValueError(f"{where}: schema {results['schema']}, this code reads schema {SCHEMA}")
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", results["date"]):
         raise ValueError(f"{where}: date {results['date']!r} is not YYYY-MM-DD")
+    if not results["copy_gb_per_s"] > 0:
+        raise ValueError(f"{where}: copy_gb_per_s must be positive")
     for i, row in enumerate(results["rows"]):
         ok = (isinstance(row, dict) and row.get("impl") in IMPLS and row.get("dtype") in DTYPE_NAMES
-              and all(isinstance(row.get(k), int) and row[k] > 0 for k in ("M", "N"))
-              and all(isinstance(row.get(k), (int, float)) and row[k] > 0 for k in ("ms", "gb_per_s")))
+              and all(isinstance(row.get(k), int) and row[k] > 0 for k in ("M", "N", "reps"))
+              and all(isinstance(row.get(k), (int, float)) and row[k] > 0 for k in ("ms", "gb_per_s"))
+              and isinstance(row.get("deterministic"), bool))
         if not ok:
-            raise ValueError(f"{where}: row {i} is not {{impl, dtype, M, N, ms, gb_per_s}} with known values")
+            raise ValueError(f"{where}: row {i} is not {{impl, dtype, M, N, ms, gb_per_s, reps, deterministic}} "
+                             "with known values")
 
 
 def find_results(directory: Path = RESULTS_DIR) -> Path | None:
-    """The most recent results file in `directory` (by the date in it), or None when there is none."""
-    found = sorted(Path(directory).glob("bench-*.json"), key=lambda p: (read_results(p)["date"], p.name))
-    return found[-1] if found else None
+    """The most recent measured results file in `directory` (by its date), or None when there is none.
+    Dry runs never count."""
+    found = [(read_results(p), p) for p in sorted(Path(directory).glob("bench-*.json"))]
+    found = [(r["date"], p.name, p) for r, p in found if not r["dry_run"]]
+    return max(found)[2] if found else None
+
+
+def _geomean(values) -> float:
+    values = list(values)
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
+
+
+def targets(results: dict) -> list[dict]:
+    """Issue 12's targets for the course's fastest kernel, judged from the rows: met or not, and by how much.
+
+    Each entry: {"target", "met", "measured", and for a miss "misses": the shapes that fell short}.
+    A target with nothing measured to judge it by has met None.
+    """
+    fastest = results.get("fastest", FASTEST)
+    copy = results["copy_gb_per_s"]
+    times = {(r["impl"], r["dtype"], r["M"], r["N"]): r for r in results["rows"]}
+    ours = {(d, m, n): r for (impl, d, m, n), r in times.items() if impl == fastest}
+    found = []
+
+    # 1. the speed of light, in bfloat16, for the large shapes
+    large = {k: r for k, r in ours.items() if k[0] == "bfloat16" and k[2] >= 1024 and k[1] * k[2] >= 2**26}
+    misses = [{"dtype": d, "M": m, "N": n, "fraction_of_copy": r["gb_per_s"] / copy,
+               "short_by": TARGET_FRACTION - r["gb_per_s"] / copy}
+              for (d, m, n), r in sorted(large.items()) if r["gb_per_s"] / copy < TARGET_FRACTION]
+    found.append({"target": f"{fastest} reaches {TARGET_FRACTION:.0%} of the copy bandwidth in bfloat16 at every "
+                            "N from 1024 with M N >= 2^26",
+                  "met": (not misses) if large else None,
+                  "measured": min((r["gb_per_s"] / copy for r in large.values()), default=None),
+                  "misses": misses})
+
+    # 2. faster than each baseline at every shape
+    for rival in ("torch", "torch.compile", "liger"):
+        pairs = {k: (times[(rival, *k)]["ms"], r["ms"]) for k, r in ours.items() if (rival, *k) in times}
+        strict = rival != "liger"  # "faster than" PyTorch, "no slower than" Liger-Kernel
+        misses = [{"dtype": d, "M": m, "N": n, "speedup": theirs / mine, "short_by": 1.0 - theirs / mine}
+                  for (d, m, n), (theirs, mine) in sorted(pairs.items())
+                  if (theirs <= mine if strict else theirs < mine)]
+        found.append({"target": f"{fastest} is {'faster than' if strict else 'no slower than'} {rival} at every "
+                                "shape measured",
+                      "met": (not misses) if pairs else None,
+                      "measured": min((t / m for t, m in pairs.values()), default=None), "misses": misses})
+
+    # 3. the geometric-mean speedup over eager PyTorch
+    ratios = [times[("torch", *k)]["ms"] / r["ms"] for k, r in ours.items() if ("torch", *k) in times]
+    mean = _geomean(ratios) if ratios else None
+    found.append({"target": f"{fastest}'s geometric-mean speedup over PyTorch eager is at least {TARGET_SPEEDUP}",
+                  "met": (mean >= TARGET_SPEEDUP) if ratios else None, "measured": mean,
+                  "misses": [] if not ratios or mean >= TARGET_SPEEDUP else [{"short_by": TARGET_SPEEDUP - mean}]})
+
+    # 4. dgamma and dbeta, summed in float32, the same bit for bit from run to run
+    misses = [{"dtype": d, "M": m, "N": n} for (d, m, n), r in sorted(ours.items()) if not r["deterministic"]]
+    found.append({"target": f"{fastest}'s dgamma and dbeta are identical bit for bit from run to run",
+                  "met": (not misses) if ours else None, "measured": len(ours) - len(misses), "misses": misses})
+    return found
 
 
 def summary(results: dict) -> dict:
-    """What the chapter reports from a results file: the course's kernel against the copy and PyTorch.
-
-    - fraction_of_copy: dtype -> the course kernel's lowest fraction of the copy bandwidth at N >= 4096
-    - speedup: dtype -> geometric mean over shapes of torch's time over the course's
-    - slower_than_torch: the (dtype, M, N) where the course's kernel is not faster
-    """
+    """What the chapter quotes: per dtype, the fastest kernel's lowest fraction of the copy bandwidth over the
+    large shapes (M N >= 2**26, N >= 1024) and its geometric-mean speedup over each baseline."""
+    fastest = results.get("fastest", FASTEST)
+    copy = results["copy_gb_per_s"]
     times = {(r["impl"], r["dtype"], r["M"], r["N"]): r["ms"] for r in results["rows"]}
-    fraction, speedup, slower = {}, {}, []
+    out = {"fraction_of_copy": {}, "speedup": {}}
     for dtype in DTYPE_NAMES:
-        ours = {(m, n): ms for (impl, d, m, n), ms in times.items() if impl == "course" and d == dtype}
-        if not ours:
-            continue
-        large = [traffic_bytes(m, n, dtype) / (ms * 1e6) / results["copy_gb_per_s"]
-                 for (m, n), ms in ours.items() if n >= 4096]
+        ours = {(m, n): ms for (impl, d, m, n), ms in times.items() if impl == fastest and d == dtype}
+        large = [traffic_bytes(m, n, dtype) / (ms * 1e6) / copy for (m, n), ms in ours.items()
+                 if n >= 1024 and m * n >= 2**26]
         if large:
-            fraction[dtype] = min(large)
-        ratios = []
-        for (m, n), ms in sorted(ours.items()):
-            theirs = times.get(("torch", dtype, m, n))
-            if theirs:
-                ratios.append(theirs / ms)
-                if theirs <= ms:
-                    slower.append((dtype, m, n))
-        if ratios:
-            speedup[dtype] = math.exp(sum(map(math.log, ratios)) / len(ratios))
-    return {"fraction_of_copy": fraction, "speedup": speedup, "slower_than_torch": slower}
+            out["fraction_of_copy"][dtype] = min(large)
+        for rival in BASELINES:
+            ratios = [times[(rival, dtype, m, n)] / ms for (m, n), ms in ours.items() if (rival, dtype, m, n) in times]
+            if ratios:
+                out["speedup"].setdefault(rival, {})[dtype] = _geomean(ratios)
+    return out
 
 
-# --- on the GPU -----------------------------------------------------------------------------------
+def figure(results: dict):
+    """Two rows of panels, one column per dtype: GB/s against N (top) and the fraction of the copy bandwidth
+    (bottom), one line per implementation at the largest M measured, the course's rungs solid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dtypes = [d for d in DTYPE_NAMES if any(r["dtype"] == d for r in results["rows"])]
+    fig, axes = plt.subplots(2, len(dtypes), figsize=(4.3 * len(dtypes), 6.6), sharex=True, squeeze=False)
+    copy = results["copy_gb_per_s"]
+    styles = {"v1 rowwise": ("#e0a06a", "-", "o"), "v2 locked": ("#d07030", "-", "s"),
+              "v3 persistent": ("#b03a00", "-", "D"), "torch": ("#2a6fb0", "--", "^"),
+              "torch.compile": ("#5a9be0", "--", "v"), "liger": ("#3b8f3b", "--", "x")}
+    for col, dtype in enumerate(dtypes):
+        m = max(r["M"] for r in results["rows"] if r["dtype"] == dtype)
+        for impl in IMPLS:
+            points = sorted((r["N"], r["gb_per_s"]) for r in results["rows"]
+                            if r["impl"] == impl and r["dtype"] == dtype and r["M"] == m)
+            if not points:
+                continue
+            color, line, marker = styles[impl]
+            n, gbs = zip(*points)
+            axes[0][col].plot(n, gbs, color=color, ls=line, marker=marker, ms=3.5, lw=1.3, label=impl)
+            axes[1][col].plot(n, [g / copy for g in gbs], color=color, ls=line, marker=marker, ms=3.5, lw=1.3)
+        axes[0][col].axhline(copy, color="#999999", lw=1, ls=":")
+        axes[1][col].axhline(1.0, color="#999999", lw=1, ls=":")
+        axes[1][col].axhline(TARGET_FRACTION, color="#b03a00", lw=0.8, ls=(0, (1, 3)))
+        axes[0][col].set_title(f"{dtype}, M = {m}", fontsize=10)
+        axes[1][col].set_xlabel("N (columns)")
+        axes[1][col].set_ylim(0, 1.1)
+        for ax in axes[:, col]:
+            ax.set_xscale("log", base=2)
+            ax.grid(alpha=0.25)
+    axes[0][0].set_ylabel("GB/s")
+    axes[1][0].set_ylabel(f"fraction of copy ({copy:.0f} GB/s)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    title = f"LayerNorm backward, {results['gpu']}, {results['date']}"
+    if results.get("synthetic"):
+        title = "SYNTHETIC TEST DATA, NOT A MEASUREMENT: " + title
+    elif results["dry_run"]:
+        title = "DRY RUN ON A CPU, NOT A GPU MEASUREMENT: " + title
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    return fig
+
+
+# --- the implementations --------------------------------------------------------------------------
 
 def _torch_dtype(name: str):
     import torch
@@ -144,6 +272,7 @@ def implementations() -> tuple[dict[str, Callable], list[str]]:
 
     from . import triton_layernorm
 
+    assert tuple(triton_layernorm.VERSIONS) == COURSE and triton_layernorm.FASTEST == FASTEST
     stats_dtypes = {}  # what torch's own forward pass returns mean and rstd as (float32 for 16-bit x on CUDA)
     biases = {}  # both signatures take the bias, which the backward pass never reads: made once, not timed
 
@@ -153,16 +282,33 @@ def implementations() -> tuple[dict[str, Callable], list[str]]:
             biases[key] = torch.zeros_like(gamma)
         return biases[key]
 
-    def native(dy, x, gamma, mean, rstd):
-        n = x.shape[-1]
+    def stats(x, mean, rstd):
         key = (x.device, x.dtype)
         if key not in stats_dtypes:
-            stats_dtypes[key] = torch.native_layer_norm(x[:1], [n], gamma, None, 1e-5)[1].dtype
-        mean, rstd = mean.to(stats_dtypes[key]), rstd.to(stats_dtypes[key])
-        return torch.ops.aten.native_layer_norm_backward(dy, x, [n], mean, rstd, gamma, zero_bias(gamma),
+            stats_dtypes[key] = torch.native_layer_norm(x[:1], x.shape[-1:], None, None, 1e-5)[1].dtype
+        return mean.to(stats_dtypes[key]), rstd.to(stats_dtypes[key])
+
+    def aten_backward(dy, x, gamma, mean, rstd, bias):
+        return torch.ops.aten.native_layer_norm_backward(dy, x, [x.shape[-1]], mean, rstd, gamma, bias,
                                                          [True, True, True])
 
-    impls = {"course": triton_layernorm.VERSIONS[triton_layernorm.FASTEST], "torch": native}
+    def native(dy, x, gamma, mean, rstd):
+        return aten_backward(dy, x, gamma, *stats(x, mean, rstd), zero_bias(gamma))
+
+    # One graph per (dtype, N), with M dynamic: compiled at the first call, which `measure` makes at the
+    # largest M. The default limit of 8 graphs per function would silently fall back to eager beyond it.
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 1024)
+    compiled_backward = torch.compile(aten_backward)
+
+    def compiled(dy, x, gamma, mean, rstd):
+        mean, rstd = stats(x, mean, rstd)
+        for t in (dy, x, mean, rstd):
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+        return compiled_backward(dy, x, gamma, mean, rstd, zero_bias(gamma))
+
+    impls = {**triton_layernorm.VERSIONS, "torch": native, "torch.compile": compiled}
     notes = []
     try:
         from liger_kernel.ops.layer_norm import layer_norm_backward
@@ -176,95 +322,83 @@ def implementations() -> tuple[dict[str, Callable], list[str]]:
     return impls, notes
 
 
-def check(impls: dict, device: str = "cuda") -> dict[str, dict[str, str]]:
-    """impl -> dtype -> "pass" or what the float64 oracle found wrong, on CHECK_SHAPE."""
+def check_one(fn, shape, dtype_name: str, device: str, seed: int = 2026) -> str:
+    """"pass", or what the float64 oracle found wrong with fn on a random trial of `shape` (exercise 06's)."""
     import numpy as np
 
     from .cases.torch_trials import backward_trial
 
-    found = {}
-    for name, fn in impls.items():
-        found[name] = {}
-        for dtype in DTYPE_NAMES:
-            trial = backward_trial("layer", CHECK_SHAPE, _torch_dtype(dtype))(np.random.default_rng(2026), device)
-            try:
-                problems = trial.judge(fn(*trial.args), trial.expected)
-            except Exception as e:  # a third-party kernel that cannot run here is reported, not fatal
-                problems = [f"raised {type(e).__name__}: {e}"]
-            found[name][dtype] = "pass" if not problems else "; ".join(problems)
-    return found
+    trial = backward_trial("layer", shape, _torch_dtype(dtype_name))(np.random.default_rng(seed), device)
+    try:
+        problems = trial.judge(fn(*trial.args), trial.expected)
+    except Exception as e:  # a kernel that cannot run here is reported, not fatal
+        problems = [f"raised {type(e).__name__}: {str(e)[:300]}"]
+    return "pass" if not problems else "; ".join(problems)
 
 
-def copy_bandwidth(runs: int) -> float:
-    """GB/s of a device-to-device copy of 1 GiB (read once, written once), median of `runs` medians."""
-    import torch
-    from triton.testing import do_bench
-
-    src = torch.empty(1 << 28, dtype=torch.float32, device="cuda").uniform_()
-    dst = torch.empty_like(src)
-    ms = statistics.median(do_bench(lambda: dst.copy_(src), return_mode="median") for _ in range(runs))
-    return 2 * src.numel() * src.element_size() / (ms * 1e6)
+def check(impls: dict, device: str = "cuda", shape=(300, 5000)) -> dict[str, dict[str, str]]:
+    """impl -> dtype -> "pass" or what the float64 oracle found wrong, on one shape."""
+    return {name: {dtype: check_one(fn, shape, dtype, device) for dtype in DTYPE_NAMES} for name, fn in impls.items()}
 
 
-def inputs_for(m: int, n: int, dtype_name: str):
-    """Random dy, x, gamma and x's float32 mean and rstd on the GPU (from torch's forward pass)."""
+def inputs_for(m: int, n: int, dtype_name: str, device: str = "cuda"):
+    """Random dy, x, gamma and x's float32 mean and rstd (from torch's forward pass), on `device`."""
     import torch
 
     dtype = _torch_dtype(dtype_name)
-    x = torch.randn(m, n, device="cuda", dtype=torch.float32).to(dtype)
-    dy = torch.randn(m, n, device="cuda", dtype=torch.float32).to(dtype)
-    gamma = (1 + 0.1 * torch.randn(n, device="cuda")).to(dtype)
+    x = torch.randn(m, n, device=device, dtype=torch.float32).to(dtype)
+    dy = torch.randn(m, n, device=device, dtype=torch.float32).to(dtype)
+    gamma = (1 + 0.1 * torch.randn(n, device=device)).to(dtype)
     _, mean, rstd = torch.native_layer_norm(x.float(), [n], None, None, 1e-5)
     return dy, x, gamma, mean.view(m), rstd.view(m)
 
 
-def time_ms(fn, args, runs: int) -> float:
-    """Median over `runs` of do_bench's median time of fn(*args), in milliseconds."""
-    from triton.testing import do_bench
+def same_bits(a, b) -> bool:
+    import torch
 
-    return statistics.median(do_bench(lambda: fn(*args), return_mode="median") for _ in range(runs))
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(-1).view(torch.uint8),
+                                                                      b.view(-1).view(torch.uint8))
 
 
-def measure(runs: int = 5, log=print) -> dict:
-    """Everything, on the current GPU: copy bandwidth, checks, then times. Returns the results dict."""
+def copy_bandwidth(timer, device: str, nbytes: int) -> tuple[float, float]:
+    """(GB/s, ms) of a device-to-device copy of `nbytes` (read once, written once)."""
+    import torch
+
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    ms = timer.median_ms(lambda: dst.copy_(src), reps=20)
+    del src, dst
+    return 2 * nbytes / (ms * 1e6), ms
+
+
+def _fits(m: int, n: int, dtype_name: str, device: str) -> str | None:
+    """Why a shape cannot run in the GPU's free memory, or None: x, dy, dx, and float32 temporaries that the
+    compiled and eager baselines may make (two M x N float32 arrays), with 10% to spare."""
+    import torch
+
+    if device != "cuda":
+        return None
+    need = 3 * m * n * ELEMENT_BYTES[dtype_name] + 2 * m * n * 4
+    free, _ = torch.cuda.mem_get_info()
+    return None if need * 1.1 < free else f"needs about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+
+
+def _environment(device: str) -> dict:
     import torch
     import triton
 
-    impls, notes = implementations()
-    gpu = torch.cuda.get_device_name()
-    log(f"{gpu}: torch {torch.__version__}, triton {triton.__version__}")
-    copy = copy_bandwidth(runs)
-    log(f"device-to-device copy: {copy:.0f} GB/s")
-    checks = check(impls)
-    for name, by_dtype in checks.items():
-        for dtype, outcome in by_dtype.items():
-            log(f"check {name:>6} {dtype:>8}: {outcome}")
-    failed = [d for d, outcome in checks["course"].items() if outcome != "pass"]
-    if failed:
-        raise SystemExit(f"the course's kernel fails the float64 check in {', '.join(failed)}: nothing timed")
-    notes += [f"{name} fails the float64 check in {dtype}: {outcome}" for name, by_dtype in checks.items()
-              if name != "course" for dtype, outcome in by_dtype.items() if outcome != "pass"]
-    rows = []
-    for dtype in DTYPE_NAMES:
-        for m in ROWS:
-            for n in COLUMNS:
-                args = inputs_for(m, n, dtype)
-                line = []
-                for name, fn in impls.items():
-                    if checks[name][dtype].startswith("raised"):
-                        continue
-                    ms = time_ms(fn, args, runs)
-                    gbs = traffic_bytes(m, n, dtype) / (ms * 1e6)
-                    rows.append({"impl": name, "dtype": dtype, "M": m, "N": n, "ms": ms, "gb_per_s": gbs,
-                                 "fraction_of_copy": gbs / copy})
-                    line.append(f"{name} {ms * 1e3:8.1f} us {gbs:6.0f} GB/s ({gbs / copy:4.0%})")
-                log(f"{dtype:>8} M={m:<5} N={n:<5}  " + "  ".join(line))
-                del args
-                torch.cuda.empty_cache()
-    return {"schema": SCHEMA, "gpu": gpu, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-            "triton": triton.__version__, "liger_kernel": _version("liger_kernel"), "copy_gb_per_s": copy,
-            "timing": f"triton.testing.do_bench, return_mode='median'; the median of {runs} such runs",
-            "checks": checks, "notes": notes, "rows": rows}
+    from .timing import cpu_name
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
+           "liger_kernel": _version("liger_kernel"), "device": device}
+    if device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        env.update(gpu=torch.cuda.get_device_name(), multiprocessors=p.multi_processor_count,
+                   memory_bytes=p.total_memory, capability=f"{p.major}.{p.minor}",
+                   l2_bytes=getattr(p, "L2_cache_size", None), cuda=torch.version.cuda)
+    else:
+        env.update(gpu=f"dry run on {cpu_name()}")
+    return env
 
 
 def _version(package: str) -> str | None:
@@ -276,27 +410,125 @@ def _version(package: str) -> str | None:
         return None
 
 
-def sweep(runs: int = 1, log=print) -> None:
+def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, budget_s: float = BUDGET_S,
+            log=print) -> dict:
+    """Everything, on the current GPU (or, dry, on the CPU): copy bandwidth, checks, determinism, times."""
+    import torch
+
+    from . import triton_layernorm
+    from .timing import DeviceTimer, repetitions
+
+    start = time.monotonic()
+    deadline = start + budget_s
+    device = "cpu" if dry_run else "cuda"
+    rows = tuple(rows or (DRY_ROWS if dry_run else ROWS))
+    columns = tuple(columns or (DRY_COLUMNS if dry_run else COLUMNS))
+    check_rows = DRY_CHECK_ROWS if dry_run else CHECK_ROWS
+    env = _environment(device)
+    log(f"{env['gpu']}: torch {env['torch']}, triton {env['triton']}, liger-kernel {env['liger_kernel']}")
+    impls, notes = implementations()
+    timer = DeviceTimer(device)
+    copy, copy_ms = copy_bandwidth(timer, device, (1 << 30) if not dry_run else (64 << 20))
+    log(f"device-to-device copy: {copy:.0f} GB/s")
+
+    results = {"schema": SCHEMA, "gpu": env["gpu"], "date": datetime.date.today().isoformat(), "dry_run": dry_run,
+               "environment": env, "fastest": FASTEST, "copy_gb_per_s": copy,
+               "copy": {"bytes": (1 << 30) if not dry_run else (64 << 20), "ms": copy_ms},
+               "sweep": {"dtypes": list(dtypes), "M": list(rows), "N": list(columns), "check_rows": check_rows},
+               "traffic": "3 M N e + 3 N e + 8 M bytes: x, dy read and dx written; gamma read, dgamma and dbeta "
+                          "written; float32 mean and rstd read (e: the element size)",
+               "timing": "CUDA events around each call, 256 MB written before each to flush the L2 cache; the "
+                         "median of `reps` calls after 2 untimed ones; reps from the time budget "
+                         "(timing.repetitions)" if not dry_run else "wall clock on the CPU (a dry run)",
+               "torch_compile": "torch.compile(aten.native_layer_norm_backward), default mode: one graph per "
+                                "(dtype, N) with M dynamic, compiled at the largest M",
+               "budget_s": budget_s, "checks": {}, "kernels": [], "skipped": [], "notes": notes, "rows": []}
+    pending = len(dtypes) * len(columns) * len(rows) * len(impls)
+    for dtype in dtypes:
+        for n in columns:
+            why = _fits(max(rows), n, dtype, device)
+            first = inputs_for(max(rows), n, dtype, device) if why is None else None
+            for name, fn in impls.items():  # compile everything at the largest M, before any check or timing
+                if first is not None:
+                    try:
+                        fn(*first)
+                    except Exception as e:
+                        notes.append(f"{name} {dtype} N={n}: the first call raised {type(e).__name__}: {e}")
+            del first
+            verdicts = {name: check_one(fn, (check_rows, n), dtype, device) for name, fn in impls.items()}
+            for name, verdict in verdicts.items():
+                results["checks"].setdefault(name, {})[f"{dtype} N={n}"] = verdict
+                if verdict != "pass":
+                    log(f"check {name} {dtype} {check_rows} x {n}: {verdict}")
+            for m in sorted(rows, reverse=True):
+                why = _fits(m, n, dtype, device)
+                if why is None and time.monotonic() > deadline:
+                    why = f"the time budget of {budget_s:.0f} s was spent"
+                if why is not None:
+                    results["skipped"].append({"dtype": dtype, "M": m, "N": n, "reason": why})
+                    pending -= len(impls)
+                    log(f"{dtype:>8} M={m:<5} N={n:<5}  skipped: {why}")
+                    continue
+                args = inputs_for(m, n, dtype, device)
+                line = []
+                for name, fn in impls.items():
+                    pending -= 1
+                    if verdicts[name] != "pass":
+                        continue
+                    try:
+                        a, b = fn(*args), fn(*args)
+                        deterministic = same_bits(a[1], b[1]) and same_bits(a[2], b[2])
+                        del a, b
+                        estimate = timer.median_ms(lambda: fn(*args), reps=1, warmup=0)
+                        share = 1e3 * max(0.0, deadline - time.monotonic()) / (pending + 1)
+                        reps = repetitions(estimate, 0.7 * share, **({"least": 1, "most": 2} if dry_run else {}))
+                        ms = timer.median_ms(lambda: fn(*args), reps=reps, warmup=0 if dry_run else 1)
+                    except torch.cuda.OutOfMemoryError as e:
+                        results["skipped"].append({"dtype": dtype, "M": m, "N": n, "impl": name,
+                                                   "reason": f"out of memory: {str(e).splitlines()[0]}"})
+                        continue
+                    gbs = traffic_bytes(m, n, dtype) / (ms * 1e6)
+                    results["rows"].append({"impl": name, "dtype": dtype, "M": m, "N": n, "ms": ms, "gb_per_s": gbs,
+                                            "fraction_of_copy": gbs / copy, "reps": reps,
+                                            "deterministic": deterministic})
+                    line.append(f"{name} {ms * 1e3:.1f}us {gbs / copy:.0%}{'' if deterministic else ' (nondet)'}")
+                if verdicts[FASTEST] == "pass":
+                    plan = triton_layernorm.persistent_plan(*args)
+                    second = plan.pop("second_reduction")
+                    plan["second_reduction_ms"] = timer.median_ms(second, reps=1 if dry_run else 10, warmup=1)
+                    results["kernels"].append({"impl": FASTEST, "dtype": dtype, "M": m, "N": n, **plan})
+                log(f"{dtype:>8} M={m:<5} N={n:<5}  " + ", ".join(line))
+                del args
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+    results["targets"] = targets(results)
+    results["elapsed_s"] = time.monotonic() - start
+    return results
+
+
+def sweep(runs: int = 5, log=print) -> None:
     """Time the persistent kernel at launch settings around its defaults, in bfloat16; print the best."""
     import torch
     import triton
 
     from . import triton_layernorm as T
+    from .timing import DeviceTimer
 
+    timer = DeviceTimer("cuda")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for m in ROWS:
         for n in COLUMNS:
             args = inputs_for(m, n, "bfloat16")
             block_n = triton.next_power_of_2(n)
             rows, warps = T.rows_for(block_n), T.warps_for(T.rows_for(block_n) * block_n)
-            default = time_ms(T.layernorm_backward_persistent, args, runs)
+            default = timer.median_ms(lambda: T.layernorm_backward_persistent(*args), runs)
             best = (default, "the defaults")
             for r in sorted({max(1, rows // 2), rows, rows * 2}):
                 for w in sorted({max(1, warps // 2), warps, min(32, warps * 2)}):
                     for per_sm in (None, 1, 2, 4):
-                        def run(*a, r=r, w=w, p=per_sm and sms * per_sm):
-                            return T.layernorm_backward_persistent(*a, programs=p, num_warps=w, rows=r)
-                        ms = time_ms(run, args, runs)
+                        def run(r=r, w=w, p=per_sm and sms * per_sm):
+                            return T.layernorm_backward_persistent(*args, programs=p, num_warps=w, rows=r)
+                        ms = timer.median_ms(run, runs)
                         if ms < best[0]:
                             best = (ms, f"rows={r}, num_warps={w}, programs={per_sm or 'default'}"
                                         f"{' x SMs' if per_sm else ''}")
@@ -326,16 +558,35 @@ def check_exercise(log=print) -> bool:
     return True
 
 
+def report(results: dict) -> str:
+    """A short table: each target, met or missed and by how much; then the geometric-mean speedups."""
+    lines = [f"{results['gpu']} {results['date']}: copy {results['copy_gb_per_s']:.0f} GB/s, "
+             f"{len(results['rows'])} timings, {len(results['skipped'])} skipped, {results.get('elapsed_s', 0):.0f} s"]
+    for t in results["targets"]:
+        verdict = {True: "MET   ", False: "MISSED", None: "n/a   "}[t["met"]]
+        measured = t["measured"]
+        lines.append(f"  {verdict} {t['target']}: measured {measured if not isinstance(measured, float) else round(measured, 3)}"
+                     + (f"; {len(t['misses'])} miss(es), worst short by {max(x['short_by'] for x in t['misses'] if 'short_by' in x):.3f}"
+                        if any("short_by" in x for x in t["misses"]) else ""))
+    for rival, by_dtype in summary(results)["speedup"].items():
+        lines.append(f"  speedup over {rival}: " + ", ".join(f"{d} {x:.2f}" for d, x in by_dtype.items()))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m normgrad.benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="run the same code on the CPU, interpreted, tiny shapes")
     parser.add_argument("--check", action="store_true", help="check correctness on the GPU only; time nothing")
     parser.add_argument("--sweep", action="store_true", help="time the persistent kernel's launch settings")
-    parser.add_argument("--runs", type=int, default=5, help="do_bench runs per measurement (their median counts)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the results file")
+    parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="seconds for the whole sweep (default %(default)s)")
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPE_NAMES, default=list(DTYPE_NAMES))
+    parser.add_argument("--rows", nargs="+", type=int, help="M values (default: the sweep's, or the dry run's)")
+    parser.add_argument("--columns", nargs="+", type=int, help="N values (default: the sweep's, or the dry run's)")
     args = parser.parse_args(argv)
     import torch
 
-    if not torch.cuda.is_available():
+    if not args.dry_run and not torch.cuda.is_available():
         print(NO_GPU, file=sys.stderr)
         return 2
     if args.check:
@@ -343,26 +594,19 @@ def main(argv=None) -> int:
         checks = check(impls)
         for name, by_dtype in checks.items():
             for dtype, outcome in by_dtype.items():
-                print(f"{name:>6} {dtype:>8}: {outcome}")
-        from . import triton_layernorm
-
-        versions = check(triton_layernorm.VERSIONS)
-        for name, by_dtype in versions.items():
-            for dtype, outcome in by_dtype.items():
                 print(f"{name:>14} {dtype:>8}: {outcome}")
         print(*notes, sep="\n")
         exercise = check_exercise()
         print("exercise 06 on CUDA:", "all tests pass" if exercise else "FAILED")
-        ok = exercise and all(v == "pass" for d in (checks["course"], *versions.values()) for v in d.values())
+        ok = exercise and all(v == "pass" for name in COURSE for v in checks[name].values())
         return 0 if ok else 1
     if args.sweep:
-        sweep(1)
+        sweep()
         return 0
-    results = measure(args.runs)
+    results = measure(args.dry_run, tuple(args.dtypes), args.rows, args.columns, args.budget_s)
     path = write_results(results, args.out)
+    print(report(results))
     print(f"wrote {path}")
-    for key, value in summary(results).items():
-        print(f"{key}: {value}")
     return 0
 
 

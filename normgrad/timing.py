@@ -101,3 +101,59 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# --- on a GPU (and, for dry runs, the same calls on the CPU) ----------------------------------------
+
+FLUSH_BYTES = 256 << 20  # written before each timed call: far more than any GPU's L2 cache (an H200's is 60 MB)
+
+
+class DeviceTimer:
+    """Times calls on one device the way a GPU benchmark should: warm-up first, the L2 cache flushed
+    before every timed call, each call bracketed by CUDA events (GPU time, so the host's launch
+    overhead hides behind the flush), the median of the repetitions.
+
+    On the CPU the same calls run with a wall clock and a smaller flush: a dry run of the same code.
+    """
+
+    def __init__(self, device: str = "cuda", flush_bytes: int | None = None):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        size = flush_bytes if flush_bytes is not None else FLUSH_BYTES if self.cuda else 8 << 20
+        self.flush_buffer = torch.empty(size // 4, dtype=torch.int32, device=self.device)
+
+    def flush(self) -> None:
+        self.flush_buffer.zero_()
+
+    def times_ms(self, fn, reps: int) -> list[float]:
+        """Milliseconds of each of `reps` calls of fn(), each after a flush of the L2 cache."""
+        if not self.cuda:
+            found = []
+            for _ in range(reps):
+                self.flush()
+                start = time.perf_counter()
+                fn()
+                found.append(1e3 * (time.perf_counter() - start))
+            return found
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for start, end in events:
+            self.flush()
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        return [start.elapsed_time(end) for start, end in events]
+
+    def median_ms(self, fn, reps: int, warmup: int = 2) -> float:
+        """The median of `reps` timed calls of fn(), after `warmup` untimed ones (compilation, caches)."""
+        for _ in range(warmup):
+            fn()
+        _synchronize(self.device)
+        return statistics.median(self.times_ms(fn, reps))
+
+
+def repetitions(estimate_ms: float, budget_ms: float, overhead_ms: float = 0.1, least: int = 3,
+                most: int = 100) -> int:
+    """How many timed calls of about `estimate_ms` each (plus `overhead_ms` for the flush and the launch)
+    fit in `budget_ms`, between `least` and `most`."""
+    return int(min(most, max(least, budget_ms // max(estimate_ms + overhead_ms, 1e-6))))

@@ -21,7 +21,7 @@ and rounded once, when stored. The math, per row (chapter 4):
 
 On a machine without CUDA, importing this module switches Triton to its
 interpreter (TRITON_INTERPRET=1), which runs the same kernels on the CPU, one
-program at a time. `python -m normgrad.bench_layernorm` (or `make bench`)
+program at a time. `python -m normgrad.benchmark` (or `make bench`)
 checks every version against the float64 oracle and times them on a GPU.
 """
 
@@ -304,6 +304,7 @@ def resident_programs(registers: int, shared_bytes: int, num_warps: int, device_
 
 
 _RESIDENT: dict = {}  # (device, dtype, BLOCK_N, ROWS, num_warps) -> programs per multiprocessor
+COMPILED: dict = {}  # the same keys -> what the compiler made of v3's kernel: registers, spills, shared memory
 
 
 def default_programs(args: tuple, m: int, block_n: int, rows: int, num_warps: int) -> int:
@@ -325,6 +326,8 @@ def default_programs(args: tuple, m: int, block_n: int, rows: int, num_warps: in
             compiled._init_handles()
             properties = triton.runtime.driver.active.utils.get_device_properties(x.device.index)
             _RESIDENT[key] = resident_programs(compiled.n_regs, compiled.metadata.shared, num_warps, properties)
+            COMPILED[key] = {"registers": compiled.n_regs, "spilled_words": getattr(compiled, "n_spills", None),
+                             "shared_bytes": compiled.metadata.shared, "max_num_regs": properties["max_num_regs"]}
         except (AttributeError, KeyError, TypeError):  # a Triton whose internals differ: assume 128 registers
             _RESIDENT[key] = max(1, 16 // num_warps)
     return programs_to_launch(torch.cuda.get_device_properties(x.device).multi_processor_count, _RESIDENT[key], m)
@@ -335,6 +338,19 @@ def programs_to_launch(multiprocessors: int, per_multiprocessor: int, m: int) ->
     return max(1, min(multiprocessors * per_multiprocessor, m // 16))
 
 
+def _persistent_launch(dx, dy, x, gamma, mean, rstd, m, n, block_n, programs, num_warps, rows):
+    """v3's launch: (kernel arguments with PART allocated, P, ROWS, num_warps)."""
+    rows = rows or rows_for(block_n)
+    num_warps = num_warps or warps_for(rows * block_n)
+    args = [dx, None, dy, x, gamma, mean, rstd, m, n, x.stride(0)]
+    if programs is None:
+        args[1] = torch.empty(1, dtype=torch.float32, device=x.device)  # stands in for PART while compiling
+        programs = default_programs(tuple(args), m, block_n, rows, num_warps)
+    p = min(programs, triton.cdiv(m, rows))
+    args[1] = torch.empty((2, p, n), dtype=torch.float32, device=x.device)  # every row written by its program
+    return args, p, rows, num_warps
+
+
 def layernorm_backward_persistent(dy, x, gamma, mean, rstd, programs: int | None = None,
                                   num_warps: int | None = None, rows: int | None = None):
     """v3: P programs each walk M / P rows, keeping partial dgamma, dbeta in registers; then a P-row sum.
@@ -342,17 +358,32 @@ def layernorm_backward_persistent(dy, x, gamma, mean, rstd, programs: int | None
     `programs`, `num_warps` and `rows` (rows per step, a power of two) override the defaults.
     """
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
-    rows = rows or rows_for(block_n)
-    num_warps = num_warps or warps_for(rows * block_n)
     dx = torch.empty_like(x)
-    args = [dx, None, dy, x, gamma, mean, rstd, m, n, x.stride(0)]
-    if programs is None:
-        args[1] = torch.empty(1, dtype=torch.float32, device=x.device)  # stands in for PART while compiling
-        programs = default_programs(tuple(args), m, block_n, rows, num_warps)
-    p = min(programs, triton.cdiv(m, rows))
-    args[1] = torch.empty((2, p, n), dtype=torch.float32, device=x.device)  # every row written by its program
+    args, p, rows, num_warps = _persistent_launch(dx, dy, x, gamma, mean, rstd, m, n, block_n, programs,
+                                                  num_warps, rows)
     _dx_persistent_kernel[(p,)](*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps)
     return (dx, *_sum_partials(args[1], p, n, gamma))
+
+
+def persistent_plan(dy, x, gamma, mean, rstd) -> dict:
+    """What v3's launcher chooses for these inputs, and what the compiler made of it (on a GPU).
+
+    Keys: BLOCK_N, ROWS, num_warps, programs (P), and where the kernel was compiled
+    registers (per thread), spilled_words (32-bit words per thread in local memory),
+    shared_bytes, programs_per_multiprocessor and resident_warps (per multiprocessor,
+    of the 64 a Hopper multiprocessor holds); None for what an interpreter cannot say.
+    Also `second_reduction`, a call that runs only the kernel summing the P partial rows.
+    """
+    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    args, p, rows, num_warps = _persistent_launch(torch.empty_like(x), dy, x, gamma, mean, rstd, m, n, block_n,
+                                                  None, None, None)
+    key = (x.device, x.dtype, block_n, rows, num_warps)
+    per = _RESIDENT.get(key) if x.device.type == "cuda" else None
+    part = args[1].normal_()
+    return {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps, "programs": p,
+            "registers": None, "spilled_words": None, "shared_bytes": None, **COMPILED.get(key, {}),
+            "programs_per_multiprocessor": per, "resident_warps": per and per * num_warps,
+            "second_reduction": lambda: _sum_partials(part, p, n, gamma)}
 
 
 VERSIONS = {

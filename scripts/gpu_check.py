@@ -1,0 +1,342 @@
+"""`make gpu-check`: the course's whole GPU half in one run of at most six minutes, measured and written down.
+
+    python scripts/gpu_check.py [--out DIR]      on a machine with an NVIDIA GPU
+    python scripts/gpu_check.py --dry-run        the same steps on the CPU (interpreted Triton, tiny shapes)
+
+It runs, and writes into one folder (--out, else $OUT when set, else gpu-results/; a dry run, a
+fresh temporary folder):
+
+1. every exercise with a GPU path (an assignment of normgrad.cases with cases
+   that run on "cuda" when a GPU is present), through `python -m autograder
+   check` on its solution notebook: the grader's sandbox with the GPU bound,
+   and which sandbox it was (bubblewrap, or the fallback without it);
+2. the project's tests of those exercises (tests/test_<NN>_*.py), whose cases
+   run on CUDA when a GPU is present; steps 1 and 2 run side by side;
+3. the benchmark (python -m normgrad.benchmark) in one process, with the time
+   that is left, and copies its results file to chapters/data/.
+
+The GPU machine has its own Python, torch and triton and no package index:
+what else is needed travels in .whl/ (scripts/device_tools.sh fills it), and
+is installed here into a scratch folder, never over the system: the wheels
+with pip --target, bubblewrap's .deb unpacked into a folder put on PATH.
+
+Files written (at most eight, none in subfolders, as the GPU machine's tool brings back):
+gpu-check.log (everything printed), gpu-check.json (what each step found),
+autograder.txt, pytest.txt, and the benchmark's bench-<gpu>-<date>.json.
+Exit status: 0 when every step ran and passed, 1 when one failed, 2 without a GPU
+(and without --dry-run). Missed speed targets are findings, written down, not failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / ".whl"
+LIMIT_S = 360.0  # the whole check, on a bare GPU machine
+STEPS_TIMEOUT_S = 170.0  # steps 1 and 2, side by side
+BENCH_MARGIN_S = 30.0  # kept back from the benchmark's budget: its start, the results file, this script's end
+BENCH_MOST_S = 240.0
+NO_GPU = ("make gpu-check needs an NVIDIA GPU: torch.cuda.is_available() is False here, so nothing ran. "
+          "`python scripts/gpu_check.py --dry-run` runs the same steps on the CPU.")
+
+# Asked in a child process: which assignments run cases on "cuda" with a GPU present. With --dry-run the child
+# is told a GPU is there (the cases' device lists are decided at import), and nothing touches CUDA.
+DISCOVER = """
+import json, sys
+import torch
+if sys.argv[1] == "assume-gpu":
+    torch.cuda.is_available = lambda: True
+from normgrad.cases import ASSIGNMENTS, load
+from autograder.course import notebooks
+found = {}
+for assignment in ASSIGNMENTS:
+    cuda = [c.id for c in load(assignment).cases if "cuda" in c.devices]
+    if cuda:
+        found[assignment] = {"notebook": str(notebooks(assignment).source), "cuda_cases": len(cuda)}
+print(json.dumps(found))
+"""
+
+
+class Log:
+    """Print and keep every line, for gpu-check.log."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "w", buffering=1)
+        self.lock = threading.Lock()
+
+    def __call__(self, *parts) -> None:
+        text = " ".join(str(p) for p in parts)
+        with self.lock:
+            print(text, flush=True)
+            self.file.write(text + "\n")
+
+
+# --- what travels in .whl/ ----------------------------------------------------------------------------
+
+def unpack_deb(deb: Path, dest: Path) -> list[str]:
+    """Unpack a .deb's files under `dest` (never over /); returns the paths inside it.
+
+    A .deb is an `ar` archive holding data.tar.{xz,gz,bz2,zst}: read here with the standard library,
+    so that nothing depends on the machine having dpkg; zstd, which Python's tarfile lacks, goes to dpkg-deb.
+    """
+    blob = Path(deb).read_bytes()
+    if not blob.startswith(b"!<arch>\n"):
+        raise ValueError(f"{deb} is not an ar archive")
+    offset = 8
+    while offset + 60 <= len(blob):
+        header = blob[offset:offset + 60]
+        name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58].decode().strip())
+        body = blob[offset + 60:offset + 60 + size]
+        offset += 60 + size + (size % 2)
+        if name.startswith("data.tar"):
+            if name.endswith(".zst"):
+                subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+                return sorted(str(p.relative_to(dest)) for p in Path(dest).rglob("*"))
+            with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+                members = [m for m in tar.getmembers() if not (m.name.startswith("/") or ".." in Path(m.name).parts)]
+                tar.extractall(dest, members=members)
+                return sorted(m.name for m in members)
+    raise ValueError(f"{deb} has no data.tar member")
+
+
+def _installable(wheel: Path) -> bool:
+    """Whether this interpreter can install `wheel` (the GPU machine's Python 3.12 can install them all)."""
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    return not parse_wheel_filename(wheel.name)[3].isdisjoint(sys_tags())
+
+
+def install_tools(folder: Path, scratch: Path, log) -> dict:
+    """Install the carried wheels into scratch/site and unpack bubblewrap into scratch/bwrap.
+
+    Returns {"site": the folder for PYTHONPATH or None, "bin": a folder for PATH or None, "wheels", "deb"}.
+    """
+    found = {"site": None, "bin": None, "wheels": [], "deb": None}
+    if not folder.is_dir():
+        log(f"no {folder.name}/ here: nothing carried to install (scripts/device_tools.sh fills it)")
+        return found
+    wheels = [w for w in sorted(folder.glob("*.whl")) if _installable(w)]
+    skipped = sorted(set(folder.glob("*.whl")) - set(wheels))
+    if skipped:
+        log(f"not for this Python or platform, left out: {', '.join(w.name for w in skipped)}")
+    if wheels:
+        site = scratch / "site"
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                               "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, wheels)],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            found["site"], found["wheels"] = str(site), [w.name for w in wheels]
+            log(f"installed {len(wheels)} carried wheels into {site}: {', '.join(w.name for w in wheels)}")
+        else:
+            log(f"pip could not install the carried wheels:\n{done.stderr[-2000:]}")
+    debs = sorted(folder.glob("bubblewrap_*.deb"))
+    if debs and shutil.which("bwrap") is None:
+        dest = scratch / "bwrap"
+        try:
+            unpack_deb(debs[-1], dest)
+            found["bin"], found["deb"] = str(dest / "usr" / "bin"), debs[-1].name
+            log(f"unpacked {debs[-1].name} into {dest}")
+        except (OSError, ValueError, subprocess.CalledProcessError) as e:
+            log(f"could not unpack {debs[-1].name}: {e}")
+    elif debs:
+        log(f"bwrap is already installed here ({shutil.which('bwrap')}); {debs[-1].name} left packed")
+    return found
+
+
+# --- the steps ----------------------------------------------------------------------------------------
+
+def run(cmd, env, timeout: float) -> tuple[int, str, float]:
+    """(exit status, stdout and stderr, seconds); 124 and what was printed when it ran past `timeout`."""
+    start = time.monotonic()
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        return done.returncode, done.stdout + done.stderr, time.monotonic() - start
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return 124, out + f"\n(stopped after {timeout:.0f} s)", time.monotonic() - start
+
+
+def discover(env, assume_gpu: bool) -> dict:
+    code, out, _ = run([sys.executable, "-c", DISCOVER, "assume-gpu" if assume_gpu else "as-is"], env, 300)
+    if code != 0:
+        raise SystemExit(f"could not list the exercises with a GPU path:\n{out[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def check_notebook(assignment: str, notebook: str, env, timeout: float) -> dict:
+    """Step 1 for one exercise: `python -m autograder check` on its solution notebook."""
+    code, out, seconds = run([sys.executable, "-m", "autograder", "check", notebook, "--assignment", assignment],
+                             env, timeout)
+    score = re.search(r"^\s*score:\s*([\d.]+)\s*/\s*([\d.]+)", out, re.M)
+    sandbox = re.search(r"^\s*sandbox:\s*(.+)$", out, re.M)
+    got, best = (float(score.group(1)), float(score.group(2))) if score else (None, None)
+    return {"exit": code, "seconds": round(seconds, 1), "score": got, "max_score": best,
+            "failed": [line.split()[2] for line in out.splitlines() if line.strip().startswith("FAIL")],
+            "sandbox": sandbox.group(1).strip() if sandbox else None,
+            "sandbox_mode": ("bwrap" if sandbox and sandbox.group(1).startswith("bubblewrap") else
+                             "fallback" if sandbox else None),
+            "passed": code == 0 and score is not None and got == best, "output": out}
+
+
+def test_files(assignments) -> list[str]:
+    """tests/test_<NN>_*.py of each assignment <NN>-...: the tests whose cases run on CUDA with a GPU."""
+    files = []
+    for assignment in assignments:
+        files += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob(f"test_{assignment[:2]}_*.py"))
+    return files
+
+
+def run_tests(files, env, timeout: float, dry_run: bool) -> dict:
+    """Step 2: pytest on `files` (on the CPU, a dry run only collects them: running them here is `make test`'s job)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
+    if dry_run:
+        cmd.append("--collect-only")
+    elif importlib.util.find_spec("xdist") is not None:
+        cmd += ["-n", str(min(len(files), 4)), "--dist", "loadfile"]  # a module's graded batch stays on one worker
+    code, out, seconds = run(cmd, env, timeout)
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|tests? collected)", out)}
+    return {"command": " ".join(cmd[1:]), "exit": code, "seconds": round(seconds, 1), "counts": counts,
+            "passed": code == 0, "output": out}
+
+
+def run_benchmark(out_dir: Path, budget_s: float, dry_run: bool, extra: list[str], env, log) -> dict:
+    """Step 3: the benchmark in one process, its output streamed into the log as it comes."""
+    cmd = [sys.executable, "-m", "normgrad.benchmark", "--out", str(out_dir), "--budget-s", f"{budget_s:.0f}", *extra]
+    if dry_run:
+        cmd.append("--dry-run")
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
+    timer = threading.Timer(budget_s + 90, proc.kill)  # its own budget, plus compilation stragglers
+    timer.start()
+    for line in proc.stdout:
+        log("  bench |", line.rstrip())
+    code = proc.wait()
+    timer.cancel()
+    files = sorted(out_dir.glob("bench-*.json"))
+    return {"command": " ".join(cmd[1:]), "exit": code, "seconds": round(time.monotonic() - start, 1),
+            "file": str(files[-1]) if files else None, "passed": code == 0 and bool(files)}
+
+
+def environment(tools: dict, env) -> dict:
+    """What the run ran on: the GPU and its driver (nvidia-smi's read-only query), bubblewrap, setpriv."""
+    found = {"python": sys.version.split()[0], "executable": sys.executable}
+    if shutil.which("nvidia-smi"):
+        code, out, _ = run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem,"
+                                          "temperature.gpu,power.draw", "--format=csv"], env, 60)
+        found["nvidia_smi"] = out.strip()
+    bwrap = shutil.which("bwrap", path=env["PATH"])
+    found["bwrap"] = bwrap
+    if bwrap:
+        found["bwrap_version"] = run([bwrap, "--version"], env, 30)[1].strip()
+    found["setpriv"] = shutil.which("setpriv", path=env["PATH"])
+    found["tools"] = tools
+    return found
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python scripts/gpu_check.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="run every step on the CPU: interpreted, tiny shapes")
+    parser.add_argument("--out", type=Path, help="folder for what it writes (default: $OUT, else gpu-results/, "
+                                                 "or for a dry run a temporary folder)")
+    parser.add_argument("--assignments", nargs="+", help="only these exercises (default: every one with a GPU path)")
+    parser.add_argument("--bench-args", default="", help="more arguments for the benchmark, e.g. '--dtypes float32'")
+    parser.add_argument("--limit-s", type=float, default=LIMIT_S, help="the whole run's time (default %(default)s)")
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    default = Path(tempfile.mkdtemp(prefix="gpu-check-dry-run-")) if args.dry_run else ROOT / "gpu-results"
+    out_dir = (args.out or Path(os.environ.get("OUT") or default)).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("bench-*.json"):
+        old.unlink()  # the results file of this run is the only one here
+    log = Log(out_dir / "gpu-check.log")
+
+    import torch
+
+    gpu = torch.cuda.is_available()
+    if not gpu and not args.dry_run:
+        log(NO_GPU)
+        return 2
+    mode = "GPU run" if gpu and not args.dry_run else "DRY RUN on the CPU (interpreted Triton, tiny shapes)"
+    log(f"gpu-check {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {mode}")
+    scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    tools = install_tools(TOOLS, scratch, log)
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), tools["site"], os.environ.get("PYTHONPATH")) if p),
+               PATH=os.pathsep.join(p for p in (tools["bin"], os.environ.get("PATH", "/usr/bin:/bin")) if p))
+    if not gpu:
+        env["TRITON_INTERPRET"] = "1"
+    report = {"dry_run": args.dry_run, "gpu": torch.cuda.get_device_name() if gpu else None,
+              "environment": environment(tools, env)}
+    log(f"bwrap: {report['environment']['bwrap'] or 'none'}; setpriv: {report['environment']['setpriv'] or 'none'}")
+
+    found = discover(env, assume_gpu=not gpu)
+    if args.assignments:
+        found = {a: found[a] for a in args.assignments if a in found}
+    log("exercises with a GPU path: " + ", ".join(f"{a} ({f['cuda_cases']} CUDA cases)" for a, f in found.items()))
+    files = test_files(found)
+    log(f"steps 1 and 2, side by side: autograder check on {len(found)} solution notebooks; pytest {' '.join(files)}")
+    with ThreadPoolExecutor(max_workers=len(found) + 1) as pool:
+        tests = pool.submit(run_tests, files, env, STEPS_TIMEOUT_S, args.dry_run)
+        checks = {a: pool.submit(check_notebook, a, f["notebook"], env, STEPS_TIMEOUT_S) for a, f in found.items()}
+        checks = {a: c.result() for a, c in checks.items()}
+        tests = tests.result()
+    with open(out_dir / "autograder.txt", "w") as f:
+        for assignment, result in checks.items():
+            f.write(f"=== {assignment}: exit {result['exit']}, {result['seconds']} s ===\n{result.pop('output')}\n")
+    (out_dir / "pytest.txt").write_text(f"$ python {tests['command']}\n{tests.pop('output')}")
+    for assignment, result in checks.items():
+        result["cuda_cases"] = found[assignment]["cuda_cases"]
+        log(f"1. {assignment}: {'PASS' if result['passed'] else 'FAIL'} {result['score']}/{result['max_score']} "
+            f"in {result['seconds']} s, sandbox: {result['sandbox_mode']}"
+            + (f"; failed: {', '.join(result['failed'])}" if result["failed"] else ""))
+    log(f"2. pytest: {'PASS' if tests['passed'] else 'FAIL'} {tests['counts']} in {tests['seconds']} s")
+    modes = sorted({r["sandbox_mode"] for r in checks.values() if r["sandbox_mode"]})
+    report.update(autograder=checks, sandbox_modes=modes, pytest=tests)
+
+    budget = min(BENCH_MOST_S, args.limit_s - (time.monotonic() - start) - BENCH_MARGIN_S)
+    log(f"3. benchmark, with {budget:.0f} s for the sweep")
+    bench = run_benchmark(out_dir, max(budget, 30.0), args.dry_run, args.bench_args.split(), env, log)
+    if bench["file"]:
+        from normgrad import benchmark
+
+        results = benchmark.read_results(Path(bench["file"]))
+        bench["targets"] = results["targets"]
+        bench["skipped"] = len(results["skipped"])
+        if not args.dry_run:
+            copied = ROOT / "chapters" / "data" / Path(bench["file"]).name
+            copied.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(bench["file"], copied)
+            bench["copied_to"] = str(copied.relative_to(ROOT))
+            log(f"   copied to {bench['copied_to']}: commit it")
+    report["benchmark"] = bench
+    report["elapsed_s"] = round(time.monotonic() - start, 1)
+    report["within_limit"] = report["elapsed_s"] <= args.limit_s
+    report["passed"] = (all(r["passed"] for r in checks.values()) and tests["passed"] and bench["passed"])
+    (out_dir / "gpu-check.json").write_text(json.dumps(report, indent=1) + "\n")
+    shutil.rmtree(scratch, ignore_errors=True)
+    log(f"{mode}: {'every step passed' if report['passed'] else 'A STEP FAILED'} in {report['elapsed_s']} s "
+        f"(limit {args.limit_s:.0f} s); sandbox: {', '.join(modes) or 'none'}; wrote {out_dir}")
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
