@@ -247,69 +247,7 @@ def test_each_known_mistake_fails_the_float32_test_and_is_named(mistake):
     assert diagnose(assignment, FUNCTION, trial, wrong) is known
 
 
-# --- the benchmark's results file and plot, from synthetic data (never a measurement) ----------
-
-def synthetic_results(date="2026-01-02"):
-    """A results file's content with made-up times, marked synthetic: for tests only, never committed."""
-    from normgrad import benchmark
-
-    rows = []
-    for dtype in benchmark.DTYPE_NAMES:
-        for m in benchmark.ROWS:
-            for n in benchmark.COLUMNS:
-                for impl, fraction in (("course", 0.9), ("torch", 0.6), ("liger", 0.7)):
-                    gbs = 1000.0 * fraction
-                    rows.append({"impl": impl, "dtype": dtype, "M": m, "N": n, "gb_per_s": gbs,
-                                 "ms": benchmark.traffic_bytes(m, n, dtype) / (gbs * 1e6)})
-    return {"schema": benchmark.SCHEMA, "synthetic": True, "gpu": "Synthetic GPU 80GB", "date": date,
-            "copy_gb_per_s": 1000.0, "rows": rows}
-
-
-def test_results_round_trip_and_the_latest_file_is_found(tmp_path):
-    from normgrad import benchmark
-
-    assert benchmark.find_results(tmp_path) is None
-    older = benchmark.write_results(synthetic_results("2026-01-02"), tmp_path)
-    newer = benchmark.write_results(synthetic_results("2026-03-04"), tmp_path)
-    assert older.name == "bench-synthetic-gpu-80gb-2026-01-02.json"
-    assert benchmark.find_results(tmp_path) == newer
-    assert benchmark.read_results(newer) == synthetic_results("2026-03-04")
-
-
-@pytest.mark.parametrize("damage,message", [
-    (lambda r: r.pop("copy_gb_per_s"), "copy_gb_per_s"),
-    (lambda r: r.update(date="March"), "YYYY-MM-DD"),
-    (lambda r: r["rows"][3].update(impl="cublas"), "row 3"),
-    (lambda r: r["rows"][0].update(ms=-1.0), "row 0"),
-])
-def test_a_malformed_results_file_is_refused_with_a_reason(tmp_path, damage, message):
-    from normgrad import benchmark
-
-    results = synthetic_results()
-    damage(results)
-    path = tmp_path / "bench-x-2026-01-02.json"
-    path.write_text(json.dumps(results))
-    with pytest.raises(ValueError, match=message):
-        benchmark.read_results(path)
-
-
-def test_summary_reads_the_speed_of_light_ratio_and_the_speedup():
-    from normgrad import benchmark
-
-    got = benchmark.summary(synthetic_results())
-    assert got["fraction_of_copy"] == pytest.approx({d: 0.9 for d in benchmark.DTYPE_NAMES})
-    assert got["speedup"] == pytest.approx({d: 1.5 for d in benchmark.DTYPE_NAMES})
-    assert got["slower_than_torch"] == []
-
-
-def test_the_plot_draws_every_line_and_says_synthetic():
-    from normgrad import benchmark
-    from normgrad.plotting import bandwidth_figure
-
-    fig = bandwidth_figure(synthetic_results())
-    assert [ax.get_title() for ax in fig.axes] == list(benchmark.DTYPE_NAMES)
-    assert all(len(ax.get_lines()) == 3 * 2 + 1 for ax in fig.axes)  # 3 implementations x 2 M, and the copy line
-    assert fig._suptitle.get_text().startswith("SYNTHETIC TEST DATA")
+# --- the benchmark without a GPU (its results file, targets and figure: tests/test_benchmark.py) --------
 
 
 def test_the_benchmark_without_a_gpu_says_so_and_writes_nothing(root, tmp_path):

@@ -24,3 +24,24 @@ def test_median_seconds_times_the_call_and_names_the_processor():
     assert median_seconds(lambda: calls.append(1), repeats=3) >= 0.0
     assert len(calls) == 4  # a warm-up, then the timed calls
     assert cpu_name()
+
+
+def test_device_timer_flushes_before_every_timed_call_and_takes_the_median():
+    from normgrad.timing import DeviceTimer
+
+    timer = DeviceTimer("cpu", flush_bytes=1 << 16)
+    order = []
+    timer.flush = lambda: order.append("flush")
+    times = timer.times_ms(lambda: order.append("call"), reps=3)
+    assert order == ["flush", "call"] * 3 and len(times) == 3 and all(t >= 0 for t in times)
+    calls = []
+    assert timer.median_ms(lambda: calls.append(1), reps=5, warmup=2) >= 0 and len(calls) == 7
+
+
+def test_repetitions_fit_the_budget_within_bounds():
+    from normgrad.timing import repetitions
+
+    assert repetitions(0.9, 100.0, overhead_ms=0.1) == 100  # 100 calls of 1 ms fit in 100 ms
+    assert repetitions(1.9, 100.0, overhead_ms=0.1) == 50
+    assert repetitions(500.0, 100.0) == 3  # never fewer than `least`
+    assert repetitions(0.0, 1e9) == 100  # never more than `most`

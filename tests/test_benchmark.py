@@ -1,0 +1,120 @@
+"""Chapter 6's GPU benchmark without a GPU: its results file, the targets it judges, its figure.
+
+Every number here is synthetic and says so; a measurement comes only from a GPU run
+(`make gpu-check`), and the dry run (tests/test_gpu_check.py) runs the measuring code itself.
+"""
+
+import json
+
+import pytest
+
+from normgrad import benchmark
+
+GOOD = {"v1 rowwise": 0.45, "v2 locked": 0.6, "v3 persistent": 0.9, "torch": 0.5, "torch.compile": 0.7,
+        "liger": 0.8}  # fractions of the copy bandwidth, made up
+
+
+def synthetic_results(date="2026-01-02", fractions=GOOD, deterministic=True):
+    """A results file's content with made-up times, marked synthetic: for tests only, never committed."""
+    rows = []
+    for dtype in benchmark.DTYPE_NAMES:
+        for m in benchmark.ROWS:
+            for n in benchmark.COLUMNS:
+                for impl, fraction in fractions.items():
+                    gbs = 1000.0 * fraction
+                    rows.append({"impl": impl, "dtype": dtype, "M": m, "N": n, "gb_per_s": gbs, "reps": 5,
+                                 "ms": benchmark.traffic_bytes(m, n, dtype) / (gbs * 1e6),
+                                 "deterministic": deterministic or impl != benchmark.FASTEST})
+    results = {"schema": benchmark.SCHEMA, "synthetic": True, "gpu": "Synthetic GPU 80GB", "date": date,
+               "dry_run": False, "copy_gb_per_s": 1000.0, "checks": {}, "skipped": [], "targets": [], "rows": rows}
+    results["targets"] = benchmark.targets(results)
+    return results
+
+
+def test_the_rungs_are_chapter_6_s():
+    from normgrad import triton_layernorm
+
+    assert benchmark.COURSE == tuple(triton_layernorm.VERSIONS) and benchmark.FASTEST == triton_layernorm.FASTEST
+
+
+def test_traffic_counts_x_dy_dx_then_gamma_dgamma_dbeta_then_the_statistics():
+    assert benchmark.traffic_bytes(4096, 1024, "bfloat16") == 3 * 4096 * 1024 * 2 + 3 * 1024 * 2 + 8 * 4096
+    assert benchmark.traffic_bytes(10, 3, "float32") == 3 * 30 * 4 + 3 * 3 * 4 + 80
+
+
+def test_results_round_trip_and_the_latest_measurement_is_found(tmp_path):
+    assert benchmark.find_results(tmp_path) is None
+    older = benchmark.write_results(synthetic_results("2026-01-02"), tmp_path)
+    newer = benchmark.write_results(synthetic_results("2026-03-04"), tmp_path)
+    dry = synthetic_results("2026-05-06")
+    dry.update(dry_run=True, gpu="dry run on a CPU")
+    benchmark.write_results(dry, tmp_path)  # a dry run is never what the chapter draws
+    assert older.name == "bench-synthetic-gpu-80gb-2026-01-02.json"
+    assert benchmark.find_results(tmp_path) == newer
+    assert benchmark.read_results(newer) == synthetic_results("2026-03-04")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda r: r.pop("copy_gb_per_s"), "copy_gb_per_s"),
+    (lambda r: r.pop("dry_run"), "dry_run"),
+    (lambda r: r.update(schema=1), "schema 1"),
+    (lambda r: r.update(date="March"), "YYYY-MM-DD"),
+    (lambda r: r["rows"][3].update(impl="cublas"), "row 3"),
+    (lambda r: r["rows"][0].update(ms=-1.0), "row 0"),
+    (lambda r: r["rows"][5].pop("deterministic"), "row 5"),
+])
+def test_a_malformed_results_file_is_refused_with_a_reason(tmp_path, damage, message):
+    results = synthetic_results()
+    damage(results)
+    path = tmp_path / "bench-x-2026-01-02.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=message):
+        benchmark.read_results(path)
+
+
+def test_targets_met_when_the_fastest_kernel_is_fast_everywhere():
+    found = synthetic_results()["targets"]
+    assert [t["met"] for t in found] == [True] * 6
+    assert found[0]["measured"] == pytest.approx(0.9, rel=1e-3)  # 3 M N e dominates the traffic
+    assert found[4]["measured"] == pytest.approx(0.9 / 0.5)  # the geometric mean over eager PyTorch
+
+
+def test_each_missed_target_says_where_and_by_how_much():
+    slow = dict(GOOD, **{"v3 persistent": 0.78, "liger": 0.8})
+    light, eager, compiled, liger, mean, same_bits = synthetic_results(fractions=slow, deterministic=False)["targets"]
+    assert light["met"] is False
+    assert {round(x["short_by"], 3) for x in light["misses"]} == {0.07}  # 0.85 - 0.78, at every large shape
+    assert all(x["dtype"] == "bfloat16" and x["N"] >= 1024 and x["M"] * x["N"] >= 2**26 for x in light["misses"])
+    assert len(light["misses"]) == 6 + 3 + 1  # N >= 1024 at M = 65536, N >= 4096 at 16384, N = 16384 at 4096
+    assert eager["met"] is True and compiled["met"] is True and mean["met"] is True
+    assert liger["met"] is False and len(liger["misses"]) == len(benchmark.DTYPE_NAMES) * 24
+    assert liger["misses"][0]["speedup"] == pytest.approx(0.78 / 0.8, rel=1e-3)
+    assert same_bits["met"] is False and same_bits["measured"] == 0
+
+
+def test_a_target_with_nothing_to_judge_it_by_is_neither_met_nor_missed():
+    results = synthetic_results(fractions={"v3 persistent": 0.9})
+    found = benchmark.targets(results)
+    assert [t["met"] for t in found] == [True, None, None, None, None, True]
+
+
+def test_summary_quotes_the_speed_of_light_ratio_and_each_speedup():
+    got = benchmark.summary(synthetic_results())
+    assert got["fraction_of_copy"] == pytest.approx({d: 0.9 for d in benchmark.DTYPE_NAMES}, rel=1e-3)
+    assert got["speedup"]["torch"] == pytest.approx({d: 1.8 for d in benchmark.DTYPE_NAMES})
+    assert got["speedup"]["liger"] == pytest.approx({d: 0.9 / 0.8 for d in benchmark.DTYPE_NAMES})
+
+
+def test_the_figure_draws_gb_per_s_and_the_fraction_for_every_implementation_and_says_synthetic():
+    fig = benchmark.figure(synthetic_results())
+    columns = len(benchmark.DTYPE_NAMES)
+    top, bottom = fig.axes[:columns], fig.axes[columns:]
+    assert [ax.get_title() for ax in top] == [f"{d}, M = 65536" for d in benchmark.DTYPE_NAMES]
+    assert all(len(ax.get_lines()) == len(benchmark.IMPLS) + 1 for ax in top)  # and the copy bandwidth
+    assert all(len(ax.get_lines()) == len(benchmark.IMPLS) + 2 for ax in bottom)  # and 100% and the target
+    assert fig._suptitle.get_text().startswith("SYNTHETIC TEST DATA")
+
+
+def test_the_report_names_every_target():
+    text = benchmark.report(synthetic_results())
+    assert text.count("MET") == 6 and "speedup over torch.compile" in text

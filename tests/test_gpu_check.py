@@ -1,0 +1,97 @@
+"""`make gpu-check` on a machine without a GPU: it refuses, and its dry run runs every step on the CPU."""
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import torch
+
+import gpu_check
+from normgrad import benchmark
+
+GPU_ASSIGNMENTS = ["04-code-mapping", "05-thnn", "06-triton"]
+
+
+def fake_deb(path, members: dict[str, bytes]):
+    """A .deb as dpkg writes one: an ar archive of debian-binary, control.tar.xz and data.tar.xz."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:xz") as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    parts = [("debian-binary", b"2.0\n"), ("control.tar.xz", b""), ("data.tar.xz", data.getvalue())]
+    blob = b"!<arch>\n"
+    for name, body in parts:
+        blob += f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(body):<10}`\n".encode() + body + b"\n" * (len(body) % 2)
+    path.write_bytes(blob)
+    return path
+
+
+def test_a_deb_unpacks_under_its_folder_and_never_outside(tmp_path):
+    deb = fake_deb(tmp_path / "bubblewrap_0.8.0_amd64.deb",
+                   {"./usr/bin/bwrap": b"#!/bin/sh\n", "../escaped": b"x", "/etc/absolute": b"x"})
+    names = gpu_check.unpack_deb(deb, tmp_path / "root")
+    assert names == ["./usr/bin/bwrap"]
+    assert (tmp_path / "root" / "usr" / "bin" / "bwrap").read_bytes() == b"#!/bin/sh\n"
+    assert not (tmp_path / "escaped").exists()
+    (tmp_path / "not.deb").write_bytes(b"PK\x03\x04")
+    with pytest.raises(ValueError, match="not an ar archive"):
+        gpu_check.unpack_deb(tmp_path / "not.deb", tmp_path / "other")
+
+
+def test_only_wheels_this_python_can_install_are_installed(tmp_path):
+    assert gpu_check._installable(tmp_path / "nbformat-5.11.1-py3-none-any.whl")
+    assert not gpu_check._installable(tmp_path / "rpds_py-1.0-cp27-cp27mu-manylinux1_x86_64.whl")
+
+
+def test_the_tests_of_an_exercise_are_its_numbered_files(root):
+    assert gpu_check.test_files(GPU_ASSIGNMENTS) == [
+        "tests/test_04_code_mapping.py", "tests/test_05_thnn.py", "tests/test_06_triton.py"]
+
+
+def test_the_exercises_with_a_gpu_path_are_found_in_their_cases(root):
+    """06-triton picks its device when imported (one per process), so only a GPU, real or assumed, shows it."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)}
+    assumed = gpu_check.discover(env, assume_gpu=True)
+    assert sorted(assumed) == GPU_ASSIGNMENTS
+    assert all(found["cuda_cases"] > 0 and found["notebook"].endswith(".ipynb") for found in assumed.values())
+
+
+def test_without_a_gpu_it_says_so_and_fails(root, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    done = subprocess.run([sys.executable, "scripts/gpu_check.py", "--out", str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "needs an NVIDIA GPU" in done.stdout and "Traceback" not in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["gpu-check.log"]
+
+
+def test_the_dry_run_runs_every_step_and_writes_what_the_gpu_run_writes(root, tmp_path):
+    """One exercise and one small shape, to keep it short; the GPU run has every exercise and the whole sweep."""
+    done = subprocess.run([sys.executable, "scripts/gpu_check.py", "--dry-run", "--out", str(tmp_path),
+                           "--assignments", "05-thnn", "--bench-args", "--dtypes bfloat16 --columns 48 --rows 20"],
+                          cwd=root, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert all(p.is_file() for p in tmp_path.iterdir()) and len(files) <= 8  # what the GPU machine brings back
+    bench = [name for name in files if name.startswith("bench-")]
+    assert len(bench) == 1 and sorted(set(files) - set(bench)) == ["autograder.txt", "gpu-check.json",
+                                                                  "gpu-check.log", "pytest.txt"]
+    report = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert report["passed"] and report["dry_run"] and report["within_limit"]
+    check = report["autograder"]["05-thnn"]
+    assert check["score"] == check["max_score"] > 0 and check["sandbox_mode"] in ("bwrap", "fallback")
+    assert report["sandbox_modes"] == [check["sandbox_mode"]]
+    assert report["pytest"]["counts"]["tests collected"] > 0
+    results = benchmark.read_results(tmp_path / bench[0])
+    assert results["dry_run"] and results["gpu"].startswith("dry run")
+    measured = {r["impl"] for r in results["rows"]}
+    assert set(benchmark.COURSE) | {"torch", "torch.compile"} <= measured
+    assert all(v == "pass" for by_shape in results["checks"].values() for v in by_shape.values())
+    assert results["kernels"] and all(k["impl"] == benchmark.FASTEST for k in results["kernels"])
+    assert [t["met"] for t in results["targets"]][-1] is True  # the fastest rung's sums: the same bits twice
+    assert "DRY RUN" in (tmp_path / "gpu-check.log").read_text()
