@@ -322,23 +322,27 @@ def implementations() -> tuple[dict[str, Callable], list[str]]:
     return impls, notes
 
 
-def check_one(fn, shape, dtype_name: str, device: str, seed: int = 2026) -> str:
-    """"pass", or what the float64 oracle found wrong with fn on a random trial of `shape` (exercise 06's)."""
+def check_all(impls: dict, shape, dtype_name: str, device: str, seed: int = 2026) -> dict[str, str]:
+    """impl -> "pass", or what the float64 oracle found wrong, on one random trial of `shape` (exercise 06's)."""
     import numpy as np
 
     from .cases.torch_trials import backward_trial
 
     trial = backward_trial("layer", shape, _torch_dtype(dtype_name))(np.random.default_rng(seed), device)
-    try:
-        problems = trial.judge(fn(*trial.args), trial.expected)
-    except Exception as e:  # a kernel that cannot run here is reported, not fatal
-        problems = [f"raised {type(e).__name__}: {str(e)[:300]}"]
-    return "pass" if not problems else "; ".join(problems)
+    found = {}
+    for name, fn in impls.items():
+        try:
+            problems = trial.judge(fn(*trial.args), trial.expected)
+        except Exception as e:  # a kernel that cannot run here is reported, not fatal
+            problems = [f"raised {type(e).__name__}: {str(e)[:300]}"]
+        found[name] = "pass" if not problems else "; ".join(problems)
+    return found
 
 
 def check(impls: dict, device: str = "cuda", shape=(300, 5000)) -> dict[str, dict[str, str]]:
     """impl -> dtype -> "pass" or what the float64 oracle found wrong, on one shape."""
-    return {name: {dtype: check_one(fn, shape, dtype, device) for dtype in DTYPE_NAMES} for name, fn in impls.items()}
+    by_dtype = {dtype: check_all(impls, shape, dtype, device) for dtype in DTYPE_NAMES}
+    return {name: {dtype: by_dtype[dtype][name] for dtype in DTYPE_NAMES} for name in impls}
 
 
 def inputs_for(m: int, n: int, dtype_name: str, device: str = "cuda"):
@@ -410,6 +414,41 @@ def _version(package: str) -> str | None:
         return None
 
 
+def first_calls(impls: dict, m: int, n: int, dtype: str, device: str, notes: list) -> None:
+    """Call every implementation once at (m, n), where it fits: what compiles, compiles here (and is cached on
+    disk, by Triton and by torch.compile, for any later process that makes the same call)."""
+    import torch
+
+    if _fits(m, n, dtype, device) is not None:
+        return
+    args = inputs_for(m, n, dtype, device)
+    for name, fn in impls.items():
+        try:
+            fn(*args)
+        except Exception as e:
+            notes.append(f"{name} {dtype} N={n}: the first call raised {type(e).__name__}: {str(e)[:300]}")
+    del args
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def warm(dry_run: bool, dtypes, rows, columns, log=print) -> int:
+    """Only the first calls (compilation) of `measure`, for the given dtypes and N: run in a few processes
+    side by side while other work goes on, they leave the compiled kernels in the disk caches."""
+    device = "cpu" if dry_run else "cuda"
+    rows = tuple(rows or (DRY_ROWS if dry_run else ROWS))
+    columns = tuple(columns or (DRY_COLUMNS if dry_run else COLUMNS))
+    impls, notes = implementations()
+    start = time.monotonic()
+    for dtype in dtypes:
+        for n in columns:
+            first_calls(impls, max(rows), n, dtype, device, notes)
+    log(f"compiled {len(impls)} implementations for {list(dtypes)} x N = {list(columns)} in "
+        f"{time.monotonic() - start:.0f} s", *notes, sep="\n")
+    return 0
+
+
 def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, budget_s: float = BUDGET_S,
             log=print) -> dict:
     """Everything, on the current GPU (or, dry, on the CPU): copy bandwidth, checks, determinism, times."""
@@ -446,16 +485,8 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
     pending = len(dtypes) * len(columns) * len(rows) * len(impls)
     for dtype in dtypes:
         for n in columns:
-            why = _fits(max(rows), n, dtype, device)
-            first = inputs_for(max(rows), n, dtype, device) if why is None else None
-            for name, fn in impls.items():  # compile everything at the largest M, before any check or timing
-                if first is not None:
-                    try:
-                        fn(*first)
-                    except Exception as e:
-                        notes.append(f"{name} {dtype} N={n}: the first call raised {type(e).__name__}: {e}")
-            del first
-            verdicts = {name: check_one(fn, (check_rows, n), dtype, device) for name, fn in impls.items()}
+            first_calls(impls, max(rows), n, dtype, device, notes)
+            verdicts = check_all(impls, (check_rows, n), dtype, device)
             for name, verdict in verdicts.items():
                 results["checks"].setdefault(name, {})[f"{dtype} N={n}"] = verdict
                 if verdict != "pass":
@@ -578,6 +609,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="run the same code on the CPU, interpreted, tiny shapes")
     parser.add_argument("--check", action="store_true", help="check correctness on the GPU only; time nothing")
     parser.add_argument("--sweep", action="store_true", help="time the persistent kernel's launch settings")
+    parser.add_argument("--warm-only", action="store_true",
+                        help="only compile (the first call of each implementation), filling the disk caches")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the results file")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="seconds for the whole sweep (default %(default)s)")
     parser.add_argument("--dtypes", nargs="+", choices=DTYPE_NAMES, default=list(DTYPE_NAMES))
@@ -603,6 +636,8 @@ def main(argv=None) -> int:
     if args.sweep:
         sweep()
         return 0
+    if args.warm_only:
+        return warm(args.dry_run, tuple(args.dtypes), args.rows, args.columns)
     results = measure(args.dry_run, tuple(args.dtypes), args.rows, args.columns, args.budget_s)
     path = write_results(results, args.out)
     print(report(results))

@@ -166,12 +166,13 @@ def test_correct_variants_score_full_marks(graded, variant):
     assert score == best, feedback
 
 
-# --- chapter 6's ladder, under the interpreter -----------------------------------------------
+# --- chapter 6's ladder, under the interpreter (compiled, on CUDA tensors, where there is a GPU) --------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("version", triton_layernorm.VERSIONS)
 def test_every_rung_of_the_ladder_matches_the_oracle(version, dtype):
-    trial = backward_trial("layer", (37, 1100), dtype)(np.random.default_rng(6), "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # Triton is compiled or interpreted, not both
+    trial = backward_trial("layer", (37, 1100), dtype)(np.random.default_rng(6), device)
     assert trial.judge(triton_layernorm.VERSIONS[version](*trial.args), trial.expected) == []
 
 
