@@ -110,7 +110,8 @@ def unpack_deb(deb: Path, dest: Path) -> list[str]:
                 return sorted(str(p.relative_to(dest)) for p in Path(dest).rglob("*"))
             with tarfile.open(fileobj=io.BytesIO(body)) as tar:
                 members = [m for m in tar.getmembers() if not (m.name.startswith("/") or ".." in Path(m.name).parts)]
-                tar.extractall(dest, members=members)
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python's own checks too
+                tar.extractall(dest, members=members, **safe)
                 return sorted(m.name for m in members)
     raise ValueError(f"{deb} has no data.tar member")
 

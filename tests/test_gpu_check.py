@@ -95,3 +95,33 @@ def test_the_dry_run_runs_every_step_and_writes_what_the_gpu_run_writes(root, tm
     assert results["kernels"] and all(k["impl"] == benchmark.FASTEST for k in results["kernels"])
     assert [t["met"] for t in results["targets"]][-1] is True  # the fastest rung's sums: the same bits twice
     assert "DRY RUN" in (tmp_path / "gpu-check.log").read_text()
+
+
+def fake_wheel(folder, name="gpucheckprobe", version="1.0"):
+    """The smallest wheel pip installs: a module and its dist-info."""
+    import zipfile
+
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}.py": "VALUE = 42\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{n},,\n" for n in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for n, text in files.items():
+            z.writestr(n, text)
+    return path
+
+
+def test_carried_wheels_and_bubblewrap_install_into_a_scratch_folder(tmp_path, monkeypatch):
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    fake_wheel(carried)
+    fake_deb(carried / "bubblewrap_0.8.0-2_amd64.deb", {"./usr/bin/bwrap": b"#!/bin/sh\n"})
+    monkeypatch.setattr(gpu_check.shutil, "which", lambda name, path=None: None)  # a machine without bubblewrap
+    lines = []
+    found = gpu_check.install_tools(carried, tmp_path / "scratch", lines.append)
+    assert (tmp_path / "scratch" / "site" / "gpucheckprobe.py").is_file(), lines
+    assert found["wheels"] == ["gpucheckprobe-1.0-py3-none-any.whl"]
+    assert (tmp_path / "scratch" / "bwrap" / "usr" / "bin" / "bwrap").is_file() and found["bin"].endswith("usr/bin")
+    assert gpu_check.install_tools(tmp_path / "absent", tmp_path / "s2", lines.append)["site"] is None
