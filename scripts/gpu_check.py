@@ -24,7 +24,7 @@ Files written (at most eight, none in subfolders, as the GPU machine's tool brin
 gpu-check.log (everything printed), gpu-check.json (what each step found),
 autograder.txt, pytest.txt, and the benchmark's bench-<gpu>-<date>.json.
 Exit status: 0 when every step ran and passed, 1 when one failed, 2 without a GPU
-(and without --dry-run). Missed speed targets are findings, written down, not failures.
+(and without --dry-run; then it writes nothing). Missed speed targets are findings, written down, not failures.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # normgrad, however the script is started (`make gpu-check` sets no PYTHONPATH)
 TOOLS = ROOT / ".whl"
 LIMIT_S = 360.0  # the whole check, on a bare GPU machine
 STEPS_TIMEOUT_S = 170.0  # steps 1 and 2, side by side
@@ -302,28 +303,27 @@ def main(argv=None) -> int:
     parser.add_argument("--limit-s", type=float, default=LIMIT_S, help="the whole run's time (default %(default)s)")
     args = parser.parse_args(argv)
     start = time.monotonic()
+    import torch
+
+    gpu = torch.cuda.is_available() and not args.dry_run
+    if not torch.cuda.is_available() and not args.dry_run:
+        print(NO_GPU, flush=True)
+        return 2
     default = Path(tempfile.mkdtemp(prefix="gpu-check-dry-run-")) if args.dry_run else ROOT / "gpu-results"
     out_dir = (args.out or Path(os.environ.get("OUT") or default)).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("bench-*.json"):
         old.unlink()  # the results file of this run is the only one here
     log = Log(out_dir / "gpu-check.log")
-
-    import torch
-
-    gpu = torch.cuda.is_available()
-    if not gpu and not args.dry_run:
-        log(NO_GPU)
-        return 2
-    mode = "GPU run" if gpu and not args.dry_run else "DRY RUN on the CPU (interpreted Triton, tiny shapes)"
+    mode = "GPU run" if gpu else "DRY RUN on the CPU (interpreted Triton, tiny shapes)"
     log(f"gpu-check {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {mode}")
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     tools = install_tools(TOOLS, scratch, log)
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), tools["site"], os.environ.get("PYTHONPATH")) if p),
                PATH=os.pathsep.join(p for p in (tools["bin"], os.environ.get("PATH", "/usr/bin:/bin")) if p))
-    if not gpu:
-        env["TRITON_INTERPRET"] = "1"
+    if not gpu:  # a dry run sees no GPU, even where there is one: every step on the CPU
+        env.update(TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     report = {"dry_run": args.dry_run, "gpu": torch.cuda.get_device_name() if gpu else None,
               "environment": environment(tools, env)}
     log(f"bwrap: {report['environment']['bwrap'] or 'none'}; setpriv: {report['environment']['setpriv'] or 'none'}")
