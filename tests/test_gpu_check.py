@@ -82,7 +82,7 @@ def test_the_dry_run_runs_every_step_and_writes_what_the_gpu_run_writes(root, tm
     assert len(bench) == 1 and sorted(set(files) - set(bench)) == ["autograder.txt", "gpu-check.json",
                                                                   "gpu-check.log", "pytest.txt"]
     report = json.loads((tmp_path / "gpu-check.json").read_text())
-    assert report["passed"] and report["dry_run"] and report["within_limit"]
+    assert report["passed"] and report["dry_run"]  # (its time says nothing: the six minutes are a GPU's)
     check = report["autograder"]["05-thnn"]
     assert check["score"] == check["max_score"] > 0 and check["sandbox_mode"] in ("bwrap", "fallback")
     assert report["sandbox_modes"] == [check["sandbox_mode"]]
