@@ -463,8 +463,13 @@ def warm(dry_run: bool, dtypes, rows, columns, log=print) -> int:
     columns = tuple(columns or (DRY_COLUMNS if dry_run else COLUMNS))
     impls, notes = implementations()
     start = time.monotonic()
+    spent = f"the time budget of {budget_s:.0f} s was spent"
     for dtype in dtypes:
         for n in columns:
+            if time.monotonic() > deadline:  # not even compiled: what is left is listed, not measured
+                results["skipped"] += [{"dtype": dtype, "M": m, "N": n, "reason": spent} for m in rows]
+                pending -= len(rows) * len(impls)
+                continue
             first_calls(impls, max(rows), n, dtype, device, notes)
     log(f"compiled {len(impls)} implementations for {list(dtypes)} x N = {list(columns)} in "
         f"{time.monotonic() - start:.0f} s", *notes, sep="\n")
@@ -506,8 +511,13 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
                                 "(dtype, N) with M dynamic, compiled at the largest M",
                "budget_s": budget_s, "checks": {}, "kernels": [], "skipped": [], "notes": notes, "rows": []}
     pending = len(dtypes) * len(columns) * len(rows) * len(impls)
+    spent = f"the time budget of {budget_s:.0f} s was spent"
     for dtype in dtypes:
         for n in columns:
+            if time.monotonic() > deadline:  # not even compiled: what is left is listed, not measured
+                results["skipped"] += [{"dtype": dtype, "M": m, "N": n, "reason": spent} for m in rows]
+                pending -= len(rows) * len(impls)
+                continue
             first_calls(impls, max(rows), n, dtype, device, notes)
             verdicts = check_all(impls, (check_rows_for(n, check_rows), n), dtype, device)
             for name, verdict in verdicts.items():
@@ -517,7 +527,7 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
             for m in sorted(rows, reverse=True):
                 why = _fits(m, n, dtype, device)
                 if why is None and time.monotonic() > deadline:
-                    why = f"the time budget of {budget_s:.0f} s was spent"
+                    why = spent
                 if why is not None:
                     results["skipped"].append({"dtype": dtype, "M": m, "N": n, "reason": why})
                     pending -= len(impls)
