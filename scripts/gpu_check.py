@@ -23,7 +23,7 @@ what else is needed travels in .whl/ (scripts/device_tools.sh fills it), and
 is installed here into a scratch folder, never over the system: the wheels
 with pip --target, bubblewrap's .deb unpacked into a folder put on PATH.
 
-Files written (at most eight, none in subfolders, as the GPU machine's tool brings back):
+Files written (five, none in subfolders: what a remote runner bringing back $OUT can carry):
 gpu-check.log (everything printed), gpu-check.json (what each step found),
 autograder.txt, pytest.txt, and the benchmark's bench-<gpu>-<date>.json.
 Exit status: 0 when every step ran and passed, 1 when one failed, 2 without a GPU

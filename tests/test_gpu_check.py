@@ -77,7 +77,7 @@ def test_the_dry_run_runs_every_step_and_writes_what_the_gpu_run_writes(root, tm
                           cwd=root, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert all(p.is_file() for p in tmp_path.iterdir()) and len(files) <= 8  # what the GPU machine brings back
+    assert all(p.is_file() for p in tmp_path.iterdir()) and len(files) <= 8  # what a remote runner brings back
     bench = [name for name in files if name.startswith("bench-")]
     assert len(bench) == 1 and sorted(set(files) - set(bench)) == ["autograder.txt", "gpu-check.json",
                                                                   "gpu-check.log", "pytest.txt"]
