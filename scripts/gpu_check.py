@@ -259,8 +259,9 @@ def start_warming(extra: list[str], dry_run: bool, env) -> list[subprocess.Popen
     for i in range(min(WARM_JOBS, len(columns))):
         cmd = [sys.executable, "-m", "normgrad.benchmark", *extra, "--columns", *map(str, columns[i::WARM_JOBS]),
                "--warm-only", *(["--dry-run"] if dry_run else [])]
-        jobs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, stdin=subprocess.DEVNULL))
+        jobs.append(subprocess.Popen(cmd, cwd=ROOT, env=dict(env, TORCHINDUCTOR_COMPILE_THREADS="4"),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     stdin=subprocess.DEVNULL))  # 4 compiling workers each: the CPUs are shared
     return jobs
 
 
