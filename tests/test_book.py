@@ -206,8 +206,8 @@ NEW_FIGURES = {"02-chain-rule": ["group_graph_figure"], "03-variance-derivative"
 # Runs in the page once MathJax has typeset it, and writes what it measured into the DOM for --dump-dom.
 _PROBE = """<script>
 function probe() {
-  if (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) { setTimeout(probe, 100); return; }
-  MathJax.startup.promise.then(() => {
+  if (window.MathJax && !(MathJax.startup && MathJax.startup.promise)) { setTimeout(probe, 100); return; }
+  (window.MathJax ? MathJax.startup.promise : Promise.resolve()).then(() => {
     const displays = [...document.querySelectorAll('mjx-container[display="true"]')];
     const wide = [];
     displays.forEach((m, i) => {
@@ -271,7 +271,7 @@ def test_every_page_at_1280px_fits_its_equations_and_shows_its_figures(site, roo
         finally:
             probe.unlink()
         assert done.returncode == 0, done.stderr[-2000:]
-        found = re.search(r'<pre id="probe-report">(.*?)</pre>', done.stdout, re.S)
+        found = re.search(r'<pre id="probe-report"[^>]*>(.*?)</pre>', done.stdout, re.S)
         assert found, f"{page}: the page's probe did not report (MathJax did not finish?)"
         report = json.loads(html.unescape(found.group(1)))
         assert report["width"] == WIDTH
