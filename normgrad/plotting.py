@@ -373,3 +373,23 @@ def two_stage_reduction_figure(programs: int = 4, n: int = 10):
     ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def diagonal_only_figure(errors: dict):
+    """RMS error of the diagonal-only gradient against the group size m; `errors` maps (m, mean of dL/dy) to
+    (largest-entry error, RMS error). A 1/sqrt(m) line for comparison."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.6, 4.0))
+    for shift, color, label in ((0.0, COLORS["direct"], "zero-mean dL/dy"), (1.0, COLORS["mean"], "dL/dy of mean 1")):
+        ms = sorted(m for m, s in errors if s == shift)
+        ax.loglog(ms, [errors[m, shift][1] for m in ms], "o-", color=color, label=label, ms=4)
+    ms = np.array(sorted({m for m, _ in errors}), dtype=float)
+    ax.loglog(ms, 1 / np.sqrt(ms), ":", color=COLORS["grid"], label=r"$1/\sqrt{m}$")
+    ax.set_xlabel("group size m (BatchNorm: the batch)")
+    ax.set_ylabel("RMS error of the diagonal-only gradient")
+    ax.set_title("Keeping only the Jacobian's diagonal", fontsize=10.5)
+    ax.legend(fontsize=9)
+    ax.grid(True, which="major", color="#dddddd", lw=0.6)
+    fig.tight_layout()
+    return fig
