@@ -229,3 +229,167 @@ def backward_timings_figure(elements, seconds: dict, title: str = "Batch-norm ba
     ax.legend(fontsize=9, frameon=False)
     fig.tight_layout()
     return fig
+
+
+# ---- The second edition's figures: the graph of a group of three, the Jacobian's geometry, Triton's rungs ----
+
+def group_graph_figure():
+    """The graph of one group of three, fanned out: forward (grey) and backward (coloured) side by side.
+
+    Left: x1, x2, x3 feed the mean and the variance, and each x_i its own x_hat_i.
+    Right: the same graph backwards: the gradients of x_hat_1..3 are gathered (summed) into
+    dL/dmu and dL/dsigma^2, which are then spread (broadcast) to every x_i.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.6))
+    xs = {k: (0.0, 3.0 - 1.5 * k) for k in range(3)}
+    hats = {k: (6.0, 3.0 - 1.5 * k) for k in range(3)}
+    mu, var = (3.0, 2.6), (3.0, -1.1)
+    for ax, backward in zip(axes, (False, True)):
+        def arrow(a, b, color, lw=1.3, rad=0.0):
+            if backward:
+                a, b = b, a
+            _edge(ax, a, b, rad=rad, color=color, lw=lw, shrink=15)
+
+        for k in range(3):
+            arrow(xs[k], hats[k], COLORS["direct"] if backward else "#8a8a8a", lw=2.0 if backward else 1.2)
+            arrow(xs[k], mu, COLORS["mean"] if backward else "#8a8a8a", lw=2.0 if backward else 1.2, rad=0.05)
+            arrow(xs[k], var, COLORS["var"] if backward else "#8a8a8a", lw=2.0 if backward else 1.2, rad=-0.05)
+            arrow(mu, hats[k], COLORS["mean"] if backward else "#8a8a8a", lw=2.0 if backward else 1.2, rad=0.05)
+            arrow(var, hats[k], COLORS["var"] if backward else "#8a8a8a", lw=2.0 if backward else 1.2, rad=-0.05)
+        for k in range(3):
+            _node(ax, xs[k], f"$x_{k + 1}$")
+            _node(ax, hats[k], rf"$\hat{{x}}_{k + 1}$")
+        _node(ax, mu, r"$\mu$")
+        _node(ax, var, r"$\sigma^2$")
+        if backward:
+            ax.set_title("backward: gather into $\\mu$ and $\\sigma^2$ (a sum), spread to every $x_i$",
+                         fontsize=10.5)
+            ax.text(4.6, 3.55, r"$\sum_j g_j\,\partial\hat{x}_j/\partial\mu$", color=COLORS["mean"], fontsize=10,
+                    ha="center")
+            ax.text(4.6, -2.35, r"$\sum_j g_j\,\partial\hat{x}_j/\partial\sigma^2$", color=COLORS["var"],
+                    fontsize=10, ha="center")
+            ax.text(6.55, 1.5, r"$g_j = \partial L/\partial \hat{x}_j$", fontsize=10, ha="left", va="center")
+        else:
+            ax.set_title("forward: $\\mu$ and $\\sigma^2$ are broadcast to every $\\hat{x}_j$", fontsize=10.5)
+        ax.set_xlim(-0.8, 8.2)
+        ax.set_ylim(-2.8, 4.0)
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def jacobian_geometry_figure(x_hat, g, rstd: float):
+    """D = 3: the Jacobian of x_hat is rstd times a projection that removes the directions of 1 and x_hat.
+
+    Draws the unit vectors along 1 and x_hat, the one direction left (their cross product), an
+    upstream gradient g and J^T g = J g, which lies on that remaining line.
+    """
+    import numpy as np
+
+    one = np.ones(3) / np.sqrt(3)
+    u = x_hat / np.linalg.norm(x_hat)
+    n = np.cross(one, u)
+    D = 3
+    J = rstd * (np.eye(D) - np.ones((D, D)) / D - np.outer(x_hat, x_hat) / D)
+    jg = J @ g
+    fig = plt.figure(figsize=(6.4, 5.4))
+    ax = fig.add_subplot(projection="3d")
+    origin = np.zeros(3)
+    for vec, color, label in ((one, COLORS["mean"], r"$\mathbf{1}/\sqrt{3}$: removed (the mean path)"),
+                              (u, COLORS["var"], r"$\hat{x}/\|\hat{x}\|$: removed (the variance path)"),
+                              (g / np.linalg.norm(g), "#555555", r"$g$ (scaled to length 1)"),
+                              (jg / np.linalg.norm(g) / rstd, COLORS["direct"],
+                               r"$J g / (\mathrm{rstd}\,\|g\|)$: what is left")):
+        ax.quiver(*origin, *vec, color=color, lw=2.2, arrow_length_ratio=0.12, label=label)
+    t = np.linspace(-1.2, 1.2, 2)
+    ax.plot(*(np.outer(t, n).T), color=COLORS["direct"], ls="--", lw=1, label="the one direction J keeps")
+    ax.set_xlim(-1, 1)
+    ax.set_ylim(-1, 1)
+    ax.set_zlim(-1, 1)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_zlabel("$x_3$")
+    ax.set_title("D = 3: J = rstd times a projection onto the line\northogonal to 1 and to $\\hat{x}$",
+                 fontsize=10.5)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.02), ncol=1, frameon=False)
+    fig.subplots_adjust(bottom=0.25)
+    return fig
+
+
+def triton_rungs_figure(m: int = 12, programs: int = 3, groups: int = 4):
+    """Rows to programs, for the three rungs of chapter 6: colour = the program (or group) a row goes to."""
+    fig, axes = plt.subplots(1, 3, figsize=(11.5, 4.4))
+    cmap = plt.get_cmap("tab20")
+    n = 8
+    titles = ["rung 1: program $i$ takes row $i$;\na second kernel sums the columns",
+              f"rung 2: program $i$ takes row $i$ and\nadds into partial row $i$ mod {groups} (lock)",
+              f"rung 3: {programs} programs, program $p$ takes\nrows $p, p+P, \\ldots$; one partial row each"]
+    for r, (ax, title) in enumerate(zip(axes, titles)):
+        for i in range(m):
+            owner = i if r == 0 else i % groups if r == 1 else i % programs
+            ax.add_patch(Rectangle((0, m - 1 - i), n, 1, color=cmap(owner % 20), alpha=0.55, ec="white"))
+            ax.text(-0.3, m - 0.5 - i, f"{i}", ha="right", va="center", fontsize=7)
+            label = (f"program {i}" if r == 0 else f"program {i} -> group {owner}" if r == 1 else
+                     f"program {owner}")
+            ax.text(n / 2, m - 0.5 - i, label, ha="center", va="center", fontsize=7)
+        parts = m if r == 0 else groups if r == 1 else programs
+        if r == 0:  # the column-sum kernel: programs own blocks of columns and walk down every row
+            for c in range(0, n, 2):
+                ax.add_patch(Rectangle((c, -2.2), 2, 1, fill=False, ec="#444444", lw=1))
+                ax.text(c + 1, -1.7, f"cols {c}-{c + 1}", ha="center", va="center", fontsize=6.5)
+            ax.text(n / 2, -0.6, r"column kernel: reads x and dy again", ha="center", fontsize=7.5)
+        else:
+            for k in range(parts):
+                ax.add_patch(Rectangle((0, -1.9 - 1.05 * k / parts * 3), n, 0.9 * 3 / parts,
+                                       color=cmap(k % 20), alpha=0.9, ec="white"))
+            ax.text(n / 2, -0.6, f"{parts} float32 partial rows, summed by a second kernel", ha="center",
+                    fontsize=7.5)
+        ax.set_title(title, fontsize=9.5)
+        ax.set_xlim(-1.2, n + 0.2)
+        ax.set_ylim(-5.2, m + 0.2)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def two_stage_reduction_figure(programs: int = 4, n: int = 10):
+    """dgamma in two stages: P partial rows (one per program), then a kernel that sums each column of them."""
+    fig, ax = plt.subplots(figsize=(9.5, 3.6))
+    cmap = plt.get_cmap("tab20")
+    for p in range(programs):
+        ax.add_patch(Rectangle((0, programs - 1 - p), n, 0.9, color=cmap(p), alpha=0.7, ec="white"))
+        ax.text(-0.3, programs - 0.55 - p, f"program {p}'s partial row", ha="right", va="center", fontsize=8)
+    for c in range(n):
+        _edge(ax, (c + 0.5, -0.05), (c + 0.5, -1.45), color="#555555", lw=0.9, shrink=2)
+    ax.add_patch(Rectangle((0, -2.4), n, 0.9, color="#555555", alpha=0.35, ec="white"))
+    ax.text(n / 2, -1.95, r"$d\gamma_j = \sum_p \mathrm{partial}_{p,j}$ (stage 2: one sum per column)",
+            ha="center", va="center", fontsize=9)
+    ax.text(n + 0.3, programs / 2, "stage 1: each program\nsums its own rows'\n$dy \\odot \\hat{x}$ in registers,\n"
+            "then writes once", ha="left", va="center", fontsize=8.5)
+    ax.set_xlim(-4.5, n + 4.5)
+    ax.set_ylim(-2.7, programs + 0.2)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def diagonal_only_figure(errors: dict):
+    """RMS error of the diagonal-only gradient against the group size m; `errors` maps (m, mean of dL/dy) to
+    (largest-entry error, RMS error). A 1/sqrt(m) line for comparison."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.6, 4.0))
+    for shift, color, label in ((0.0, COLORS["direct"], "zero-mean dL/dy"), (1.0, COLORS["mean"], "dL/dy of mean 1")):
+        ms = sorted(m for m, s in errors if s == shift)
+        ax.loglog(ms, [errors[m, shift][1] for m in ms], "o-", color=color, label=label, ms=4)
+    ms = np.array(sorted({m for m, _ in errors}), dtype=float)
+    ax.loglog(ms, 1 / np.sqrt(ms), ":", color=COLORS["grid"], label=r"$1/\sqrt{m}$")
+    ax.set_xlabel("group size m (BatchNorm: the batch)")
+    ax.set_ylabel("RMS error of the diagonal-only gradient")
+    ax.set_title("Keeping only the Jacobian's diagonal", fontsize=10.5)
+    ax.legend(fontsize=9)
+    ax.grid(True, which="major", color="#dddddd", lw=0.6)
+    fig.tight_layout()
+    return fig

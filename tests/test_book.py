@@ -195,3 +195,95 @@ def test_chapter_six_checked_every_rung_and_shows_no_invented_timings(site):
         assert "No GPU measurement has been recorded yet" in page
     else:
         assert "Measured on" in page and "No GPU measurement" not in page
+
+
+# ---- Every page at 1280 px: no display equation scrolls sideways, every figure is there ----
+
+WIDTH = 1280
+NEW_FIGURES = {"02-chain-rule": ["group_graph_figure"], "03-variance-derivative": ["jacobian_geometry_figure"],
+               "06-triton": ["triton_rungs_figure", "two_stage_reduction_figure"]}
+
+# Runs in the page once MathJax has typeset it, and writes what it measured into the DOM for --dump-dom.
+_PROBE = """<script>
+function probe() {
+  if (window.MathJax && !(MathJax.startup && MathJax.startup.promise)) { setTimeout(probe, 100); return; }
+  (window.MathJax ? MathJax.startup.promise : Promise.resolve()).then(() => {
+    const displays = [...document.querySelectorAll('mjx-container[display="true"]')];
+    const wide = [];
+    displays.forEach((m, i) => {
+      for (const box of [m, m.parentElement]) {
+        if (box.scrollWidth - box.clientWidth > 1) { wide.push(i + ': ' + box.scrollWidth + ' > ' + box.clientWidth); break; }
+      }
+    });
+    const images = [...document.querySelectorAll('main img')];
+    const report = {displays: displays.length, wide: wide, width: window.innerWidth,
+                    images: images.filter(i => i.complete && i.naturalWidth > 0).length, broken: images.filter(
+                      i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'))};
+    const out = document.createElement('pre');
+    out.id = 'probe-report';
+    out.textContent = JSON.stringify(report);
+    document.body.appendChild(out);
+  });
+}
+window.addEventListener('load', probe);
+</script>"""
+
+
+def _chromium(site: Path, tmp_path: Path, page: str, *options: str) -> subprocess.CompletedProcess:
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is missing: `make test` installs it (Debian package chromium)"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        return subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=15000", *options, f"http://127.0.0.1:{server.server_port}/{page}"],
+            capture_output=True, text=True, timeout=180)
+    finally:
+        server.shutdown()
+
+
+def figures_drawn(source: Path) -> list[str]:
+    """The plotting calls that end a cell of a chapter (the figures its page must show)."""
+    return re.findall(r"^(\w+_(?:figure|graph))\(.*\);?$", source.read_text(), re.M)
+
+
+@pytest.mark.browser
+def test_every_page_at_1280px_fits_its_equations_and_shows_its_figures(site, root, tmp_path):
+    """Headless Chromium, 1280 px wide: no display equation needs a horizontal scroll bar, and every
+    figure a chapter draws (the second edition's new ones among them) is on its page and loads.
+    Screenshots of the top of every chapter are kept under the test's tmp_path for a person to look at."""
+    import json
+
+    pages = chapter_pages(site) + sorted(str(p.relative_to(site)) for p in (site / "chapters").glob("[a-z]*.html"))
+    for name, functions in NEW_FIGURES.items():
+        drawn = figures_drawn(root / "chapters" / f"{name}.md")
+        assert set(functions) <= set(drawn), f"{name} no longer draws {set(functions) - set(drawn)}"
+    for page in pages:
+        original = (site / page).read_text()
+        if 'class="math notranslate nohighlight"' not in original and "<img" not in original:
+            continue  # no display equation, no figure: nothing to measure
+        probe = site / page.replace(".html", "-probe.html")
+        probe.write_text(original.replace("</body>", _PROBE + "</body>"))
+        try:
+            done = _chromium(site, tmp_path, str(probe.relative_to(site)), f"--window-size={WIDTH},1000",
+                             "--dump-dom")
+        finally:
+            probe.unlink()
+        assert done.returncode == 0, done.stderr[-2000:]
+        found = re.search(r'<pre id="probe-report"[^>]*>(.*?)</pre>', done.stdout, re.S)
+        assert found, f"{page}: the page's probe did not report (MathJax did not finish?)"
+        report = json.loads(html.unescape(found.group(1)))
+        assert report["width"] == WIDTH
+        assert not report["wide"], f"{page}: display equations wider than their box at {WIDTH} px: {report['wide']}"
+        assert not report["broken"], f"{page}: images that do not load: {report['broken']}"
+        source = root / "chapters" / (Path(page).stem + ".md")
+        if source.is_file():
+            assert report["images"] >= len(figures_drawn(source)), f"{page}: {report} for {figures_drawn(source)}"
+        if not source.is_file() or not Path(page).stem[:1].isdigit():
+            continue
+        shot = tmp_path / (Path(page).stem + ".png")
+        _chromium(site, tmp_path, page, f"--window-size={WIDTH},2400", f"--screenshot={shot}")
+        assert shot.is_file() and shot.stat().st_size > 10_000, f"{page}: no screenshot"
