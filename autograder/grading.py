@@ -129,7 +129,7 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
     per_case: dict[str, list[str]] = {c.id: [] for c in assignment.cases}
     mistakes: dict[str, course_cases.Mistake] = {}
     for call in calls:
-        problems, returned = _judge_call(verdicts[call.id], call.trial, assignment_id in KERNEL_ASSIGNMENTS)
+        problems, returned = _judge_call(verdicts[call.id], call.id, call.trial, assignment_id in KERNEL_ASSIGNMENTS)
         if problems and call.case.id not in mistakes and returned is not None:
             try:
                 found = course_cases.diagnose(assignment, call.case.function, call.trial, returned)
@@ -184,12 +184,12 @@ def _run(box: sandbox.Sandbox, cells, calls: list[Call], limits: sandbox.Limits,
     return result.verdicts, result.cell_errors, result.notes, result.isolation
 
 
-def _judge_call(verdict, trial, needs_kernel: bool = False) -> tuple[list[str], object]:
+def _judge_call(verdict, ident: str, trial, needs_kernel: bool = False) -> tuple[list[str], object]:
     """The problems with one call, from the files the sandbox sent back for it (or why there are none)."""
     if isinstance(verdict, str):
         return [verdict], None
     try:
-        status = json.loads(verdict.get("status.json", b"null"))
+        status = json.loads(verdict.get(protocol.status(ident), b"null"))
     except ValueError:
         status = None
     if not isinstance(status, dict):
@@ -200,8 +200,8 @@ def _judge_call(verdict, trial, needs_kernel: bool = False) -> tuple[list[str], 
     if needs_kernel and not status.get("kernel_launches"):
         return [NO_KERNEL], None
     try:
-        returned = wire.unpack(wire.subfolder(verdict, "returned"))
-        args_after = wire.unpack(wire.subfolder(verdict, "args_after"))
+        returned = wire.unpack(wire.subfolder(verdict, protocol.returned(ident)))
+        args_after = wire.unpack(wire.subfolder(verdict, protocol.args_after(ident)))
     except wire.WireError as e:
         return [f"returned something that is not plain data: {e}"], None
     try:

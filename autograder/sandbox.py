@@ -352,6 +352,8 @@ class Sandbox:
                 self.reason = f"bubblewrap cannot run here: {problem}"
         if prefer == "bwrap" and self.mode != "bwrap":
             raise SandboxError(self.reason)
+        if self.root:
+            sweep_leftovers()
         probe = JobGroup(Limits.memory_bytes, Limits.processes)
         self.cgroups = list(probe.controllers)
         probe.remove()
@@ -674,7 +676,7 @@ def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, job: protocol.Job,
             else:
                 selector.unregister(key.fd)
                 open_streams -= 1
-        # follow the phases: `<id>/begun` opens one, `<id>/status.json` closes it
+        # follow the phases: begun opens one, status closes it (protocol.Expected)
         if main_pid is None:
             main_pid = _main_process(proc.pid, bwrap)
         cpu_now = _tree_cpu(proc.pid)
@@ -720,7 +722,7 @@ def _kill(proc: subprocess.Popen, fallback_uid: int | None) -> None:
 
 @dataclass
 class JobResult:
-    verdicts: dict[str, dict[str, bytes] | str]  # call id -> its frames (its folder) or why there are none
+    verdicts: dict[str, dict[str, bytes] | str]  # call id -> its frames, or why there are none
     cell_errors: dict[str, str]  # cell label -> what went wrong
     notes: list[str]
     isolation: str
@@ -749,7 +751,7 @@ def run_job(box: Sandbox, job: protocol.Job, inputs: dict[str, bytes], limits: L
                 result.cell_errors[cell.label] = str(status["error"])
         for call in job.calls:
             if protocol.status(call.id) in got:
-                result.verdicts[call.id] = wire.subfolder(got, call.id)
+                result.verdicts[call.id] = {n: d for n, d in got.items() if n.startswith(call.id + "/")}
         why = _why_it_ended(outcome)
         culprit = outcome.culprit
         if outcome.stream_error and culprit in result.verdicts:  # its answer came with a forged frame
@@ -775,7 +777,7 @@ def run_job(box: Sandbox, job: protocol.Job, inputs: dict[str, bytes], limits: L
             return result
         # It ended before any of the student's code ran, or between tests: nothing to retry safely.
         note = f"the grader's process {why} before your code's tests could finish"
-        if not any(n.endswith("/begun") for n in got):
+        if not any(protocol.begun(c.id) in got for c in job.cells + job.calls):
             tail = "\n".join(outcome.stderr.strip().splitlines()[-8:])
             note += f"; it had not started your code{': ' + tail if tail else ''}"
         result.notes.append(note)
