@@ -52,11 +52,12 @@ from autograder.cells import defined_names
 from autograder.course import ROOT, notebooks
 from autograder.cgroup import leftover_groups
 from autograder.private import with_private
-from autograder.sandbox import UID_BASE, UID_COUNT, Sandbox, SandboxError, processes_of
+from autograder.sandbox import UID_BASE, UID_COUNT, Sandbox, SandboxError, _inside_files, processes_of
 from helpers import nbgrader_course, solved, write
 from normgrad.cases import load
 
 ASSIGNMENT = os.environ.get("REDTEAM_ASSIGNMENT", "01-forward")
+INSIDE_FILES = tuple(p.name for p in _inside_files())
 MEMORY_MB = 1536
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("REDTEAM_AS_USER"),
                                 reason="the red-team suite checks the root set-up (a sandbox uid per job)")
@@ -336,8 +337,8 @@ ATTACKS = [
         _rt_try("the repository", lambda: os.listdir("{ROOT}")[0])
         _rt_try("import normgrad", lambda: __import__("normgrad.cases"))
         _rt_try("import autograder", lambda: __import__("autograder.grading"))
-        _rt_try("sandbox_main's folder", lambda: [n for n in os.listdir(os.path.dirname(__import__("wire").__file__))
-                                                 if n not in ("sandbox_main.py", "wire.py", "calling.py")][0])
+        _rt_try("the program's folder", lambda: [n for n in os.listdir(os.path.dirname(__import__("wire").__file__))
+                                                if n not in {INSIDE_FILES}][0])
         """), "full"),
     Attack("read-gradebook-and-other-submissions", probe("""
         import os, glob
@@ -394,6 +395,23 @@ ATTACKS = [
             assert "pytest" in text or "autograder" in text or len(pids) > 10
         _rt_try("the grader's processes", _rt_others)
         _rt_try("the grader's environment", lambda: open("/proc/{ctx.grader_pid}/environ", "rb").read(1))
+        """), "full"),
+    Attack("import-torch-in-a-numpy-exercise", probe("""
+        import importlib, sys
+        def _rt_torch_grad():
+            torch = importlib.import_module("to" + "rch")
+            x = torch.ones(3, requires_grad=True)
+            torch.autograd.grad((x * x).sum(), x)
+        if "torch" not in sys.modules:  # a NumPy exercise: torch must not even import
+            _rt_try("import torch by an assembled name", _rt_torch_grad)
+        """), "full"),
+    Attack("namespaces-mounts-keyrings", probe("""
+        import ctypes, os
+        _rt_libc = ctypes.CDLL(None, use_errno=True)
+        if os.uname().machine == "x86_64":
+            _rt_try("a user namespace", lambda: _rt_libc.unshare(0x10000000) == 0 or 1 / 0)
+            _rt_try("a network namespace", lambda: _rt_libc.unshare(0x40000000) == 0 or 1 / 0)
+            _rt_try("a key in the user keyring", lambda: _rt_libc.syscall(248, b"user", b"rt", b"x", 1, -4) >= 0 or 1 / 0)
         """), "full"),
     Attack("escalate", probe("""
         import os
