@@ -322,9 +322,9 @@ ATTACKS = [
         "lose_f", "should have dtype"),
     Attack("wrong-type-or-device", with_code(D("""
         def _rt_other_kind(a):
+            if isinstance(a, _np.ndarray):  # a NumPy exercise cannot import torch: a list, then
+                return a.tolist()
             import torch
-            if isinstance(a, _np.ndarray):
-                return torch.from_numpy(a.copy())
             return a.to("cuda") if a.device.type == "cpu" and torch.cuda.is_available() else a.cpu().numpy()
         """) + esc(wrapper("return _rt_map(_rt_honest(*args, **kwargs), _rt_other_kind)"))),
         "lose_f", "should be a"),

@@ -120,7 +120,21 @@ def seal() -> None:
         if hasattr(function, "__code__"):
             function.__code__ = _refusing_code(len(function.__code__.co_freevars))
     _block_backward_operators(torch)
+    torch.autograd.Variable._execution_engine = _LockedEngine(_ENGINE[0])
     _SEALED.append(True)
+
+
+class _LockedEngine:
+    """Stands in for the autograd engine's Python handle: everything but running a backward pass."""
+
+    def __init__(self, engine):
+        object.__setattr__(self, "_queue_callback", engine.queue_callback)
+
+    def run_backward(self, *args, **kwargs):
+        raise RuntimeError(NO_AUTOGRAD)
+
+    def queue_callback(self, callback):
+        return self._queue_callback(callback)
 
 
 def _block_backward_operators(torch) -> None:
