@@ -281,20 +281,20 @@ def sweep_leftovers() -> list[str]:
     """Remove what killed graders left: job control groups and private folders whose grader is gone."""
     removed = []
     for path in cgroup.leftover_groups():
-        if not _alive(path):
+        if not held_by_live_grader(path):
             cgroup.remove_group(Path(path))
             removed.append(path)
     for folder in {tempfile.gettempdir(), "/tmp"}:
         with contextlib.suppress(OSError):
             for entry in os.scandir(folder):
                 if entry.name.startswith(PRIVATE_PREFIX) and entry.is_dir(follow_symlinks=False) and \
-                        not _alive(entry.name):
+                        not held_by_live_grader(entry.name):
                     shutil.rmtree(entry.path, ignore_errors=True)
                     removed.append(entry.path)
     return removed
 
 
-def _alive(name: str) -> bool:
+def held_by_live_grader(name: str) -> bool:
     """Does the grader whose pid is in `name` (autograder-PID-...) still run? True when it cannot be told."""
     found = re.search(r"autograder-(\d+)-", os.path.basename(name))
     if found is None:

@@ -52,7 +52,8 @@ from autograder.cells import defined_names
 from autograder.course import ROOT, notebooks
 from autograder.cgroup import leftover_groups
 from autograder.private import with_private
-from autograder.sandbox import UID_BASE, UID_COUNT, Sandbox, SandboxError, _inside_files, processes_of
+from autograder.sandbox import (UID_BASE, UID_COUNT, Sandbox, SandboxError, _inside_files, held_by_live_grader,
+                                processes_of)
 from helpers import nbgrader_course, solved, write
 from normgrad.cases import load
 
@@ -549,7 +550,7 @@ def sandbox_leftovers() -> list[str]:
                 pass
             if entry.name.startswith("rt-poison"):
                 left.append(entry.path)
-    return left + leftover_groups()
+    return left + [g for g in leftover_groups() if not held_by_live_grader(g)]  # another grader's may be running
 
 
 def gradebook_rows(db: Path) -> tuple[dict, dict]:
