@@ -808,3 +808,100 @@ def test_the_fallback_says_so_and_still_contains_the_attacks(setting, fallback):
     for name in FALLBACK_ATTACKS:
         assert float(grades[name]["score"]) == expected_score(scores, by_name[name].expect), (name, grades[name])
     assert gradebook_unchanged and leftovers == []
+
+
+# --- answers done by the library, in an exercise answered with torch ------------------------------------
+
+LIBRARY = "04-code-mapping"
+LIBRARY_F = "layernorm_backward"
+# The gradients by autograd, from the graph of torch's own layer norm (eps recovered from the given rstd).
+AUTOGRAD_PRELUDE = '''
+import gc, torch
+_rt_grad_at_cell_level = torch.autograd.grad
+def _rt_graph(dy, x, gamma, mean, rstd):
+    eps = float((1 / rstd.double() ** 2 - x.double().var(1, unbiased=False)).median())
+    leaves = [t.detach().double().requires_grad_(True) for t in (x, gamma, torch.zeros_like(gamma))]
+    with torch.enable_grad():
+        y = torch.nn.functional.layer_norm(leaves[0], [x.shape[1]], leaves[1], leaves[2], max(eps, 0.0))
+    return y, leaves, dy.double()
+def _rt_is_grad(o):
+    try:
+        return getattr(o, "__name__", "") == "grad" and getattr(o, "__module__", "") == "torch.autograd"
+    except Exception:
+        return False
+def _rt_cast(grads, x, gamma):
+    return grads[0].to(x.dtype), grads[1].to(gamma.dtype), grads[2].to(gamma.dtype)
+'''
+LIBRARY_CHEATS = {
+    "assembled-aten-op": '''
+        ops = getattr(torch.ops, "at" + "en")
+        backward = getattr(ops, "native_layer_norm_" + "backward")
+        grads = backward(dy, x, [x.shape[1]], mean[:, None].to(x.dtype), rstd[:, None].to(x.dtype), gamma,
+                         torch.zeros_like(gamma), [True, True, True])
+        return grads[0], grads[1].to(gamma.dtype), grads[2].to(gamma.dtype)''',
+    "grad-captured-at-cell-level": '''
+        y, leaves, d = _rt_graph(dy, x, gamma, mean, rstd)
+        return _rt_cast(_rt_grad_at_cell_level(y, leaves, d), x, gamma)''',
+    "grad-fn-called": '''
+        y, leaves, d = _rt_graph(dy, x, gamma, mean, rstd)
+        return _rt_cast(y.grad_fn(d), x, gamma)''',
+    "grad-found-through-gc": '''
+        y, leaves, d = _rt_graph(dy, x, gamma, mean, rstd)
+        refused = RuntimeError("no grad found")
+        for fn in [o for o in gc.get_objects() if _rt_is_grad(o)]:
+            try:
+                got = fn(y, leaves, d)
+            except Exception as e:
+                refused = e
+                continue
+            if isinstance(got, tuple) and len(got) == 3:
+                return _rt_cast(got, x, gamma)
+        raise refused''',
+    "engine-called-directly": '''
+        y, leaves, d = _rt_graph(dy, x, gamma, mean, rstd)
+        engine = torch.autograd.Variable._execution_engine
+        return _rt_cast(engine.run_backward((y,), (d,), False, False, tuple(leaves), True, False), x, gamma)''',
+}
+LIBRARY_CONTROLS = {
+    "honest": "",
+    "honest-through-torch-compile": f'''
+_rt_by_hand = {LIBRARY_F}
+_rt_compiled = torch.compile(_rt_by_hand, backend="eager")
+def {LIBRARY_F}(dy, x, gamma, mean, rstd):
+    return _rt_compiled(dy, x, gamma, mean, rstd)
+''',
+}
+
+
+@pytest.fixture(scope="module")
+def library_batch(tmp_path_factory):
+    if Sandbox().mode != "bwrap":
+        pytest.skip("the attacks are aimed at the bubblewrap sandbox")
+    base = tmp_path_factory.mktemp("library")
+    submitted = base / "submitted"
+    sources = {**LIBRARY_CONTROLS, **{name: f"def {LIBRARY_F}(dy, x, gamma, mean, rstd):\n" +
+                                      textwrap.indent(textwrap.dedent(body).strip(), "    ")
+                                      for name, body in LIBRARY_CHEATS.items()}}
+    for name, code in sources.items():
+        nb = solved(LIBRARY)
+        cell = next(c for c in nb.cells if c.cell_type == "code" and LIBRARY_F in defined_names(c.source))
+        cell.source += "\n" + AUTOGRAD_PRELUDE + "\n" + code + "\n"
+        write(nb, submitted, name, LIBRARY)
+    done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(base / "out"),
+                           "--jobs", "2"], cwd=base, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    with open(base / "out" / "grades.csv") as f:
+        return {r["student"]: float(r["score"]) for r in csv.DictReader(f)}, base / "out"
+
+
+@pytest.mark.parametrize("name", list(LIBRARY_CONTROLS))
+def test_honest_answers_keep_full_marks_under_the_autograd_lock(library_batch, name):
+    assert library_batch[0][name] == load(LIBRARY).max_score
+
+
+@pytest.mark.parametrize("name", list(LIBRARY_CHEATS))
+def test_backward_done_by_the_library_earns_nothing(library_batch, name):
+    assignment = load(LIBRARY)
+    assert library_batch[0][name] == assignment.max_score - assignment.points_of(LIBRARY_F)
+    text = (library_batch[1] / "feedback" / name / LIBRARY / f"{notebooks(LIBRARY).source.stem}.txt").read_text()
+    assert "autograd is switched off" in text
