@@ -132,14 +132,25 @@ class JobGroup:
     def remove(self) -> None:
         self.kill_all()
         for d in self.dirs:
-            for _ in range(50):
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:  # processes still exiting
-                    time.sleep(0.02)
+            _rmdir(d)
+
+
+def _rmdir(d: Path) -> None:
+    for _ in range(50):
+        try:
+            d.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # processes still exiting
+            time.sleep(0.02)
+
+
+def remove_group(path: Path) -> None:
+    """Kill what is left in a job group of a grader that is gone, and remove the group."""
+    group = JobGroup.__new__(JobGroup)
+    group.dirs, group.controllers = [Path(path)], []
+    group.remove()
 
 
 def leftover_groups() -> list[str]:

@@ -10,9 +10,13 @@ Under bubblewrap (the default where it works) the process gets:
 - a file system of its own: read-only /usr, the Python interpreter and the
   folders of sys.path that hold numpy, torch and triton (never the
   repository: no solutions, no hidden tests, no normgrad with its cases), the
-  three program files, and a small tmpfs for /tmp (its HOME, TMPDIR and every
-  cache) that vanishes with the job; nothing of the grader's, the gradebook's,
-  the instructor's or other submissions';
+  files of the package `autograder.inside` (the program, its protocol, the
+  wire, the calling protocol: the whole of the course that crosses the wall),
+  and a small tmpfs for /tmp (its HOME, TMPDIR and every cache) that vanishes
+  with the job; nothing of the grader's, the gradebook's, the instructor's or
+  other submissions'; in a NumPy exercise, not even torch;
+- a seccomp filter: no new namespaces, no mounts, no kernel keyrings
+  (seccomp.py), and its uid's keyrings cleared after each job;
 - no shared folder at all: the job's inputs come in on a file descriptor and
   the results go out on a pipe, as frames (wire.py);
 - limits on CPU time, memory, processes, file size and open files (rlimits),
@@ -36,10 +40,12 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import pwd
+import re
 import selectors
 import shutil
 import signal
@@ -51,18 +57,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import wire
+from . import cgroup, seccomp
 from .cgroup import JobGroup
+from .inside import protocol, wire
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# The files the sandboxed process runs; nothing else of the course goes in.
-PROGRAM = {"sandbox_main.py": HERE / "sandbox_main.py", "wire.py": HERE / "wire.py",
-           "calling.py": ROOT / "normgrad" / "calling.py"}
+# What the sandboxed process runs: the files of one package, and nothing else of the course.
+INSIDE = HERE / "inside"
 LAUNCHER = HERE / "launch.py"
-INSIDE_BIN = "/sandbox/bin"
+INSIDE_DIR = "/sandbox/inside"
 UID_BASE = int(os.environ.get("AUTOGRADER_UID_BASE", "64000"))  # sandbox users: UID_BASE, UID_BASE + 1, ...
 UID_COUNT = 512
+# One fixed place, owned by root, for the locks on sandbox uids: every grader on the machine sees the
+# same ones, whatever its TMPDIR.
+UID_LOCKS = Path("/run/autograder-uids")
+# A job's private folder: the grader's pid in its name, so that a later grader knows a dead one's leftovers.
+PRIVATE_PREFIX = "autograder-"
 
 
 @dataclass(frozen=True)
@@ -217,11 +228,20 @@ def _dirs_for(paths: list[str]) -> list[str]:
 _slot_lock = threading.Lock()
 
 
+def _uid_locks() -> Path:
+    """UID_LOCKS, made if missing, refused unless it is root's own folder (not a link, no one else may write)."""
+    with contextlib.suppress(FileExistsError):
+        UID_LOCKS.mkdir(mode=0o700)
+    st = os.lstat(UID_LOCKS)
+    if not (os.path.isdir(UID_LOCKS) and not os.path.islink(UID_LOCKS) and st.st_uid == 0 and not st.st_mode & 0o022):
+        raise SandboxError(f"{UID_LOCKS} must be a folder of root's that no one else may write")
+    return UID_LOCKS
+
+
 @contextlib.contextmanager
 def sandbox_user():
     """A sandbox uid no other job (of this grader or another on the machine) is using: held while the job runs."""
-    locks = Path(tempfile.gettempdir()) / "autograder-uids"
-    locks.mkdir(mode=0o700, exist_ok=True)
+    locks = _uid_locks()
     with _slot_lock:
         for uid in range(UID_BASE, UID_BASE + UID_COUNT):
             try:
@@ -229,7 +249,7 @@ def sandbox_user():
                 continue  # a real account: not ours to use
             except KeyError:
                 pass
-            fd = os.open(locks / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(locks / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -240,10 +260,46 @@ def sandbox_user():
             raise SandboxError(f"no free sandbox uid in {UID_BASE}..{UID_BASE + UID_COUNT - 1}")
     try:
         kill_user(uid)  # leftovers of a grader that was itself killed
+        clear_keyrings(uid)
         yield uid
     finally:
         kill_user(uid)
+        clear_keyrings(uid)
         os.close(fd)
+
+
+def clear_keyrings(uid: int) -> None:
+    """Empty the kernel keyrings of a sandbox uid (they outlive its processes), as that uid (root only)."""
+    if os.geteuid() != 0:
+        return
+    spec = {"uid": uid, "gid": uid, "parent": os.getpid(), "clear_keyrings": True}
+    subprocess.run([sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec)], cwd="/",
+                   stdin=subprocess.DEVNULL, capture_output=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+
+
+def sweep_leftovers() -> list[str]:
+    """Remove what killed graders left: job control groups and private folders whose grader is gone."""
+    removed = []
+    for path in cgroup.leftover_groups():
+        if not held_by_live_grader(path):
+            cgroup.remove_group(Path(path))
+            removed.append(path)
+    for folder in {tempfile.gettempdir(), "/tmp"}:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if entry.name.startswith(PRIVATE_PREFIX) and entry.is_dir(follow_symlinks=False) and \
+                        not held_by_live_grader(entry.name):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed.append(entry.path)
+    return removed
+
+
+def held_by_live_grader(name: str) -> bool:
+    """Does the grader whose pid is in `name` (autograder-PID-...) still run? True when it cannot be told."""
+    found = re.search(r"autograder-(\d+)-", os.path.basename(name))
+    if found is None:
+        return True
+    return os.path.exists(f"/proc/{found[1]}")
 
 
 def processes_of(uid: int) -> list[int]:
@@ -296,6 +352,8 @@ class Sandbox:
                 self.reason = f"bubblewrap cannot run here: {problem}"
         if prefer == "bwrap" and self.mode != "bwrap":
             raise SandboxError(self.reason)
+        if self.root:
+            sweep_leftovers()
         probe = JobGroup(Limits.memory_bytes, Limits.processes)
         self.cgroups = list(probe.controllers)
         probe.remove()
@@ -337,6 +395,7 @@ class Sandbox:
                 "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         if not self.root:  # a user namespace maps us; nested ones are refused where bwrap can (0.8 and later)
             args += ["--unshare-user"] + (["--disable-userns"] if "--disable-userns" in self.options else [])
+        # As root, no user namespace (the sandbox uid is a real one): the seccomp filter refuses new ones.
         return args
 
     def _probe(self) -> str | None:
@@ -373,12 +432,13 @@ class Sandbox:
 
     # --- one job ---
 
-    def run(self, job_files: dict[str, bytes], phases: dict[str, float], limits: Limits = Limits(),
-            gpu: bool = False, env_extra: dict[str, str] | None = None) -> Outcome:
-        """Run sandbox_main.py on a job; `phases` maps each cell and call id to its CPU budget in seconds."""
+    def run(self, job: protocol.Job, inputs: dict[str, bytes], limits: Limits = Limits(), gpu: bool = False,
+            env_extra: dict[str, str] | None = None) -> Outcome:
+        """Run the program of `autograder.inside` on a job; `inputs` holds each call's frames (protocol.inputs)."""
+        job_files = {protocol.JOB: job.encode(), **inputs}
         with contextlib.ExitStack() as stack:
             uid = stack.enter_context(sandbox_user()) if self.root else None
-            private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="autograder-")))
+            private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-")))
             os.chmod(private, 0o711)  # the fallback's user must reach its home in here, nothing else
             group = JobGroup(limits.memory_bytes, limits.processes)
             stack.callback(group.remove)
@@ -405,16 +465,23 @@ class Sandbox:
             if self.mode == "bwrap":
                 home = "/tmp"
                 mounts, paths = _mount_plan()
-                inner = [python, "-I", "-S", "-B", f"{INSIDE_BIN}/sandbox_main.py", str(job_fd), str(results_w), *paths]
+                inner = [python, "-I", "-S", "-B", INSIDE_DIR, str(job_fd), str(results_w), *paths]
                 if uid is not None:
                     inner = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                              "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *inner]
                 program = []
-                for name, source in PROGRAM.items():
-                    program += ["--ro-bind", str(source), f"{INSIDE_BIN}/{name}"]
+                for source in _inside_files():
+                    program += ["--ro-bind", str(source), f"{INSIDE_DIR}/{source.name}"]
+                # A NumPy exercise's job cannot import torch at all: its folders are empty there.
+                hidden = [] if job.torch else [a for folder in _torch_folders(mounts)
+                                               for a in ("--perms", "0555", "--tmpfs", folder)]
+                filter_fd = None
+                if (bpf := seccomp.program()) is not None:
+                    filter_fd = _sealed_file(private / "seccomp", bpf)
+                    stack.callback(os.close, filter_fd)
                 cmd = [*self._namespace_args()[1:], *_system_args(),
-                       *_dirs_for([there for _, there in mounts] + [INSIDE_BIN + "/x"]),
-                       *[a for host, there in mounts for a in ("--ro-bind", host, there)], *program,
+                       *_dirs_for([there for _, there in mounts] + [INSIDE_DIR + "/x"]),
+                       *[a for host, there in mounts for a in ("--ro-bind", host, there)], *program, *hidden,
                        "--proc", "/proc", "--dev", "/dev", *gpu_args,
                        *(["--size", str(limits.scratch_bytes)] if "--size" in self.options else []),
                        "--perms", "01777", "--tmpfs", "/tmp",
@@ -423,31 +490,51 @@ class Sandbox:
                     cmd += ["--setenv", k, v]
                 # The options go in on a descriptor: the sandbox sees bubblewrap's command line as
                 # `bwrap --args N COMMAND`, not the host's paths.
+                if filter_fd is not None:
+                    cmd += ["--seccomp", str(filter_fd)]
                 args_fd = _sealed_file(private / "args", b"".join(a.encode() + b"\0" for a in cmd))
                 stack.callback(os.close, args_fd)
                 cmd = [self.bwrap, "--args", str(args_fd), *inner]
+                extra_fds = (args_fd,) + ((filter_fd,) if filter_fd is not None else ())
                 child_env, cwd, spec_uid = {}, "/", None
             else:
                 home = private / "home"
                 home.mkdir(mode=0o700)
-                bin_dir = private / "bin"
+                bin_dir = private / "inside"
                 bin_dir.mkdir()
-                for name, source in PROGRAM.items():
-                    shutil.copy(source, bin_dir / name)
+                for source in _inside_files():
+                    shutil.copy(source, bin_dir / source.name)
                 if uid is not None:
                     os.chown(home, uid, uid)
-                cmd = [python, "-I", "-S", "-B", str(bin_dir / "sandbox_main.py"), str(job_fd), str(results_w),
-                       *self.paths]
-                args_fd = None
+                cmd = [python, "-I", "-S", "-B", str(bin_dir), str(job_fd), str(results_w), *self.paths]
+                extra_fds = ()
                 child_env, cwd, spec_uid = {**env, **_scratch_env(str(home))}, str(home), uid
             spec = {"rlimits": rlimits, "cgroup_procs": group.procs_files, "uid": spec_uid, "gid": spec_uid,
                     "parent": os.getpid()}
             launcher = [sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), *cmd]
             isolation = self.describe(uid, group, gpu, memory_rlimit)
-            keep = (job_fd, results_w) + ((args_fd,) if args_fd is not None else ())
-            return _supervise(launcher, child_env, cwd, keep, results_r, results_w, phases, limits, isolation,
-                              uid if self.mode == "fallback" else None, self.mode == "bwrap")
+            return _supervise(launcher, child_env, cwd, (job_fd, results_w, *extra_fds), results_r, results_w, job,
+                              limits, isolation, uid if self.mode == "fallback" else None, self.mode == "bwrap")
         raise AssertionError("unreachable")
+
+
+def _inside_files() -> list[Path]:
+    return sorted(INSIDE.glob("*.py"))
+
+
+def _torch_folders(mounts: list[tuple[str, str]]) -> list[str]:
+    """Where torch, triton and their kin appear inside the sandbox (to hide them from a NumPy exercise)."""
+    found = []
+    for path in python_paths():
+        for name in ("torch", "triton", "functorch", "torchgen"):
+            if os.path.isdir(os.path.join(path, name)):
+                there = path
+                for host, inside in mounts:
+                    if _inside(path, host):
+                        there = inside + path[len(host):]
+                        break
+                found.append(f"{there}/{name}")
+    return found
 
 
 def _bwrap_options(bwrap: str) -> set[str]:
@@ -540,16 +627,30 @@ class _Tail:
         return bytes(self.data[-self.limit:]).decode("utf-8", "replace")
 
 
-def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, phases, limits: Limits, isolation: str,
+def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, job: protocol.Job, limits: Limits, isolation: str,
                fallback_uid: int | None, bwrap: bool) -> Outcome:
-    """Start the process, read its output and results as they come, stop it when a phase runs too long."""
+    """Start the process, read its output and results as they come, stop it when a phase runs too long.
+
+    Frames are accepted only in the order the job expects them (protocol.Expected): `begun` opens a
+    phase and starts its watchdog, `status` closes it; any other frame stops the job, charged to the
+    phase that was running (or the last one that ran, whose code may have left a thread behind).
+    """
     start = time.monotonic()
     # No preexec_fn: the grader has threads; the launcher sets the limits after the fork instead.
     proc = subprocess.Popen(cmd, env=env or {"PATH": "/usr/bin:/bin"}, cwd=cwd, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=keep_fds,
                             start_new_session=True)
     os.close(results_w)
-    reader = wire.FrameReader(max_bytes=limits.result_bytes, max_file_bytes=limits.result_bytes)
+    phases = job.budgets()
+    expected = protocol.Expected(job)
+    events: list[tuple[str, float]] = []  # (begun or status, when its header arrived)
+
+    def check(name: str) -> None:
+        event = expected.accept(name)
+        if event is not None:
+            events.append((event, time.monotonic()))
+
+    reader = wire.FrameReader(max_bytes=limits.result_bytes, max_file_bytes=limits.result_bytes, check=check)
     out, err = _Tail(limits.output_bytes), _Tail(limits.output_bytes)
     selector = selectors.DefaultSelector()
     for stream, sink in ((proc.stdout, out.add), (proc.stderr, err.add)):
@@ -564,7 +665,6 @@ def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, phases, limits: Li
                                                              for s in phases.values()))
     stopped = None
     open_streams = 3
-    seen = 0
     while open_streams:
         for key, _ in selector.select(timeout=0.1):
             try:
@@ -576,21 +676,16 @@ def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, phases, limits: Li
             else:
                 selector.unregister(key.fd)
                 open_streams -= 1
-        # follow the phases: `<id>/begun` opens one, `<id>/status.json` closes it
+        # follow the phases: begun opens one, status closes it (protocol.Expected)
         if main_pid is None:
             main_pid = _main_process(proc.pid, bwrap)
         cpu_now = _tree_cpu(proc.pid)
-        names = list(reader.files)
-        for name in names[seen:]:
-            ident, _, leaf = name.partition("/")
-            if leaf == "begun" and ident in phases:
-                current, budget = ident, limits.wall_factor * phases[ident] + limits.wall_grace
-            elif leaf == "status.json" and ident == current:
-                current, budget = None, limits.startup_seconds
-            else:
-                continue
-            phase_start, wait_start, cpu_start = time.monotonic(), _runqueue_wait(main_pid), cpu_now
-        seen = len(names)
+        if events:  # the last change of phase counts (several may come in one read)
+            current = expected.current
+            budget = (limits.wall_factor * phases[current] + limits.wall_grace if current is not None
+                      else limits.startup_seconds)
+            phase_start, wait_start, cpu_start = events[-1][1], _runqueue_wait(main_pid), cpu_now
+            events.clear()
         now = time.monotonic()
         # A phase is charged the time its process ran or slept (not the time it waited for a CPU while
         # others ran), or the CPU time of all its processes together (a fork bomb), whichever is more.
@@ -606,8 +701,9 @@ def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, phases, limits: Li
     for stream in (proc.stdout, proc.stderr):
         stream.close()
     reader.close()
-    done = {n.split("/")[0] for n in reader.files if n.endswith("/status.json")}
-    culprit = current if current is not None and current not in done else None
+    culprit = expected.current
+    if culprit is None and reader.error and expected.done:
+        culprit = expected.done[-1]
     return Outcome(dict(reader.files), proc.returncode, stopped, culprit, time.monotonic() - start, out.text(),
                    err.text(), reader.error, isolation)
 
@@ -620,3 +716,99 @@ def _kill(proc: subprocess.Popen, fallback_uid: int | None) -> None:
         proc.kill()
     if fallback_uid is not None:
         kill_user(fallback_uid)
+
+
+# --- a job to its end: retries around what stopped the process ---------------------------------------
+
+@dataclass
+class JobResult:
+    verdicts: dict[str, dict[str, bytes] | str]  # call id -> its frames, or why there are none
+    cell_errors: dict[str, str]  # cell label -> what went wrong
+    notes: list[str]
+    isolation: str
+
+
+def run_job(box: Sandbox, job: protocol.Job, inputs: dict[str, bytes], limits: Limits = Limits(),
+            gpu: bool = False, env_extra: dict[str, str] | None = None) -> JobResult:
+    """Run the cells and calls, in as many fresh processes as the student's code makes necessary.
+
+    When the process ends or hangs in the middle (os._exit, a crash, a blocked timer, a forged frame),
+    the cell or call that was running is charged with it, the rest of that function's calls are not
+    run, and a fresh process runs what is left: one function that kills its process costs only that
+    function's points.
+    """
+    result = JobResult({}, {}, [], "")
+    labels = {c.id: c.label for c in job.cells}
+    while True:
+        pending = {c.id for c in job.calls}
+        outcome = box.run(job, {n: d for n, d in inputs.items() if n.split("/")[0] in pending}, limits, gpu,
+                          env_extra)
+        result.isolation = outcome.isolation
+        got = outcome.files
+        for cell in job.cells:
+            status = _status(got, cell.id)
+            if isinstance(status, dict) and status.get("error"):
+                result.cell_errors[cell.label] = str(status["error"])
+        for call in job.calls:
+            if protocol.status(call.id) in got:
+                result.verdicts[call.id] = {n: d for n, d in got.items() if n.startswith(call.id + "/")}
+        why = _why_it_ended(outcome)
+        culprit = outcome.culprit
+        if outcome.stream_error and culprit in result.verdicts:  # its answer came with a forged frame
+            del result.verdicts[culprit]
+        calls = [c for c in job.calls if c.id not in result.verdicts]
+        if not calls:
+            return result
+        if culprit in labels:  # a cell: run the rest without it
+            result.cell_errors[labels[culprit]] = f"this cell {why}, so it was skipped"
+            job = dataclasses.replace(job, cells=tuple(c for c in job.cells if c.id != culprit), calls=tuple(calls))
+            continue
+        if culprit is not None:  # a call: charge it, skip the rest of its function, run the others
+            function = next(c.function for c in calls if c.id == culprit)
+            result.verdicts[culprit] = f"this test {why}"
+            for c in calls:
+                if c.function == function and c.id != culprit:
+                    result.verdicts[c.id] = (f"not run: an earlier test of {function} {why}, "
+                                             "so its other tests were skipped")
+            calls = [c for c in calls if c.id not in result.verdicts]
+            if calls:
+                job = dataclasses.replace(job, calls=tuple(calls))
+                continue
+            return result
+        # It ended before any of the student's code ran, or between tests: nothing to retry safely.
+        note = f"the grader's process {why} before your code's tests could finish"
+        if not any(protocol.begun(c.id) in got for c in job.cells + job.calls):
+            tail = "\n".join(outcome.stderr.strip().splitlines()[-8:])
+            note += f"; it had not started your code{': ' + tail if tail else ''}"
+        result.notes.append(note)
+        for c in calls:
+            result.verdicts[c.id] = "did not finish (the code was stopped: too slow, or it ended the process)"
+        return result
+
+
+def _why_it_ended(outcome: Outcome) -> str:
+    if outcome.stream_error:
+        return f"sent malformed results ({outcome.stream_error}) and was stopped"
+    if outcome.stopped:
+        return "ran longer than its time limit and was stopped (an endless loop, a sleep, a lock never released?)"
+    rc = outcome.returncode
+    signum = -rc if rc is not None and rc < 0 else rc - 128 if rc is not None and rc > 128 else None
+    if signum == signal.SIGKILL:
+        return "was killed (out of memory, or too many processes?)"
+    if signum:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        return f"crashed ({name})"
+    return f"ended the grader's process (exit status {rc}: sys.exit, os._exit or a killed parent?)"
+
+
+def _status(files: dict[str, bytes], ident: str):
+    raw = files.get(protocol.status(ident))
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"error": "unreadable status"}

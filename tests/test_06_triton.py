@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from autograder import sandbox
+from autograder.inside import protocol
 from autograder.cli import main as autograder_main
 from autograder.course import nbgrader_meta, notebooks, read
 from helpers import submission, write
@@ -226,11 +227,10 @@ def test_every_kernel_compiles_for_a_gpu(root):
 def test_the_sandbox_can_compile_a_kernel_from_a_cell():
     """@triton.jit reads its source back through linecache; the sandbox must provide it, as IPython does."""
     cell = "import triton\nimport triton.language as tl\n\n\n@triton.jit\ndef k(X):\n    tl.store(X, 1.0)\n"
-    job = {"torch": True, "cells": [{"id": "k0", "label": "k", "source": cell}], "calls": []}
-    outcome = sandbox.Sandbox().run({"job.json": json.dumps(job).encode()}, {"k0": 60.0},
-                                    env_extra={"TRITON_INTERPRET": "0"})
+    job = protocol.Job(cells=(protocol.Cell("k0", "k", cell),), calls=(), torch=True)
+    outcome = sandbox.Sandbox().run(job, {}, env_extra={"TRITON_INTERPRET": "0"})
     assert outcome.returncode == 0, outcome.stderr
-    assert json.loads(outcome.files["k0/status.json"]) == {"error": None}
+    assert json.loads(outcome.files[protocol.status("k0")]) == {"error": None}
 
 
 @pytest.mark.parametrize("mistake", [m.name for m in load(ASSIGNMENT).mistakes])

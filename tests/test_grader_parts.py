@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import wire
+from autograder.inside import wire
 from autograder.cells import SubmissionError, defined_names, pick, read_submission
 from autograder.course import notebooks
 from helpers import solved, submission
@@ -19,8 +19,7 @@ def test_wire_round_trip_keeps_structure_dtypes_and_strides(tmp_path):
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
     value = ([np.arange(6.0).reshape(2, 3), {"eps": 1e-5, "n": 3, "name": "x", "none": None}],
              torch.tensor([1.5, -2.0], dtype=torch.bfloat16), base.t(), base[:, 1::2], float("nan"), (True,))
-    wire.dump(value, str(tmp_path))
-    back = wire.load(str(tmp_path))
+    back = wire.unpack(wire.pack(value))
     assert isinstance(back, tuple) and isinstance(back[0], list)
     np.testing.assert_array_equal(back[0][0], value[0][0])
     assert back[0][1] == value[0][1]
@@ -35,44 +34,42 @@ def test_wire_drops_array_subclasses_to_their_values(tmp_path):
         def __eq__(self, other):
             return True
 
-    wire.dump(np.ones(3).view(Liar), str(tmp_path))
-    back = wire.load(str(tmp_path))
+    back = wire.unpack(wire.pack(np.ones(3).view(Liar)))
     assert type(back) is np.ndarray
 
 
 @pytest.mark.parametrize("value", [object(), np.array([object()]), {1: 2}, lambda: 0])
 def test_wire_refuses_what_is_not_plain_data(tmp_path, value):
     with pytest.raises(wire.WireError):
-        wire.dump(value, str(tmp_path))
+        wire.pack(value)
 
 
-def test_wire_load_refuses_pickles_forged_manifests_and_oversized_arrays(tmp_path):
-    np.save(tmp_path / "a1.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
-    (tmp_path / "manifest.json").write_text(json.dumps({"t": "ndarray", "file": "a1.npy"}))
-    with pytest.raises(wire.WireError):
-        wire.load(str(tmp_path))
-    (tmp_path / "manifest.json").write_text(json.dumps({"t": "ndarray", "file": "../../etc/passwd"}))
-    with pytest.raises(wire.WireError):
-        wire.load(str(tmp_path))
-    (tmp_path / "manifest.json").write_text(json.dumps({"t": "code", "v": "import os"}))
-    with pytest.raises(wire.WireError):
-        wire.load(str(tmp_path))
-    np.save(tmp_path / "a2.npy", np.zeros(1000))
-    (tmp_path / "manifest.json").write_text(json.dumps({"t": "ndarray", "file": "a2.npy"}))
-    with pytest.raises(wire.WireError):
-        wire.load(str(tmp_path), max_bytes=100)
-    (tmp_path / "manifest.json").write_text("not json")
-    with pytest.raises(wire.WireError):
-        wire.load(str(tmp_path))
+def test_wire_unpack_refuses_pickles_forged_manifests_and_oversized_arrays():
+    import io
+
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    plain = io.BytesIO()
+    np.save(plain, np.zeros(1000))
+    for files, kwargs in [
+        ({"manifest.json": json.dumps({"t": "ndarray", "file": "a1.npy"}).encode(), "a1.npy": pickled.getvalue()}, {}),
+        ({"manifest.json": json.dumps({"t": "ndarray", "file": "../../etc/passwd"}).encode()}, {}),
+        ({"manifest.json": json.dumps({"t": "code", "v": "import os"}).encode()}, {}),
+        ({"manifest.json": json.dumps({"t": "ndarray", "file": "a2.npy"}).encode(), "a2.npy": plain.getvalue()},
+         {"max_bytes": 100}),
+        ({"manifest.json": b"not json"}, {}),
+    ]:
+        with pytest.raises(wire.WireError):
+            wire.unpack(files, **kwargs)
 
 
-def test_wire_refuses_tensor_views_outside_their_storage(tmp_path):
-    wire.dump(torch.zeros(4), str(tmp_path))
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+def test_wire_refuses_tensor_views_outside_their_storage():
+    files = wire.pack(torch.zeros(4))
+    manifest = json.loads(files["manifest.json"])
     manifest["shape"], manifest["stride"] = [4, 4], [4, 1]
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    files["manifest.json"] = json.dumps(manifest).encode()
     with pytest.raises(wire.WireError):
-        wire.load(str(tmp_path))
+        wire.unpack(files)
 
 
 # --- picking the solution cells -------------------------------------------------------------

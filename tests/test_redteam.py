@@ -52,11 +52,13 @@ from autograder.cells import defined_names
 from autograder.course import ROOT, notebooks
 from autograder.cgroup import leftover_groups
 from autograder.private import with_private
-from autograder.sandbox import UID_BASE, UID_COUNT, Sandbox, SandboxError, processes_of
+from autograder.sandbox import (UID_BASE, UID_COUNT, Sandbox, SandboxError, _inside_files, held_by_live_grader,
+                                processes_of)
 from helpers import nbgrader_course, solved, write
 from normgrad.cases import load
 
 ASSIGNMENT = os.environ.get("REDTEAM_ASSIGNMENT", "01-forward")
+INSIDE_FILES = tuple(p.name for p in _inside_files())
 MEMORY_MB = 1536
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("REDTEAM_AS_USER"),
                                 reason="the red-team suite checks the root set-up (a sandbox uid per job)")
@@ -321,9 +323,9 @@ ATTACKS = [
         "lose_f", "should have dtype"),
     Attack("wrong-type-or-device", with_code(D("""
         def _rt_other_kind(a):
+            if isinstance(a, _np.ndarray):  # a NumPy exercise cannot import torch: a list, then
+                return a.tolist()
             import torch
-            if isinstance(a, _np.ndarray):
-                return torch.from_numpy(a.copy())
             return a.to("cuda") if a.device.type == "cpu" and torch.cuda.is_available() else a.cpu().numpy()
         """) + esc(wrapper("return _rt_map(_rt_honest(*args, **kwargs), _rt_other_kind)"))),
         "lose_f", "should be a"),
@@ -336,8 +338,8 @@ ATTACKS = [
         _rt_try("the repository", lambda: os.listdir("{ROOT}")[0])
         _rt_try("import normgrad", lambda: __import__("normgrad.cases"))
         _rt_try("import autograder", lambda: __import__("autograder.grading"))
-        _rt_try("sandbox_main's folder", lambda: [n for n in os.listdir(os.path.dirname(__import__("wire").__file__))
-                                                 if n not in ("sandbox_main.py", "wire.py", "calling.py")][0])
+        _rt_try("the program's folder", lambda: [n for n in os.listdir(os.path.dirname(__import__("wire").__file__))
+                                                if n not in {INSIDE_FILES}][0])
         """), "full"),
     Attack("read-gradebook-and-other-submissions", probe("""
         import os, glob
@@ -394,6 +396,23 @@ ATTACKS = [
             assert "pytest" in text or "autograder" in text or len(pids) > 10
         _rt_try("the grader's processes", _rt_others)
         _rt_try("the grader's environment", lambda: open("/proc/{ctx.grader_pid}/environ", "rb").read(1))
+        """), "full"),
+    Attack("import-torch-in-a-numpy-exercise", probe("""
+        import importlib, sys
+        def _rt_torch_grad():
+            torch = importlib.import_module("to" + "rch")
+            x = torch.ones(3, requires_grad=True)
+            torch.autograd.grad((x * x).sum(), x)
+        if "torch" not in sys.modules:  # a NumPy exercise: torch must not even import
+            _rt_try("import torch by an assembled name", _rt_torch_grad)
+        """), "full"),
+    Attack("namespaces-mounts-keyrings", probe("""
+        import ctypes, os
+        _rt_libc = ctypes.CDLL(None, use_errno=True)
+        if os.uname().machine == "x86_64":
+            _rt_try("a user namespace", lambda: _rt_libc.unshare(0x10000000) == 0 or 1 / 0)
+            _rt_try("a network namespace", lambda: _rt_libc.unshare(0x40000000) == 0 or 1 / 0)
+            _rt_try("a key in the user keyring", lambda: _rt_libc.syscall(248, b"user", b"rt", b"x", 1, -4) >= 0 or 1 / 0)
         """), "full"),
     Attack("escalate", probe("""
         import os
@@ -531,7 +550,7 @@ def sandbox_leftovers() -> list[str]:
                 pass
             if entry.name.startswith("rt-poison"):
                 left.append(entry.path)
-    return left + leftover_groups()
+    return left + [g for g in leftover_groups() if not held_by_live_grader(g)]  # another grader's may be running
 
 
 def gradebook_rows(db: Path) -> tuple[dict, dict]:
@@ -789,3 +808,100 @@ def test_the_fallback_says_so_and_still_contains_the_attacks(setting, fallback):
     for name in FALLBACK_ATTACKS:
         assert float(grades[name]["score"]) == expected_score(scores, by_name[name].expect), (name, grades[name])
     assert gradebook_unchanged and leftovers == []
+
+
+# --- answers done by the library, in an exercise answered with torch ------------------------------------
+
+LIBRARY = "04-code-mapping"
+LIBRARY_F = "layernorm_backward"
+# The gradients by autograd, from the graph of torch's own layer norm (eps recovered from the given rstd).
+AUTOGRAD_PRELUDE = '''
+import gc, torch
+_rt_grad_at_cell_level = torch.autograd.grad
+def _rt_graph(dy, x, gamma, mean, rstd):
+    eps = float((1 / rstd.double() ** 2 - x.double().var(1, unbiased=False)).median())
+    leaves = [t.detach().double().requires_grad_(True) for t in (x, gamma, torch.zeros_like(gamma))]
+    with torch.enable_grad():
+        y = torch.nn.functional.layer_norm(leaves[0], [x.shape[1]], leaves[1], leaves[2], max(eps, 0.0))
+    return y, leaves, dy.double()
+def _rt_is_grad(o):
+    try:
+        return getattr(o, "__name__", "") == "grad" and getattr(o, "__module__", "") == "torch.autograd"
+    except Exception:
+        return False
+def _rt_cast(grads, x, gamma):
+    return grads[0].to(x.dtype), grads[1].to(gamma.dtype), grads[2].to(gamma.dtype)
+'''
+LIBRARY_CHEATS = {
+    "assembled-aten-op": '''
+        ops = getattr(torch.ops, "at" + "en")
+        backward = getattr(ops, "native_layer_norm_" + "backward")
+        grads = backward(dy, x, [x.shape[1]], mean[:, None].to(x.dtype), rstd[:, None].to(x.dtype), gamma,
+                         torch.zeros_like(gamma), [True, True, True])
+        return grads[0], grads[1].to(gamma.dtype), grads[2].to(gamma.dtype)''',
+    "grad-captured-at-cell-level": '''
+        y, leaves, d = _rt_graph(dy, x, gamma, mean, rstd)
+        return _rt_cast(_rt_grad_at_cell_level(y, leaves, d), x, gamma)''',
+    "grad-fn-called": '''
+        y, leaves, d = _rt_graph(dy, x, gamma, mean, rstd)
+        return _rt_cast(y.grad_fn(d), x, gamma)''',
+    "grad-found-through-gc": '''
+        y, leaves, d = _rt_graph(dy, x, gamma, mean, rstd)
+        refused = RuntimeError("no grad found")
+        for fn in [o for o in gc.get_objects() if _rt_is_grad(o)]:
+            try:
+                got = fn(y, leaves, d)
+            except Exception as e:
+                refused = e
+                continue
+            if isinstance(got, tuple) and len(got) == 3:
+                return _rt_cast(got, x, gamma)
+        raise refused''',
+    "engine-called-directly": '''
+        y, leaves, d = _rt_graph(dy, x, gamma, mean, rstd)
+        engine = torch.autograd.Variable._execution_engine
+        return _rt_cast(engine.run_backward((y,), (d,), False, False, tuple(leaves), True, False), x, gamma)''',
+}
+LIBRARY_CONTROLS = {
+    "honest": "",
+    "honest-through-torch-compile": f'''
+_rt_by_hand = {LIBRARY_F}
+_rt_compiled = torch.compile(_rt_by_hand, backend="eager")
+def {LIBRARY_F}(dy, x, gamma, mean, rstd):
+    return _rt_compiled(dy, x, gamma, mean, rstd)
+''',
+}
+
+
+@pytest.fixture(scope="module")
+def library_batch(tmp_path_factory):
+    if Sandbox().mode != "bwrap":
+        pytest.skip("the attacks are aimed at the bubblewrap sandbox")
+    base = tmp_path_factory.mktemp("library")
+    submitted = base / "submitted"
+    sources = {**LIBRARY_CONTROLS, **{name: f"def {LIBRARY_F}(dy, x, gamma, mean, rstd):\n" +
+                                      textwrap.indent(textwrap.dedent(body).strip(), "    ")
+                                      for name, body in LIBRARY_CHEATS.items()}}
+    for name, code in sources.items():
+        nb = solved(LIBRARY)
+        cell = next(c for c in nb.cells if c.cell_type == "code" and LIBRARY_F in defined_names(c.source))
+        cell.source += "\n" + AUTOGRAD_PRELUDE + "\n" + code + "\n"
+        write(nb, submitted, name, LIBRARY)
+    done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(base / "out"),
+                           "--jobs", "2"], cwd=base, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    with open(base / "out" / "grades.csv") as f:
+        return {r["student"]: float(r["score"]) for r in csv.DictReader(f)}, base / "out"
+
+
+@pytest.mark.parametrize("name", list(LIBRARY_CONTROLS))
+def test_honest_answers_keep_full_marks_under_the_autograd_lock(library_batch, name):
+    assert library_batch[0][name] == load(LIBRARY).max_score
+
+
+@pytest.mark.parametrize("name", list(LIBRARY_CHEATS))
+def test_backward_done_by_the_library_earns_nothing(library_batch, name):
+    assignment = load(LIBRARY)
+    assert library_batch[0][name] == assignment.max_score - assignment.points_of(LIBRARY_F)
+    text = (library_batch[1] / "feedback" / name / LIBRARY / f"{notebooks(LIBRARY).source.stem}.txt").read_text()
+    assert "autograd is switched off" in text

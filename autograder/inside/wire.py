@@ -15,7 +15,7 @@ job's inputs go in this way and the results come out this way, so the
 sandboxed process needs no folder shared with the grader.
 
 This module imports only the standard library and NumPy (torch when a tensor
-crosses), because the sandbox imports it from a copy.
+crosses): the sandbox imports it from a copy.
 """
 
 from __future__ import annotations
@@ -141,29 +141,6 @@ def unpack(files, max_bytes: int = 1 << 30, allow_devices=("cpu", "cuda")):
     return decode(manifest)
 
 
-def dump(value, folder: str) -> None:
-    """Write `value` into `folder` (created) as manifest.json plus one .npy per array."""
-    os.makedirs(folder, exist_ok=True)
-    for name, data in pack(value).items():
-        with open(os.path.join(folder, name), "wb") as f:
-            f.write(data)
-
-
-def load(folder: str, max_bytes: int = 1 << 30, allow_devices=("cpu", "cuda")):
-    """Read back what `dump` wrote, refusing anything that is not plain data or is too big."""
-
-    def read(name):
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path) or os.path.islink(path):
-            return None
-        if os.path.getsize(path) > max(max_bytes, MAX_MANIFEST_BYTES) + 1024:
-            raise WireError(f"{name} too large")
-        with open(path, "rb") as f:
-            return f.read()
-
-    return unpack(read, max_bytes, allow_devices)
-
-
 def _torch_if_loaded():
     import sys
     return sys.modules.get("torch")
@@ -249,17 +226,21 @@ def _decode_tensor(read, node, budget, allow_devices):
             and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31 for n in shape)
             and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in stride)):
         raise WireError("malformed tensor shape")
+    # Sizes first, from the manifest alone: nothing is read or allocated for a view that is refused.
+    numel = math.prod(shape)
+    span = 1 + sum((n - 1) * s for n, s in zip(shape, stride)) if numel else 0
+    if numel > span:  # stride 0 or overlapping strides: a huge declared shape over a tiny storage
+        raise WireError(f"a tensor of shape {tuple(shape)} is a view repeating its storage ({numel} elements "
+                        f"over {span} stored): return a tensor that holds its values")
     stored = "int16" if dtype == "bfloat16" else dtype
     raw = _read_array(read, node.get("file"), {stored}, budget)
     if raw.ndim != 1:
         raise WireError("malformed tensor storage")
+    if span > raw.size:
+        raise WireError("tensor view outside its storage")
     base = torch.from_numpy(raw.copy())
     if dtype == "bfloat16":
         base = base.view(torch.bfloat16)
-    numel = math.prod(shape)
-    span = 1 + sum((n - 1) * s for n, s in zip(shape, stride)) if numel else 0
-    if span > base.numel():
-        raise WireError("tensor view outside its storage")
     return base.to(device).as_strided(shape, stride, 0)
 
 
@@ -287,12 +268,15 @@ class FrameReader:
     says what it was) nothing more is accepted, and what came before stays.
     """
 
-    def __init__(self, max_files: int = 20_000, max_bytes: int = 256 << 20, max_file_bytes: int = 64 << 20):
+    def __init__(self, max_files: int = 20_000, max_bytes: int = 256 << 20, max_file_bytes: int = 64 << 20,
+                 check=None):
+        self.check = check  # called with each frame's name as its header arrives; a ValueError refuses it
         self.files: dict[str, bytes] = {}
         self.error: str | None = None
         self._buffer = bytearray()
         self._limits = (max_files, max_bytes, max_file_bytes)
         self._total = 0
+        self._checked: set[str] = set()
 
     def feed(self, chunk: bytes) -> None:
         if self.error is not None:
@@ -300,7 +284,7 @@ class FrameReader:
         self._buffer += chunk
         try:
             self._parse()
-        except WireError as e:
+        except ValueError as e:  # WireError, or the check's refusal
             self.error = str(e)
             self._buffer = bytearray()
 
@@ -330,6 +314,9 @@ class FrameReader:
                 raise WireError(f"frame {name} sent twice")
             if len(self.files) >= max_files or self._total + size > max_bytes:
                 raise WireError("too many or too large frames")
+            if self.check is not None and name not in self._checked:
+                self._checked.add(name)
+                self.check(name)
             if len(self._buffer) < end + 1 + size:
                 return
             self.files[name] = bytes(self._buffer[end + 1:end + 1 + size])

@@ -1,0 +1,184 @@
+"""The program that runs inside the sandbox, beside the student's code.
+
+    python -I -S -B FOLDER_OF_THIS_PACKAGE JOB_FD RESULTS_FD [SYS_PATH ...]
+
+JOB_FD (read-only) holds the job as frames (see wire.py and protocol.py): the
+`Job` (the student's solution cells, already picked out by the trusted side,
+and the calls to make) and the inputs of each call. Results go out on
+RESULTS_FD as frames, as soon as each is known, in the order protocol.py
+fixes; so the calls that finished count even if a later one hangs or ends
+the process, and the grader knows which one did.
+
+Nothing this process writes is believed: the trusted side reads the frames as
+plain data, in the order it expects them, and judges them against an oracle
+this process never sees.
+"""
+
+import importlib.abc
+import json
+import linecache
+import os
+import signal
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Only the folders the grader names (the standard library, numpy, torch, triton), and this package's
+# files: no site hooks, no .pth files run.
+sys.path[:] = [HERE] + sys.argv[3:]
+
+import calling  # noqa: E402
+import protocol  # noqa: E402
+import wire  # noqa: E402
+
+MAIN_PID = os.getpid()
+
+
+def _short_traceback(exc: BaseException) -> str:
+    """The traceback, keeping only frames of the student's cells."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell")]
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)[-4000:]
+
+
+class CallTimeout(Exception):
+    """A call ran past its time budget (its case's `seconds`, in CPU time)."""
+
+
+def _ran_out_of_time(exc: BaseException) -> bool:
+    """Was `exc` a CallTimeout, or caused by one? (Triton's interpreter wraps what a kernel raises.)"""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, CallTimeout):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _alarm(signum, frame):
+    raise CallTimeout("took longer than its time limit and was stopped (an endless loop, or a lock never released?)")
+
+
+def _after_student_code(reap: bool) -> None:
+    """Back from the student's code: a forked child ends here, and any process it left is killed."""
+    if os.getpid() != MAIN_PID:
+        os._exit(0)
+    if not reap:
+        return
+    try:  # every process this user may signal, but this one: strays the student's code started
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    """A NumPy exercise's job: torch and its kin cannot be imported (the grader also hides their folders)."""
+
+    BLOCKED = ("torch", "triton", "functorch", "torchgen")
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.BLOCKED:
+            raise ImportError(f"{name} cannot be imported in this exercise: it is answered with NumPy")
+        return None
+
+
+_LAUNCHES = [0]
+
+
+def _count_kernel_launches() -> None:
+    """Count launches of Triton kernels defined in the student's cells (their source is `<cell ...>`)."""
+    try:
+        from triton.runtime import interpreter, jit
+    except ImportError:
+        return
+    for cls in (jit.JITFunction, getattr(interpreter, "InterpretedFunction", None)):
+        if cls is None or not hasattr(cls, "run"):
+            continue
+
+        def run(self, *args, _run=cls.run, **kwargs):
+            code = getattr(getattr(self, "fn", None), "__code__", None)
+            if not kwargs.get("warmup") and code is not None and code.co_filename.startswith("<cell"):
+                _LAUNCHES[0] += 1
+            return _run(self, *args, **kwargs)
+
+        cls.run = run
+
+
+def main(job_fd: int, out_fd: int) -> None:
+    job_files = wire.read_frames(job_fd)
+    os.close(job_fd)
+    job = protocol.Job.decode(job_files[protocol.JOB])
+
+    def send(name, data):
+        wire.write_frames(out_fd, [(name, data if isinstance(data, bytes) else json.dumps(data).encode())])
+
+    if job.torch:
+        import torch  # noqa: F401  (imported before the student's code, so that it can be locked)
+
+        calling.seal()
+        if job.count_kernels:
+            _count_kernel_launches()
+    else:
+        sys.meta_path.insert(0, _NoTorch())
+
+    # CPU time, not wall time: a neighbour that hogs the machine does not make a call time out.
+    signal.signal(signal.SIGPROF, _alarm)
+    namespace = {"__name__": "__submission__"}
+    for cell in job.cells:
+        send(protocol.begun(cell.id), b"")
+        status = {"error": None}
+        signal.setitimer(signal.ITIMER_PROF, float(job.cell_seconds))
+        try:
+            filename = f"<cell {cell.label}>"
+            # Triton's @jit reads a kernel's source back through linecache, as it does in a notebook.
+            linecache.cache[filename] = (len(cell.source), None, cell.source.splitlines(True), filename)
+            exec(compile(cell.source, filename, "exec"), namespace)
+        except BaseException as e:  # SystemExit and KeyboardInterrupt too: keep going
+            status["error"] = _short_traceback(e)
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            _after_student_code(job.reap)
+        send(protocol.status(cell.id), status)
+
+    # Functions that ran out of time or memory once: an endless loop will not end the next time, and a
+    # memory bomb would only churn the machine's memory again.
+    exhausted = {}
+    for call in job.calls:
+        send(protocol.begun(call.id), b"")
+        status = {"error": None, "seconds": None}
+        start, launches = time.perf_counter(), _LAUNCHES[0]
+        signal.setitimer(signal.ITIMER_PROF, float(call.seconds))
+        files = {}
+        try:
+            if call.function in exhausted:
+                raise RuntimeError(f"not run: an earlier test of {call.function} {exhausted[call.function]}")
+            target = namespace.get(call.function)
+            if target is None:
+                raise NameError(f"your code does not define {call.function}")
+            args, kwargs = wire.unpack(wire.subfolder(job_files, protocol.inputs(call.id)))
+            returned = calling.invoke(call.protocol, target, tuple(args), kwargs)
+            if call.device != "cpu":
+                sys.modules["torch"].cuda.synchronize()
+            files.update({f"{protocol.returned(call.id)}/{k}": v for k, v in wire.pack(returned).items()})
+            files.update({f"{protocol.args_after(call.id)}/{k}": v for k, v in wire.pack(list(args)).items()})
+        except BaseException as e:
+            status["error"] = _short_traceback(e)
+            files = {}
+            if _ran_out_of_time(e):
+                exhausted[call.function] = "ran out of time"
+            elif isinstance(e, MemoryError):
+                exhausted[call.function] = "ran out of memory"
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            _after_student_code(job.reap)
+        status["seconds"] = time.perf_counter() - start
+        if job.count_kernels:
+            status["kernel_launches"] = _LAUNCHES[0] - launches
+        wire.write_frames(out_fd, list(files.items()))
+        send(protocol.status(call.id), status)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]))

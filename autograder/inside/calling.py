@@ -1,0 +1,192 @@
+"""How a test case calls a student's code: the same in a notebook and in the sandbox.
+
+This module imports nothing of the course's (only the standard library, and
+torch when a call needs it): the sandbox imports it from a copy, and
+`normgrad.calling` is this module for the notebooks.
+
+A *protocol* names the way a case drives the student's object:
+
+call               fn(*args, **kwargs); the value it returns is the result
+autograd_function  y = cls.apply(*args[:-1]); y.backward(args[-1]); the result
+                   is (y, x.grad, gamma.grad, beta.grad) for the first three args;
+                   cls must be a torch.autograd.Function and y its own output
+
+While the student's code runs, autograd is switched off and its entry points
+raise: the exercises are about computing gradients by hand. Under the
+`autograd_function` protocol the engine itself runs (it is what calls the
+student's `backward`), but a backward that asks autograd for help still meets
+the same locked doors.
+
+Two locks. In a notebook, `no_autograd` replaces the entry points for the
+duration of a test and puts them back. In the sandbox, `seal` locks them for
+the rest of the process, before the student's first cell: the functions
+themselves are rewritten to refuse (so a reference captured earlier, or found
+again through `gc.get_objects()`, refuses too), and PyTorch's backward
+operators (`aten::*backward*`) are replaced in its dispatcher, however they
+are reached (`torch.ops.aten...` by assembled names included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import sys
+import warnings
+
+PROTOCOLS = ("call", "autograd_function")
+
+NO_AUTOGRAD = "autograd is switched off while your code is tested: compute the gradient by hand"
+
+
+_DOORS = (("autograd", "grad"), ("autograd", "backward"), ("Tensor", "backward"),
+          ("autograd.functional", "jacobian"), ("autograd.functional", "vjp"))
+# Rewritten in the sandbox: every Python way into the autograd engine that the course's answers never need.
+_SEALED_DOORS = _DOORS + (("autograd.functional", "jvp"), ("autograd.functional", "hessian"),
+                          ("autograd.functional", "hvp"), ("autograd.functional", "vhp"),
+                          ("autograd.graph", "_engine_run_backward"))
+_ENGINE = []  # the autograd engine as it was before any lock: the autograd_function protocol runs it
+
+
+def _refuse(*args, **kwargs):
+    raise RuntimeError(NO_AUTOGRAD)
+
+
+def _owner(torch, path: str):
+    owner = torch
+    for part in path.split("."):
+        owner = getattr(owner, part)
+    return owner
+
+
+def _keep_engine(torch) -> None:
+    if not _ENGINE:
+        _ENGINE.append(torch.autograd.Variable._execution_engine)
+
+
+def lock_autograd():
+    """Make torch's autograd entry points raise; returns what it replaced (for `no_autograd` to restore)."""
+    torch = sys.modules.get("torch")
+    if torch is None:  # NumPy exercises: nothing to lock
+        return []
+    _keep_engine(torch)
+    saved = [(owner, name, getattr(owner, name)) for owner, name in
+             ((_owner(torch, path), name) for path, name in _DOORS)]
+    for owner, name, _ in saved:
+        setattr(owner, name, _refuse)
+    return saved
+
+
+@contextlib.contextmanager
+def no_autograd():
+    """Autograd locked and grad mode off for the duration (the notebook's test cells use this)."""
+    torch = sys.modules.get("torch")
+    saved = [] if _SEALED else lock_autograd()
+    try:
+        with (torch.no_grad() if torch is not None else contextlib.nullcontext()):
+            yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
+# --- the sandbox's lock, for good ---------------------------------------------------------------
+
+_SEALED = []
+
+
+def _refusing_code(free: int):
+    """The code of a function that raises NO_AUTOGRAD, with `free` free variables (a closure's size must match)."""
+    names = [f"_v{i}" for i in range(free)]
+    source = ("def _outer():\n" + "".join(f"    {n} = None\n" for n in names) +
+              "    def refused(*args, **kwargs):\n" + (f"        {', '.join(names)}\n" if names else "") +
+              f"        raise RuntimeError({NO_AUTOGRAD!r})\n    return refused\n")
+    space: dict = {}
+    exec(source, space)
+    return space["_outer"]().__code__
+
+
+def seal() -> None:
+    """Lock autograd in this process for good (the sandbox does, before the student's first cell)."""
+    torch = sys.modules.get("torch")
+    if torch is None or _SEALED:
+        return
+    _keep_engine(torch)
+    for path, name in _SEALED_DOORS:
+        try:
+            function = getattr(_owner(torch, path), name)
+        except AttributeError:  # a door this version of torch does not have
+            continue
+        function = getattr(function, "__func__", function)
+        if hasattr(function, "__code__"):
+            function.__code__ = _refusing_code(len(function.__code__.co_freevars))
+    _block_backward_operators(torch)
+    torch.autograd.Variable._execution_engine = _LockedEngine(_ENGINE[0])
+    _SEALED.append(True)
+
+
+class _LockedEngine:
+    """Stands in for the autograd engine's Python handle: everything but running a backward pass."""
+
+    def __init__(self, engine):
+        object.__setattr__(self, "_queue_callback", engine.queue_callback)
+
+    def run_backward(self, *args, **kwargs):
+        raise RuntimeError(NO_AUTOGRAD)
+
+    def queue_callback(self, callback):
+        return self._queue_callback(callback)
+
+
+def _block_backward_operators(torch) -> None:
+    """Replace the CPU and CUDA kernels of every `aten::*backward*` operator with one that refuses.
+
+    The registration lives as long as its library object; that object is kept alive here with no
+    reference a Python program could find (it is not tracked by the garbage collector), so no code of
+    the student's can take the registration back.
+    """
+    library = torch._C._dispatch_library("IMPL", "aten", "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+        for qualified in torch._C._dispatch_get_all_op_names():
+            namespace, _, name = qualified.partition("::")
+            if namespace != "aten" or "backward" not in name:
+                continue
+            for key in ("CPU", "CUDA"):
+                if torch._C._dispatch_has_kernel_for_dispatch_key(qualified, key):
+                    library.impl(name, key, _refuse, False)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(library))
+
+
+def _run_backward(torch, y, dy) -> None:
+    engine = _ENGINE[0] if _ENGINE else torch.autograd.Variable._execution_engine
+    engine.run_backward((y,), (dy,), False, False, (), True, True)
+
+
+def invoke(protocol: str, target, args: tuple, kwargs: dict):
+    """Drive `target` (a function or an autograd.Function class) the way `protocol` says."""
+    if protocol == "call":
+        with no_autograd():
+            return target(*args, **kwargs)
+    if protocol == "autograd_function":
+        import torch
+
+        *inputs, dy = args
+        name = getattr(target, "__name__", repr(target))
+        if not (isinstance(target, type) and issubclass(target, torch.autograd.Function)):
+            raise TypeError(f"{name} should be a subclass of torch.autograd.Function")
+        leaves = [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                  for a in inputs]
+        with no_autograd(), torch.enable_grad():
+            y = target.apply(*leaves, **kwargs)
+            if not isinstance(y, torch.Tensor):
+                raise TypeError(f"{name}.apply should return a tensor, got {type(y).__name__}")
+            # The gradient must come from the student's backward, not from autograd's own
+            # derivatives of ops run outside a Function (an `apply` replaced by plain torch code).
+            if not isinstance(y.grad_fn, target._backward_cls):
+                source = type(y.grad_fn).__name__ if y.grad_fn is not None else "nowhere: it does not depend on x"
+                raise TypeError(f"{name}.apply should return the output of {name}.forward, so that "
+                                f"{name}.backward computes the gradient; its gradient would come from {source}")
+            _run_backward(torch, y, dy)
+        grads = tuple(leaf.grad if isinstance(leaf, torch.Tensor) else None for leaf in leaves[:3])
+        return (y.detach(), *grads)
+    raise ValueError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")

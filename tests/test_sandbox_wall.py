@@ -1,0 +1,411 @@
+"""The sandbox wall: what runs inside is one package, frames come only in the order the job expects,
+the sandbox user gets no namespaces, mounts or keyrings, huge views do not cross, graders share uid
+locks and sweep each other's leftovers, and autograd stays locked however a call reaches for it."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autograder import cgroup, grading, sandbox
+from autograder.inside import protocol, wire
+
+INSIDE = Path(sandbox.__file__).parent / "inside"
+ROOT = INSIDE.parent.parent
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a sandbox uid per job)")
+
+
+# --- the package ------------------------------------------------------------------------------------
+
+def test_the_inside_imports_nothing_of_the_course():
+    siblings = {p.stem for p in INSIDE.glob("*.py")}
+    allowed = set(sys.stdlib_module_names) | {"numpy", "torch", "triton"} | siblings
+    for path in INSIDE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_frame_names_are_spelled_only_in_the_protocol():
+    for path in [*ROOT.glob("autograder/**/*.py")]:
+        if path.name == "protocol.py":
+            continue
+        text = path.read_text()
+        assert not re.search(r"""["'][^"'\n]*(status\.json|/begun|job\.json)""", text), path
+
+
+def test_the_expected_order_refuses_forged_and_out_of_turn_frames():
+    job = protocol.Job((protocol.Cell("k0", "a", ""),), (protocol.CallSpec("c000", "f", "call"),
+                                                          protocol.CallSpec("c001", "f", "call")))
+    expected = protocol.Expected(job)
+    for name, event in [(protocol.begun("k0"), "begun"), (protocol.status("k0"), "status"),
+                        (protocol.begun("c000"), "begun"), (protocol.returned("c000") + "/manifest.json", None),
+                        (protocol.status("c000"), "status")]:
+        assert expected.accept(name) == event
+    for forged in (protocol.status("c000"), protocol.status("c001"), protocol.begun("c000"),
+                   protocol.returned("c001") + "/a1.npy", "k0/begun"):
+        with pytest.raises(protocol.ProtocolViolation):
+            expected.accept(forged)
+    assert expected.accept(protocol.begun("c001")) == "begun"
+    with pytest.raises(protocol.ProtocolViolation):
+        expected.accept(protocol.returned("c000") + "/manifest.json")
+
+
+def test_a_job_round_trips_as_json():
+    job = protocol.Job((protocol.Cell("k0", "a", "x = 1"),), (protocol.CallSpec("c000", "f", "call", "cpu", 2.5),),
+                       torch=True, reap=True, count_kernels=True)
+    assert protocol.Job.decode(job.encode()) == job
+
+
+# --- huge views -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,what", [((1 << 20, 1 << 21), "8 TiB"), ((65536, 65536), "17 GB")])
+def test_a_huge_view_over_a_tiny_storage_is_refused_before_any_allocation(shape, what):
+    view = torch.zeros(1).as_strided(shape, (0, 0))
+    files = wire.pack(view)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    with pytest.raises(wire.WireError, match="repeating its storage"):
+        wire.unpack(files)
+    problems, returned = grading._judge_call({protocol.status("c0"): b'{"error": null}',
+                                              **{f"{protocol.returned('c0')}/{k}": v for k, v in files.items()},
+                                              **{f"{protocol.args_after('c0')}/{k}": v
+                                                 for k, v in wire.pack([]).items()}}, "c0", None)
+    assert returned is None and "repeating its storage" in problems[0], what
+    assert time.monotonic() - start < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 << 10  # KiB: under 64 MiB more
+
+
+def test_ordinary_views_still_cross():
+    base = torch.arange(24.0).reshape(4, 6)
+    for view in (base.t(), base[:, 1::2], base[1:2], torch.zeros(0, 3)):
+        back = wire.unpack(wire.pack(view))
+        assert torch.equal(back, view) and (back.stride() == view.stride() or not view.numel())
+
+
+# --- jobs in the sandbox ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def box():
+    if os.geteuid() != 0:
+        pytest.skip("the wall is checked in the root set-up (a sandbox uid per job)")
+    found = sandbox.Sandbox()
+    if found.mode != "bwrap":
+        pytest.skip(found.reason)
+    return found
+
+
+def run(box, source: str, calls: list[tuple[str, tuple]], torch_job: bool = False, seconds: float = 10.0,
+        **options) -> tuple[sandbox.JobResult, dict]:
+    """One job: a cell, and calls fn(*args); returns the result and, per call, (status, returned or None)."""
+    specs = tuple(protocol.CallSpec(f"c{i:03d}", fn, "call", "cpu", seconds) for i, (fn, _) in enumerate(calls))
+    inputs = {f"{protocol.inputs(s.id)}/{n}": d for s, (_, args) in zip(specs, calls)
+              for n, d in wire.pack((list(args), {})).items()}
+    job = protocol.Job((protocol.Cell("k0", "cell", textwrap.dedent(source)),), specs, torch=torch_job, reap=True,
+                       **options)
+    result = sandbox.run_job(box, job, inputs, sandbox.Limits(memory_bytes=2 << 30), env_extra=options.get(
+        "count_kernels") and {"TRITON_INTERPRET": "1"} or None)
+    out = {}
+    for spec, (fn, _) in zip(specs, calls):
+        verdict = result.verdicts[spec.id]
+        if isinstance(verdict, str):
+            out[fn] = (verdict, None)
+            continue
+        status = json.loads(verdict[protocol.status(spec.id)])
+        back = wire.unpack(wire.subfolder(verdict, protocol.returned(spec.id))) if not status["error"] else None
+        out[fn] = (status, back)
+    return result, out
+
+
+FORGER = """
+import os, threading, time
+def _forge():
+    time.sleep(0.5)
+    for i in range(40):
+        for name in (b"c000/status.json", b"c000/begun", b"c001/begun"):
+            frame = name + b" 15\\n" + b'{"error": null}'
+            for fd in range(3, 32):
+                try:
+                    os.write(fd, frame)
+                except OSError:
+                    pass
+        time.sleep(0.25)
+def hangs(x):
+    threading.Thread(target=_forge, daemon=True).start()
+    while True:
+        time.sleep(1)
+def fine(x):
+    return x
+"""
+
+
+def test_forged_frames_from_a_thread_neither_restart_the_watchdog_nor_count(box):
+    start = time.monotonic()
+    result, out = run(box, FORGER, [("hangs", (1,)), ("fine", (2,))], seconds=2.0)
+    assert out["hangs"][0].startswith("this test sent malformed results")
+    assert out["fine"][1] == 2  # the next function ran in a fresh process
+    assert time.monotonic() - start < 30, "the forged frames kept the hung call alive"
+
+
+ESCAPES = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def escapes(x):
+    got = []
+    for name, flag in (("user", 0x10000000), ("net", 0x40000000), ("mount", 0x00020000)):
+        if libc.unshare(flag) == 0:
+            got.append("unshare " + name)
+    pid = os.fork()  # in a child: a new user namespace, then a tmpfs in it
+    if pid == 0:
+        ok = libc.unshare(0x10000000 | 0x00020000) == 0 and libc.mount(b"none", b"/tmp", b"tmpfs", 0, b"size=8g") == 0
+        os._exit(0 if ok else 1)
+    if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0:
+        got.append("tmpfs in a user namespace")
+    if libc.syscall(248, b"user", b"rt-key", b"secret", 6, -4) >= 0:  # add_key to the user keyring
+        got.append("add_key")
+    return got
+def read_key(x):
+    buf = ctypes.create_string_buffer(4096)
+    size = libc.syscall(250, 11, -4, buf, 4096)  # KEYCTL_READ: the ids of its keys
+    return max(size, 0)
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probes use x86-64 syscall numbers")
+def test_the_sandbox_user_gets_no_namespaces_mounts_or_keyrings(box):
+    _, out = run(box, ESCAPES, [("escapes", (0,))])
+    assert out["escapes"][1] == [], out["escapes"]
+    _, later = run(box, ESCAPES, [("read_key", (0,))])
+    assert later["read_key"][1] == 0
+
+
+@as_root
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe uses x86-64 syscall numbers")
+def test_a_sandbox_uids_keyrings_are_emptied_after_each_job():
+    uid = sandbox.UID_BASE + sandbox.UID_COUNT - 1
+    code = textwrap.dedent(f"""
+        import ctypes, os, sys
+        os.setgid({uid}); os.setuid({uid})
+        libc = ctypes.CDLL(None, use_errno=True)
+        if sys.argv[1] == "add":
+            assert libc.syscall(248, b"user", b"rt-key", b"secret", 6, -4) >= 0
+        buf = ctypes.create_string_buffer(64)
+        print(max(libc.syscall(250, 11, -4, buf, 64), 0))
+        """)
+    as_uid = lambda what: int(subprocess.run([sys.executable, "-c", code, what], capture_output=True, text=True,
+                                             check=True).stdout)
+    assert as_uid("add") >= 4  # a key id (4 bytes) in the user keyring
+    sandbox.clear_keyrings(uid)
+    assert as_uid("read") == 0
+
+
+# --- autograd, however a call reaches for it --------------------------------------------------------
+
+WALKAROUNDS = """
+import gc, importlib, torch
+captured_grad = torch.autograd.grad  # captured at cell level
+_x0 = torch.ones(3, requires_grad=True)
+captured_fn = (_x0 * 2).sum().grad_fn
+def by_assembled_op(x, dy):
+    ops = getattr(torch.ops, "at" + "en")
+    y, mean, rstd = torch.native_layer_norm(x, [x.shape[1]], None, None, 1e-5)
+    return getattr(ops, "native_layer_norm_" + "backward")(dy, x, [x.shape[1]], mean, rstd, None, None,
+                                                            [True, False, False])[0]
+def by_captured_grad(x, dy):
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        y = torch.nn.functional.layer_norm(x, [x.shape[1]])
+    return captured_grad(y, x, dy)[0]
+def by_grad_fn(x, dy):
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        y = torch.nn.functional.layer_norm(x, [x.shape[1]])
+    return y.grad_fn(dy)[0]
+def by_gc(x, dy):
+    real = [o for o in gc.get_objects() if callable(o) and getattr(o, "__name__", "") == "grad"
+            and getattr(o, "__module__", "") == "torch.autograd"]
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        y = torch.nn.functional.layer_norm(x, [x.shape[1]])
+    for fn in real:
+        try:
+            got = fn(y, x, dy)
+        except Exception:
+            continue
+        if isinstance(got, tuple):
+            return got[0]
+    raise RuntimeError("autograd is switched off: nothing found")
+def by_engine(x, dy):
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        y = torch.nn.functional.layer_norm(x, [x.shape[1]])
+    return torch.autograd.Variable._execution_engine.run_backward((y,), (dy,), False, False, (x,), True, False)[0]
+def by_backward(x, dy):
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        torch.nn.functional.layer_norm(x, [x.shape[1]]).backward(dy)
+    return x.grad
+def _by_hand(x, dy):
+    mean = x.mean(1, keepdim=True)
+    rstd = 1 / torch.sqrt(((x - mean) ** 2).mean(1, keepdim=True) + 1e-5)
+    xhat = (x - mean) * rstd
+    return rstd * (dy - dy.mean(1, keepdim=True) - xhat * (dy * xhat).mean(1, keepdim=True))
+honest = _by_hand
+honest_compiled = torch.compile(_by_hand, backend="eager")
+"""
+
+
+def test_autograd_and_backward_operators_stay_locked_however_reached(box):
+    x, dy = torch.randn(5, 7, dtype=torch.float64) * 3 + 2, torch.randn(5, 7, dtype=torch.float64)
+    xr = x.detach().requires_grad_(True)
+    torch.nn.functional.layer_norm(xr, [7]).backward(dy)
+    names = ["by_assembled_op", "by_captured_grad", "by_grad_fn", "by_gc", "by_engine", "by_backward", "honest",
+             "honest_compiled"]
+    _, out = run(box, WALKAROUNDS, [(n, (x, dy)) for n in names], torch_job=True, seconds=60.0)
+    for name in names[:-2]:
+        status, returned = out[name]
+        assert returned is None and "autograd is switched off" in status["error"], (name, status)
+    for name in names[-2:]:
+        status, returned = out[name]
+        assert returned is not None, (name, status)
+        torch.testing.assert_close(returned, xr.grad, rtol=1e-9, atol=1e-9)
+
+
+def test_a_numpy_exercise_cannot_import_torch_at_all(box):
+    source = """
+    import importlib, sys
+    def sneaky(x):
+        got = []
+        for attempt in (lambda: importlib.import_module("to" + "rch"), lambda: __import__("tri" + "ton")):
+            try:
+                attempt()
+                got.append("imported")
+            except ImportError:
+                pass
+        sys.meta_path.clear()  # even without the grader's import hook, the files are not there
+        sys.modules.pop("torch", None)
+        try:
+            importlib.import_module("to" + "rch")
+            got.append("imported without the hook")
+        except ImportError:
+            pass
+        return got
+    """
+    _, out = run(box, source, [("sneaky", (np.ones(3),))])
+    assert out["sneaky"][1] == [], out["sneaky"]
+
+
+KERNEL = """
+import torch, triton, triton.language as tl
+@triton.jit
+def _double(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=offs < n) * 2, mask=offs < n)
+def with_kernel(x):
+    y = torch.empty_like(x)
+    _double[(1,)](x, y, x.numel(), BLOCK=16)
+    return y
+def without_kernel(x):
+    return x * 2
+"""
+
+
+def test_each_call_reports_the_launches_of_the_students_triton_kernels(box):
+    x = torch.arange(5.0)
+    _, out = run(box, KERNEL, [("with_kernel", (x,)), ("without_kernel", (x,))], torch_job=True,
+                 seconds=60.0, count_kernels=True)
+    assert out["with_kernel"][0]["kernel_launches"] == 1 and torch.equal(out["with_kernel"][1], 2 * x)
+    assert out["without_kernel"][0]["kernel_launches"] == 0
+
+
+def test_a_kernel_exercise_gives_no_credit_to_a_call_without_a_kernel():
+    verdict = {protocol.status("c0"): b'{"error": null, "kernel_launches": 0}', **{
+        f"{protocol.returned('c0')}/{k}": v for k, v in wire.pack(1.0).items()}}
+    problems, _ = grading._judge_call(verdict, "c0", None, needs_kernel=True)
+    assert problems == [grading.NO_KERNEL]
+
+
+# --- graders side by side, and after a killed one ----------------------------------------------------
+
+@as_root
+def test_graders_with_different_tmpdirs_take_different_uids(tmp_path):
+    code = textwrap.dedent("""
+        import sys, time
+        from autograder import sandbox
+        with sandbox.sandbox_user() as uid:
+            print(uid, flush=True)
+            time.sleep(float(sys.argv[1]))
+        """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    first = subprocess.Popen([sys.executable, "-c", code, "4"], stdout=subprocess.PIPE, text=True,
+                             env={**env, "TMPDIR": str(tmp_path / "a")})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    held = first.stdout.readline()
+    second = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True,
+                            env={**env, "TMPDIR": str(tmp_path / "b")})
+    first.wait()
+    assert held.strip() and second.stdout.strip() and held.strip() != second.stdout.strip()
+
+
+@as_root
+def test_a_grader_sweeps_what_killed_graders_left_and_nothing_of_live_ones(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = Path("/tmp") / f"{sandbox.PRIVATE_PREFIX}{dead.pid}-x1"
+    live = Path("/tmp") / f"{sandbox.PRIVATE_PREFIX}{os.getpid()}-x2"
+    for folder in (gone, live):
+        (folder / "home").mkdir(parents=True)
+    group = cgroup.JobGroup(1 << 30, 16)
+    left = []
+    if group.active:  # a job group of the dead grader's
+        for d in group.dirs:
+            left.append(d.with_name(f"autograder-{dead.pid}-0"))
+            d.rename(left[-1])
+    try:
+        removed = sandbox.sweep_leftovers()
+        assert str(gone) in removed and not gone.exists()
+        assert live.exists()
+        assert all(not d.exists() for d in left)
+    finally:
+        import shutil
+        shutil.rmtree(live, ignore_errors=True)
+        shutil.rmtree(gone, ignore_errors=True)
+
+
+@as_root
+def test_two_graders_with_different_tmpdirs_leave_every_honest_student_full_marks(tmp_path, box):
+    import csv
+
+    from helpers import solved, write
+
+    graders = []
+    for name in ("a", "b"):
+        submitted, scratch = tmp_path / name / "submitted", tmp_path / name / "tmp"
+        scratch.mkdir(parents=True)
+        for student in ("s1", "s2", "s3"):
+            write(solved("01-forward"), submitted, f"{name}-{student}", "01-forward")
+        graders.append(subprocess.Popen(
+            [sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(tmp_path / name / "out"),
+             "--jobs", "2"], cwd=tmp_path / name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)}))
+    for grader, name in zip(graders, ("a", "b")):
+        out, err = grader.communicate(timeout=600)
+        assert grader.returncode == 0, err
+        with open(tmp_path / name / "out" / "grades.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 3 and all(float(r["score"]) == float(r["max_score"]) for r in rows), rows
