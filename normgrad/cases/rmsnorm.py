@@ -137,11 +137,10 @@ def _jacobian(x, eps=EPS, slip: str | None = None):
     total = x @ x
     mean_square = total if slip == "sum-not-mean" else total / d
     count = 1.0 if slip == "sum-not-mean" else d
-    root = np.sqrt(mean_square)
-    if slip == "eps-outside-sqrt":  # r = 1 / (s + eps), dr/dx_j = -r^2 x_j / (D s)
-        r = 1.0 / (root + eps)
-        return r * np.eye(d) - r**2 * np.outer(x, x) / (d * root)
-    rstd = 1.0 / np.sqrt(mean_square + eps)
+    if slip == "eps-outside-sqrt":  # rstd computed wrong, then the right formula
+        rstd = 1.0 / (np.sqrt(mean_square) + eps)
+    else:
+        rstd = 1.0 / np.sqrt(mean_square + eps)
     # d(x_i rstd)/dx_j = rstd delta_ij + x_i d rstd/dx_j, d rstd/dx_j = -rstd^3 x_j / D
     power = 2 if slip == "rstd-squared" else 3
     factor = {"sign-error": -1.0, "missing-factor-2": 0.5, "diagonal-only": 0.0}.get(slip, 1.0)
@@ -155,9 +154,9 @@ JACOBIAN_SLIPS = {
     "diagonal-only": (
         "rstd times the identity: the part through the root mean square, -rstd^3 x_i x_j / D, is missing (in the "
         "backward pass, the missing x * mean(g x) term); every x_j moves every x_i rstd", f"{CHAIN_RULE}#slip-diagonal-only"),
-    "eps-outside-sqrt": ("the Jacobian of x / (sqrt(mean(x**2)) + eps): eps belongs inside the square root",
+    "eps-outside-sqrt": ("rstd = 1 / (sqrt(mean(x**2)) + eps) in the right formula: eps belongs inside the square root",
                          f"{FORWARD_PAGE}#where-eps-sits"),
-    "sum-not-mean": ("the Jacobian of x / sqrt(sum(x**2) + eps): the mean square divides by D",
+    "sum-not-mean": ("the Jacobian of x / sqrt(sum(x**2) + eps): the mean square divides the sum by D",
                      f"{FORWARD_PAGE}#rmsnorm"),
     "rstd-squared": ("rstd**2 in place of rstd**3 in the part through the root mean square", f"{CHAIN_RULE}#slip-rstd-squared"),
     "sign-error": ("the part through the root mean square with the wrong sign: a larger x_j makes rstd smaller",
