@@ -152,7 +152,8 @@ SLIPS = {  # function -> mistake name -> the knobs that make it
         "constant-rows": {"ret": "np.ones_like(x)"},
     },
     "rmsnorm_jacobian": {
-        "layernorm-jacobian": {"xc": "x - x.mean()", "J": "r * (np.eye(d, dtype=x.dtype) - 1 / d) - r**3 * np.outer(xc, xc) / d"},
+        "layernorm-jacobian": {"xc": "x - x.mean()",
+                               "J": "r * (np.eye(d, dtype=x.dtype) - 1 / d) - r**3 * np.outer(xc, xc) / d"},
         "diagonal-only": {"J": "r * np.eye(d, dtype=x.dtype)"},
         "eps-outside-sqrt": {"r": "1 / (np.sqrt(ms) + eps)"},
         "sum-not-mean": {"ms": "np.sum(xc * xc)", "J": "r * np.eye(d, dtype=x.dtype) - r**3 * np.outer(xc, xc)"},

@@ -62,7 +62,8 @@ def forward_trial(shape, groups: int, kind: str = "normal", dtype=np.float64, ep
         ref = reference.groupnorm(x, gamma, beta, groups, used_eps)
         expected = (ref.y, {"x": x.astype(np.float64), "mean": ref.mean, "rstd": ref.rstd, "x_hat": ref.x_hat,
                             "gamma": gamma.astype(np.float64), "eps": used_eps, "groups": groups})
-        judge = partial(cache_problems, dtype=np.dtype(dtype), rtol=tolerances.rtol(dtype, _conditioning(x, groups, used_eps)),
+        kappa = _conditioning(x, groups, used_eps)
+        judge = partial(cache_problems, dtype=np.dtype(dtype), rtol=tolerances.rtol(dtype, kappa),
                         floors={"y": 1.0, "mean": 0.0, "rstd": 0.0, "x_hat": 1.0})
         return Trial(args=(x, gamma, beta, groups), kwargs={} if eps is None else {"eps": eps}, expected=expected,
                      judge=judge, arg_names=("x", "gamma", "beta", "groups"))

@@ -153,12 +153,14 @@ JACOBIAN_SLIPS = {
         "and x where LayerNorm has x - mu", f"{FORWARD_PAGE}#rmsnorm"),
     "diagonal-only": (
         "rstd times the identity: the part through the root mean square, -rstd^3 x_i x_j / D, is missing (in the "
-        "backward pass, the missing x * mean(g x) term); every x_j moves every x_i rstd", f"{CHAIN_RULE}#slip-diagonal-only"),
+        "backward pass, the missing x * mean(g x) term); every x_j moves every x_i rstd",
+        f"{CHAIN_RULE}#slip-diagonal-only"),
     "eps-outside-sqrt": ("rstd = 1 / (sqrt(mean(x**2)) + eps) in the right formula: eps belongs inside the square root",
                          f"{FORWARD_PAGE}#where-eps-sits"),
     "sum-not-mean": ("the Jacobian of x / sqrt(sum(x**2) + eps): the mean square divides the sum by D",
                      f"{FORWARD_PAGE}#rmsnorm"),
-    "rstd-squared": ("rstd**2 in place of rstd**3 in the part through the root mean square", f"{CHAIN_RULE}#slip-rstd-squared"),
+    "rstd-squared": ("rstd**2 in place of rstd**3 in the part through the root mean square",
+                     f"{CHAIN_RULE}#slip-rstd-squared"),
     "sign-error": ("the part through the root mean square with the wrong sign: a larger x_j makes rstd smaller",
                    f"{CHAIN_RULE}#slip-sign-error"),
     "missing-factor-2": ("the part through the root mean square at half its size: d mean(x**2) / d x_j = 2 x_j / D",
