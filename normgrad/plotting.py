@@ -51,6 +51,50 @@ def reduction_figure(n: int = 5, d: int = 8):
     return fig
 
 
+NORM_GROUPS = {  # name -> (colour, what one group holds, in words)
+    "BatchNorm": ("#c2571a", "one channel,\nall of N, H, W"),
+    "LayerNorm": ("#2a6fb0", "one sample,\nall of C, H, W"),
+    "GroupNorm": ("#3b8f3b", "one sample, C / G channels,\nall of H, W"),
+    "RMSNorm": ("#7a4ea3", "LayerNorm's cells,\nroot mean square only"),
+}
+
+
+def norm_groups_figure(n: int = 4, c: int = 6, hw: int = 5, groups: int = 3):
+    """One group of each normalization, highlighted in an (N, C, H*W) block of activations.
+
+    After Figure 2 of Wu and He, "Group Normalization" (ECCV 2018), with RMSNorm added: the cells in
+    colour share one set of statistics. For an (N, D) input read D for C and 1 for H*W.
+    """
+    import numpy as np
+
+    fig = plt.figure(figsize=(12, 3.6))
+    sample, channel = 1, 2  # the group shown: sample 1 for the per-sample norms, channel 2 for BatchNorm
+    per_group = c // groups
+    for k, (name, (color, words)) in enumerate(NORM_GROUPS.items()):
+        ax = fig.add_subplot(1, len(NORM_GROUPS), k + 1, projection="3d")
+        group = np.zeros((hw, c, n), dtype=bool)  # axes drawn left to right: H*W, C, N (up)
+        if name == "BatchNorm":
+            group[:, channel, :] = True
+        elif name == "GroupNorm":
+            first = (channel // per_group) * per_group
+            group[:, first:first + per_group, n - 1 - sample] = True
+        else:
+            group[:, :, n - 1 - sample] = True
+        ax.voxels(~group, facecolors=(1, 1, 1, 0.08), edgecolor=(0.6, 0.6, 0.6, 0.35), linewidth=0.3)
+        ax.voxels(group, facecolors=color, edgecolor="#333333", linewidth=0.3, alpha=0.9)
+        ax.set_xlabel("H, W", fontsize=8, labelpad=-10)
+        ax.set_ylabel("C", fontsize=8, labelpad=-10)
+        ax.set_zlabel("N", fontsize=8, labelpad=-10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_zticks([])
+        ax.set_box_aspect((hw, c, n))
+        ax.view_init(elev=22, azim=-58)
+        ax.set_title(f"{name}: {words}", fontsize=9, color=color)
+    fig.subplots_adjust(left=0.0, right=1.0, top=0.86, bottom=0.02, wspace=0.02)
+    return fig
+
+
 def _node(ax, xy, label, color="#333333"):
     ax.annotate(label, xy, ha="center", va="center", fontsize=15, zorder=3,
                 bbox=dict(boxstyle="circle,pad=0.35", fc="white", ec=color, lw=1.6))

@@ -29,6 +29,7 @@ import nbformat  # noqa: E402
 
 from autograder.cells import defined_names  # noqa: E402
 from autograder.course import notebooks  # noqa: E402
+from normgrad.cases import load  # noqa: E402
 from bench_grading import ASSIGNMENT, must, scores_from_gradebook, solved  # noqa: E402
 
 WRONG = "\n\n_honest = layernorm_forward\n\ndef layernorm_forward(*args, **kwargs):\n" \
@@ -126,7 +127,8 @@ def main(argv=None) -> int:
             our_scores = {r["student"]: float(r["score"]) for r in csv.DictReader(f)}
 
         print(f"stock nbgrader autograde (exit status {stock.returncode}) and python -m autograder on {ASSIGNMENT} "
-              f"(24 points; a correct layernorm_forward is worth 12):")
+              f"({load(ASSIGNMENT).max_score:g} points; a correct layernorm_forward is worth "
+              f"{load(ASSIGNMENT).points_of('layernorm_forward'):g}):")
         print(f"{'submission':<22} {'stock':>6} {'ours':>6}  what it does")
         for student, (what, _) in TRICKS.items():
             print(f"{student:<22} {stock_scores.get(student, float('nan')):6g} {our_scores[student]:6g}  {what}")

@@ -7,7 +7,7 @@ import pytest
 
 from autograder.cells import defined_names
 from autograder.cli import main as autograder_main
-from helpers import submission, write
+from helpers import solved, submission, write
 from normgrad.cases import load
 
 TEMPLATE = '''import numpy as np
@@ -60,12 +60,13 @@ def graded(tmp_path_factory):
     """Grade one batch holding every slip, every variant and the wrong axis, for both functions."""
     root = tmp_path_factory.mktemp("submitted")
     for function in FUNCTIONS:
-        other = load("01-forward").functions
+        other = list(FUNCTIONS)  # the second part's functions stay the solution's (the base)
         for slip, knobs in {**SLIPS, **VARIANTS, "one-pass": ONE_PASS}.items():
-            nb = submission("01-forward", {f: code(f, knobs if f == function else {}) for f in other})
+            nb = submission("01-forward", {f: code(f, knobs if f == function else {}) for f in other},
+                            base=solved("01-forward"))
             write(nb, root, f"{function}.{slip}", "01-forward")
         nb = submission("01-forward", {f: code(f, {}, axis=1 - FUNCTIONS[f] if f == function else None)
-                                       for f in other})
+                                       for f in other}, base=solved("01-forward"))
         write(nb, root, f"{function}.wrong-axis", "01-forward")
     out = tmp_path_factory.mktemp("grades")
     assert autograder_main(["grade", str(root), "--out", str(out)]) == 0

@@ -99,7 +99,7 @@ def graded(tmp_path_factory):
     labels = {f"{f}.{s}": knobs for f, slips in SLIPS.items() for s, knobs in slips.items()}
     labels.update({**VARIANTS, "eps-ignored": EPS_IGNORED, "in-place": IN_PLACE, "correct": {}})
     for label, knobs in labels.items():
-        write(submission(ASSIGNMENT, answers(knobs)), root, label, ASSIGNMENT)
+        write(submission(ASSIGNMENT, answers(knobs), base=helpers.solved(ASSIGNMENT)), root, label, ASSIGNMENT)
     out = tmp_path_factory.mktemp("grades")
     assert autograder_main(["grade", str(root), "--out", str(out)]) == 0
     return out

@@ -16,9 +16,10 @@ from normgrad.cases import ASSIGNMENTS, load
 
 # The public contract: which functions each assignment asks for (COURSE_API.md).
 CONTRACT = {
-    "01-forward": {"layernorm_forward", "batchnorm_forward"},
-    "02-chain-rule": {"layernorm_backward_staged", "batchnorm_backward_staged", "layernorm_grad_paths"},
-    "03-variance-derivative": {"variance_grad", "layernorm_jacobian"},
+    "01-forward": {"layernorm_forward", "batchnorm_forward", "groupnorm_forward", "rmsnorm_forward"},
+    "02-chain-rule": {"layernorm_backward_staged", "batchnorm_backward_staged", "layernorm_grad_paths",
+                      "groupnorm_backward", "hide_path"},
+    "03-variance-derivative": {"variance_grad", "layernorm_jacobian", "rmsnorm_jacobian"},
     "04-code-mapping": {"layernorm_backward", "batchnorm_backward", "LayerNormFunction"},
     "05-thnn": {"batchnorm_backward_thnn"},
     "06-triton": {"layernorm_backward_triton"},

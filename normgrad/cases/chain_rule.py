@@ -178,3 +178,6 @@ def _mistakes(function: str) -> list[Mistake]:
 
 
 MISTAKES = [mistake for function in NORMS for mistake in _mistakes(function)]
+
+from .second_edition import extend  # noqa: E402  (the second edition's GroupNorm, RMSNorm and hide_path tasks)
+CASES, MISTAKES = extend("02-chain-rule", CASES, MISTAKES)

@@ -138,3 +138,6 @@ def _mistakes(function: str, axis: int, other_axis: int) -> list[Mistake]:
 
 
 MISTAKES = _mistakes("layernorm_forward", 1, 0) + _mistakes("batchnorm_forward", 0, 1)
+
+from .second_edition import extend  # noqa: E402  (the second edition's GroupNorm, RMSNorm and hide_path tasks)
+CASES, MISTAKES = extend("01-forward", CASES, MISTAKES)

@@ -163,3 +163,6 @@ MISTAKES = [
               lambda x, eps=1e-5, _slip=name: _jacobian(x, eps, _slip))
       for name, (message, anchor) in JACOBIAN_SLIPS.items()),
 ]
+
+from .second_edition import extend  # noqa: E402  (the second edition's GroupNorm, RMSNorm and hide_path tasks)
+CASES, MISTAKES = extend("03-variance-derivative", CASES, MISTAKES)

@@ -1,0 +1,449 @@
+"""Exercises 01-03, second part: GroupNorm, RMSNorm, hide_path and RMSNorm's Jacobian.
+
+- every named mistake, written as a student would write it, is graded through the autograder,
+  fails visible and hidden tests and is named in the feedback; correct variants score full marks;
+- every mistake's margin: on each case it is either invisible (at roundoff, where the case cannot
+  see it) or off by far more than the tolerance, and the correct solution sits far inside it;
+- the book's own code, offered under the added names, scores nothing on the hidden tests;
+- the added functions carry at least half of each assignment's points, as students.md says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import re
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import helpers
+from autograder.cells import defined_names
+from autograder.cli import main as autograder_main
+from autograder.course import nbgrader_meta, notebooks, read
+from helpers import submission, write
+from normgrad import calling
+from normgrad.cases import case_rng, evaluate, load, second_edition
+from normgrad.cases import hide_path as hide_path_cases
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# --- the mistakes as a student writes them: one template per function, one knob per line --------
+
+TEMPLATES = {
+    "groupnorm_forward": '''import numpy as np
+
+
+def groupnorm_forward(x, gamma, beta, groups, eps=1e-5):
+    n, c = x.shape[:2]
+    xg = {view}
+    mean = xg.mean(axis={over}, keepdims=True)
+    var = {var}
+    rstd = {rstd}
+    x_hat = {x_hat}
+    g, b = {affine}
+    y = g[:, None, None] * x_hat + b[:, None, None]
+    return y, {{"x": x, "mean": mean.reshape(n, -1), "rstd": rstd.reshape(n, -1), "x_hat": x_hat, "gamma": gamma,
+               "eps": eps, "groups": groups}}
+''',
+    "rmsnorm_forward": '''import numpy as np
+
+
+def rmsnorm_forward(x, gamma, eps=1e-6):
+    xc = {xc}
+    ms = {ms}
+    rstd = {rstd}
+    y = {y}
+    return y, {{"x": x, "rstd": rstd[:, 0], "gamma": gamma, "eps": eps}}
+''',
+    "groupnorm_backward": '''import numpy as np
+
+
+def groupnorm_backward(dy, cache):
+    x, groups = cache["x"], cache["groups"]
+    n, c = x.shape[:2]
+    cg = c // groups
+    g = (dy * ({gamma_in})[:, None, None]).reshape(n, groups, cg, -1)
+    r = cache["rstd"][:, :, None, None]
+    xh = {xh}
+    via_mean = {via_mean}
+    via_var = {via_var}
+    dx = ({outer})[:, None, None] * (r * (g + via_mean + via_var)).reshape(x.shape)
+    return dx, np.sum(dy * cache["x_hat"], axis=(0, 2, 3)), np.sum(dy, axis=(0, 2, 3))
+''',
+    "hide_path": '''import numpy as np
+
+
+def hide_path(x, gamma, path):
+    x64 = x.astype(np.float64)
+    x_hat = (x64 - x64.mean(axis=1, keepdims=True)) / np.sqrt(x64.var(axis=1, keepdims=True) + 1e-5)
+    if path == {mean}:
+        g = {for_mean}
+    else:
+        g = {for_variance}
+    dy = g / gamma
+    return {ret}
+''',
+    "rmsnorm_jacobian": '''import numpy as np
+
+
+def rmsnorm_jacobian(x, eps=1e-6):
+    d = x.shape[0]
+    xc = {xc}
+    ms = {ms}
+    r = {r}
+    return {J}
+''',
+}
+
+# g orthogonal, row by row, to the ones (the mean's path) or to x_hat (the variance's)
+ORTHOGONAL_TO_ONES = "np.resize([1.0, -1.0], x.shape[1]) - np.mean(np.resize([1.0, -1.0], x.shape[1])) + 0 * x64"
+ORTHOGONAL_TO_X_HAT = ("1 - x_hat * np.sum(x_hat, axis=1, keepdims=True) / "
+                       "np.maximum(np.sum(x_hat**2, axis=1, keepdims=True), 1e-300)")
+
+CORRECT = {
+    "groupnorm_forward": {"view": "x.reshape(n, groups, -1)", "over": "2",
+                          "var": "((xg - mean) ** 2).mean(axis={over}, keepdims=True)", "rstd": "1 / np.sqrt(var + eps)",
+                          "x_hat": "((xg - mean) * rstd).reshape(x.shape)", "affine": "gamma, beta"},
+    "rmsnorm_forward": {"xc": "x", "ms": "np.mean(xc * xc, axis=1, keepdims=True)", "rstd": "1 / np.sqrt(ms + eps)",
+                        "y": "gamma * xc * rstd"},
+    "groupnorm_backward": {"gamma_in": "cache['gamma']", "outer": "np.ones(c, dtype=dy.dtype)", "over": "(2, 3)",
+                           "xh": "cache['x_hat'].reshape(n, groups, cg, -1)",
+                           "via_mean": "-g.mean(axis={over}, keepdims=True)",
+                           "via_var": "-xh * (g * xh).mean(axis={over}, keepdims=True)"},
+    "hide_path": {"mean": "'mean'", "for_mean": ORTHOGONAL_TO_ONES, "for_variance": ORTHOGONAL_TO_X_HAT,
+                  "ret": "(dy / np.abs(dy).max(axis=1, keepdims=True)).astype(x.dtype)"},
+    "rmsnorm_jacobian": {"xc": "x", "ms": "np.mean(xc * xc)", "r": "1 / np.sqrt(ms + eps)",
+                         "J": "r * np.eye(d, dtype=x.dtype) - r**3 * np.outer(xc, xc) / d"},
+}
+
+SLIPS = {  # function -> mistake name -> the knobs that make it
+    "groupnorm_forward": {
+        "channel-statistics": {"view": "x.reshape(n, c, -1)"},
+        "sample-statistics": {"view": "x.reshape(n, 1, -1)"},
+        "interleaved-groups": {"view": "x.reshape(n, c // groups, groups, -1).transpose(0, 2, 1, 3)", "over": "(2, 3)",
+            "x_hat": "((xg - mean) * rstd).transpose(0, 2, 1, 3).reshape(x.shape)"},
+        "gamma-per-group": {"affine": "np.repeat(gamma[:groups], c // groups), np.repeat(beta[:groups], c // groups)"},
+        "unbiased-variance": {"var": "xg.var(axis={over}, keepdims=True, ddof=1)"},
+        "eps-outside-sqrt": {"rstd": "1 / (np.sqrt(var) + eps)"},
+    },
+    "rmsnorm_forward": {
+        "mean-subtracted": {"xc": "x - x.mean(axis=1, keepdims=True)"},
+        "centered-statistic": {"ms": "x.var(axis=1, keepdims=True)"},
+        "sum-not-mean": {"ms": "np.sum(xc * xc, axis=1, keepdims=True)"},
+        "no-square-root": {"rstd": "1 / (ms + eps)"},
+        "eps-outside-sqrt": {"rstd": "1 / (np.sqrt(ms) + eps)"},
+        "gamma-forgotten": {"y": "xc * rstd"},
+    },
+    "groupnorm_backward": {
+        "one-channel-sums": {"over": "3"},
+        "whole-sample-sums": {"over": "(1, 2, 3)"},
+        "gamma-outside-sums": {"gamma_in": "np.ones(c, dtype=dy.dtype)", "outer": "cache['gamma']"},
+        "gamma-per-group": {"gamma_in": "np.repeat(cache['gamma'][:groups], cg)"},
+        "no-mean-path": {"via_mean": "0"},
+        "no-variance-path": {"via_var": "0"},
+    },
+    "hide_path": {
+        "wrong-path": {"mean": "'variance'"},
+        "zero-gradient": {"ret": "np.zeros_like(x)"},
+        "constant-rows": {"ret": "np.ones_like(x)"},
+    },
+    "rmsnorm_jacobian": {
+        "layernorm-jacobian": {"xc": "x - x.mean()",
+                               "J": "r * (np.eye(d, dtype=x.dtype) - 1 / d) - r**3 * np.outer(xc, xc) / d"},
+        "diagonal-only": {"J": "r * np.eye(d, dtype=x.dtype)"},
+        "eps-outside-sqrt": {"r": "1 / (np.sqrt(ms) + eps)"},
+        "sum-not-mean": {"ms": "np.sum(xc * xc)", "J": "r * np.eye(d, dtype=x.dtype) - r**3 * np.outer(xc, xc)"},
+        "rstd-squared": {"J": "r * np.eye(d, dtype=x.dtype) - r**2 * np.outer(xc, xc) / d"},
+        "sign-error": {"J": "r * np.eye(d, dtype=x.dtype) + r**3 * np.outer(xc, xc) / d"},
+        "missing-factor-2": {"J": "r * np.eye(d, dtype=x.dtype) - r**3 * np.outer(xc, xc) / (2 * d)"},
+    },
+}
+
+VARIANTS = {  # other correct ways to write it: full marks
+    "groupnorm_forward": {"numpy-var": {"var": "xg.var(axis=2, keepdims=True)"}},
+    "rmsnorm_forward": {"rsqrt-by-power": {"rstd": "(ms + eps) ** -0.5"}},
+    "groupnorm_backward": {"x-hat-from-mean": {
+        "xh": "(x.reshape(n, groups, cg, -1) - cache['mean'][:, :, None, None]) * r"}},
+    # g constant hides the variance's path: x_hat sums to zero
+    "hide_path": {"closed-form": {"for_variance": "1 + 0 * x64"}},
+    "rmsnorm_jacobian": {"outer-of-x-hat": {"J": "r * (np.eye(d, dtype=x.dtype) - np.outer(xc * r, xc * r) / d)"}},
+}
+
+# Wrong, though not in the catalogue: g = x_hat hides the mean's path, but is zero on a constant row.
+OTHER_WRONG = {"hide_path": {"x-hat-for-the-mean": {"for_mean": "x_hat"}}}
+
+FUNCTIONS = {f: a for a, functions in second_edition.FUNCTIONS.items() for f in functions}
+
+
+def code(function: str, knobs: dict) -> str:
+    parts = {**CORRECT[function], **knobs}
+    over = parts.pop("over", None)
+    return TEMPLATES[function].format(over=over, **{k: v.replace("{over}", str(over)) for k, v in parts.items()})
+
+
+def students() -> dict[str, dict[str, tuple[str, dict]]]:
+    """student -> function -> (what it is, knobs). Student k holds the k-th wrong version of every
+    function (each function's verdict is its own), and "variants" the other correct ways."""
+    found: dict[str, dict[str, tuple[str, dict]]] = {}
+    for function in FUNCTIONS:
+        wrong = {**SLIPS[function], **OTHER_WRONG.get(function, {})}
+        for k, (name, knobs) in enumerate(wrong.items()):
+            found.setdefault(f"wrong-{k}", {})[function] = (name, knobs)
+        for name, knobs in VARIANTS[function].items():
+            found.setdefault("variants", {})[function] = (name, knobs)
+    return found
+
+
+def student_of(function: str, name: str) -> str:
+    return next(s for s, answers in students().items() if answers.get(function, ("",))[0] == name)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One batch: per student, the assignments with their added functions slipped or written another way."""
+    root = tmp_path_factory.mktemp("submitted")
+    for label, chosen in students().items():
+        for assignment in second_edition.FUNCTIONS:
+            answers = {f: code(f, chosen[f][1]) for f in second_edition.FUNCTIONS[assignment] if f in chosen}
+            if answers:
+                write(submission(assignment, answers), root, label, assignment)
+    out = tmp_path_factory.mktemp("grades")
+    assert autograder_main(["grade", str(root), "--out", str(out)]) == 0
+    return out
+
+
+def failed(out, function: str, name: str) -> dict[str, tuple[bool, str]]:
+    """case id -> (hidden, feedback) of every failed case of `function` written as `name`."""
+    return {case: (hidden, block) for case, (passed, hidden, block)
+            in helpers.verdicts(out, student_of(function, name), FUNCTIONS[function]).items()
+            if not passed and case.startswith(function + "/")}
+
+
+def message(function: str, slip: str) -> str:
+    return next(m.message for m in load(FUNCTIONS[function]).mistakes if m.function == function and m.name == slip)
+
+
+def test_every_catalogued_mistake_has_a_student_version():
+    for function, assignment in FUNCTIONS.items():
+        assert set(SLIPS[function]) == {m.name for m in load(assignment).mistakes if m.function == function}
+
+
+@pytest.mark.parametrize("function,slip", [(f, s) for f, slips in SLIPS.items() for s in slips])
+def test_each_slip_is_rejected_and_named(graded, function, slip):
+    fails = failed(graded, function, slip)
+    hidden = [case for case, (is_hidden, _) in fails.items() if is_hidden]
+    assert hidden and len(hidden) < len(fails), "the slip must fail visible tests and hidden tests"
+    named = [case for case, (_, block) in fails.items() if message(function, slip) in block]
+    assert named, f"no feedback names {slip}"
+    page = next(m.section for m in load(FUNCTIONS[function]).mistakes if m.name == slip and m.function == function)
+    assert page in fails[named[0]][1], "the diagnosis links to its section"
+
+
+@pytest.mark.parametrize("function,variant", [(f, v) for f, variants in VARIANTS.items() for v in variants])
+def test_correct_variants_score_full_marks(graded, function, variant):
+    assert failed(graded, function, variant) == {}
+
+
+def test_hide_path_a_dy_that_vanishes_on_constant_rows_fails_there_only(graded):
+    fails = failed(graded, "hide_path", "x-hat-for-the-mean")
+    assert set(fails) == {"hide_path/mean-constant"}
+    assert "dy has 35 non-finite value(s)" in fails["hide_path/mean-constant"][1]  # 0 / 0 in every entry
+
+
+def test_templates_are_correct_when_no_knob_is_turned():
+    for function in FUNCTIONS:
+        assert defined_names(code(function, {})) == {function}
+
+
+# --- margins: each mistake against the tolerance, beside the correct solution -------------------
+
+def solution(function: str):
+    """The source notebook's solution of `function`, defined here."""
+    cell = next(c for c in read(notebooks(FUNCTIONS[function]).source).cells
+                if nbgrader_meta(c).get("grade_id") == function)
+    namespace: dict = {}
+    exec(cell.source, namespace)
+    return namespace[function]
+
+
+def times_tolerance(trial, returned, expected) -> float:
+    """The smallest multiple of the case's tolerance that would accept `returned` (inf: never)."""
+    judge = trial.judge
+
+    def accepted(factor: float) -> bool:
+        with np.errstate(all="ignore"):
+            return not judge.func(returned, expected, **{**judge.keywords, "rtol": judge.keywords["rtol"] * factor})
+
+    low, high = 1e-8, 1e24
+    if accepted(low):
+        return low
+    if not accepted(high):
+        return math.inf
+    for _ in range(40):
+        middle = math.sqrt(low * high)
+        low, high = (low, middle) if accepted(middle) else (middle, high)
+    return high
+
+
+def as_dtype(value, dtype):
+    if isinstance(value, np.ndarray):
+        return value.astype(dtype)
+    if isinstance(value, (tuple, list)):
+        return type(value)(as_dtype(v, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: as_dtype(v, dtype) if isinstance(v, np.ndarray) and k not in ("x", "gamma") else v
+                for k, v in value.items()}
+    return value
+
+
+CORRECT_AT_MOST = 0.05  # the correct solution uses at most this fraction of the tolerance
+SEEN_AT_LEAST = 100  # a mistake a case sees is off by at least this many tolerances (float32: 587 measured)
+INVISIBLE_AT_MOST = 0.05  # ... and one it cannot see is at roundoff, like the correct solution
+
+
+def mistake_outputs(function: str, trial, correct):
+    """mistake name -> what it returns on this trial, in the trial's dtype (hide_path: a concrete wrong dy)."""
+    assignment = load(FUNCTIONS[function])
+    dtype = trial.args[0].dtype
+    if function == "hide_path":
+        x, gamma, path = trial.args
+        other = {"mean": "variance", "variance": "mean"}[path]
+        return {"wrong-path": correct(x, gamma, other), "constant-rows": np.ones_like(x)}
+    found = {}
+    for m in assignment.mistakes:
+        if m.function == function:
+            with np.errstate(all="ignore"):
+                found[m.name] = as_dtype(m.impl(*[a.astype(np.float64) if isinstance(a, np.ndarray) else a
+                                                  for a in trial.args], **trial.kwargs), dtype)
+    return found
+
+
+def memoized(function):
+    """`function` of arrays and strings, remembering its results (the bisection asks the same question)."""
+    seen = {}
+
+    def remembered(*args):
+        key = tuple(a.tobytes() + str(a.shape).encode() if isinstance(a, np.ndarray) else a for a in args)
+        if key not in seen:
+            seen[key] = function(*args)
+        return seen[key]
+
+    return remembered
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_mistake_is_far_outside_the_tolerance_and_the_solution_far_inside(function, capsys, monkeypatch):
+    # hide_path's judge runs two backward passes on the dy: once per dy is enough
+    monkeypatch.setattr(hide_path_cases, "missing_path", memoized(hide_path_cases.missing_path))
+    assignment = load(FUNCTIONS[function])
+    correct = solution(function)
+    worst_correct, seen, invisible_worst = 0.0, {}, 0.0
+    for seed in (1, 2):
+        for case in assignment.cases_of(function):
+            trial = case.make(case_rng(seed, case, "cpu"), "cpu")
+            ratio = times_tolerance(trial, correct(*trial.args, **trial.kwargs), trial.expected)
+            worst_correct = max(worst_correct, ratio)
+            for name, wrong in mistake_outputs(function, trial, correct).items():
+                ratio = times_tolerance(trial, wrong, trial.expected)
+                if ratio > 1:
+                    seen.setdefault(name, []).append(ratio)
+                else:
+                    invisible_worst = max(invisible_worst, ratio)
+    with capsys.disabled():
+        print(f"\n{function}: correct solution at most {worst_correct:.2g} x tolerance; mistakes, least seen "
+              f"{min(min(r) for r in seen.values()):.2g} x tolerance; unseen ones at most {invisible_worst:.2g}")
+    assert worst_correct <= CORRECT_AT_MOST
+    assert invisible_worst <= INVISIBLE_AT_MOST
+    expected_names = set(mistake_outputs(function, trial, correct))
+    assert set(seen) == expected_names
+    for name, ratios in seen.items():
+        assert min(ratios) >= SEEN_AT_LEAST, f"{name} is off by only {min(ratios):.3g} tolerances"
+
+
+def test_hide_path_judge_rejects_the_zero_gradient_by_its_rows_not_its_tolerance():
+    case = load("02-chain-rule").cases_of("hide_path")[0]
+    trial = case.make(case_rng(1, case, "cpu"), "cpu")
+    problems = trial.judge(np.zeros_like(trial.args[0]), trial.expected)
+    assert problems and "largest |dy| must be between 0.5 and 1" in problems[0]
+    assert not trial.judge(np.zeros_like(trial.args[0]), {"zero": True})
+
+
+# --- the book holds no answer --------------------------------------------------------------------
+
+CHAPTERS = {"01-forward": "01-forward.md", "02-chain-rule": "02-chain-rule.md",
+            "03-variance-derivative": "03-variance-derivative.md"}
+
+
+def chapter_functions(page: str) -> dict:
+    """Every function a chapter's code cells define, after running them all in one namespace."""
+    text = (ROOT / "chapters" / page).read_text()
+    cells = re.findall(r"^```\{code-cell\}[^\n]*\n(.*?)^```", text, re.S | re.M)
+    namespace: dict = {"__name__": "chapter"}
+    import matplotlib.pyplot as plt
+
+    with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"):
+        for source in cells:
+            source = "\n".join(line for line in source.splitlines() if not line.startswith(":"))
+            exec(compile(source, page, "exec"), namespace)
+    plt.close("all")
+    return {name: value for name, value in namespace.items()
+            if callable(value) and getattr(value, "__module__", None) == "chapter" and not isinstance(value, type)}
+
+
+def _timeout(signum, frame):
+    raise TimeoutError("too slow")
+
+
+@pytest.mark.parametrize("assignment", list(CHAPTERS))
+def test_the_chapters_code_offered_under_the_added_names_scores_nothing(assignment):
+    functions = chapter_functions(CHAPTERS[assignment])
+    assert functions, "the chapter defines no function: the check would pass vacuously"
+    cases = load(assignment)
+    passed = []
+    old = signal.signal(signal.SIGALRM, _timeout)
+    try:
+        for added in second_edition.FUNCTIONS[assignment]:
+            for name, candidate in functions.items():
+                for case in cases.cases_of(added, hidden=True):
+                    trial = case.make(case_rng(3, case, "cpu"), "cpu")
+                    error, returned = None, None
+                    signal.alarm(10)
+                    try:
+                        with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"):
+                            returned = calling.invoke(trial.protocol, candidate, trial.args, trial.kwargs)
+                    except Exception as e:  # noqa: BLE001 (a misfit raises; that is a failed test)
+                        error = f"{type(e).__name__}: {e}"
+                    finally:
+                        signal.alarm(0)
+                    try:
+                        problems = evaluate(trial, returned, trial.args, error)
+                    except Exception:  # noqa: BLE001 (a result too odd to judge is a failure too)
+                        problems = ["unjudgeable"]
+                    if not problems:
+                        passed.append(f"{name} as {case.id}")
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    assert passed == []
+
+
+# --- points -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("assignment", list(second_edition.FUNCTIONS))
+def test_added_functions_carry_at_least_half_of_the_points(assignment):
+    cases = load(assignment)
+    added = sum(cases.points_of(f) for f in second_edition.FUNCTIONS[assignment])
+    assert 2 * added >= cases.max_score
+
+
+def test_students_page_lists_each_task_of_01_to_03_with_its_points():
+    text = (ROOT / "chapters" / "students.md").read_text()
+    for assignment in second_edition.FUNCTIONS:
+        cases = load(assignment)
+        for function in cases.functions:
+            row = re.search(rf"^\|[^\n]*`{function}`[^\n]*\|\s*(\d+)\s*\|\s*$", text, re.M)
+            assert row, f"students.md has no row for {function}"
+            assert int(row.group(1)) == cases.points_of(function), function
