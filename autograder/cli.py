@@ -116,15 +116,12 @@ def with_private_max(assignment: str, private) -> float:
 
 
 def one_student_folder(root: Path) -> str | None:
-    """The name of a child of root that holds notebooks itself: root is then one student's folder, not the class's."""
-    try:
-        children = [c for c in root.iterdir() if c.is_dir() and not c.is_symlink()]
-    except OSError:
-        return None
-    for child in children:
+    """An assignment folder with notebooks directly under root, which is then one student's folder, not the class's."""
+    for assignment in ASSIGNMENTS:
+        folder = root / assignment
         try:
-            if any(n.endswith(".ipynb") for n in os.listdir(child)):
-                return child.name
+            if folder.is_dir() and not folder.is_symlink() and any(n.endswith(".ipynb") for n in os.listdir(folder)):
+                return assignment
         except OSError:
             continue
     return None

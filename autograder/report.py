@@ -113,10 +113,6 @@ def csv_text(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def write_csv(reports: list[Report], path: Path) -> None:
-    safe.write_atomic(path, csv_text([csv_row(r) for r in reports]))
-
-
 def function_output(report: Report, function: str, book_url: str = "") -> str:
     """What the tests of one function found, as the text of a notebook cell's output."""
     results = by_function(report).get(function, [])
