@@ -82,6 +82,9 @@ def _limits(args) -> Limits:
     return Limits(memory_bytes=args.memory_mb << 20)
 
 
+INTERNAL_ERROR = "the grader failed on this notebook (an internal error); ask the instructor"
+
+
 def _safe_grade(sub: Submission, box, private, limits, seed: int) -> Report:
     """Read and grade one submission, turning a grader bug into a note instead of a stopped batch."""
     student, assignment, name = sub.student, sub.assignment, sub.notebook_name
@@ -101,18 +104,9 @@ def _safe_grade(sub: Submission, box, private, limits, seed: int) -> Report:
         except Exception:
             print(f"internal error while grading {safe.name(sub.path)}:\n{safe.text(traceback.format_exc())}",
                   file=sys.stderr)
-            result = not_graded(student, assignment, name, "the grader failed on this notebook (an internal error); "
-                                "ask the instructor", private, seed)
-            result.results = []  # no test ran: the row shows what the notebook was worth, not a zero earned
-            result.max_score = with_private_max(assignment, private)
+            result = not_graded(student, assignment, name, INTERNAL_ERROR, private, seed)
     result.notes[:0] = sub.warnings()
     return result
-
-
-def with_private_max(assignment: str, private) -> float:
-    from normgrad.cases import load
-
-    return with_private(load(assignment), private).max_score
 
 
 def one_student_folder(root: Path) -> str | None:
@@ -204,7 +198,13 @@ def cmd_grade(args) -> int:
     outputs = Outputs(out, args.book_url, db, autograded, penalties)
 
     def work(sub: Submission):
-        return sub, _safe_grade(sub, box, private, limits, args.seed if args.seed is not None else new_seed())
+        seed = args.seed if args.seed is not None else new_seed()
+        try:
+            return sub, _safe_grade(sub, box, private, limits, seed)
+        except Exception:  # even the report of a failure failed: a bare row, and the class goes on
+            print(f"internal error on {safe.name(sub.path)}:\n{safe.text(traceback.format_exc())}", file=sys.stderr)
+            result = Report(sub.student, sub.assignment, sub.notebook_name, 0.0, notes=[INTERNAL_ERROR], seed=seed)
+            return sub, result
 
     written, failed = 0, []
     progress = Progress(len(found))
