@@ -23,6 +23,7 @@ import re
 from .course import nbgrader_meta, notebooks, read
 from .pycode import parse
 
+NO_KERNEL = "no @triton.jit kernel in the solution cells, yet tests passed: the exercise asks for the work in Triton"
 FRAMEWORKS = {"torch", "jax", "tensorflow", "triton", "functorch", "autograd", "cupy", "numba"}
 _BACKWARD_OP = re.compile(r"(^|[._])(aten|native_\w*backward|\w*norm_backward(_\w+)?|\w+_backward_(data|input)|"
                           r"torch_function|_C|_ops)($|[._])")
@@ -161,5 +162,5 @@ def read_submission(assignment: str, picked) -> list[str]:
     for module in sorted((their_imports & FRAMEWORKS) - imports):
         flags.append(f"imports {module}, which this exercise's own solution does not use")
     if kernels and not their_kernels:
-        flags.append("no @triton.jit kernel in the solution cells: the exercise asks for the work in Triton")
+        flags.append(NO_KERNEL)  # grade() keeps it only when some test passed
     return list(dict.fromkeys(flags))
