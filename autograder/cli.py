@@ -216,7 +216,7 @@ def cmd_grade(args) -> int:
                 try:
                     result = outputs.write(result, sub.timestamp(), known=sub.folder[1] in ASSIGNMENTS)
                     written += 1
-                    first = result.notes[0].splitlines()[0] if result.notes and result.notes[0].strip() else ""
+                    first = result.notes[0].splitlines()[0][:200] if result.notes and result.notes[0].strip() else ""
                     print(f"{result.student:<20} {result.assignment:<24} {report.fmt_points(result.score):>6} / "
                           f"{report.fmt_points(result.max_score):<6} {first}", flush=True)
                 except Exception:  # this student's outputs only: the class goes on
@@ -258,8 +258,8 @@ def main(argv=None) -> int:
 
     def common(p):
         p.add_argument("--book-url", default=None,
-                       help="where the book is published, for the links in feedback "
-                            "(default: html: baseurl: in _config.yml)")
+                       help="where the book's chapter pages are published, for the links in feedback "
+                            "(default: html: baseurl: of _config.yml, then chapters/)")
         p.add_argument("--seed", type=int, default=None,
                        help="the seed of the hidden inputs (default: a fresh one per notebook); a grade's seed is "
                             "in grades.csv and results.json, and the same seed replays that grade")

@@ -24,8 +24,11 @@ TEXT_COLUMNS = ("student", "assignment", "notebook", "flags", "notes")
 
 
 def default_book_url() -> str:
-    """Where the book is published: `html: baseurl:` of _config.yml, ending in '/'."""
-    return configured_book_url()
+    """Where the chapters of the published book are: `html: baseurl:` of _config.yml, then chapters/.
+
+    A mistake's section ("01-forward.html#scale-and-shift") is relative to it.
+    """
+    return configured_book_url() + "chapters/"
 
 
 def fmt_points(x: float) -> str:

@@ -221,6 +221,7 @@ def test_feedback_names_each_mistake_once_per_function_with_subtotals():
 
 def test_the_book_url_is_the_books_baseurl(tmp_path):
     assert book_url().startswith("https://") and book_url().endswith("/")
+    assert report.default_book_url() == book_url() + "chapters/"  # where the book puts 01-forward.html
     config = tmp_path / "_config.yml"
     config.write_text("html:\n  baseurl: https://x.org/b\n")
     assert book_url(config) == "https://x.org/b/"
