@@ -173,10 +173,9 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
 
     for case in assignment.cases:
         problems = per_case[case.id]
-        mistake = mistakes.get(case.id)
         report.results.append(CaseResult(case.id, case.description, case.points,
                                          0.0 if problems else case.points, case.hidden, problems,
-                                         mistake, case.id in private_ids))
+                                         mistakes.get(case.id), case.id in private_ids))
     if not any(r.passed for r in report.results):  # nothing earned: a missing kernel is no news
         report.flags = [f for f in report.flags if f != static_read.NO_KERNEL]
     report.seconds = time.monotonic() - started

@@ -39,7 +39,7 @@ def mistake_line(r, book_url: str) -> str:
     return f"this matches a known mistake: {r.mistake.message} (the book explains it: {book_url}{r.mistake.section})"
 
 
-def by_function(report: Report) -> dict[str, list]:
+def results_by_function(report: Report) -> dict[str, list]:
     """function -> its case results, in the report's order."""
     out: dict[str, list] = {}
     for r in report.results:
@@ -69,7 +69,7 @@ def text(report: Report, show_hidden_problems: bool = True, book_url: str = "") 
     for flag in report.flags:
         lines.append("  ? flagged for the instructor's review: " + flag)
     width = max((len(r.case_id) for r in report.results), default=0)
-    for function, results in by_function(report).items():
+    for function, results in results_by_function(report).items():
         earned, possible = sum(r.earned for r in results), sum(r.points for r in results)
         lines.append(f"  {function}: {fmt_points(earned)}/{fmt_points(possible)}")
         named = diagnoses(results)
@@ -118,7 +118,7 @@ def csv_text(rows: list[dict]) -> str:
 
 def function_output(report: Report, function: str, book_url: str = "") -> str:
     """What the tests of one function found, as the text of a notebook cell's output."""
-    results = by_function(report).get(function, [])
+    results = results_by_function(report).get(function, [])
     named = diagnoses(results)
     lines = []
     for r in results:
@@ -163,7 +163,7 @@ def feedback_html(report: Report, book_url: str = "") -> str:
     """A self-contained page a student can open: score, each function's tests and subtotal, what to read."""
     esc = html.escape
     rows = []
-    for function, results in by_function(report).items():
+    for function, results in results_by_function(report).items():
         earned, possible = sum(r.earned for r in results), sum(r.points for r in results)
         rows.append(f"<tr class='function'><th colspan='2'>{esc(function)}</th>"
                     f"<th>{fmt_points(earned)}/{fmt_points(possible)}</th></tr>")
