@@ -11,21 +11,20 @@ submission runs. Reordered, inserted or deleted cells do no harm.
 
 from __future__ import annotations
 
-import ast
 import json
-import re
-import threading
 from dataclasses import dataclass
 
 import nbformat
 
 from .course import Notebooks, nbgrader_meta, read
+from .pycode import bound_names, defined_names, without_ipython
+from .submissions import SubmissionError, read_regular
 
-MAX_NOTEBOOK_BYTES = 4 << 20
+__all__ = ["MAX_NOTEBOOK_BYTES", "MAX_FILE_BYTES", "Picked", "Slot", "SubmissionError", "defined_names", "pick",
+           "read_submission", "slots"]
 
-
-class SubmissionError(ValueError):
-    """The submission cannot be read as a notebook; the message says why, for the student."""
+MAX_NOTEBOOK_BYTES = 4 << 20  # the notebook without its outputs
+MAX_FILE_BYTES = 64 << 20  # the file as handed in, plots and all
 
 
 @dataclass(frozen=True)
@@ -38,25 +37,6 @@ class Slot:
 class Picked:
     label: str
     source: str
-
-
-# CPython 3.11's ast.parse is not safe in two threads at once (it can fail with SystemError,
-# "AST constructor recursion depth mismatch"), and the grader grades in threads.
-_AST_LOCK = threading.Lock()
-
-
-def defined_names(source: str) -> set[str]:
-    """Functions and classes a cell defines at top level; by regex if it does not parse."""
-    try:
-        with _AST_LOCK:
-            tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return set(re.findall(r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", source, re.M))
-    names = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-    return names
 
 
 def slots(source_nb) -> list[Slot]:
@@ -74,44 +54,79 @@ def _normalized(source: str) -> str:
     return "\n".join(line.rstrip() for line in source.strip().splitlines())
 
 
-def read_submission(path) -> nbformat.NotebookNode:
-    """Parse a submitted notebook, refusing what is too large or not a notebook, with a reason."""
+def read_submission(path=None, data: bytes | None = None) -> nbformat.NotebookNode:
+    """Parse a submitted notebook (the file at `path`, or its bytes), refusing what is not a notebook, with a reason.
+
+    Outputs (plots, printed text) are dropped before the size check: only the code
+    is graded. nbformat 3 notebooks are converted to 4.
+    """
+    if data is None:
+        data = read_regular(path, MAX_FILE_BYTES)
+    if len(data) > MAX_FILE_BYTES:
+        raise SubmissionError(f"the file is larger than {MAX_FILE_BYTES >> 20} MiB")
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_NOTEBOOK_BYTES + 1)
-    except OSError as e:
-        raise SubmissionError(f"cannot read the notebook: {e.strerror}") from None
-    if len(raw) > MAX_NOTEBOOK_BYTES:
-        raise SubmissionError(f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MiB")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise SubmissionError(f"the file is not valid notebook JSON ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise SubmissionError(f"the file is not valid notebook JSON ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(raw, dict) or not (isinstance(raw.get("cells"), list) or isinstance(raw.get("worksheets"), list)):
         raise SubmissionError("the file is JSON but not a notebook (no list of cells)")
+    for cell in _raw_cells(raw):
+        if isinstance(cell, dict):
+            for key in ("outputs", "attachments"):
+                if key in cell:
+                    cell[key] = [] if key == "outputs" else {}
+    stripped = json.dumps(raw)
+    if len(stripped) > MAX_NOTEBOOK_BYTES:
+        raise SubmissionError(f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MiB even without its outputs")
     try:
-        nb = nbformat.reads(json.dumps(data), as_version=4)
+        nb = nbformat.reads(stripped, as_version=4)
     except Exception as e:  # nbformat raises several kinds for malformed notebooks
-        raise SubmissionError(f"the file is not a readable notebook ({type(e).__name__}: {e})") from None
+        raise SubmissionError(f"the file is not a readable notebook ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(nb.get("cells"), list):
+        raise SubmissionError("the file is JSON but not a notebook (no list of cells)")
     for cell in nb.cells:
         if not isinstance(cell.get("source", ""), str) or cell.get("cell_type") not in ("code", "markdown", "raw"):
             raise SubmissionError("the notebook has a malformed cell")
     return nb
 
 
+def _raw_cells(raw: dict) -> list:
+    if isinstance(raw.get("cells"), list):
+        return raw["cells"]
+    return [c for w in raw["worksheets"] if isinstance(w, dict) and isinstance(w.get("cells"), list)
+            for c in w["cells"]]
+
+
 def pick(submission, trusted: Notebooks) -> tuple[list[Picked], list[str]]:
-    """The code to run for each slot, in the submission's order, and the problems found on the way."""
+    """The code to run for each slot, in the submission's order, and the problems found on the way.
+
+    A slot's answer is the last cell that defines its names (`def`, `class`); failing
+    that, the last that binds one by assignment or import (`layernorm_forward = _impl`).
+    IPython lines (`%matplotlib inline`, `!ls`) in a picked cell are replaced by `pass`, with a note.
+    """
     locked = {_normalized(c.source) for c in read(trusted.release).cells
               if c.cell_type == "code" and not nbgrader_meta(c).get("solution")}
-    candidates = [(i, c.source) for i, c in enumerate(submission.cells)
-                  if c.cell_type == "code" and _normalized(c.source) not in locked]
-    chosen: dict[int, Picked] = {}
+    candidates = []
+    for i, cell in enumerate(submission.cells):
+        if cell.cell_type == "code" and _normalized(cell.source) not in locked:
+            source, removed = without_ipython(cell.source)
+            candidates.append((i, source, removed))
+    chosen: dict[int, tuple[Picked, list[str]]] = {}
     problems = []
     for slot in slots(read(trusted.source)):
-        defining = [(i, src) for i, src in candidates if set(slot.names) & defined_names(src)]
+        wanted = set(slot.names)
+        defining = ([c for c in candidates if wanted & defined_names(c[1])]
+                    or [c for c in candidates if wanted & bound_names(c[1])])
         if not defining:
             problems.append(f"no cell defines {' or '.join(slot.names)}: was its cell deleted?")
             continue
-        i, src = defining[-1]  # the last definition wins, as when the notebook runs top to bottom
-        chosen.setdefault(i, Picked(slot.label, src))
-    return [chosen[i] for i in sorted(chosen)], problems
+        i, source, removed = defining[-1]  # the last definition wins, as when the notebook runs top to bottom
+        chosen.setdefault(i, (Picked(slot.label, source), removed))
+    for i in sorted(chosen):
+        picked, removed = chosen[i]
+        if removed:
+            problems.append(f"cell {picked.label!r}: IPython command{'s' if len(removed) > 1 else ''} "
+                            f"{', '.join(repr(r) for r in removed[:5])} {'are' if len(removed) > 1 else 'is'} "
+                            "not Python; the grader ran the cell without "
+                            f"{'them' if len(removed) > 1 else 'it'}")
+    return [chosen[i][0] for i in sorted(chosen)], problems

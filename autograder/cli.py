@@ -1,7 +1,7 @@
 """python -m autograder: check one notebook, grade a class, generate the student release.
 
-    python -m autograder check NOTEBOOK [--assignment ID] [--gradescope results.json]
-    python -m autograder grade SUBMISSIONS --out DIR [--jobs N] [--gradebook URL] [--autograded DIR]
+    python -m autograder check NOTEBOOK [--assignment ID] [--gradescope results.json] [--seed N]
+    python -m autograder grade SUBMISSIONS --out DIR [--student NAME] [--jobs N] [--course-dir ROOT] [--seed N]
     python -m autograder release [ID ...]
 
 SUBMISSIONS is nbgrader's submitted layout: SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb.
@@ -20,10 +20,13 @@ from pathlib import Path
 
 from normgrad.cases import ASSIGNMENTS
 
-from . import release, report
-from .grading import CaseResult, Report, default_sandbox, grade
+from . import release, report, safe, summary
+from .cells import MAX_FILE_BYTES
+from .grading import CaseResult, Report, default_sandbox, grade, new_seed, not_graded
+from .outputs import Outputs
 from .private import PrivateCasesError, resolve, with_private
 from .sandbox import Limits, SandboxError
+from .submissions import SubmissionError, Submission, scan
 
 
 def infer_assignment(notebook: Path) -> str:
@@ -64,9 +67,10 @@ def cmd_check(args) -> int:
         raise SystemExit(f"no such notebook: {notebook}")
     assignment = args.assignment or infer_assignment(notebook)
     private = _check_private(args, [assignment])
-    result = grade(notebook, assignment, box=_sandbox(args), private=private, limits=_limits(args))
+    result = grade(notebook, assignment, box=_sandbox(args), private=private, limits=_limits(args), seed=args.seed)
     print(report.text(result, book_url=args.book_url))
     print(f"  sandbox: {result.isolation}")
+    print(f"  seed: {result.seed} (--seed {result.seed} replays this grade)")
     if args.gradescope:
         report.write_gradescope(result, Path(args.gradescope), args.book_url)
     return 0
@@ -78,23 +82,43 @@ def _limits(args) -> Limits:
     return Limits(memory_bytes=args.memory_mb << 20)
 
 
-def _safe_grade(path: Path, assignment: str, student: str, box, private, limits) -> Report:
-    """Grade, turning a grader bug into a zero with a note instead of a stopped batch."""
-    try:
-        return grade(path, assignment, student, box=box, private=private, limits=limits)
-    except Exception:
-        print(f"internal error while grading {path}:\n{traceback.format_exc()}", file=sys.stderr)
-        result = Report(student, assignment, path.name, 0.0)
-        result.notes.append("the grader failed on this notebook (an internal error); ask the instructor")
+INTERNAL_ERROR = "the grader failed on this notebook (an internal error); ask the instructor"
+
+
+def _safe_grade(sub: Submission, box, private, limits, seed: int) -> Report:
+    """Read and grade one submission, turning a grader bug into a note instead of a stopped batch."""
+    student, assignment, name = sub.student, sub.assignment, sub.notebook_name
+    if sub.folder[1] not in ASSIGNMENTS:
+        result = Report(student, assignment, name, 0.0, seed=seed)
+        result.notes.append(f"unknown assignment {assignment!r}; known: {', '.join(ASSIGNMENTS)}")
+        result.results.append(CaseResult("-", "not graded", 0.0, 0.0, False, [result.notes[0]]))
         return result
+    try:
+        data = sub.read_notebook(MAX_FILE_BYTES)
+    except SubmissionError as e:
+        result = not_graded(student, assignment, name, str(e), private, seed)
+    else:
+        try:
+            result = grade(sub.path, assignment, student, box=box, private=private, limits=limits, seed=seed,
+                           data=data, notebook=name)
+        except Exception:
+            print(f"internal error while grading {safe.name(sub.path)}:\n{safe.text(traceback.format_exc())}",
+                  file=sys.stderr)
+            result = not_graded(student, assignment, name, INTERNAL_ERROR, private, seed)
+    result.notes[:0] = sub.warnings()
+    return result
 
 
-def submissions(root: Path):
-    """(student, assignment, notebook path) for each notebook in nbgrader's submitted layout."""
-    for student in sorted(p for p in root.iterdir() if p.is_dir()):
-        for folder in sorted(p for p in student.iterdir() if p.is_dir()):
-            for notebook in sorted(folder.glob("*.ipynb")):
-                yield student.name, folder.name, notebook
+def one_student_folder(root: Path) -> str | None:
+    """An assignment folder with notebooks directly under root, which is then one student's folder, not the class's."""
+    for assignment in ASSIGNMENTS:
+        folder = root / assignment
+        try:
+            if folder.is_dir() and not folder.is_symlink() and any(n.endswith(".ipynb") for n in os.listdir(folder)):
+                return assignment
+        except OSError:
+            continue
+    return None
 
 
 class Progress:
@@ -126,12 +150,36 @@ def cmd_grade(args) -> int:
         raise SystemExit(f"no such folder: {root}")
     if args.jobs < 1:
         raise SystemExit("--jobs must be at least 1")
+    inner = one_student_folder(root)
+    if inner is not None:
+        raise SystemExit(f"{root}/{safe.name(inner)}/ holds notebooks: {root} looks like one student's folder, not "
+                         f"nbgrader's submitted/ (SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb). To grade one "
+                         f"student: grade {root.parent} --student {safe.name(root.name)} --out ...")
     course = Path(args.course_dir) if args.course_dir else None
     db = args.gradebook or (f"sqlite:///{(course / 'gradebook.db').resolve()}" if course else None)
     autograded = Path(args.autograded) if args.autograded else (course / "autograded" if course else None)
-    found = list(submissions(root))
-    known = sorted({a for _, a, _ in found if a in ASSIGNMENTS})
+
+    def expected(assignment: str):
+        return release.notebooks(assignment).name if assignment in ASSIGNMENTS else None
+
+    def warn(message: str) -> None:
+        print(f"WARNING: {message}", file=sys.stderr)
+
+    found = scan(root, expected, warn)
+    if args.student:
+        wanted = set(args.student)
+        found = [s for s in found if s.folder[0] in wanted or s.student in wanted]
+        missing = wanted - {s.folder[0] for s in found} - {s.student for s in found}
+        if missing:
+            raise SystemExit(f"no notebook of {', '.join(sorted(missing))} under {root}/<student>/<assignment>/")
+    if args.assignment:
+        found = [s for s in found if s.folder[1] == args.assignment]
+    if not found:
+        raise SystemExit(f"no notebooks under {root} (expected {root}/<student>/<assignment>/<notebook>.ipynb); "
+                         "nothing graded, nothing written")
+    known = sorted({s.folder[1] for s in found if s.folder[1] in ASSIGNMENTS})
     private = _check_private(args, known)
+    penalties = None
     if db or autograded:
         from . import gradebook  # nbgrader's database layer: slow to import, needed only here
     if db:
@@ -140,50 +188,57 @@ def cmd_grade(args) -> int:
                 gradebook.check(db, assignment)
         except gradebook.GradebookError as e:
             raise SystemExit(str(e)) from None
+        config = Path(args.nbgrader_config) if args.nbgrader_config else (course / "nbgrader_config.py" if course else None)
+        penalties = gradebook.late_penalties(config)
     box, limits = _sandbox(args), _limits(args)
     out.mkdir(parents=True, exist_ok=True)
     print(f"sandbox: {box.describe()}", file=sys.stderr)
     if box.mode != "bwrap":
         print("WARNING: the submissions run without bubblewrap; see the sandbox line above", file=sys.stderr)
+    outputs = Outputs(out, args.book_url, db, autograded, penalties)
 
-    def work(item):
-        student, assignment, notebook = item
-        if assignment not in ASSIGNMENTS:
-            result = Report(student, assignment, notebook.name, 0.0)
-            result.notes.append(f"unknown assignment {assignment!r}; known: {', '.join(ASSIGNMENTS)}")
-            result.results.append(CaseResult("-", "not graded", 0.0, 0.0, False, [result.notes[0]]))
-            return item, result
-        return item, _safe_grade(notebook, assignment, student, box, private, limits)
+    def work(sub: Submission):
+        seed = args.seed if args.seed is not None else new_seed()
+        try:
+            return sub, _safe_grade(sub, box, private, limits, seed)
+        except Exception:  # even the report of a failure failed: a bare row, and the class goes on
+            print(f"internal error on {safe.name(sub.path)}:\n{safe.text(traceback.format_exc())}", file=sys.stderr)
+            result = Report(sub.student, sub.assignment, sub.notebook_name, 0.0, notes=[INTERNAL_ERROR], seed=seed)
+            return sub, result
 
-    results = []
+    written, failed = 0, []
     progress = Progress(len(found))
     lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for future in as_completed([pool.submit(work, item) for item in found]):
-            (student, assignment, notebook), result = future.result()
+        for future in as_completed([pool.submit(work, sub) for sub in found]):
+            sub, result = future.result()
             with lock:  # the gradebook and the files are written here only, one submission at a time
-                results.append(result)
-                folder = out / "feedback" / student / assignment
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / (notebook.stem + ".html")).write_text(report.feedback_html(result, args.book_url))
-                (folder / (notebook.stem + ".txt")).write_text(report.text(result, book_url=args.book_url) + "\n")
-                report.write_gradescope(result, folder / "results.json", args.book_url)
-                if assignment in ASSIGNMENTS:
-                    if db:
-                        gradebook.record(db, result, notebook.parent)
-                    if autograded:
-                        gradebook.write_autograded(autograded, result, notebook.parent, args.book_url)
-                print(f"{student:<20} {assignment:<24} {report.fmt_points(result.score):>6} / "
-                      f"{report.fmt_points(result.max_score):<6} "
-                      f"{result.notes[0].splitlines()[0] if result.notes else ''}", flush=True)
+                try:
+                    result = outputs.write(result, sub.timestamp(), known=sub.folder[1] in ASSIGNMENTS)
+                    written += 1
+                    first = result.notes[0].splitlines()[0][:200] if result.notes and result.notes[0].strip() else ""
+                    print(f"{result.student:<20} {result.assignment:<24} {report.fmt_points(result.score):>6} / "
+                          f"{report.fmt_points(result.max_score):<6} {first}", flush=True)
+                except Exception:  # this student's outputs only: the class goes on
+                    failed.append(sub.student)
+                    print(f"could not write the results of {sub.student} ({sub.assignment}):\n"
+                          f"{safe.text(traceback.format_exc())}", file=sys.stderr)
                 progress.step()
-    report.write_csv(results, out / "grades.csv")
-    where = f"{out / 'grades.csv'}, {out / 'feedback'}/ (feedback pages and Gradescope results.json)"
+    figures = summary.write(out)
+    where = (f"{out / 'grades.csv'}, {out / 'feedback'}/ (feedback pages and Gradescope results.json), "
+             f"{out / 'summary.html'} and summary.csv")
     if db:
         where += f", the gradebook {db}"
     if autograded:
         where += f", {autograded}/"
-    print(f"graded {len(results)} notebook(s); wrote {where}")
+    print(f"graded {written} notebook(s); wrote {where}")
+    for assignment, a in figures.items():
+        print(f"  {assignment}: {len(a.scores)} graded in all, mean {report.fmt_points(round(sum(a.scores) / len(a.scores), 2))}"
+              f" / {report.fmt_points(a.max_score)}")
+    if failed:
+        print(f"ERROR: the results of {len(failed)} notebook(s) could not be written: {', '.join(failed)}; "
+              "see above, fix, and grade them again with --student", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -195,13 +250,19 @@ def cmd_release(args) -> int:
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a name this terminal cannot show is escaped, not fatal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p):
-        p.add_argument("--book-url", default=report.default_book_url(),
-                       help="where the book lives, for the links in feedback (default: the local build, "
-                            "_build/html/); e.g. https://example.org/normgrad/")
+        p.add_argument("--book-url", default=None,
+                       help="where the book's chapter pages are published, for the links in feedback "
+                            "(default: html: baseurl: of _config.yml, then chapters/)")
+        p.add_argument("--seed", type=int, default=None,
+                       help="the seed of the hidden inputs (default: a fresh one per notebook); a grade's seed is "
+                            "in grades.csv and results.json, and the same seed replays that grade")
         p.add_argument("--private", metavar="FILE",
                        help="a Python file of private test cases kept outside the repository "
                             "(default: $AUTOGRADER_PRIVATE)")
@@ -227,8 +288,13 @@ def main(argv=None) -> int:
     p.add_argument("--autograded", metavar="DIR",
                    help="write nbgrader's autograded/<student>/<assignment>/ notebooks here (for generate_feedback)")
     p.add_argument("--course-dir", metavar="ROOT",
-                   help="an nbgrader course root: the gradebook defaults to ROOT/gradebook.db and "
-                        "--autograded to ROOT/autograded")
+                   help="an nbgrader course root: the gradebook defaults to ROOT/gradebook.db, "
+                        "--autograded to ROOT/autograded and --nbgrader-config to ROOT/nbgrader_config.py")
+    p.add_argument("--nbgrader-config", metavar="FILE",
+                   help="the nbgrader_config.py whose late penalty (AssignLatePenalties) applies to late work")
+    p.add_argument("--student", action="append", metavar="NAME",
+                   help="grade only this student (repeatable); the other rows of grades.csv stay as they are")
+    p.add_argument("--assignment", choices=list(ASSIGNMENTS), help="grade only this assignment")
     common(p)
     p.set_defaults(run=cmd_grade)
 
@@ -236,4 +302,9 @@ def main(argv=None) -> int:
     p.add_argument("assignments", nargs="*", metavar="ID", help="assignment ids (default: all)")
     p.set_defaults(run=cmd_release)
     args = parser.parse_args(argv)
+    if getattr(args, "book_url", "x") is None:
+        try:
+            args.book_url = report.default_book_url()
+        except (OSError, ValueError) as e:
+            raise SystemExit(str(e)) from None
     return args.run(args)

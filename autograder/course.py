@@ -13,10 +13,29 @@ from pathlib import Path
 
 import nbformat
 
+from .pycode import defined_names
+
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
 EXERCISES = ROOT / "exercises"
 NBGRADER_CONFIG = ROOT / "autograder" / "nbgrader_config.py"
+BOOK_CONFIG = ROOT / "_config.yml"
+
+
+def book_url(config: os.PathLike = BOOK_CONFIG) -> str:
+    """Where the book is published, ending in '/': the `html: baseurl:` key of the book's _config.yml.
+
+    The one setting for links into the book: the grader's feedback and the
+    notebooks' setup cell both read it.
+    """
+    import yaml
+
+    with open(config, encoding="utf-8") as f:
+        url = ((yaml.safe_load(f) or {}).get("html") or {}).get("baseurl") or ""
+    if not url:
+        raise ValueError(f"{config} has no html: baseurl: (where the book is published); set it, "
+                         "or pass --book-url")
+    return url if url.endswith("/") else url + "/"
 
 
 @dataclass(frozen=True)
@@ -55,8 +74,6 @@ def solved_release(assignment: str) -> nbformat.NotebookNode:
     A correct submission, as a student would hand it in (hidden tests stay out):
     the tests and the grading benchmarks start from it.
     """
-    from .cells import defined_names
-
     answers = {}
     for cell in read(notebooks(assignment).source).cells:
         if cell.cell_type == "code" and nbgrader_meta(cell).get("solution"):

@@ -11,7 +11,18 @@ would have written, with this grader's scores:
   cases, which add points nbgrader's notebook does not know of, the cell's
   points times the fraction of the function's points earned.)
 
-and `autograded/<student>/<assignment>/<notebook>.ipynb` is the student
+and, as `nbgrader autograde` does, it gives back what stands in the
+gradebook beside the grader's scores, for grades.csv and results.json:
+
+- a score a grader entered by hand (`manual_score`) replaces the auto score
+  of its cell;
+- a submission later than its assignment's due date gets the late penalty of
+  the nbgrader configuration's `AssignLatePenalties.plugin_class` (by default
+  `LateSubmissionPlugin`, whose `penalty_method` is 'none' or 'zero'),
+  recorded as the notebook's `late_submission_penalty`, which `nbgrader
+  export` subtracts.
+
+`autograded/<student>/<assignment>/<notebook>.ipynb` is the student
 release with the student's solution code in its solution cells and, under
 each test cell, what its tests found. `nbgrader generate_feedback` turns that
 into nbgrader's feedback page, and `nbgrader export` exports the scores.
@@ -24,8 +35,9 @@ are only read here.
 from __future__ import annotations
 
 import copy
-import shutil
+import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import nbformat
@@ -35,7 +47,8 @@ from nbgrader.utils import parse_utc
 
 from .course import nbgrader_meta, notebooks, read
 from .grading import Report
-from .report import function_output
+from .report import fmt_points, function_output
+from .safe import write_atomic
 
 
 class GradebookError(ValueError):
@@ -68,23 +81,46 @@ def cell_scores(report: Report, cells: dict[str, float]) -> dict[str, float]:
     return scores
 
 
-def timestamp_of(submission_dir: Path):
-    path = Path(submission_dir) / "timestamp.txt"
+def parse_timestamp(text: str | None):
+    """nbgrader's timestamp.txt as a datetime, or None when missing or unreadable."""
     try:
-        return parse_utc(path.read_text().strip()) if path.is_file() else None
-    except (OSError, ValueError):
+        return parse_utc(text.strip()) if text else None
+    except (ValueError, OverflowError, TypeError):
         return None
 
 
-def record(url: str, report: Report, submission_dir: Path | None = None) -> dict[str, float]:
-    """Write one graded submission's scores into the gradebook; returns the score of each test cell."""
+def late_penalties(config_file: os.PathLike | None = None):
+    """nbgrader's AssignLatePenalties, configured from an nbgrader_config.py (the instructor's), its plugin made."""
+    from nbgrader.preprocessors import AssignLatePenalties
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = Config()
+    if config_file is not None and Path(config_file).is_file():
+        config = PyFileConfigLoader(Path(config_file).name, str(Path(config_file).parent)).load_config()
+    assigner = AssignLatePenalties(config=config)
+    assigner.init_plugin()
+    return assigner
+
+
+def _late(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+def record(url: str, report: Report, timestamp: str | None = None, penalties=None) -> list[tuple[str, float]]:
+    """Write one graded submission's scores into the gradebook.
+
+    Returns what the gradebook changes of the grader's score, as (why, points):
+    scores entered by hand, and the late penalty (`penalties`: see late_penalties).
+    """
     name = notebooks(report.assignment).source.stem
-    timestamp = timestamp_of(submission_dir) if submission_dir else None
+    when = parse_timestamp(timestamp)
+    adjustments = []
     with Gradebook(url) as gb, warnings.catch_warnings():
         warnings.simplefilter("ignore", SAWarning)  # raised inside nbgrader's own session handling
         gb.update_or_create_student(report.student)
-        if timestamp is not None:
-            gb.update_or_create_submission(report.assignment, report.student, timestamp=timestamp)
+        if when is not None:
+            gb.update_or_create_submission(report.assignment, report.student, timestamp=when)
         else:
             gb.update_or_create_submission(report.assignment, report.student)
         notebook = gb.find_submission_notebook(name, report.assignment, report.student)
@@ -94,8 +130,23 @@ def record(url: str, report: Report, submission_dir: Path | None = None) -> dict
                 grade.auto_score = scores[grade.name]
                 # a grader's manual score stands, and is flagged for review (as nbgrader does)
                 grade.needs_manual_grade = grade.manual_score is not None
+                if grade.manual_score is not None and abs(grade.manual_score - scores[grade.name]) > 1e-9:
+                    adjustments.append((f"{grade.name}: a score entered by hand, {fmt_points(grade.manual_score)}, "
+                                        f"replaces the grader's {fmt_points(scores[grade.name])}",
+                                        grade.manual_score - scores[grade.name]))
         gb.db.commit()
-    return scores
+        notebook.late_submission_penalty = None
+        submission = gb.find_submission(report.assignment, report.student)
+        if penalties is not None and submission.total_seconds_late > 0:
+            penalty = penalties.plugin_inst.late_submission_penalty(
+                report.student, notebook.score, submission.total_seconds_late)
+            if penalty is not None:
+                penalty = min(max(float(penalty), 0.0), notebook.score)
+                notebook.late_submission_penalty = penalty
+                adjustments.append((f"late by {_late(submission.total_seconds_late)}: the late penalty "
+                                    f"({type(penalties.plugin_inst).__name__})", -penalty))
+        gb.db.commit()
+    return adjustments
 
 
 def autograded_notebook(report: Report, book_url: str = "") -> nbformat.NotebookNode:
@@ -118,12 +169,11 @@ def autograded_notebook(report: Report, book_url: str = "") -> nbformat.Notebook
     return nb
 
 
-def write_autograded(folder: Path, report: Report, submission_dir: Path | None = None, book_url: str = "") -> Path:
-    """Write autograded/<student>/<assignment>/<notebook>.ipynb (and the submission's timestamp.txt)."""
+def write_autograded(folder: Path, report: Report, timestamp: str | None = None, book_url: str = "") -> Path:
+    """Write autograded/<student>/<assignment>/<notebook>.ipynb (and the submission's timestamp.txt, if it parses)."""
     dest = Path(folder) / report.student / report.assignment
-    dest.mkdir(parents=True, exist_ok=True)
     path = dest / notebooks(report.assignment).name
-    nbformat.write(autograded_notebook(report, book_url), str(path))
-    if submission_dir is not None and (Path(submission_dir) / "timestamp.txt").is_file():
-        shutil.copy(Path(submission_dir) / "timestamp.txt", dest / "timestamp.txt")
+    write_atomic(path, nbformat.writes(autograded_notebook(report, book_url)) + "\n")
+    if parse_timestamp(timestamp) is not None:
+        write_atomic(dest / "timestamp.txt", timestamp.strip() + "\n")
     return path

@@ -11,6 +11,7 @@ process: one function that kills its process costs only that function's points.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import time
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from normgrad import cases as course_cases
 
-from . import sandbox
+from . import flags as static_read
+from . import safe, sandbox
 from .inside import protocol, wire
 from .cells import SubmissionError, pick, read_submission
 from .course import notebooks
@@ -66,10 +68,27 @@ class Report:
     isolation: str = ""
     picked: dict[str, str] = field(default_factory=dict)  # solution cell label -> the code that ran
     seconds: float = 0.0
+    seed: int | None = None  # the seed of the hidden inputs: `--seed` replays this grade
+    flags: list[str] = field(default_factory=list)  # what a static read of the code found, for the instructor
+    adjustments: list[tuple[str, float]] = field(default_factory=list)  # (why, points): late penalty, hand grading
+
+    @property
+    def tests_score(self) -> float:
+        return sum(r.earned for r in self.results)
 
     @property
     def score(self) -> float:
-        return sum(r.earned for r in self.results)
+        return max(0.0, self.tests_score + sum(points for _, points in self.adjustments))
+
+    def made_safe(self) -> "Report":
+        """A copy whose every string from the submission or a file name is safe to write (see `safe`)."""
+        results = [dataclasses.replace(r, problems=[safe.text(p) for p in r.problems]) for r in self.results]
+        return dataclasses.replace(
+            self, student=safe.name(self.student), assignment=safe.name(self.assignment),
+            notebook=safe.name(self.notebook), results=results, notes=[safe.text(n) for n in self.notes],
+            flags=[safe.text(f) for f in self.flags], isolation=safe.text(self.isolation),
+            picked={safe.name(k): safe.text(v, limit=len(v)) for k, v in self.picked.items()},
+            adjustments=[(safe.text(w), p) for w, p in self.adjustments])
 
     def by_function(self) -> dict[str, tuple[float, float]]:
         """function -> (points earned, points possible)."""
@@ -85,32 +104,48 @@ def default_sandbox(prefer: str = "auto") -> sandbox.Sandbox:
     return sandbox.Sandbox(prefer)
 
 
+def new_seed() -> int:
+    return secrets.randbits(63)
+
+
+def not_graded(student: str, assignment_id: str, notebook: str, reason: str, private: str | None = None,
+               seed: int | None = None) -> Report:
+    """A report of a notebook that could not be graded: every case failed, for `reason`."""
+    assignment = with_private(course_cases.load(assignment_id), private)
+    public = {c.id for c in course_cases.load(assignment_id).cases}
+    report = Report(student, assignment_id, notebook, assignment.max_score, seed=seed)
+    report.notes.append(reason)
+    report.results = [CaseResult(c.id, c.description, c.points, 0.0, c.hidden, [reason], private=c.id not in public)
+                      for c in assignment.cases]
+    return report.made_safe()
+
+
 def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = None,
           devices: set[str] | None = None, limits: sandbox.Limits = sandbox.Limits(),
-          box: sandbox.Sandbox | None = None, private: str | None = None) -> Report:
-    """Grade one notebook; never raises for anything the submission does."""
+          box: sandbox.Sandbox | None = None, private: str | None = None, data: bytes | None = None,
+          notebook: str | None = None) -> Report:
+    """Grade one notebook (the file at `path`, or its bytes `data`); never raises for anything the submission does.
+
+    The same seed gives the same hidden inputs, hence the same grade for code that is deterministic.
+    """
     started = time.monotonic()
+    seed = new_seed() if seed is None else seed
+    notebook = notebook or Path(path).name
+    try:
+        submission = read_submission(path, data)
+    except SubmissionError as e:
+        return not_graded(student, assignment_id, notebook, str(e), private, seed)
     assignment = with_private(course_cases.load(assignment_id), private)
     private_ids = {c.id for c in assignment.cases} - {c.id for c in course_cases.load(assignment_id).cases}
     trusted = notebooks(assignment_id)
-    report = Report(student, assignment_id, Path(path).name, assignment.max_score)
-    seed = secrets.randbits(63) if seed is None else seed
+    report = Report(student, assignment_id, notebook, assignment.max_score, seed=seed)
     devices = course_cases.available_devices() if devices is None else devices
     box = box or default_sandbox()
 
-    def fail_all(reason: str) -> Report:
-        report.notes.append(reason)
-        report.results = [CaseResult(c.id, c.description, c.points, 0.0, c.hidden, [reason], private=c.id in private_ids)
-                          for c in assignment.cases]
-        return report
-
-    try:
-        submission = read_submission(path)
-    except SubmissionError as e:
-        return fail_all(str(e))
     picked, problems = pick(submission, trusted)
     report.notes += problems
     report.picked = {p.label: p.source for p in picked}
+    report.flags = static_read.read_submission(assignment_id, picked)
 
     # One call per case and device, under an opaque id: the ids say nothing about the case.
     calls = []
@@ -145,8 +180,10 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
         report.results.append(CaseResult(case.id, case.description, case.points,
                                          0.0 if problems else case.points, case.hidden, problems,
                                          mistakes.get(case.id), case.id in private_ids))
+    if not any(r.passed for r in report.results):  # nothing earned: a missing kernel is no news
+        report.flags = [f for f in report.flags if f != static_read.NO_KERNEL]
     report.seconds = time.monotonic() - started
-    return report
+    return report.made_safe()
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 The course's layout is nbgrader's: `solutions/` is the source directory (notebooks
 with solutions and hidden tests) and `exercises/` the release directory (the
 student notebooks, generated, never edited by hand). Use it from the repository
-root with `--config autograder/nbgrader_config.py`, or through
+root with `--NbGrader.config_file=autograder/nbgrader_config.py` (nbgrader 0.9.6 ignores
+`--config`: "Unrecognized alias"), or through
 `python -m autograder release`.
 """
 

@@ -119,3 +119,21 @@ def test_check_says_how_it_sandboxed_and_writes_gradescope_results(root, tmp_pat
     assert "bubblewrap" in sandbox or "FALLBACK" in sandbox
     data = json.loads(results.read_text())
     assert data["score"] == FULL and sum(t["max_score"] for t in data["tests"]) == FULL
+    
+
+def test_a_run_that_finds_no_notebook_stops_and_keeps_the_class_grades(tmp_path):
+    from autograder.cli import main
+
+    out = tmp_path / "grades"
+    out.mkdir()
+    kept = "student,assignment,score\nalice,01-forward,24\n"
+    (out / "grades.csv").write_text(kept)
+    frank = tmp_path / "submitted" / "frank" / "01-forward"
+    frank.mkdir(parents=True)
+    write(solved("01-forward"), tmp_path / "submitted", "frank", "01-forward")
+    with pytest.raises(SystemExit, match="one student's folder"):  # submitted/frank given for submitted/
+        main(["grade", str(tmp_path / "submitted" / "frank"), "--out", str(out)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no notebooks"):
+        main(["grade", str(tmp_path / "empty"), "--out", str(out)])
+    assert (out / "grades.csv").read_text() == kept

@@ -1,10 +1,13 @@
 """The grader's outputs as nbgrader and Gradescope read them.
 
 A throwaway nbgrader course (its source directory is the repository's
-solutions/, its gradebook made by `nbgrader generate_assignment`), three
-submissions in its `submitted/` folder, one `python -m autograder grade
---course-dir` run, and then nbgrader's own `export` and `generate_feedback`
-must report the scores the grader gave.
+solutions/, its gradebook made by `nbgrader generate_assignment`, a due date,
+and a configuration whose late penalty is nbgrader's 'zero'), four
+submissions in its `submitted/` folder (one late), one `python -m autograder
+grade --course-dir` run, and then nbgrader's own `export` and
+`generate_feedback` must report the scores the grader gave. A score entered by
+hand afterwards reaches grades.csv and results.json when that student is
+regraded.
 """
 
 import csv
@@ -37,9 +40,17 @@ BOB = FULL - 11  # layernorm_forward with gamma forgotten earns 1 of its 12 poin
 def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     nbgrader_course(root, ["01-forward"])
+    from nbgrader.api import Gradebook
+    from nbgrader.utils import parse_utc
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        gb.update_or_create_assignment("01-forward", duedate=parse_utc("2026-01-20 00:00:00 UTC"))
+    (root / "nbgrader_config.py").write_text("c = get_config()\nc.LateSubmissionPlugin.penalty_method = 'zero'\n")
     submitted = root / "submitted"
     alice = write(solved("01-forward"), submitted, "alice", "01-forward")
     (alice.parent / "timestamp.txt").write_text("2026-01-15 10:30:00.000000 UTC")
+    dan = write(solved("01-forward"), submitted, "dan", "01-forward")
+    (dan.parent / "timestamp.txt").write_text("2026-01-21 12:00:00.000000 UTC")
     write(submission("01-forward", {"layernorm_forward": SLIPPED}, base=solved("01-forward")), submitted, "bob",
           "01-forward")
     write(submission("01-forward"), submitted, "carol", "01-forward")
@@ -57,7 +68,16 @@ def test_our_grades(course):
     assert ours["alice"]["score"] == f"{FULL:g}" and ours["carol"]["score"] == "0"
     # gamma forgotten: every layernorm_forward test fails but the one whose groups are constant (x_hat = 0)
     assert ours["bob"]["score"] == f"{BOB:g}"
-    assert "3/3 graded" in done.stderr  # the progress bar
+    assert "4/4 graded" in done.stderr  # the progress bar
+
+
+def test_late_work_gets_the_penalty_configured_in_nbgrader(course):
+    root, ours, _ = course
+    assert ours["dan"]["score"] == "0" and ours["dan"]["max_score"] == f"{FULL:g}"
+    assert f"late by 1 day, 12:00:00: the late penalty (LateSubmissionPlugin): -{FULL:g}" in ours["dan"]["notes"]
+    results = json.loads((root / "grades" / "feedback" / "dan" / "01-forward" / "results.json").read_text())
+    assert results["score"] == 0 and sum(t["score"] for t in results["tests"]) == FULL
+    assert "late by" in (root / "grades" / "feedback" / "dan" / "01-forward" / "forward.txt").read_text()
 
 
 def test_nbgrader_export_reports_the_same_scores(course):
@@ -67,7 +87,7 @@ def test_nbgrader_export_reports_the_same_scores(course):
     with open(root / "export.csv") as f:
         exported = {r["student_id"]: r for r in csv.DictReader(f)}
     for student, row in ours.items():
-        assert float(exported[student]["score"]) == float(row["score"])
+        assert float(exported[student]["score"]) == float(row["score"]), student
         assert float(exported[student]["max_score"]) == float(row["max_score"])
     assert exported["alice"]["timestamp"].startswith("2026-01-15 10:30:00")
 
@@ -118,3 +138,25 @@ def test_a_gradebook_without_the_assignment_is_refused_with_a_fix(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
     assert "nbgrader generate_assignment 01-forward" in done.stderr
+
+
+def test_a_score_entered_by_hand_reaches_grades_csv_and_results_json(course):
+    from nbgrader.api import Gradebook
+
+    root, ours, _ = course
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        cell = next(g for g in gb.find_submission_notebook("forward", "01-forward", "bob").grades
+                    if g.name == "test_layernorm_forward")
+        cell.manual_score = 9.0
+        gb.db.commit()
+    done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(root / "submitted"), "--out",
+                           str(root / "grades"), "--course-dir", str(root), "--student", "bob"],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with open(root / "grades" / "grades.csv") as f:
+        now = {r["student"]: r for r in csv.DictReader(f)}
+    assert now["bob"]["score"] == f"{BOB + 8:g}"  # BOB from the tests, the layernorm_forward cell's 1 replaced by 9
+    assert "a score entered by hand, 9, replaces the grader's 1" in now["bob"]["notes"]
+    assert {s: r for s, r in now.items() if s != "bob"} == {s: r for s, r in ours.items() if s != "bob"}
+    results = json.loads((root / "grades" / "feedback" / "bob" / "01-forward" / "results.json").read_text())
+    assert results["score"] == BOB + 8

@@ -1,0 +1,166 @@
+"""What a static read of the solution cells finds suspicious, for the instructor to review.
+
+The exercises ask for gradients computed by hand (COURSE_API.md). The sandbox
+hides autograd while a graded call runs, but no in-process guard is perfect,
+so the grader also reads the code that ran and flags what an honest answer
+has no reason to write: PyTorch's operators reached directly (`torch.ops`,
+`aten`, a backward operator's name), autograd asked for a gradient
+(`autograd.grad`, `.backward()`, `grad_fn`), the interpreter's insides
+(`gc.get_objects`, frames, `sys.modules`), modules or attributes found by
+computed names (`importlib`, `__import__`, `getattr(m, 'a' + 'b')`, `eval`),
+a framework the exercise's own solution does not import, and, where the
+course's solution is a Triton kernel, solution cells without one.
+
+A flag scores nothing: it is a line in `grades.csv`'s `flags` column and in
+the feedback, and the course's solutions raise none (tests/test_flags.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from .course import nbgrader_meta, notebooks, read
+from .pycode import parse
+
+NO_KERNEL = "no @triton.jit kernel in the solution cells, yet tests passed: the exercise asks for the work in Triton"
+FRAMEWORKS = {"torch", "jax", "tensorflow", "triton", "functorch", "autograd", "cupy", "numba"}
+_BACKWARD_OP = re.compile(r"(^|[._])(aten|native_\w*backward|\w*norm_backward(_\w+)?|\w+_backward_(data|input)|"
+                          r"torch_function|_C|_ops)($|[._])")
+_AUTOGRAD = {"grad", "backward", "functional", "forward_ad", "graph", "gradcheck"}
+_INTERNALS = {
+    ("gc", "get_objects"), ("gc", "get_referrers"), ("gc", "get_referents"), ("sys", "_getframe"),
+    ("sys", "modules"), ("inspect", "currentframe"), ("inspect", "stack"), ("inspect", "getmembers"),
+    ("sys", "settrace"), ("sys", "setprofile"), ("sys", "addaudithook"),
+}
+_DUNDERS = {"__import__", "__builtins__", "__subclasses__", "__globals__", "__code__", "__closure__",
+            "f_back", "f_globals", "f_locals", "gi_frame", "tb_frame", "__loader__", "__spec__"}
+_DYNAMIC = {"eval", "exec", "compile", "__import__"}
+_LOOKUPS = {"getattr", "setattr", "delattr", "hasattr", "vars", "globals", "locals"}
+
+
+def dotted(node: ast.AST) -> str:
+    """'a.b.c' for an attribute chain on a name, else ''."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ""
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _kernels(tree: ast.AST) -> int:
+    """Functions decorated with triton.jit (or jit, or triton.autotune/heuristics above one)."""
+    count = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            for d in node.decorator_list:
+                d = d.func if isinstance(d, ast.Call) else d
+                if dotted(d) in ("triton.jit", "jit", "tl.jit", "triton.language.jit"):
+                    count += 1
+    return count
+
+
+def _trusted(assignment: str) -> tuple[set[str], int]:
+    """(modules the course's notebooks import, Triton kernels in its solution cells)."""
+    pair = notebooks(assignment)
+    imports, kernels = set(), 0
+    for path in (pair.source, pair.release):
+        for cell in read(path).cells:
+            tree = parse(cell.source) if cell.cell_type == "code" else None
+            if tree is not None:
+                imports |= _imports(tree)
+                if path == pair.source and nbgrader_meta(cell).get("solution"):
+                    kernels += _kernels(tree)
+    return imports, kernels
+
+
+def _assembled(node: ast.AST) -> bool:
+    """A string built at run time: 'a' + 'b', f-strings, ''.join(...), chr(...), s[::-1], a variable's value."""
+    return not (isinstance(node, ast.Constant) and isinstance(node.value, str))
+
+
+def read_cell(source: str) -> list[tuple[int, str]]:
+    """(line, what) for each suspicious thing in one cell's code."""
+    tree = parse(source)
+    if tree is None:
+        return []
+    found = []
+
+    def flag(node, what):
+        found.append((getattr(node, "lineno", 0), what))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            name = dotted(node)
+            parts = name.split(".") if name else [node.attr]
+            if name.startswith("torch.ops") or name.startswith("torch._C") or name.startswith("torch._ops") \
+                    or (node.attr == "aten" or "aten" in parts):
+                flag(node, f"reaches PyTorch's operators directly ({name or node.attr})")
+            elif "autograd" in parts and parts[-1] in _AUTOGRAD:
+                flag(node, f"asks autograd for a gradient ({name})")
+            elif node.attr in ("grad_fn", "_grad_fn", "next_functions"):
+                flag(node, f"reads autograd's graph ({node.attr})")
+            elif node.attr == "backward" and not (isinstance(node.value, ast.Name) and node.value.id == "ctx"):
+                flag(node, f"calls autograd's backward ({name or '.backward'})")
+            elif len(parts) >= 2 and (parts[-2], parts[-1]) in _INTERNALS:
+                flag(node, f"looks into the interpreter ({name})")
+            elif node.attr in _DUNDERS:
+                flag(node, f"looks into the interpreter (.{node.attr})")
+            elif name.startswith("torch.func") or name.startswith("functorch"):
+                flag(node, f"uses automatic differentiation ({name})")
+        elif isinstance(node, ast.Name) and node.id in _DUNDERS:
+            flag(node, f"uses {node.id}")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for m in modules:
+                if m.split(".")[0] in ("importlib", "gc", "ctypes", "inspect") or m.startswith("torch._") \
+                        or m in ("torch.ops", "torch.func", "functorch", "torch.autograd.functional"):
+                    flag(node, f"imports {m}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch.autograd"):
+                names = {a.name for a in node.names}
+                if names & _AUTOGRAD:
+                    flag(node, f"imports {', '.join(sorted(names & _AUTOGRAD))} from {node.module}")
+        elif isinstance(node, ast.Call):
+            fn = dotted(node.func)
+            if fn in _DYNAMIC or fn.endswith("import_module"):
+                flag(node, f"runs code or imports by a computed name ({fn})")
+            elif fn in _LOOKUPS and len(node.args) >= 2 and _assembled(node.args[1]):
+                flag(node, f"looks up an attribute by a computed name ({fn})")
+            elif fn in ("globals", "locals", "vars"):
+                flag(node, f"reads a namespace ({fn}())")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
+            if re.fullmatch(r"[\w.]+", node.value) and _BACKWARD_OP.search(node.value) \
+                    and ("backward" in node.value or "aten" in node.value):
+                flag(node, f"names a PyTorch operator in a string ({node.value!r})")
+    return found
+
+
+def read_submission(assignment: str, picked) -> list[str]:
+    """The flags of a submission's picked cells (`Picked`s, in the order they ran), one line each."""
+    imports, kernels = _trusted(assignment)
+    flags, their_imports, their_kernels = [], set(), 0
+    for p in picked:
+        for line, what in read_cell(p.source):
+            flags.append(f"cell {p.label!r} line {line}: {what}")
+        tree = parse(p.source)
+        if tree is not None:
+            their_imports |= _imports(tree)
+            their_kernels += _kernels(tree)
+    for module in sorted((their_imports & FRAMEWORKS) - imports):
+        flags.append(f"imports {module}, which this exercise's own solution does not use")
+    if kernels and not their_kernels:
+        flags.append(NO_KERNEL)  # grade() keeps it only when some test passed
+    return list(dict.fromkeys(flags))

@@ -1,0 +1,172 @@
+"""Finding and reading submissions in nbgrader's layout without trusting the file system they sit in.
+
+SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb, as `nbgrader collect`
+leaves it. A student controls what is inside their folder, so:
+
+- a student or assignment folder that is a symbolic link is skipped (with a
+  warning): its notebook is someone else's, or the course's own solutions;
+- files are opened one path component at a time, relative to the folder
+  above, never following a link (O_NOFOLLOW), without blocking (O_NONBLOCK, so
+  a FIFO cannot hang the grader), and read only when they are regular files;
+  a link or a FIFO named `forward.ipynb` is reported in the student's
+  feedback, not followed;
+- with several notebooks in one assignment folder (`forward.ipynb` and
+  `forward (1).ipynb`), one rule picks the one graded, everywhere: the
+  notebook named as the assignment's, as nbgrader grades it; failing that,
+  the most recently modified one. The others are named in a warning.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import safe
+
+
+class SubmissionError(ValueError):
+    """The submission cannot be read as a notebook; the message says why, for the student."""
+
+
+def _open_at(dir_fd: int | None, part: str, flags: int) -> int:
+    return os.open(part, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def read_regular(path: os.PathLike, limit: int, root: os.PathLike | None = None) -> bytes:
+    """The bytes of the regular file at `path` (at most limit + 1 of them).
+
+    With `root`, `path` is relative to it and no component below root may be a
+    link; without, only the file itself may not be one.
+    """
+    path = Path(path)
+    if root is None:
+        root, parts = path.parent, [path.name]
+    else:
+        parts = list(path.parts)
+    shown = safe.name(parts[-1])
+    fds = []
+    try:
+        fds.append(os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        for part in parts[:-1]:
+            fds.append(_open_at(fds[-1], part, os.O_RDONLY | os.O_DIRECTORY))
+        try:
+            fd = _open_at(fds[-1], parts[-1], os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # the last component is a symbolic link
+                raise SubmissionError(f"{shown} is a symbolic link, not a file: the grader does not follow links "
+                                      "(hand in the notebook itself)") from None
+            raise
+        fds.append(fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SubmissionError(f"{shown} is not a regular file (a FIFO, a device or a folder): not read")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except SubmissionError:
+        raise
+    except OSError as e:
+        raise SubmissionError(f"cannot read {shown}: {e.strerror or e}") from None
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One student's submission of one assignment, and the notebook graded."""
+
+    student: str  # the folder's name, made safe to write (see safe.name)
+    assignment: str
+    root: Path  # SUBMISSIONS
+    folder: tuple[str, str]  # the student's and the assignment's folder names as on disk
+    notebook: str | None  # the graded notebook's file name as on disk; None when there is none
+    others: tuple[str, ...] = field(default=())  # notebooks in the folder that are not graded
+
+    @property
+    def notebook_name(self) -> str:
+        return safe.name(self.notebook or "")
+
+    @property
+    def path(self) -> Path:
+        return self.root.joinpath(*self.folder, self.notebook or "")
+
+    def read_notebook(self, limit: int) -> bytes:
+        return read_regular(Path(*self.folder, self.notebook), limit, root=self.root)
+
+    def timestamp(self) -> str | None:
+        """The text of the folder's timestamp.txt (as nbgrader writes it), if it is a regular file; else None."""
+        try:
+            raw = read_regular(Path(*self.folder, "timestamp.txt"), 200, root=self.root)
+        except SubmissionError:
+            return None
+        return raw[:200].decode("utf-8", "replace").strip() or None
+
+    def warnings(self) -> list[str]:
+        if not self.others:
+            return []
+        others = ", ".join(repr(safe.name(o)) for o in self.others)
+        return [f"this folder holds more than one notebook: {self.notebook_name!r} was graded, not {others} "
+                "(the grader grades the notebook named as the assignment's, else the most recently modified; "
+                "hand in one notebook)"]
+
+
+def _entries(folder: Path, warn) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        warn(f"skipped {safe.name(folder)}: {e.strerror}")
+        return []
+    return entries
+
+
+def scan(root: Path, expected_name, warn) -> list[Submission]:
+    """Every submission under root, in order; `expected_name(assignment)` is the notebook name to prefer, or None.
+
+    `warn(message)` hears of folders skipped.
+    """
+    found = []
+    for student in _entries(root, warn):
+        if student.is_symlink():
+            warn(f"skipped {safe.name(student.path)}: a symbolic link, not a student's folder")
+            continue
+        if not student.is_dir(follow_symlinks=False):
+            continue
+        for folder in _entries(Path(student.path), warn):
+            if folder.is_symlink():
+                warn(f"skipped {safe.name(folder.path)}: a symbolic link, not an assignment folder")
+                continue
+            if not folder.is_dir(follow_symlinks=False):
+                continue
+            notebooks = [e for e in _entries(Path(folder.path), warn) if e.name.endswith(".ipynb")]
+            if not notebooks:
+                continue
+            chosen = pick_notebook(notebooks, expected_name(folder.name))
+            found.append(Submission(safe.name(student.name), safe.name(folder.name), root,
+                                    (student.name, folder.name), chosen.name,
+                                    tuple(e.name for e in notebooks if e is not chosen)))
+    return found
+
+
+def pick_notebook(entries: list[os.DirEntry], expected: str | None) -> os.DirEntry:
+    """The rule for a folder of several notebooks: the expected name, else the newest (then the first by name)."""
+    for e in entries:
+        if e.name == expected:
+            return e
+
+    def modified(e: os.DirEntry) -> float:
+        try:
+            return e.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            return float("-inf")
+
+    return max(entries, key=lambda e: (modified(e), [-ord(c) for c in e.name]))

@@ -1,0 +1,220 @@
+"""One class graded end to end through the sandbox: nothing a student hands in stops or skews it.
+
+A batch in nbgrader's layout where most students hand in something odd (a
+lone surrogate in an exception, a folder name that is not UTF-8, a name that
+is a spreadsheet formula, a FIFO, links to another student's notebook and to
+a root-only file, a linked student folder, two notebooks, plots over 4 MiB,
+IPython lines, nbformat 3, a function bound by assignment, a suspicious
+import). The run is first killed midway, then run again; then one student is
+regraded with `--student` and a recorded seed, and the grade replayed with
+`check --seed`.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.cells import MAX_NOTEBOOK_BYTES
+from helpers import solved, submission, write
+from normgrad.cases import load
+
+FULL = load("01-forward").max_score  # every function of exercise 01 right
+F = f"{FULL:g}"
+
+SLIPPED = '''import numpy as np
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=1)
+    c = x - mean[:, None]
+    rstd = 1 / np.sqrt((c * c).mean(axis=1) + eps)
+    x_hat = c * rstd[:, None]
+    return x_hat + beta, {"x": x, "mean": mean, "rstd": rstd, "x_hat": x_hat, "gamma": gamma, "eps": eps}
+'''
+NOT_UTF8 = os.fsdecode(b"caf\xe9")
+SECRET = "2026-01-15 10:30:00 UTC root-only-canary"
+
+
+def grader(*args, cwd, **kw):
+    return subprocess.run([sys.executable, "-m", "autograder", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, errors="backslashreplace", **kw)
+
+
+def honest_source(function="layernorm_forward") -> str:
+    return next(c.source for c in solved("01-forward").cells if f"def {function}" in c.source)
+
+
+def stage(root: Path, tmp: Path) -> None:
+    honest = solved("01-forward")
+    write(honest, root, "alice", "01-forward")
+    raising = "def layernorm_forward(x, gamma, beta, eps=1e-5):\n    raise ValueError('\\udc80 \\x1b[2J\\x00 ' * 3)"
+    write(submission("01-forward", {"layernorm_forward": raising}, base=honest), root, "surrogate", "01-forward")
+    write(honest, root, NOT_UTF8, "01-forward")
+    write(honest, root, "=SUM(1+1)", "01-forward")
+    (root / "fifo" / "01-forward").mkdir(parents=True)
+    os.mkfifo(root / "fifo" / "01-forward" / "forward.ipynb")
+    (root / "mallory" / "01-forward").mkdir(parents=True)
+    (root / "mallory" / "01-forward" / "forward.ipynb").symlink_to(root / "alice" / "01-forward" / "forward.ipynb")
+    (root / "eve").symlink_to(root / "alice")
+    tim = write(honest, root, "tim", "01-forward")
+    secret = tmp / "root-only.txt"
+    secret.write_text(SECRET)
+    secret.chmod(0o600)
+    (tim.parent / "timestamp.txt").symlink_to(secret)
+    dup = write(submission("01-forward", {"layernorm_forward": SLIPPED}, base=honest), root, "dup", "01-forward")
+    write(honest, root, "dup", "01-forward").rename(dup.parent / "forward (1).ipynb")
+    write(submission("01-forward", {"layernorm_forward": SLIPPED}, base=honest), root, "dup", "01-forward")
+    os.utime(dup, (1, 1))  # older than the other: still the one graded
+    plots = copy.deepcopy(honest)
+    for cell in plots.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "A" * (MAX_NOTEBOOK_BYTES // 2)})]
+    write(plots, root, "plots", "01-forward")
+    magic = "%matplotlib inline\n!ls\n" + honest_source()
+    write(submission("01-forward", {"layernorm_forward": magic}, base=honest), root, "magic", "01-forward")
+    v3 = nbformat.v3.new_notebook(worksheets=[nbformat.v3.new_worksheet(cells=[
+        nbformat.v3.new_code_cell(input=c.source) for c in honest.cells if c.cell_type == "code"])])
+    (root / "old" / "01-forward").mkdir(parents=True)
+    (root / "old" / "01-forward" / "forward.ipynb").write_text(nbformat.writes(v3, version=3))
+    bound = honest_source().replace("def layernorm_forward(", "def _impl(") + "\n\nlayernorm_forward = _impl\n"
+    write(submission("01-forward", {"layernorm_forward": bound}, base=honest), root, "bound", "01-forward")
+    flagged = "import gc\n" + honest_source()
+    write(submission("01-forward", {"layernorm_forward": flagged}, base=honest), root, "flagged", "01-forward")
+
+
+EXPECTED = {  # student (as in grades.csv) -> (score, what the feedback must say)
+    "alice": (F, f"score: {F}/{F}"),
+    "surrogate": (f"{FULL - 12:g}", "ValueError: \\udc80 \\x1b[2J\\x00"),
+    "caf\\udce9": (F, f"score: {F}/{F}"),
+    "'=SUM(1+1)": (F, f"score: {F}/{F}"),
+    "fifo": ("0", "forward.ipynb is not a regular file"),
+    "mallory": ("0", "forward.ipynb is a symbolic link"),
+    "tim": (F, f"score: {F}/{F}"),
+    "dup": (f"{FULL - 11:g}", "'forward.ipynb' was graded, not 'forward (1).ipynb'"),
+    "plots": (F, f"score: {F}/{F}"),
+    "magic": (F, "'%matplotlib inline', '!ls' are not Python"),
+    "old": (F, f"score: {F}/{F}"),
+    "bound": (F, f"score: {F}/{F}"),
+    "flagged": (F, "flagged for the instructor's review: cell 'layernorm_forward' line 1: imports gc"),
+}
+
+
+def rows(out: Path) -> dict[str, dict]:
+    with open(out / "grades.csv", encoding="utf-8") as f:
+        return {r["student"]: r for r in csv.DictReader(f)}
+
+
+def folder_of(student: str) -> str:
+    return student[1:] if student.startswith("'") else student
+
+
+def agree(out: Path) -> None:
+    """Every row of grades.csv says what its student's feedback says."""
+    for student, row in rows(out).items():
+        results = json.loads((out / "feedback" / folder_of(student) / "01-forward" / "results.json").read_text())
+        assert float(row["score"]) == results["score"], student
+        assert row["seed"] == str(results["extra_data"]["seed"]), student
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("batch")
+    root, out = tmp / "submitted", tmp / "grades"
+    root.mkdir()
+    stage(root, tmp)
+    command = [sys.executable, "-m", "autograder", "grade", str(root), "--out", str(out), "--jobs", "1"]
+    killed = subprocess.Popen(command, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and killed.poll() is None:
+        if (out / "grades.csv").exists() and len(rows(out)) >= 3:
+            break
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    after_kill = rows(out)
+    agree(out)
+    done = grader("grade", str(root), "--out", str(out), "--jobs", "2", "--autograded", str(tmp / "autograded"),
+                  cwd=tmp)
+    return tmp, out, after_kill, done
+
+
+def test_a_killed_run_leaves_a_consistent_csv_and_a_rerun_finishes(batch):
+    _, out, after_kill, done = batch
+    assert 3 <= len(after_kill) < len(EXPECTED)
+    assert done.returncode == 0, done.stderr
+    assert set(rows(out)) == set(EXPECTED)
+    agree(out)
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+@pytest.mark.parametrize("student", list(EXPECTED))
+def test_each_student_gets_what_their_work_earns_with_the_reason(batch, student):
+    _, out, _, _ = batch
+    score, said = EXPECTED[student]
+    assert rows(out)[student]["score"] == score
+    assert said in (out / "feedback" / folder_of(student) / "01-forward" / "forward.txt").read_text()
+
+
+def test_links_and_folders_that_are_links_are_not_graded_as_the_students(batch):
+    tmp, out, _, done = batch
+    assert "eve" not in rows(out) and "a symbolic link, not a student's folder" in done.stderr
+    assert not (tmp / "autograded" / "tim" / "01-forward" / "timestamp.txt").exists()
+    assert (tmp / "autograded" / "tim" / "01-forward" / "forward.ipynb").exists()
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert "root-only-canary" not in path.read_text(errors="replace"), path
+
+
+def test_flags_and_seeds_are_in_the_csv(batch):
+    _, out, _, _ = batch
+    grades = rows(out)
+    assert "imports gc" in grades["flagged"]["flags"]
+    assert all(not r["flags"] for s, r in grades.items() if s != "flagged")
+    assert all(r["seed"].isdigit() for r in grades.values())
+
+
+def test_the_class_summary(batch):
+    _, out, _, done = batch
+    with open(out / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    scores = [r for r in summary if r["kind"] == "score"]
+    assert sum(int(r["count"]) for r in scores) == len(EXPECTED)
+    assert any(r["kind"] == "mistake" and r["name"] == "layernorm_forward: gamma-forgotten" for r in summary)
+    assert "Pass rate per test" in (out / "summary.html").read_text()
+    assert f"01-forward: {len(EXPECTED)} graded in all" in done.stdout
+
+
+def test_regrading_one_student_keeps_the_others_and_replays_with_the_seed(batch, capsys):
+    from autograder.cli import main
+    from autograder.grading import grade
+    from autograder.report import default_book_url, text
+
+    tmp, out, _, _ = batch
+    before = rows(out)
+    seed = before["dup"]["seed"]
+    with pytest.raises(SystemExit, match="--student alice"):  # one student's folder given for the class's
+        main(["grade", str(tmp / "submitted" / "alice"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="no notebook of nobody"):
+        main(["grade", str(tmp / "submitted"), "--out", str(out), "--student", "nobody"])
+    assert rows(out) == before
+    first = (out / "feedback" / "dup" / "01-forward" / "forward.txt").read_text()
+    assert main(["grade", str(tmp / "submitted"), "--out", str(out), "--student", "dup", "--seed", seed]) == 0
+    assert rows(out) == before  # the same seed: the same row, and the others untouched
+    assert (out / "feedback" / "dup" / "01-forward" / "forward.txt").read_text() == first
+    # the recorded seed replays the grade message for message; another seed moves the numbers
+    notebook = tmp / "submitted" / "dup" / "01-forward" / "forward.ipynb"
+    body = [line for line in first.splitlines()[1:] if "'forward (1).ipynb'" not in line]
+    assert text(grade(notebook, "01-forward", seed=int(seed)), book_url=default_book_url()).splitlines()[1:] == body
+    assert text(grade(notebook, "01-forward", seed=int(seed) + 1), book_url=default_book_url()).splitlines()[1:] != body

@@ -1,0 +1,315 @@
+"""The grader's trusted side and its outputs, part by part, in-process (no sandbox).
+
+Strings from a submission made safe, submissions read without following links
+or blocking, the one rule for two notebooks, IPython lines and other honest
+oddities graded, grades.csv merged without losing rows, the class summary,
+the feedback's layout, and the static read's flags. The end-to-end batches
+are in test_grader_batch.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import multiprocessing
+import os
+import time
+
+import nbformat
+import pytest
+
+from autograder import flags, outputs, report, safe, summary
+from autograder.cells import MAX_NOTEBOOK_BYTES, SubmissionError, pick, read_submission
+from autograder.course import book_url, notebooks, solved_release
+from autograder.grading import CaseResult, Report
+from autograder.pycode import without_ipython
+from autograder.submissions import read_regular, scan
+from helpers import solved, submission, write
+from normgrad.cases import ASSIGNMENTS, load
+
+BOOK = "https://example.org/book/"
+
+
+# --- one helper makes every string safe -------------------------------------------------------
+
+def test_text_escapes_lone_surrogates_controls_and_reordering_and_cuts_huge_messages():
+    assert safe.text("ValueError: \udc80") == "ValueError: \\udc80"
+    assert safe.text("a\x1b[31mred\x00\rb\u202etxt.exe\nnext\tcol") == "a\\x1b[31mred\\x00\\x0db\\u202etxt.exe\nnext\tcol"
+    huge = safe.text("x" * 10_000_000)
+    assert len(huge) < 21_000 and huge.endswith("(9980000 more characters)")
+    assert safe.text(huge) == huge  # a second pass changes nothing
+    assert safe.name("a\nb") == "a\\nb"
+    for s in ("\udc80", "\ud800x", "\x00", "\x85", "x" * 10**6):
+        safe.text(s).encode("utf-8")  # never raises
+
+
+@pytest.mark.parametrize("cell", ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\t=1"])
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(cell):
+    row = report.csv_row(Report(cell, cell, cell, 1.0))
+    for column in ("student", "assignment", "notebook"):
+        assert row[column] == "'" + safe.text(cell)
+
+
+def test_a_report_full_of_unwritable_strings_is_written_everywhere(tmp_path):
+    nasty = "raised \udc80 \x1b[2J" + "y" * 100_000
+    r = Report("stu\udcffdent", "01-forward", "forward\udc80.ipynb", 24.0, notes=[nasty], flags=[nasty],
+               picked={"layernorm_forward": "x = '\udc80'"})
+    r.results = [CaseResult("layernorm_forward/x", "d", 24.0, 0.0, False, [nasty])]
+    written = outputs.Outputs(tmp_path, BOOK).write(r)
+    folder = tmp_path / "feedback" / "stu\\udcffdent" / "01-forward"
+    for name in ("forward.html", "forward.txt", "results.json"):
+        text = (folder / name).read_text(encoding="utf-8")
+        assert "\\udc80" in text and "\x1b" not in text
+    assert written.student == "stu\\udcffdent"
+    [row] = list(csv.DictReader(io.StringIO((tmp_path / "grades.csv").read_text(encoding="utf-8"))))
+    assert row["student"] == "stu\\udcffdent" and len(row["notes"]) < 21_000
+
+
+# --- reading submissions ----------------------------------------------------------------------
+
+def test_a_fifo_named_like_the_notebook_is_refused_at_once(tmp_path):
+    os.mkfifo(tmp_path / "forward.ipynb")
+    started = time.monotonic()
+    with pytest.raises(SubmissionError, match="not a regular file"):
+        read_regular(tmp_path / "forward.ipynb", 1000)
+    assert time.monotonic() - started < 5
+
+
+def test_links_are_not_followed_and_folders_that_are_links_are_skipped(tmp_path):
+    root = tmp_path / "submitted"
+    alice = write(solved("01-forward"), root, "alice", "01-forward")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("2026-01-01 00:00:00 UTC root only")
+    (alice.parent / "timestamp.txt").symlink_to(secret)
+    mallory = root / "mallory" / "01-forward"
+    mallory.mkdir(parents=True)
+    (mallory / "forward.ipynb").symlink_to(alice)  # another student's notebook
+    (root / "eve").symlink_to(root / "alice")  # a student folder that is a link
+    (root / "trent").mkdir()
+    (root / "trent" / "01-forward").symlink_to(alice.parent)  # an assignment folder that is a link
+    warnings = []
+    found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", warnings.append)}
+    assert set(found) == {"alice", "mallory"}
+    assert any("eve" in w for w in warnings) and any("trent" in w for w in warnings)
+    assert found["alice"].timestamp() is None  # the link is not followed
+    assert found["alice"].read_notebook(1 << 20).startswith(b"{")
+    with pytest.raises(SubmissionError, match="symbolic link"):
+        found["mallory"].read_notebook(1 << 20)
+
+
+def test_two_notebooks_one_rule_and_a_warning(tmp_path):
+    root = tmp_path / "submitted"
+    path = write(solved("01-forward"), root, "bob", "01-forward")
+    (path.parent / "forward (1).ipynb").write_text("{}")
+    os.utime(path, (1, 1))  # the assignment's name wins even when older
+    [sub] = scan(root, lambda a: "forward.ipynb", print)
+    assert sub.notebook == "forward.ipynb" and sub.others == ("forward (1).ipynb",)
+    assert "'forward (1).ipynb'" in sub.warnings()[0]
+    path.rename(path.parent / "forward (2).ipynb")  # no notebook of the assignment's name: the newest
+    [sub] = scan(root, lambda a: "forward.ipynb", print)
+    assert sub.notebook == "forward (1).ipynb"
+
+
+# --- honest work that used to score zero ------------------------------------------------------
+
+def test_outputs_do_not_count_toward_the_size_limit():
+    nb = solved("01-forward")
+    plot = nbformat.v4.new_output("display_data", data={"image/png": "A" * (MAX_NOTEBOOK_BYTES + 1000)})
+    next(c for c in nb.cells if c.cell_type == "code").outputs = [plot]
+    data = nbformat.writes(nb).encode()
+    assert len(data) > MAX_NOTEBOOK_BYTES
+    picked, problems = pick(read_submission(data=data), notebooks("01-forward"))
+    assert len(picked) == 2 and not problems
+    huge = nbformat.v4.new_code_cell("x = 1\n" + "#" * (MAX_NOTEBOOK_BYTES + 10))
+    nb.cells.append(huge)
+    with pytest.raises(SubmissionError, match="even without its outputs"):
+        read_submission(data=nbformat.writes(nb).encode())
+
+
+def test_nbformat_3_notebooks_are_converted():
+    v3 = nbformat.v3.new_notebook(worksheets=[nbformat.v3.new_worksheet(cells=[
+        nbformat.v3.new_code_cell(input=c.source) for c in solved("01-forward").cells if c.cell_type == "code"])])
+    nb = read_submission(data=nbformat.writes(v3, version=3).encode())
+    picked, problems = pick(nb, notebooks("01-forward"))
+    assert len(picked) == 2 and not problems
+
+
+def test_ipython_lines_are_neutralised_with_a_note():
+    source = next(c.source for c in solved("01-forward").cells if "def layernorm_forward" in c.source)
+    magic = "%matplotlib inline\n!ls -la\nfiles = !ls\n" + source.replace("    mu =", "    %time 1\n    mu =", 1)
+    nb = submission("01-forward", {"layernorm_forward": magic}, base=solved("01-forward"))
+    picked, problems = pick(nb, notebooks("01-forward"))
+    code = next(p.source for p in picked if p.label == "layernorm_forward")
+    assert "%" not in code.split("def")[0] and "    pass\n    mu =" in code and "!ls" not in code
+    assert any("'%matplotlib inline'" in p and "'!ls -la'" in p for p in problems)
+    assert without_ipython("%%time\nx = 1") == ("x = 1", ["%%time"])
+    assert without_ipython("s = '''\n%not a magic\n'''") == ("s = '''\n%not a magic\n'''", [])
+    assert without_ipython("def f(:\n%matplotlib inline") == ("def f(:\n%matplotlib inline", [])
+
+
+def test_a_function_bound_by_assignment_is_its_answer():
+    source = next(c.source for c in solved("01-forward").cells if "def layernorm_forward" in c.source)
+    bound = source.replace("def layernorm_forward(", "def _impl(") + "\n\nlayernorm_forward = _impl\n"
+    nb = submission("01-forward", {"layernorm_forward": bound}, base=solved("01-forward"))
+    picked, problems = pick(nb, notebooks("01-forward"))
+    assert not problems and any("layernorm_forward = _impl" in p.source for p in picked)
+
+
+def test_an_internal_error_row_shows_what_the_notebook_was_worth(tmp_path, monkeypatch):
+    from autograder import cli
+
+    path = write(solved("01-forward"), tmp_path, "ann", "01-forward")
+    [sub] = scan(tmp_path, lambda a: "forward.ipynb", print)
+    monkeypatch.setattr(cli, "grade", lambda *a, **k: 1 / 0)
+    result = cli._safe_grade(sub, None, None, None, seed=5)
+    assert result.max_score == load("01-forward").max_score and result.score == 0 and "internal error" in result.notes[0]
+    assert path.exists()
+
+
+# --- grades.csv -------------------------------------------------------------------------------
+
+def _row(student, score="1"):
+    return {"student": student, "assignment": "01-forward", "notebook": "forward.ipynb", "score": score}
+
+
+def _merge(out, worker):
+    for i in range(15):
+        outputs.merge_rows(out, [_row(f"w{worker}-s{i}")])
+
+
+def test_merging_keeps_other_students_rows_and_two_graders_lose_nothing(tmp_path):
+    outputs.merge_rows(tmp_path, [_row("alice", "24"), _row("bob", "3")])
+    outputs.merge_rows(tmp_path, [_row("bob", "20")])
+    rows = {r["student"]: r["score"] for r in outputs.read_rows(tmp_path / "grades.csv")}
+    assert rows == {"alice": "24", "bob": "20"}
+    workers = [multiprocessing.get_context("fork").Process(target=_merge, args=(tmp_path, w)) for w in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    rows = outputs.read_rows(tmp_path / "grades.csv")
+    assert len(rows) == 2 + 3 * 15
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- feedback ---------------------------------------------------------------------------------
+
+def _diagnosed_report() -> Report:
+    assignment = load("01-forward")
+    mistake = next(m for m in assignment.mistakes if m.name == "gamma-forgotten")
+    r = Report("bob", "01-forward", "forward.ipynb", assignment.max_score, seed=7)
+    for case in assignment.cases:
+        wrong = case.function == "layernorm_forward" and case.name != "tiny-variance"
+        r.results.append(CaseResult(case.id, case.description, case.points, 0.0 if wrong else case.points,
+                                    case.hidden, ["off"] if wrong else [], mistake if wrong else None))
+    return r
+
+
+def test_feedback_names_each_mistake_once_per_function_with_subtotals():
+    r = _diagnosed_report()
+    for page in (report.text(r, book_url=BOOK), report.feedback_html(r, BOOK),
+                 report.function_output(r, "layernorm_forward", BOOK)):
+        assert page.count("scale gamma is missing") == 1
+        assert BOOK + "01-forward.html#scale-and-shift" in page and "file://" not in page
+    text = report.text(r, book_url=BOOK)
+    earned = report.fmt_points(sum(x.earned for x in r.results if x.function == "layernorm_forward"))
+    assert f"  layernorm_forward: {earned}/12" in text and "  batchnorm_forward: 12/12" in text
+    data = report.gradescope(r, BOOK)
+    assert {t["mistake"] for t in data["tests"]} == {"gamma-forgotten", None}
+    assert data["extra_data"]["seed"] == 7
+
+
+def test_the_book_url_is_the_books_baseurl(tmp_path):
+    assert book_url().startswith("https://") and book_url().endswith("/")
+    assert report.default_book_url() == book_url() + "chapters/"  # where the book puts 01-forward.html
+    config = tmp_path / "_config.yml"
+    config.write_text("html:\n  baseurl: https://x.org/b\n")
+    assert book_url(config) == "https://x.org/b/"
+    config.write_text("title: t\n")
+    with pytest.raises(ValueError, match="baseurl"):
+        book_url(config)
+
+
+def test_adjustments_change_the_score_and_say_why():
+    r = _diagnosed_report()
+    r.adjustments = [("late by 1 day: the late penalty", -5.0)]
+    assert r.score == r.tests_score - 5 and "late by 1 day" in report.csv_row(r)["notes"]
+    assert report.gradescope(r)["score"] == r.tests_score - 5
+
+
+# --- the class summary ------------------------------------------------------------------------
+
+def test_summary_counts_scores_pass_rates_and_mistakes(tmp_path):
+    good = Report("alice", "01-forward", "forward.ipynb", 24.0)
+    good.results = [CaseResult(r.case_id, r.description, r.points, r.points, r.hidden)
+                    for r in _diagnosed_report().results]
+    for student, r in (("alice", good), ("bob", _diagnosed_report()), ("carl", _diagnosed_report())):
+        r.student = student
+        outputs.Outputs(tmp_path, BOOK).write(r)
+    figures = summary.write(tmp_path)
+    a = figures["01-forward"]
+    low = _diagnosed_report().score
+    assert sorted(a.scores) == [low, low, 24] and a.max_score == 24
+    assert a.mistakes.most_common(1) == [("layernorm_forward: gamma-forgotten", 2)]
+    counts = [0] * summary.BINS
+    counts[int(low / 24 * summary.BINS)] += 2
+    counts[-1] += 1
+    assert [c for _, _, c in a.histogram()] == counts
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
+    test = next(r for r in rows if r["kind"] == "test" and r["name"] == "layernorm_forward/tiny-variance")
+    assert (test["count"], test["of"]) == ("3", "3")
+    assert "gamma-forgotten" in (tmp_path / "summary.html").read_text()
+
+
+# --- the static read --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("assignment", list(ASSIGNMENTS))
+def test_the_course_solutions_raise_no_flag(assignment):
+    picked, problems = pick(solved_release(assignment), notebooks(assignment))
+    assert picked and not problems
+    assert flags.read_submission(assignment, picked) == []
+
+
+SUSPICIOUS = {
+    "torch.ops": ('torch.ops', "04-code-mapping", "layernorm_backward",
+                  "def layernorm_backward(dy, x, gamma, mean, rstd):\n    op = getattr(torch.ops, 'at' + 'en')\n"
+                  "    return op.native_layer_norm_backward(dy, x, [x.shape[1]], mean, rstd, gamma, None, [1, 1, 1])"),
+    "backward op name in a string": ('native_layer_norm_backward', "04-code-mapping", "layernorm_backward",
+                                     "import torch\ndef layernorm_backward(dy, x, gamma, mean, rstd):\n"
+                                     "    f = 'native_layer_norm_backward'\n    return f"),
+    "autograd.grad": ('torch.autograd.grad', "04-code-mapping", "layernorm_backward",
+                      "import torch\ndef layernorm_backward(dy, x, gamma, mean, rstd):\n"
+                      "    return torch.autograd.grad(x, (x,), dy)"),
+    "grad_fn": ('grad_fn', "04-code-mapping", "layernorm_backward",
+                "import torch\n_y = torch.ones(1, requires_grad=True) * 2\n_bw = _y.grad_fn\n"
+                "def layernorm_backward(dy, x, gamma, mean, rstd):\n    return _bw(dy)"),
+    ".backward()": ('y.backward', "05-thnn", "batchnorm_backward_thnn",
+                    "def batchnorm_backward_thnn(grad_out, x, weight, mean, invstd, train=True):\n"
+                    "    y = x.sum()\n    y.backward()\n    return x.grad"),
+    "gc.get_objects": ('gc.get_objects', "04-code-mapping", "layernorm_backward",
+                       "import gc\ndef layernorm_backward(dy, x, gamma, mean, rstd):\n"
+                       "    return [o for o in gc.get_objects() if callable(o)][0](dy)"),
+    "importlib": ('importlib.import_module', "01-forward", "layernorm_forward",
+                  "import importlib\ndef layernorm_forward(x, gamma, beta, eps=1e-5):\n"
+                  "    t = importlib.import_module('to' + 'rch')\n    return t"),
+    "__import__": ('__import__', "01-forward", "layernorm_forward",
+                   "def layernorm_forward(x, gamma, beta, eps=1e-5):\n    t = __import__('to' + 'rch')\n    return t"),
+    "torch in a NumPy exercise": ('imports torch', "01-forward", "layernorm_forward",
+                                  "import torch\ndef layernorm_forward(x, gamma, beta, eps=1e-5):\n"
+                                  "    return torch.nn.functional.layer_norm(torch.from_numpy(x), x.shape[1:])"),
+    "getattr with an assembled name": ('computed name (getattr)', "01-forward", "layernorm_forward",
+                                       "import numpy as np\ndef layernorm_forward(x, gamma, beta, eps=1e-5):\n"
+                                       "    return getattr(np, 'me' + 'an')(x)"),
+    "06 without a kernel": ('no @triton.jit kernel', "06-triton", "layernorm_backward_triton",
+                            "import torch\ndef layernorm_backward_triton(dy, x, gamma, mean, rstd):\n"
+                            "    return dy * rstd[:, None], dy.sum(0), dy.sum(0)"),
+}
+
+
+@pytest.mark.parametrize("what", list(SUSPICIOUS))
+def test_what_a_static_read_flags(what):
+    needle, assignment, function, source = SUSPICIOUS[what]
+    nb = submission(assignment, {function: source}, base=solved(assignment))
+    picked, _ = pick(nb, notebooks(assignment))
+    found = flags.read_submission(assignment, picked)
+    assert any(needle in f for f in found), found
