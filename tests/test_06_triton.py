@@ -94,6 +94,9 @@ ROWS_KERNEL_MASKS = {  # the loads and stores of the solution's row kernel, with
         "tl.store(DX + r * N + j, rs * (dyj * wj - mean_g - xhat * mean_gx))",
 }
 
+ROW_LOADS = ("dyj = tl.load(DY + r * N + j, mask=ok, other=0.0)", "xj = tl.load(X + r * N + j, mask=ok, other=0.0)",
+             "wj = tl.load(W + j, mask=ok, other=0.0)")
+
 MUTANTS = {
     "no-masks": lambda: mutated(ROWS_KERNEL_MASKS),
     "overwrites-partials": lambda: mutated({
@@ -103,6 +106,11 @@ MUTANTS = {
     "half-partials": lambda: mutated({"partial = torch.zeros((2, groups, N), dtype=torch.float32,":
                                       "partial = torch.zeros((2, groups, N), dtype=x.dtype,"}),
     "lock-never-released": lambda: LOCKED.replace("RELEASE", "pass  # the lock is never released"),
+    # float16 read through bfloat16 (a bug Liger-Kernel once had): 3 significant bits lost on the way in
+    "through-bfloat16": lambda: mutated({f"{load}.to(tl.float32)": f"{load}.to(tl.bfloat16).to(tl.float32)"
+                                         for load in ROW_LOADS}),
+    # arithmetic on the loaded values in their own dtype: NaN under the interpreter in bfloat16
+    "no-upcast": lambda: mutated({f"{load}.to(tl.float32)": load for load in ROW_LOADS}),
 }
 # On a GPU a kernel spinning on a lock cannot be interrupted between calls: the grader's job runs out of
 # time as a whole instead (minutes). The interpreter's behaviour is what this test pins down.
@@ -144,6 +152,25 @@ def test_partials_kept_in_16_bits_fail_the_tall_shifted_test(graded):
     _, _, failed, feedback = report(graded, "half-partials")
     assert "tall-shifted" in failed, feedback
     assert re.search(r"dbeta is wrong: .*\((0\.[1-9]\d*|[1-9][\d.]*) relative", feedback), "a stall costs a tenth or more"
+
+
+def test_partials_kept_in_16_bits_are_named_and_fail_the_tall_float16_test(graded):
+    _, _, failed, feedback = report(graded, "half-partials")
+    assert "float16-tall" in failed, feedback
+    assert "partial sums of dgamma or dbeta kept in the 16-bit type" in feedback, feedback
+
+
+def test_float16_through_bfloat16_fails_the_float16_tests_and_is_named(graded):
+    _, _, failed, feedback = report(graded, "through-bfloat16")
+    assert {"float16-tall", "float16-large-offset"} <= failed, feedback
+    assert "float16 inputs converted to bfloat16 on their way in" in feedback, feedback
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's bfloat16 is NumPy's float32 in disguise")
+def test_a_bfloat16_nan_under_the_interpreter_is_explained(graded):
+    _, _, failed, feedback = report(graded, "no-upcast")
+    assert {"bfloat16", "bfloat16-wide"} <= failed, feedback
+    assert "NaN in bfloat16 usually means arithmetic on loaded values that were not converted" in feedback
 
 
 def test_overwritten_partials_fail_wherever_a_program_has_several_rows(graded):

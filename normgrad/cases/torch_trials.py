@@ -152,7 +152,8 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
 
 SLIPS = ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten",
          "half-statistics", "half-sums", "dgamma-from-x", "padded-count", "bessel", "count-from-wrong-axis",
-         "reduced-over-dim-1", "half-arithmetic", "through-bfloat16")
+         "reduced-over-dim-1", "half-arithmetic", "through-bfloat16", "through-bfloat16-truncated",
+         "half-partials", "half-partials-truncated")
 """
 var-without-eps   the third term divided by var where var + eps belongs (source 000's snippet)
 no-mean-path      dx without the term through the mean, - mean(g)
@@ -172,6 +173,11 @@ reduced-over-dim-1     batch norm's group sums taken over dim 1 (layer norm's ax
                   x_hat and the parameters' sums are right, dx's two means are not
 half-arithmetic   every operation in the inputs' 16-bit type (statistics, products and all)
 through-bfloat16  float16 inputs rounded through bfloat16 on the way in, then float32 arithmetic
+half-partials     dgamma's and dbeta's sums over the rows kept in a 16-bit buffer: each float32 term
+                  added to it and the total stored back rounded (the Triton tutorial's partial sums in
+                  x's dtype); with -truncated, stored by dropping bits, as the interpreter does for bfloat16
+through-bfloat16-truncated  the same, with bfloat16 made by dropping bits, as Triton's interpreter
+                  converts (NumPy has no bfloat16)
 """
 
 
@@ -193,17 +199,30 @@ def sixteen_bit_type(*tensors) -> torch.dtype:
     return dtype
 
 
-def running_total(t: torch.Tensor, axes: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def running_total(t: torch.Tensor, axes: tuple[int, ...], dtype: torch.dtype, terms_rounded: bool = True,
+                  truncate: bool = False) -> torch.Tensor:
     """Sum over `axes` (kept, size 1) as a naive loop does it: one term at a time, the total rounded
-    to `dtype` after each addition. Returns float64."""
+    to `dtype` after each addition. Returns float64.
+
+    terms_rounded=False: each term is added unrounded (a float32 term added to a 16-bit partial sum
+    read from memory, the sum stored back); truncate: the total is stored by dropping bits, as
+    Triton's interpreter stores bfloat16."""
     rest = [a for a in range(t.dim()) if a not in axes]
-    terms = t.permute(*axes, *rest).to(dtype)  # the reduced axes first, in index order
+    terms = t.permute(*axes, *rest)  # the reduced axes first, in index order
+    terms = terms.to(dtype) if terms_rounded else terms.double()
     flat = terms.reshape(-1, *terms.shape[len(axes):])
     total = torch.zeros_like(flat[0])
     for term in flat:
         total = total + term
+        if not terms_rounded:
+            total = truncated_bfloat16(total) if truncate else total.to(dtype).double()
     shape = [1 if a in axes else n for a, n in enumerate(t.shape)]
     return total.double().reshape(shape)
+
+
+def truncated_bfloat16(t: torch.Tensor) -> torch.Tensor:
+    """`t` made bfloat16 by dropping the low 16 bits of its float32 form, as float64."""
+    return (t.float().view(torch.int32) & ~0xFFFF).view(torch.float32).double()
 
 
 def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = None, eps: float = 1e-5):
@@ -229,10 +248,11 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
         half = sixteen_bit_type(x, dy)
         done = computed_backward(dy.to(half), x.to(half), gamma.to(half), mean.float(), rstd.float(), norm, slip)
         return tuple(t.double().numpy() for t in done)
-    if slip == "through-bfloat16":
+    if slip in ("through-bfloat16", "through-bfloat16-truncated"):
         if input_dtype(x, dy) != torch.float16:
             raise ValueError("a slip of float16 inputs")
-        dy, x, gamma = (t.to(torch.bfloat16).double() for t in (dy, x, gamma))
+        through = truncated_bfloat16 if slip.endswith("truncated") else (lambda t: t.to(torch.bfloat16).double())
+        dy, x, gamma = (through(t) for t in (dy, x, gamma))
     if slip == "bessel":
         if m < 2:
             raise ValueError("Bessel's correction needs two values")
@@ -247,6 +267,15 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
 
         def total(t, over):
             return running_total(t, over, half)
+    elif slip in ("half-partials", "half-partials-truncated"):
+        half = sixteen_bit_type(x, dy)
+        if slip.endswith("truncated") and half != torch.bfloat16:
+            raise ValueError("only bfloat16 is stored by dropping bits")
+
+        def total(t, over):
+            if over != param_axes:  # the row sums of dx stay in float32
+                return t.sum(dim=over, keepdim=True)
+            return running_total(t, over, half, terms_rounded=False, truncate=slip.endswith("truncated"))
     else:
         def total(t, over):
             return t.sum(dim=over, keepdim=True)

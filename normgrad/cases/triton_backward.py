@@ -130,10 +130,12 @@ MISTAKES = [
     Mistake(FUNCTION, "half-statistics", "mean and rstd rounded to the 16-bit type (or the arithmetic done in it): "
             "load them, and x, dy and gamma, as float32", f"{NUMERICS}#half-precision",
             partial(slipped_backward, norm="layer", slip="half-statistics")),
-    Mistake(FUNCTION, "half-sums", "partial sums of dgamma or dbeta kept in the 16-bit type (or accumulated "
-            "in it): keep them in float32 and round once, at the end", f"{NUMERICS}#half-precision",
-            partial(slipped_backward, norm="layer", slip="half-sums")),
-    Mistake(FUNCTION, "through-bfloat16", "float16 inputs converted to bfloat16 on their way in (8 significant bits "
-            "where float16 has 11): convert loads to float32", f"{NUMERICS}#half-precision",
-            partial(slipped_backward, norm="layer", slip="through-bfloat16")),
+    *(Mistake(FUNCTION, slip, "partial sums of dgamma or dbeta kept in the 16-bit type (or accumulated in it): "
+              "keep them in float32 and round once, at the end", f"{NUMERICS}#half-precision",
+              partial(slipped_backward, norm="layer", slip=slip))
+      for slip in ("half-sums", "half-partials", "half-partials-truncated")),
+    *(Mistake(FUNCTION, slip, "float16 inputs converted to bfloat16 on their way in (8 significant bits where "
+              "float16 has 11): convert loads to float32", f"{NUMERICS}#half-precision",
+              partial(slipped_backward, norm="layer", slip=slip))
+      for slip in ("through-bfloat16", "through-bfloat16-truncated")),  # on a GPU; under the interpreter
 ]
