@@ -83,6 +83,20 @@ def natural_scales(dy: torch.Tensor, norm: str) -> tuple:
     return 0.0, float(dy.std()) * terms**0.5, 0.0
 
 
+def tolerance_ratios(trial: Trial, returned) -> tuple[float, ...]:
+    """For each output of a backward trial: its largest error over what the tolerance allows.
+
+    Below 1 passes; the margin of a correct answer is how far below, a mistake's how far above.
+    """
+    rtols, floors = trial.judge.keywords["rtol"], trial.judge.keywords["floors"]
+    ratios = []
+    for value, want, rtol, floor in zip(returned, trial.expected, rtols, floors):
+        want = np.asarray(want, dtype=np.float64)
+        err = float(np.max(np.abs(value.detach().double().cpu().numpy() - want), initial=0.0))
+        ratios.append(err / (rtol * max(float(np.max(np.abs(want), initial=0.0)), floor)))
+    return tuple(ratios)
+
+
 # --- The same trials under other names, and with running statistics (exercise 05). ----------
 
 COURSE_NAMES = (("dy", "x", "gamma", "mean", "rstd"), ("dx", "dgamma", "dbeta"))
