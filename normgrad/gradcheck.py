@@ -5,10 +5,11 @@ output, one input entry at a time:
 
     dL/dx_k  ~  sum(dy * (f(x + h e_k) - f(x - h e_k))) / (2 h)
 
-The truncation error is O(h^2) and the rounding error O(u / h); with u = 2**-53
-the best h is near 1e-5 and the two together stay below about 1e-9. In float32
-(u = 2**-24) the same balance leaves about 1e-3: too coarse to tell a right
-gradient from one that is off in the third digit. Chapter 3 shows it.
+The truncation error is O(h^2) and the rounding error O(u / h). In float64
+(u = 2**-53) they balance near h = 1e-5, where the relative error of a layer
+norm's dx is about 1e-11. In float32 (u = 2**-24) the same h leaves about 1e-2,
+and the best step, near h = 1e-2, about 1e-5: too coarse to tell a right
+gradient from one that is off in the fifth digit. Chapters 3 and 4 measure it.
 """
 
 from __future__ import annotations
