@@ -198,7 +198,8 @@ def test_correct_variants_score_full_marks(graded, variant):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("version", triton_layernorm.VERSIONS)
 def test_every_rung_of_the_ladder_matches_the_oracle(version, dtype):
-    trial = backward_trial("layer", (37, 1100), dtype)(np.random.default_rng(6), "cpu")
+    # the interpreter stores bfloat16 by dropping bits: a whole unit in the last place (tolerances.output_rtol)
+    trial = backward_trial("layer", (37, 1100), dtype, truncated=dtype == torch.bfloat16)(np.random.default_rng(6), "cpu")
     assert trial.judge(triton_layernorm.VERSIONS[version](*trial.args), trial.expected) == []
 
 
