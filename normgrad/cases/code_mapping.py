@@ -137,7 +137,7 @@ CASES = _backward_cases("layernorm_backward", "layer") + _backward_cases("batchn
 # --- Known mistakes, each written as the slip it is, in float64. -------------------------------
 
 CHAPTER = "04-code-mapping.html"
-NUMERICS = "04b-numerics.html"
+NUMERICS = "04-numerics.html"
 MESSAGES = {
     "var-without-eps": ("the third term divided by var where var + eps belongs; it matters once var is near eps",
                         f"{NUMERICS}#var-or-var-plus-eps"),

@@ -80,7 +80,7 @@ CASES = _cases()
 
 CHAPTER = "05-thnn.html"
 BOOK_04 = "04-code-mapping.html"
-NUMERICS = "04b-numerics.html"
+NUMERICS = "04-numerics.html"
 
 
 def _thnn(grad_out, x, weight, mean, invstd, train=True, *, slip=None):

@@ -24,7 +24,7 @@ from . import Case, Mistake
 from .torch_trials import backward_trial, slipped_backward
 
 FUNCTION = "layernorm_backward_triton"
-NUMERICS = "04b-numerics.html"
+NUMERICS = "04-numerics.html"
 
 # One device per process: see the module's docstring.
 DEVICES = ("cuda",) if torch.cuda.is_available() else ("cpu",)
