@@ -260,7 +260,13 @@ def test_the_sandbox_can_compile_a_kernel_from_a_cell():
     assert json.loads(outcome.files["k0/status.json"]) == {"error": None}
 
 
-@pytest.mark.parametrize("mistake", [m.name for m in load(ASSIGNMENT).mistakes])
+# 16-bit mistakes -> a 16-bit case built to catch them (the float32 test cannot)
+SIXTEEN_BIT_MISTAKES = {"half-statistics": "float16-large-offset", "half-sums": "float16-tall",
+                        "half-partials": "float16-tall", "half-partials-truncated": "tall-shifted",
+                        "through-bfloat16": "float16-large-offset", "through-bfloat16-truncated": "float16-tall"}
+
+
+@pytest.mark.parametrize("mistake", [m.name for m in load(ASSIGNMENT).mistakes if m.name not in SIXTEEN_BIT_MISTAKES])
 def test_each_known_mistake_fails_the_float32_test_and_is_named(mistake):
     """In float32 every slip is far outside the tolerance. (In bfloat16 a missing mean or variance path,
     whose terms shrink like 1 / sqrt(N) for a random dy, can hide inside it: hence the float32 tests.)"""
@@ -273,6 +279,19 @@ def test_each_known_mistake_fails_the_float32_test_and_is_named(mistake):
     wrong = tuple(torch.as_tensor(a).to(torch.float32) for a in known.impl(*_float64(trial.args)))
     assert trial.judge(wrong, trial.expected), f"{mistake} passes {case.id}"
     assert diagnose(assignment, FUNCTION, trial, wrong) is known
+
+
+@pytest.mark.parametrize("mistake,case_name", SIXTEEN_BIT_MISTAKES.items())
+def test_each_sixteen_bit_mistake_fails_its_case_and_is_named(mistake, case_name):
+    from normgrad.cases import _float64, diagnose
+
+    assignment = load(ASSIGNMENT)
+    known = next(m for m in assignment.mistakes if m.name == mistake)
+    case = next(c for c in assignment.cases_of(FUNCTION) if c.name == case_name)
+    trial = case.make(np.random.default_rng(11), "cpu")
+    wrong = tuple(torch.as_tensor(a).to(trial.args[1].dtype) for a in known.impl(*_float64(trial.args)))
+    assert trial.judge(wrong, trial.expected), f"{mistake} passes {case.id}"
+    assert diagnose(assignment, FUNCTION, trial, wrong).message == known.message
 
 
 # --- the benchmark's results file and plot, from synthetic data (never a measurement) ----------
