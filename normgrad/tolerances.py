@@ -4,7 +4,7 @@ A result computed in a floating-point type with unit roundoff u, compared in
 the infinity norm with the exact (float64) result, is off by a modest multiple
 of u times the problem's conditioning:
 
-    max|actual - expected|  <=  rtol * max|expected|,   rtol = C(dtype) * u * kappa
+    max|actual - expected|  <=  rtol * max|expected|,   rtol = C * u * kappa
 
 - u is 2**-53 (float64), 2**-24 (float32), 2**-11 (float16), 2**-8 (bfloat16).
 - C counts roundings along the reductions over a row or a column: 2**9, room
@@ -25,7 +25,12 @@ kappa: the cancellation that kappa measures happens in float32, not in 16 bits.
 kappa belongs to each output: dbeta = sum(dy) never touches x, so its kappa is
 1 (`backward_rtols`). A statistic rounded to 16 bits, a sum carried in 16 bits
 or arithmetic done in 16 bits is off by u16 times kappa, or times the number of
-terms, and fails; chapter 4b (numerics) measures both margins.
+terms, and fails; chapter 4b (chapters/04-numerics.md) measures both margins.
+
+A case calls, per output, `output_rtol(dtype, kappa)` with kappa = `conditioning(x, axes, eps)`
+for an output computed from x and 1 for one that is not (a sum of dy); a backward pass's three
+come from `backward_rtols(dtype, kappa)`. `rtol(dtype, kappa)` is `output_rtol`. Code that
+stores bfloat16 by dropping bits (Triton's interpreter) is judged with truncated=True.
 """
 
 from __future__ import annotations
