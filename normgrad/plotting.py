@@ -213,6 +213,27 @@ def finite_difference_figure(steps, errors: dict, lines: dict | None = None):
     return fig
 
 
+def error_curves_figure(xs, curves: dict, lines: dict | None = None, xlabel: str = "", ylabel: str = "",
+                        markers: dict | None = None):
+    """Log-log curves of an error against a size (chapters 4 and 4b): `curves` maps a label to its
+    errors at `xs`, `lines` marks tolerances as horizontal lines, `markers` labels single points."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.0))
+    for (name, errs), color in zip(curves.items(), ("#2a6fb0", "#c2571a", "#3b8f3b", "#7a4fb0")):
+        ax.loglog(xs, errs, "o-", color=color, label=name, ms=4)
+    for (label, value), style in zip((lines or {}).items(), ("--", ":", "-.")):
+        ax.axhline(value, color="#555555", ls=style, lw=1)
+        ax.text(xs[-1], value * 1.3, label, fontsize=8.5, color="#333333", va="bottom", ha="right")
+    for label, (x, y) in (markers or {}).items():
+        ax.annotate(label, (x, y), (8, -14), textcoords="offset points", fontsize=8.5, color="#333333",
+                    arrowprops=dict(arrowstyle="-", color="#777777", lw=0.8))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=9, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 IMPL_STYLE = {"course": ("#2a6fb0", "o", "this course (v3, persistent)"),
               "torch": ("#c2571a", "s", "PyTorch native_layer_norm_backward"),
               "liger": ("#3b8f3b", "^", "Liger-Kernel layer_norm backward")}

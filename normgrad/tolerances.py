@@ -4,20 +4,33 @@ A result computed in a floating-point type with unit roundoff u, compared in
 the infinity norm with the exact (float64) result, is off by a modest multiple
 of u times the problem's conditioning:
 
-    max|actual - expected|  <=  rtol * max|expected|,   rtol = C(dtype) * u * kappa
+    max|actual - expected|  <=  rtol * max|expected|,   rtol = C * u * kappa
 
 - u is 2**-53 (float64), 2**-24 (float32), 2**-11 (float16), 2**-8 (bfloat16).
-- C(dtype) counts roundings. For float32 and float64 the error builds up along
-  the reductions over a row or a column, so C is 2**9: room for sums of tens of
-  thousands of terms. For the 16-bit types the sums are carried in float32 and
-  the one rounding that matters is the final cast of each output, so C is 4; a
-  sum carried in 16 bits loses far more than that and is caught.
+- C counts roundings along the reductions over a row or a column: 2**9, room
+  for sums of tens of thousands of terms.
 - kappa is how badly conditioned normalizing the input is: the largest value of
   |x| over sqrt(var + eps) in any group. Subtracting a mean of 1e3 from values
   spread by 1 loses three digits to cancellation in any correct program, so
   the tolerance grows with it; for well-scaled inputs kappa is below 10.
 
-Chapter 4 shows the table these give and measures correct code against it.
+16-bit inputs (float16, bfloat16) are computed in float32 and each output is
+rounded once, when it is stored. So a correct 16-bit result is off by that one
+rounding, u16 relative to the largest entry, plus float32's error, C * u32 *
+kappa: the cancellation that kappa measures happens in float32, not in 16 bits.
+
+    output_rtol(dtype, kappa)  =  u(dtype) + C * u32 * kappa      (16-bit outputs)
+                               =  C * u(dtype) * kappa            (float32, float64)
+
+kappa belongs to each output: dbeta = sum(dy) never touches x, so its kappa is
+1 (`backward_rtols`). A statistic rounded to 16 bits, a sum carried in 16 bits
+or arithmetic done in 16 bits is off by u16 times kappa, or times the number of
+terms, and fails; chapter 4b (chapters/04-numerics.md) measures both margins.
+
+A case calls, per output, `output_rtol(dtype, kappa)` with kappa = `conditioning(x, axes, eps)`
+for an output computed from x and 1 for one that is not (a sum of dy); a backward pass's three
+come from `backward_rtols(dtype, kappa)`. `rtol(dtype, kappa)` is `output_rtol`. Code that
+stores bfloat16 by dropping bits (Triton's interpreter) is judged with truncated=True.
 """
 
 from __future__ import annotations
@@ -31,7 +44,8 @@ UNIT_ROUNDOFF = {
     "bfloat16": 2.0**-8,
 }
 
-ROUNDINGS = {"float64": 2.0**9, "float32": 2.0**9, "float16": 4.0, "bfloat16": 4.0}
+ROUNDINGS = 2.0**9  # C: roundings along the reductions, for the arithmetic type
+HALF = ("float16", "bfloat16")
 
 
 def dtype_name(dtype) -> str:
@@ -51,7 +65,35 @@ def conditioning(x, axes, eps: float = 1e-5) -> float:
     return float(max(1.0, np.max(np.abs(x) / scale, initial=0.0)))
 
 
-def rtol(dtype, kappa: float = 1.0) -> float:
-    """The relative tolerance, in the infinity norm, for results computed in `dtype`."""
+def arithmetic_dtype(dtype) -> str:
+    """The type a correct program computes in for inputs of `dtype`: float32 for the 16-bit types."""
     name = dtype_name(dtype)
-    return ROUNDINGS[name] * UNIT_ROUNDOFF[name] * max(1.0, kappa)
+    return "float32" if name in HALF else name
+
+
+def output_rtol(dtype, kappa: float = 1.0, truncated: bool = False) -> float:
+    """The relative tolerance, in the infinity norm, of one output stored in `dtype`.
+
+    The arithmetic type's roundings along the reductions, C * u * kappa, and for a 16-bit
+    output one more rounding, u16, when it is stored. `kappa` is this output's own
+    conditioning (1 for a result that does not depend on x, such as dbeta = sum(dy)).
+    `truncated`: the store drops bits instead of rounding to nearest, which costs up to a
+    whole unit in the last place, 2 * u16 (Triton's interpreter stores bfloat16 so).
+    """
+    name = dtype_name(dtype)
+    arithmetic = ROUNDINGS * UNIT_ROUNDOFF[arithmetic_dtype(name)] * max(1.0, kappa)
+    return arithmetic + ((2.0 if truncated else 1.0) * UNIT_ROUNDOFF[name] if name in HALF else 0.0)
+
+
+def backward_rtols(dtype, kappa: float = 1.0, truncated: bool = False) -> tuple[float, float, float]:
+    """Tolerances of (dx, dgamma, dbeta) stored in `dtype`, kappa the input's conditioning.
+
+    dx and dgamma go through x_hat, whose error is u32 * kappa; dbeta = sum(dy) does not.
+    """
+    return (output_rtol(dtype, kappa, truncated), output_rtol(dtype, kappa, truncated),
+            output_rtol(dtype, 1.0, truncated))
+
+
+def rtol(dtype, kappa: float = 1.0) -> float:
+    """`output_rtol`: the tolerance of a result stored in `dtype` whose conditioning is kappa."""
+    return output_rtol(dtype, kappa)

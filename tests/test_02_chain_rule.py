@@ -60,6 +60,9 @@ SLIPS = {
     "no-variance-path": {"via_var": "np.zeros_like(x)"},
     "diagonal-only": {"dvar": "-0.5 * dx_hat * xc * rstd**3", "dmean": "-dx_hat * rstd"},
     "unbiased-variance": {"via_var": "dvar * 2 * xc / (m - 1)"},
+    # makemore's layer: rstd from the unbiased variance, and its gradient, in place of the cache's
+    "bessel-forward": {"rstd": "1 / np.sqrt(np.var(x, axis={axis}, ddof=1, keepdims=True) + eps)",
+                       "via_var": "dvar * 2 * xc / (m - 1)", "dgamma": "np.sum(dy * xc * rstd, axis=0)"},
     "var-without-eps": {"dvar": "-0.5 * " + SUM.format(of="dx_hat * xc", over="{over}")
                                 + " * rstd / np.var(x, axis={over}, keepdims=True)"},
     "gamma-forgotten": {"dx_hat": "dy"},

@@ -20,9 +20,11 @@ def batchnorm_backward_thnn(grad_out, x, weight, mean, invstd, train=True):
     shape = {shape}
     go, v = grad_out.to(work), x.to(work)
     mu, s, w = mean.to({stats}).reshape(shape), invstd.to({stats}).reshape(shape), {w}
+    s = {s}
     n = 1
     for d in dims:
         n *= v.shape[d]
+    n = {n}
 
     def total(t):
         {total}
@@ -43,6 +45,8 @@ CORRECT = {
     "dims": "[d for d in range(x.dim()) if d != 1]",
     "shape": "[1, -1] + [1] * (x.dim() - 2)",
     "stats": "work",
+    "s": "s",
+    "n": "n",
     "w": "weight.to(work).reshape(shape)",
     "total": "return t.sum(dim=dims, keepdim=True)",
     "train": "train",
@@ -68,6 +72,9 @@ SLIPS = {
     "no-mean-path": {"grad_in": "(go - q * dotp * s * s / n) * s * w"},
     "half-statistics": {"work": "x.dtype", "stats": "x.dtype"},
     "half-sums": {"total": HALF_SUMS},
+    # torch.var's default is unbiased: invstd recomputed so in training mode, in place of the one passed in
+    "bessel": {"s": "1 / torch.sqrt(v.var(dim=dims, keepdim=True) + 1e-5) if train else s"},
+    "count-from-batch-axis": {"n": "v.shape[0]"},
 }
 
 # Wrong in ways the contract checks directly: the message says it.
@@ -152,7 +159,8 @@ def index(label: str) -> int:
 
 
 EVAL_CASES = {"eval", "eval-nchw", "eval-non-contiguous", "bfloat16-eval"}
-SIXTEEN_BIT_CASES = {"bfloat16", "float16", "bfloat16-eval", "bfloat16-long-sums", "float16-long-sums"}
+SIXTEEN_BIT_CASES = {"bfloat16", "float16", "bfloat16-eval", "bfloat16-long-sums", "float16-long-sums",
+                     "float16-tall"}
 
 
 def test_training_formula_in_evaluation_mode_fails_the_evaluation_cases_only(graded):
@@ -170,7 +178,8 @@ def test_code_for_two_dims_fails_exactly_the_cases_with_more(graded):
 
 
 @pytest.mark.parametrize("label,wanted", [("slip:half-statistics", {"bfloat16", "float16"}),
-                                          ("slip:half-sums", {"bfloat16-long-sums", "float16-long-sums"})])
+                                          ("slip:half-sums", {"bfloat16-long-sums", "float16-long-sums",
+                                                              "float16-tall"})])
 def test_sixteen_bit_slips_fail_the_sixteen_bit_cases_in_both_types(graded, label, wanted):
     failed, text = failed_cases(graded, index(label))
     assert wanted <= failed <= SIXTEEN_BIT_CASES, text

@@ -95,6 +95,9 @@ ROWS_KERNEL_MASKS = {  # the loads and stores of the solution's row kernel, with
         "tl.store(DX + r * N + j, rs * (dyj * wj - mean_g - xhat * mean_gx))",
 }
 
+ROW_LOADS = ("dyj = tl.load(DY + r * N + j, mask=ok, other=0.0)", "xj = tl.load(X + r * N + j, mask=ok, other=0.0)",
+             "wj = tl.load(W + j, mask=ok, other=0.0)")
+
 MUTANTS = {
     "no-masks": lambda: mutated(ROWS_KERNEL_MASKS),
     "overwrites-partials": lambda: mutated({
@@ -104,6 +107,11 @@ MUTANTS = {
     "half-partials": lambda: mutated({"partial = torch.zeros((2, groups, N), dtype=torch.float32,":
                                       "partial = torch.zeros((2, groups, N), dtype=x.dtype,"}),
     "lock-never-released": lambda: LOCKED.replace("RELEASE", "pass  # the lock is never released"),
+    # float16 read through bfloat16 (a bug Liger-Kernel once had): 3 significant bits lost on the way in
+    "through-bfloat16": lambda: mutated({f"{load}.to(tl.float32)": f"{load}.to(tl.bfloat16).to(tl.float32)"
+                                         for load in ROW_LOADS}),
+    # arithmetic on the loaded values in their own dtype: NaN under the interpreter in bfloat16
+    "no-upcast": lambda: mutated({f"{load}.to(tl.float32)": load for load in ROW_LOADS}),
 }
 # On a GPU a kernel spinning on a lock cannot be interrupted between calls: the grader's job runs out of
 # time as a whole instead (minutes). The interpreter's behaviour is what this test pins down.
@@ -147,6 +155,25 @@ def test_partials_kept_in_16_bits_fail_the_tall_shifted_test(graded):
     assert re.search(r"dbeta is wrong: .*\((0\.[1-9]\d*|[1-9][\d.]*) relative", feedback), "a stall costs a tenth or more"
 
 
+def test_partials_kept_in_16_bits_are_named_and_fail_the_tall_float16_test(graded):
+    _, _, failed, feedback = report(graded, "half-partials")
+    assert "float16-tall" in failed, feedback
+    assert "partial sums of dgamma or dbeta kept in the 16-bit type" in feedback, feedback
+
+
+def test_float16_through_bfloat16_fails_the_float16_tests_and_is_named(graded):
+    _, _, failed, feedback = report(graded, "through-bfloat16")
+    assert {"float16-tall", "float16-large-offset"} <= failed, feedback
+    assert "float16 inputs converted to bfloat16 on their way in" in feedback, feedback
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's bfloat16 is NumPy's float32 in disguise")
+def test_a_bfloat16_nan_under_the_interpreter_is_explained(graded):
+    _, _, failed, feedback = report(graded, "no-upcast")
+    assert {"bfloat16", "bfloat16-wide"} <= failed, feedback
+    assert "NaN in bfloat16 usually means arithmetic on loaded values that were not converted" in feedback
+
+
 def test_overwritten_partials_fail_wherever_a_program_has_several_rows(graded):
     _, _, failed, feedback = report(graded, "overwrites-partials")
     assert {"float32-wide", "float16", "bfloat16-wide", "tall-shifted"} <= failed, feedback
@@ -173,7 +200,9 @@ def test_correct_variants_score_full_marks(graded, variant):
 @pytest.mark.parametrize("version", triton_layernorm.VERSIONS)
 def test_every_rung_of_the_ladder_matches_the_oracle(version, dtype):
     device = "cuda" if torch.cuda.is_available() else "cpu"  # Triton is compiled or interpreted, not both
-    trial = backward_trial("layer", (37, 1100), dtype)(np.random.default_rng(6), device)
+    # the interpreter stores bfloat16 by dropping bits: a whole unit in the last place (tolerances.output_rtol)
+    truncated = device == "cpu" and dtype == torch.bfloat16
+    trial = backward_trial("layer", (37, 1100), dtype, truncated=truncated)(np.random.default_rng(6), device)
     assert trial.judge(triton_layernorm.VERSIONS[version](*trial.args), trial.expected) == []
 
 
@@ -233,7 +262,13 @@ def test_the_sandbox_can_compile_a_kernel_from_a_cell():
     assert json.loads(outcome.files[protocol.status("k0")]) == {"error": None}
 
 
-@pytest.mark.parametrize("mistake", [m.name for m in load(ASSIGNMENT).mistakes])
+# 16-bit mistakes -> a 16-bit case built to catch them (the float32 test cannot)
+SIXTEEN_BIT_MISTAKES = {"half-statistics": "float16-large-offset", "half-sums": "float16-tall",
+                        "half-partials": "float16-tall", "half-partials-truncated": "tall-shifted",
+                        "through-bfloat16": "float16-large-offset", "through-bfloat16-truncated": "float16-tall"}
+
+
+@pytest.mark.parametrize("mistake", [m.name for m in load(ASSIGNMENT).mistakes if m.name not in SIXTEEN_BIT_MISTAKES])
 def test_each_known_mistake_fails_the_float32_test_and_is_named(mistake):
     """In float32 every slip is far outside the tolerance. (In bfloat16 a missing mean or variance path,
     whose terms shrink like 1 / sqrt(N) for a random dy, can hide inside it: hence the float32 tests.)"""
@@ -246,6 +281,19 @@ def test_each_known_mistake_fails_the_float32_test_and_is_named(mistake):
     wrong = tuple(torch.as_tensor(a).to(torch.float32) for a in known.impl(*_float64(trial.args)))
     assert trial.judge(wrong, trial.expected), f"{mistake} passes {case.id}"
     assert diagnose(assignment, FUNCTION, trial, wrong) is known
+
+
+@pytest.mark.parametrize("mistake,case_name", SIXTEEN_BIT_MISTAKES.items())
+def test_each_sixteen_bit_mistake_fails_its_case_and_is_named(mistake, case_name):
+    from normgrad.cases import _float64, diagnose
+
+    assignment = load(ASSIGNMENT)
+    known = next(m for m in assignment.mistakes if m.name == mistake)
+    case = next(c for c in assignment.cases_of(FUNCTION) if c.name == case_name)
+    trial = case.make(np.random.default_rng(11), "cpu")
+    wrong = tuple(torch.as_tensor(a).to(trial.args[1].dtype) for a in known.impl(*_float64(trial.args)))
+    assert trial.judge(wrong, trial.expected), f"{mistake} passes {case.id}"
+    assert diagnose(assignment, FUNCTION, trial, wrong).message == known.message
 
 
 # --- the benchmark without a GPU (its results file, targets and figure: tests/test_benchmark.py) --------

@@ -105,6 +105,20 @@ def test_tolerances_follow_unit_roundoff():
         tolerances.rtol(np.int32)
 
 
+def test_a_sixteen_bit_output_is_one_rounding_plus_float32_arithmetic():
+    u16, u32, C = tolerances.UNIT_ROUNDOFF["float16"], tolerances.UNIT_ROUNDOFF["float32"], tolerances.ROUNDINGS
+    assert tolerances.output_rtol(torch.float16, 40.0) == pytest.approx(u16 + C * u32 * 40.0)
+    assert tolerances.output_rtol("bfloat16", 1.0, truncated=True) == pytest.approx(2 * 2.0**-8 + C * u32)
+    # the 16-bit part does not grow with kappa: kappa's cancellation happens in float32
+    assert tolerances.output_rtol("float16", 1000.0) < 4 * u16 * 1000.0 / 10
+    # dbeta = sum(dy) never sees x: its tolerance has no kappa
+    dx, dgamma, dbeta = tolerances.backward_rtols(torch.bfloat16, 50.0)
+    assert dx == dgamma > dbeta == tolerances.output_rtol(torch.bfloat16)
+    # float32 and float64 are stored in the type they compute in: no separate rounding
+    assert tolerances.output_rtol(torch.float32, 3.0) == C * u32 * 3.0
+    assert tolerances.rtol(torch.float16, 7.0) == tolerances.output_rtol(torch.float16, 7.0)
+
+
 def test_correct_float32_code_fits_the_tolerance_and_a_half_precision_sum_does_not():
     """The tolerance of each dtype admits correct code and rejects what it is meant to catch."""
     x = inputs.sample(RNG, (64, 4096))

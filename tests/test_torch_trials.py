@@ -144,3 +144,42 @@ def test_constant_groups_are_judged_against_the_natural_scale_of_dgamma():
     dx, dgamma, dbeta = batch(*trial.args)
     assert trial.judge((dx, dgamma + 1e-15, dbeta), trial.expected) == []  # rounding noise of x_hat = 0
     assert trial.judge((dx, dgamma + 1e-3, dbeta), trial.expected) != []
+
+
+# --- margins against the 16-bit tolerance: correct code well under, each named mistake well over ---
+
+from normgrad.cases import load  # noqa: E402
+from normgrad.cases.torch_trials import computed_backward, tolerance_ratios  # noqa: E402
+
+# slip -> the 16-bit cases of exercise 04 built to catch it (means near 10 with dy shifted; tall columns)
+CATCHES = {
+    "half-statistics": ("bfloat16", "float16", "float16-visible"),
+    "half-arithmetic": ("bfloat16", "float16", "float16-visible"),
+    "half-sums": ("bfloat16-long-sums", "float16-long-sums", "bfloat16-tall", "float16-tall"),
+    "through-bfloat16": ("float16", "float16-visible", "float16-tall"),
+}
+SIXTEEN_BIT = sorted({name for names in CATCHES.values() for name in names})
+
+
+def margins(function: str, case_name: str, seeds=(0, 1)):
+    """{slip: worst ratio over the seeds} for correct code (None) and for each slip meant for this case."""
+    norm = "layer" if function == "layernorm_backward" else "batch"
+    case = next(c for c in load("04-code-mapping").cases if c.function == function and c.name == case_name)
+    found = {}
+    for seed in seeds:
+        trial = case.make(np.random.default_rng(seed), "cpu")
+        for slip in [None] + [s for s, names in CATCHES.items() if case_name in names]:
+            if slip == "through-bfloat16" and trial.args[1].dtype != torch.float16:
+                continue
+            worst = max(tolerance_ratios(trial, computed_backward(*trial.args, norm, slip)))
+            found[slip] = max(found.get(slip, 0.0), worst) if slip is None else min(found.get(slip, np.inf), worst)
+    return found
+
+
+@pytest.mark.parametrize("function", ["layernorm_backward", "batchnorm_backward"])
+@pytest.mark.parametrize("case_name", SIXTEEN_BIT)
+def test_sixteen_bit_margins(function, case_name):
+    found = margins(function, case_name)
+    print(function, case_name, {k or "correct": round(v, 2) for k, v in found.items()})
+    assert found.pop(None) < 1.0  # one rounding of each output, plus float32's: under the tolerance
+    assert found and min(found.values()) > 3.0, found  # each mistake the case is built for: far over it

@@ -108,6 +108,10 @@ def staged(dy, cache, axis: int, slip: str | None = None) -> dict[str, np.ndarra
         def total(a):
             return a.sum(axis=over, keepdims=True)
     centered = x - mean
+    x_hat = cache["x_hat"]
+    if slip == "bessel-forward":  # makemore's layer: its cache holds the unbiased variance's rstd
+        rstd = 1 / np.sqrt((centered**2).sum(axis=axis, keepdims=True) / (x.shape[axis] - 1) + cache["eps"])
+        x_hat = centered * rstd
     dx_hat = dy if slip == "gamma-forgotten" else dy * gamma
     if slip == "rstd-squared":
         cube = rstd**2
@@ -119,9 +123,9 @@ def staged(dy, cache, axis: int, slip: str | None = None) -> dict[str, np.ndarra
     dmean = -total(dx_hat) * rstd
     via_mean = np.zeros_like(x) if slip == "no-mean-path" else np.broadcast_to(dmean / m, x.shape).copy()
     factor = 1.0 if slip == "missing-factor-2" else 2.0
-    count = m - 1 if slip == "unbiased-variance" else m
+    count = m - 1 if slip in ("unbiased-variance", "bessel-forward") else m
     via_var = np.zeros_like(x) if slip == "no-variance-path" else dvar * factor * centered / count
-    dgamma = (dy * (x if slip == "dgamma-from-x" else cache["x_hat"])).sum(axis=0)
+    dgamma = (dy * (x if slip == "dgamma-from-x" else x_hat)).sum(axis=0)
     dbeta = dy.mean(axis=0) if slip == "dbeta-as-mean" else dy.sum(axis=0)
     return {"direct": dx_hat * rstd, "via_mean": via_mean, "via_var": via_var, "dgamma": dgamma, "dbeta": dbeta}
 
@@ -144,6 +148,10 @@ SLIPS = {  # name -> (what the answer matches, the anchor on chapter 2's page)
     "unbiased-variance": (
         "d(sigma^2)/dx of the unbiased variance, 2 (x - mu) / (m - 1); the layer's variance divides by m",
         "slip-unbiased-variance"),
+    "bessel-forward": (
+        "the layer of makemore's convention, whose variance is unbiased (divided by m - 1, Bessel's "
+        "correction) in the forward pass and so in rstd, x_hat and the variance path; this layer's variance "
+        "divides by m, and the cache's rstd is that one", "slip-unbiased-variance"),
     "var-without-eps": (
         "the variance path divided by var instead of var + eps (as in the snippet of the source material)",
         "slip-var-without-eps"),

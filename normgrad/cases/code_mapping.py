@@ -22,14 +22,15 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Case, Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import backward_trial, natural_scales, rounded, slipped_backward, strided
+from .torch_trials import (backward_trial, by_device, computed_backward, natural_scales, rounded, sixteen_bit_type,
+                           slipped_backward, strided)
 
 DEVICES = ("cpu", "cuda")
 f64, f32, bf16, f16 = torch.float64, torch.float32, torch.bfloat16, torch.float16
 
 
 def function_trial(shape, dtype: torch.dtype = f64, kind: str = "normal", contiguous: bool = True,
-                   eps: float = 1e-5):
+                   eps: float = 1e-5, offset: float = 1e3, dy_offset: float = 0.0):
     """A trial maker for `LayerNormFunction`: apply(x, gamma, beta, eps), then backward(dy).
 
     The protocol "autograd_function" returns (y, x.grad, gamma.grad, beta.grad); all four are
@@ -38,14 +39,16 @@ def function_trial(shape, dtype: torch.dtype = f64, kind: str = "normal", contig
     shape = tuple(shape)
 
     def make(rng: np.random.Generator, device: str) -> Trial:
-        x = rounded(inputs.sample(rng, shape, "layer", kind), dtype)
-        gamma, beta = (rounded(a, dtype) for a in inputs.affine(rng, shape[1]))
-        dy = rounded(inputs.upstream(rng, shape), dtype)
+        x = rounded(inputs.sample(rng, shape, "layer", kind, offset), dtype)
+        gamma, beta = inputs.affine(rng, shape[1])
+        gamma, beta = rounded(np.abs(gamma) if dy_offset else gamma, dtype), rounded(beta, dtype)
+        dy = rounded(dy_offset + inputs.upstream(rng, shape), dtype)
         ref = reference.layernorm(x, gamma, beta, eps, dy=dy)
         kappa = tolerances.conditioning(x.double().numpy(), (1,), eps)
         _, dgamma_floor, _ = natural_scales(dy, "layer")
+        rtols = (tolerances.output_rtol(dtype, kappa), *tolerances.backward_rtols(dtype, kappa))
         judge = partial(arrays_problems, names=("y", "dx", "dgamma", "dbeta"), dtypes=(dtype,) * 4,
-                        rtol=tolerances.rtol(dtype, kappa), device=device, floors=(0.0, 0.0, dgamma_floor, 0.0))
+                        rtol=rtols, device=device, floors=(0.0, 0.0, dgamma_floor, 0.0))
         args = (strided(x, device, contiguous), gamma.to(device), beta.to(device), eps,
                 strided(dy, device, contiguous))
         return Trial(args=args, expected=(ref.y, ref.dx, ref.dgamma, ref.dbeta),
@@ -59,6 +62,11 @@ def _backward_cases(function: str, norm: str) -> list[Case]:
     (batch, channels) for batch norm, so `long` puts thousands of terms in every group's sum."""
     c = partial(Case, function, devices=DEVICES)
     m = partial(backward_trial, norm)
+
+    def tall(dtype, cpu_rows, cuda_rows):
+        """Column sums (dgamma, dbeta) of thousands of terms on the CPU and tens of thousands on a GPU:
+        dy shifted to a mean of 1, so the sums grow with the rows, and stay below float16's 65504."""
+        return by_device(m((cpu_rows, 24), dtype, dy_offset=1.0), m((cuda_rows, 24), dtype, dy_offset=1.0))
 
     def shape(groups, per_group):  # a group is a row of layer norm, a column of batch norm
         return (groups, per_group) if norm == "layer" else (per_group, groups)
@@ -89,6 +97,15 @@ def _backward_cases(function: str, norm: str) -> list[Case]:
           m(shape(4, 5000), bf16, dy_offset=2.0), seconds=20.0),
         c("float16-long-sums", 2, True, f"float16, a {size(4, 5000)}: sums of 5000 terms",
           m(shape(4, 5000), f16, dy_offset=2.0), seconds=20.0),
+        # A visible 16-bit case: means near 10 beside a spread of 0.5 to 2, dy shifted; statistics
+        # rounded to 16 bits or arithmetic done in 16 bits fail it.
+        c("float16-visible", 1, False, f"float16, a {size(12, 700)} with means near 10",
+          m(shape(12, 700), f16, "large-offset", offset=10.0, dy_offset=3.0)),
+        # Tall: every column sum over 3000 rows (30000 on a GPU) of dy near 1.
+        c("float16-tall", 2, True, "float16, 3000 x 24 (30000 x 24 on a GPU), dy near 1: column sums of "
+          "thousands of terms", tall(f16, 3000, 30_000), seconds=30.0),
+        c("bfloat16-tall", 2, True, "bfloat16, 3000 x 24 (30000 x 24 on a GPU), dy near 1: column sums of "
+          "thousands of terms", tall(bf16, 3000, 30_000), seconds=30.0),
     ]
 
 
@@ -105,6 +122,11 @@ def _function_cases() -> list[Case]:
         c("eps", 1, True, "eps = 1e-2 passed to apply", function_trial((7, 9), kind="tiny-variance", eps=1e-2)),
         c("bfloat16", 1, True, "bfloat16 inputs", function_trial((12, 80), bf16)),
         c("float16", 1, True, "float16 inputs", function_trial((8, 70), f16)),
+        # exercise 04's 16-bit case for layernorm_backward: the mean dwarfs the spread, dy is shifted
+        c("bfloat16-large-offset", 2, True, "bfloat16, 16 x 3000 with means near 10",
+          function_trial((16, 3000), bf16, "large-offset", offset=10.0, dy_offset=3.0)),
+        c("float16-large-offset", 2, True, "float16, 16 x 3000 with means near 10",
+          function_trial((16, 3000), f16, "large-offset", offset=10.0, dy_offset=3.0)),
     ]
 
 
@@ -115,46 +137,74 @@ CASES = _backward_cases("layernorm_backward", "layer") + _backward_cases("batchn
 # --- Known mistakes, each written as the slip it is, in float64. -------------------------------
 
 CHAPTER = "04-code-mapping.html"
+NUMERICS = "04-numerics.html"
 MESSAGES = {
     "var-without-eps": ("the third term divided by var where var + eps belongs; it matters once var is near eps",
-                        "var-or-var-plus-eps"),
-    "no-mean-path": ("the gradient without its path through the mean (the - mean(g) term)", "slips-in-translation"),
+                        f"{NUMERICS}#var-or-var-plus-eps"),
+    "no-mean-path": ("the gradient without its path through the mean (the - mean(g) term)",
+                     f"{CHAPTER}#slips-in-translation"),
     "no-variance-path": ("the gradient without its path through the variance (the - x_hat * mean(g * x_hat) term)",
-                         "slips-in-translation"),
+                         f"{CHAPTER}#slips-in-translation"),
     "diagonal-only": ("only the diagonal of the Jacobian, g * rstd * (1 - 1/m - x_hat^2 / m): every entry of a "
-                      "group moves the mean and variance that all the others use", "slips-in-translation"),
-    "gamma-forgotten": ("dL/dx_hat taken as dy: the scale gamma is missing from dx", "slips-in-translation"),
-    "half-statistics": ("the arithmetic done in the 16-bit type (mean and rstd rounded to it), where it belongs "
-                        "in float32", "half-precision"),
+                      "group moves the mean and variance that all the others use", f"{CHAPTER}#slips-in-translation"),
+    "gamma-forgotten": ("dL/dx_hat taken as dy: the scale gamma is missing from dx", f"{CHAPTER}#slips-in-translation"),
+    "bessel": ("rstd recomputed from an unbiased variance (divided by m - 1, Bessel's correction, as torch.var does "
+               "by default): the layer's variance divides by m, and the rstd passed in is that one",
+               f"{CHAPTER}#slips-in-translation"),
+    "half-arithmetic": ("every operation done in the 16-bit type, where the arithmetic belongs in float32 and only "
+                        "the results are rounded to 16 bits", f"{NUMERICS}#half-precision"),
+    "half-statistics": ("mean and rstd rounded to the 16-bit type before use, where they stay in float32: every "
+                        "x_hat of a group moves by the same rounding error", f"{NUMERICS}#half-precision"),
     "half-sums": ("sums carried in the 16-bit type: long sums stall where float32 accumulation keeps every term",
-                  "half-precision"),
+                  f"{NUMERICS}#half-precision"),
+}
+BATCH_ONLY = {
+    "count-from-wrong-axis": ("the means of dx divided by the number of channels, x.shape[1]: a channel's group "
+                              "is its column, of x.shape[0] values", f"{CHAPTER}#batch-axes"),
+    "reduced-over-dim-1": ("dx's two sums taken over dim=1, across the channels, as layer norm does: batch norm's "
+                           "groups are the columns, so its sums run over dim=0", f"{CHAPTER}#batch-axes"),
 }
 
 
-def _float64_stats(x, eps):
-    """Layer norm's mean and rstd per row, in float64."""
+def _float64_stats(x, eps, bessel: bool = False):
+    """Layer norm's mean and rstd per row, in float64 (with Bessel's m - 1 when asked)."""
     mean = x.mean(dim=1)
-    return mean, 1 / torch.sqrt(((x - mean[:, None]) ** 2).mean(dim=1) + eps)
+    count = x.shape[1] - 1 if bessel else x.shape[1]
+    return mean, 1 / torch.sqrt(((x - mean[:, None]) ** 2).sum(dim=1) / count + eps)
 
 
 def _function_with(slip):
     def impl(x, gamma, beta, eps, dy):
-        mean, rstd = _float64_stats(x, eps)
+        mean, rstd = _float64_stats(x, eps, bessel=slip == "bessel")
         y = (gamma * (x - mean[:, None]) * rstd[:, None] + beta).numpy()
-        return (y, *slipped_backward(dy, x, gamma, mean, rstd, "layer", slip, eps))
+        return (y, *slipped_backward(dy, x, gamma, mean, rstd, "layer", None if slip == "bessel" else slip, eps))
 
     return impl
+
+
+def _function_in_16_bits(x, gamma, beta, eps, dy):
+    """LayerNormFunction with every operation in the inputs' 16-bit type, forward and backward, on the CPU."""
+    half = sixteen_bit_type(x, dy)
+    x, gamma, beta, dy = (t.to(half) for t in (x, gamma, beta, dy))
+    mean = x.mean(dim=1)
+    rstd = torch.rsqrt(((x - mean[:, None]) ** 2).mean(dim=1) + eps)
+    y = gamma * ((x - mean[:, None]) * rstd[:, None]) + beta
+    grads = computed_backward(dy, x, gamma, mean, rstd, "layer", "half-arithmetic")
+    return tuple(t.double().numpy() for t in (y, *grads))
 
 
 def _mistakes() -> list[Mistake]:
     found = []
     for function, norm in (("layernorm_backward", "layer"), ("batchnorm_backward", "batch")):
-        for slip, (message, anchor) in MESSAGES.items():
+        messages = {**MESSAGES, **(BATCH_ONLY if norm == "batch" else {})}
+        for slip, (message, section) in messages.items():
             impl = partial(slipped_backward, norm=norm, slip=slip)
-            found.append(Mistake(function, slip, message, f"{CHAPTER}#{anchor}", impl))
-    for slip in ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten"):
-        message, anchor = MESSAGES[slip]
-        found.append(Mistake("LayerNormFunction", slip, message, f"{CHAPTER}#{anchor}", _function_with(slip)))
+            found.append(Mistake(function, slip, message, section, impl))
+    for slip in ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten", "bessel"):
+        message, section = MESSAGES[slip]
+        found.append(Mistake("LayerNormFunction", slip, message, section, _function_with(slip)))
+    message, section = MESSAGES["half-arithmetic"]
+    found.append(Mistake("LayerNormFunction", "half-arithmetic", message, section, _function_in_16_bits))
     return found
 
 

@@ -10,11 +10,13 @@ import numpy as np
 from ..checks import array_problems, closeness_problems
 
 
-def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: Sequence, rtol: float,
-                    device: str | None = None, floors: Sequence[float] | None = None) -> list[str]:
+def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: Sequence,
+                    rtol: float | Sequence[float], device: str | None = None,
+                    floors: Sequence[float] | None = None) -> list[str]:
     """`returned` must be a tuple of len(names) arrays (or tensors), each close to its expected one.
 
-    Every entry is checked, so one answer reports all that is wrong with it. `floors`, one per
+    Every entry is checked, so one answer reports all that is wrong with it. `rtol` is one
+    tolerance for all, or one per entry (`tolerances.backward_rtols`). `floors`, one per
     entry, are the natural scales of results that cancellation can leave near zero (see
     `closeness_problems`).
     """
@@ -24,9 +26,11 @@ def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: 
     if len(returned) != len(names):
         return [f"should return {len(names)} values {what}, got {len(returned)}"]
     problems = []
-    for value, want, name, dtype, floor in zip(returned, expected, names, dtypes, floors or [0.0] * len(names)):
+    rtols = [rtol] * len(names) if np.isscalar(rtol) else list(rtol)
+    for value, want, name, dtype, tol, floor in zip(returned, expected, names, dtypes, rtols,
+                                                     floors or [0.0] * len(names)):
         problems += array_problems(value, name, np.shape(want), dtype, device) or \
-            closeness_problems(value, want, name, rtol, floor)
+            closeness_problems(value, want, name, tol, floor)
     return problems
 
 

@@ -18,7 +18,7 @@ import torch
 
 from .. import inputs
 from . import Case, Mistake
-from .torch_trials import SLIPS, THNN_NAMES, running_total, sixteen_bit_type, slipped_backward, statistics_trial
+from .torch_trials import SLIPS, THNN_NAMES, by_device, running_total, sixteen_bit_type, slipped_backward, statistics_trial
 
 DEVICES = ("cpu", "cuda")
 f64, f32, bf16, f16 = torch.float64, torch.float32, torch.bfloat16, torch.float16
@@ -66,6 +66,10 @@ def _cases() -> list[Case]:
           trial((50, 2, 10, 12), bf16, dy_offset=2.0), seconds=20.0),
         c("float16-long-sums", 2, True, "float16 images (50, 2, 10, 12): sums of 6000 terms",
           trial((50, 2, 10, 12), f16, dy_offset=2.0), seconds=20.0),
+        # Tall and float16: grad_out near 1 summed over 3000 values a channel (30000 on a GPU), below 65504.
+        c("float16-tall", 2, True, "float16 sequences (300, 8, 10) ((3000, 8, 10) on a GPU), grad_out near 1",
+          by_device(trial((300, 8, 10), f16, dy_offset=1.0), trial((3000, 8, 10), f16, dy_offset=1.0)),
+          seconds=30.0),
     ]
 
 
@@ -76,6 +80,7 @@ CASES = _cases()
 
 CHAPTER = "05-thnn.html"
 BOOK_04 = "04-code-mapping.html"
+NUMERICS = "04-numerics.html"
 
 
 def _thnn(grad_out, x, weight, mean, invstd, train=True, *, slip=None):
@@ -89,11 +94,19 @@ def _thnn(grad_out, x, weight, mean, invstd, train=True, *, slip=None):
             raise ValueError("a slip of the evaluation mode")
         train = True
     dims = inputs.group_axes(tuple(x.shape), "batch")
+    across = (1, -1) + (1,) * (x.dim() - 2)
+    if slip == "bessel":
+        if not train:
+            raise ValueError("a slip of the training mode, which computes its statistics")
+        n_all = int(np.prod([x.shape[d] for d in dims]))
+        if n_all < 2:
+            raise ValueError("Bessel's correction needs two values")
+        centered = x - mean.reshape(across)
+        invstd = (1 / torch.sqrt((centered**2).sum(dim=dims) / (n_all - 1) + 1e-5)).reshape(-1)
     if slip == "first-dim-only":
         if x.dim() == 2:
             raise ValueError("(N, C) is handled right by reducing over dim 0")
         dims = (0,)
-    across = (1, -1) + (1,) * (x.dim() - 2)
     mean, invstd, w = mean.reshape(across), invstd.reshape(across), weight.reshape(across)
     if slip == "weight-forgotten":
         w = torch.ones_like(w)
@@ -107,6 +120,10 @@ def _thnn(grad_out, x, weight, mean, invstd, train=True, *, slip=None):
         return t.sum(dim=dims, keepdim=True)
 
     n = int(np.prod([x.shape[d] for d in dims]))
+    if slip == "count-from-batch-axis":
+        if x.dim() == 2:
+            raise ValueError("for (N, C) the batch axis holds the whole count")
+        n = x.shape[0]
     centered = x - mean
     sum_, dotp = total(grad_out), total(grad_out * centered)
     if train:
@@ -129,18 +146,23 @@ MESSAGES = {
     "first-dim-only": ("sums over dim 0 only: for (N, C, H, W) a channel's values run over every dim but 1",
                        f"{CHAPTER}#nchw"),
     "var-without-eps": ("the third term divided by var where var + eps belongs; it matters once var is near eps",
-                        f"{BOOK_04}#var-or-var-plus-eps"),
+                        f"{NUMERICS}#var-or-var-plus-eps"),
     "no-mean-path": ("the gradient without its path through the mean (the - sum / n term)",
                      f"{BOOK_04}#slips-in-translation"),
     "no-variance-path": ("the gradient without its path through the variance (the - (x - mean) * k term)",
                          f"{BOOK_04}#slips-in-translation"),
-    "half-statistics": ("the arithmetic done in the 16-bit type (mean and invstd rounded to it), where it belongs "
-                        "in float32", f"{BOOK_04}#half-precision"),
+    "half-statistics": ("mean and invstd rounded to the 16-bit type (or all the arithmetic done in it), where "
+                        "they belong in float32", f"{NUMERICS}#half-precision"),
+    "bessel": ("invstd recomputed from an unbiased variance (divided by n - 1, Bessel's correction, as torch.var "
+               "does by default): batch norm's variance divides by n, and the invstd passed in is that one",
+               f"{BOOK_04}#slips-in-translation"),
+    "count-from-batch-axis": ("the means divided by the batch size N alone: a channel holds N * prod(*) values, "
+                              "every one of them in its sums", f"{CHAPTER}#nchw"),
     "half-sums": ("sums carried in the 16-bit type, as THNN's accreal exists to prevent: long sums stall",
                   f"{CHAPTER}#sum-and-dotp"),
 }
 assert set(MESSAGES) - {"eval-with-training-formula", "grad-weight-without-invstd", "weight-forgotten",
-                        "first-dim-only"} <= set(SLIPS)
+                        "first-dim-only", "count-from-batch-axis"} <= set(SLIPS)
 
 MISTAKES = [Mistake("batchnorm_backward_thnn", name, message, section, partial(_thnn, slip=name))
             for name, (message, section) in MESSAGES.items()]

@@ -47,7 +47,8 @@ def strided(t: torch.Tensor, device: str, contiguous: bool) -> torch.Tensor:
 
 
 def backward_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: str = "normal",
-                   contiguous: bool = True, eps: float = 1e-5, offset: float = 1e3, dy_offset: float = 0.0):
+                   contiguous: bool = True, eps: float = 1e-5, offset: float = 1e3, dy_offset: float = 0.0,
+                   truncated: bool = False):
     """A trial maker for f(dy, x, gamma, mean, rstd) -> (dx, dgamma, dbeta).
 
     norm='layer': x of shape (M, N), statistics per row, shape (M,).
@@ -55,9 +56,16 @@ def backward_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: s
     `dy_offset` shifts the upstream gradient away from zero mean (and makes gamma
     positive, so that dy * gamma keeps the shift): its sums then grow with the
     number of terms, and a sum carried in 16 bits stalls (in bfloat16, 256 + 1
-    rounds back to 256), which is how a reduction in half precision shows.
+    rounds back to 256), which is how a reduction in half precision shows. `truncated`: the code
+    under test stores 16-bit results by dropping bits (`tolerances.output_rtol`).
     """
-    return statistics_trial(norm, shape, dtype, kind, contiguous, eps, offset, dy_offset)
+    return statistics_trial(norm, shape, dtype, kind, contiguous, eps, offset, dy_offset, truncated=truncated)
+
+
+def by_device(cpu, cuda):
+    """A trial maker that uses `cpu` on the CPU and `cuda` on a GPU: a GPU affords the sizes at which
+    a mistake shows in full (sums of tens of thousands of terms), the CPU and the interpreter less."""
+    return lambda rng, device: (cuda if device == "cuda" else cpu)(rng, device)
 
 
 def natural_scales(dy: torch.Tensor, norm: str) -> tuple:
@@ -73,6 +81,20 @@ def natural_scales(dy: torch.Tensor, norm: str) -> tuple:
     axes = (0,) if norm == "layer" else inputs.group_axes(tuple(dy.shape), norm)
     terms = int(np.prod([dy.shape[a] for a in axes]))
     return 0.0, float(dy.std()) * terms**0.5, 0.0
+
+
+def tolerance_ratios(trial: Trial, returned) -> tuple[float, ...]:
+    """For each output of a backward trial: its largest error over what the tolerance allows.
+
+    Below 1 passes; the margin of a correct answer is how far below, a mistake's how far above.
+    """
+    rtols, floors = trial.judge.keywords["rtol"], trial.judge.keywords["floors"]
+    ratios = []
+    for value, want, rtol, floor in zip(returned, trial.expected, rtols, floors):
+        want = np.asarray(want, dtype=np.float64)
+        err = float(np.max(np.abs(value.detach().double().cpu().numpy() - want), initial=0.0))
+        ratios.append(err / (rtol * max(float(np.max(np.abs(want), initial=0.0)), floor)))
+    return tuple(ratios)
 
 
 # --- The same trials under other names, and with running statistics (exercise 05). ----------
@@ -95,7 +117,7 @@ def running_statistics(rng: np.random.Generator, mean: np.ndarray, var: np.ndarr
 def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: str = "normal",
                      contiguous: bool = True, eps: float = 1e-5, offset: float = 1e3, dy_offset: float = 0.0,
                      *, running: bool = False, names=COURSE_NAMES, extra_args: tuple = (),
-                     extra_names: tuple = (), kwargs: dict | None = None):
+                     extra_names: tuple = (), kwargs: dict | None = None, truncated: bool = False):
     """`backward_trial`, with its argument and result names, the statistics and the call's tail chosen.
 
     running=True (batch norm only): the `mean` and `rstd` passed are running statistics
@@ -132,7 +154,7 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
         args = (strided(dy, device, contiguous), strided(x, device, contiguous), gamma.to(device),
                 mean.to(device), rstd.to(device), *extra_args)
         judge = partial(arrays_problems, names=result_names, dtypes=(dtype, dtype, dtype),
-                        rtol=tolerances.rtol(dtype, kappa), device=device,
+                        rtol=tolerances.backward_rtols(dtype, kappa, truncated), device=device,
                         floors=natural_scales(dy, norm))
         return Trial(args=args, expected=(ref.dx, ref.dgamma, ref.dbeta), arg_names=(*arg_names, *extra_names),
                      judge=judge, kwargs=dict(kwargs or {}))
@@ -143,7 +165,9 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
 # --- Known slips of the backward formula, in float64, for the diagnoses of 04, 05 and 06. ---
 
 SLIPS = ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten",
-         "half-statistics", "half-sums", "dgamma-from-x", "padded-count")
+         "half-statistics", "half-sums", "dgamma-from-x", "padded-count", "bessel", "count-from-wrong-axis",
+         "reduced-over-dim-1", "half-arithmetic", "through-bfloat16", "through-bfloat16-truncated",
+         "half-partials", "half-partials-truncated")
 """
 var-without-eps   the third term divided by var where var + eps belongs (source 000's snippet)
 no-mean-path      dx without the term through the mean, - mean(g)
@@ -155,6 +179,19 @@ half-sums         every sum a running total kept in the inputs' 16-bit type
 dgamma-from-x     dgamma summed from dy * x where dy * x_hat belongs
 padded-count      the means over a group divided by its size rounded up to a power of two
                   (a Triton block's width) instead of by its size
+bessel            the variance recomputed with Bessel's correction (torch.var's default,
+                  unbiased=True): rstd = 1 / sqrt(sum((x - mean)^2) / (m - 1) + eps) in place of
+                  the rstd passed in, and the usual formula with it
+count-from-wrong-axis  batch norm's m taken from the channel axis (x.shape[1] for (N, C))
+reduced-over-dim-1     batch norm's group sums taken over dim 1 (layer norm's axis), m = C:
+                  x_hat and the parameters' sums are right, dx's two means are not
+half-arithmetic   every operation in the inputs' 16-bit type (statistics, products and all)
+through-bfloat16  float16 inputs rounded through bfloat16 on the way in, then float32 arithmetic
+half-partials     dgamma's and dbeta's sums over the rows kept in a 16-bit buffer: each float32 term
+                  added to it and the total stored back rounded (the Triton tutorial's partial sums in
+                  x's dtype); with -truncated, stored by dropping bits, as the interpreter does for bfloat16
+through-bfloat16-truncated  the same, with bfloat16 made by dropping bits, as Triton's interpreter
+                  converts (NumPy has no bfloat16)
 """
 
 
@@ -176,17 +213,30 @@ def sixteen_bit_type(*tensors) -> torch.dtype:
     return dtype
 
 
-def running_total(t: torch.Tensor, axes: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def running_total(t: torch.Tensor, axes: tuple[int, ...], dtype: torch.dtype, terms_rounded: bool = True,
+                  truncate: bool = False) -> torch.Tensor:
     """Sum over `axes` (kept, size 1) as a naive loop does it: one term at a time, the total rounded
-    to `dtype` after each addition. Returns float64."""
+    to `dtype` after each addition. Returns float64.
+
+    terms_rounded=False: each term is added unrounded (a float32 term added to a 16-bit partial sum
+    read from memory, the sum stored back); truncate: the total is stored by dropping bits, as
+    Triton's interpreter stores bfloat16."""
     rest = [a for a in range(t.dim()) if a not in axes]
-    terms = t.permute(*axes, *rest).to(dtype)  # the reduced axes first, in index order
+    terms = t.permute(*axes, *rest)  # the reduced axes first, in index order
+    terms = terms.to(dtype) if terms_rounded else terms.double()
     flat = terms.reshape(-1, *terms.shape[len(axes):])
     total = torch.zeros_like(flat[0])
     for term in flat:
         total = total + term
+        if not terms_rounded:
+            total = truncated_bfloat16(total) if truncate else total.to(dtype).double()
     shape = [1 if a in axes else n for a, n in enumerate(t.shape)]
     return total.double().reshape(shape)
+
+
+def truncated_bfloat16(t: torch.Tensor) -> torch.Tensor:
+    """`t` made bfloat16 by dropping the low 16 bits of its float32 form, as float64."""
+    return (t.float().view(torch.int32) & ~0xFFFF).view(torch.float32).double()
 
 
 def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = None, eps: float = 1e-5):
@@ -204,6 +254,24 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
     m = int(np.prod([x.shape[a] for a in axes]))
     if slip == "padded-count":
         m = 1 << (m - 1).bit_length()
+    if slip in ("count-from-wrong-axis", "reduced-over-dim-1"):
+        if norm != "batch" or x.dim() != 2 or x.shape[0] == x.shape[1]:
+            raise ValueError("a slip of batch norm's (N, C) axes, visible only when N != C")
+        m = x.shape[1]
+    if slip == "half-arithmetic":  # done as code does it, on the CPU, in the inputs' 16-bit type
+        half = sixteen_bit_type(x, dy)
+        done = computed_backward(dy.to(half), x.to(half), gamma.to(half), mean.float(), rstd.float(), norm, slip)
+        return tuple(t.double().numpy() for t in done)
+    if slip in ("through-bfloat16", "through-bfloat16-truncated"):
+        if input_dtype(x, dy) != torch.float16:
+            raise ValueError("a slip of float16 inputs")
+        through = truncated_bfloat16 if slip.endswith("truncated") else (lambda t: t.to(torch.bfloat16).double())
+        dy, x, gamma = (through(t) for t in (dy, x, gamma))
+    if slip == "bessel":
+        if m < 2:
+            raise ValueError("Bessel's correction needs two values")
+        centered = x - mean.reshape(across)
+        rstd = 1 / torch.sqrt((centered**2).sum(dim=axes, keepdim=True) / (m - 1) + eps)
     mean, rstd = mean.reshape(across), rstd.reshape(across)
     if slip == "half-statistics":
         half = sixteen_bit_type(x, dy)
@@ -213,13 +281,23 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
 
         def total(t, over):
             return running_total(t, over, half)
+    elif slip in ("half-partials", "half-partials-truncated"):
+        half = sixteen_bit_type(x, dy)
+        if slip.endswith("truncated") and half != torch.bfloat16:
+            raise ValueError("only bfloat16 is stored by dropping bits")
+
+        def total(t, over):
+            if over != param_axes:  # the row sums of dx stay in float32
+                return t.sum(dim=over, keepdim=True)
+            return running_total(t, over, half, terms_rounded=False, truncate=slip.endswith("truncated"))
     else:
         def total(t, over):
             return t.sum(dim=over, keepdim=True)
 
     x_hat = (x - mean) * rstd
     g = dy if slip == "gamma-forgotten" else dy * gamma.reshape(along)
-    mean_g, mean_gx = total(g, axes) / m, total(g * x_hat, axes) / m
+    reduce = (1,) if slip == "reduced-over-dim-1" else axes
+    mean_g, mean_gx = total(g, reduce) / m, total(g * x_hat, reduce) / m
     if slip == "var-without-eps":
         var = 1 / rstd**2 - eps
         centered = x - mean
@@ -235,3 +313,40 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
     dgamma = total(dy * (x if slip == "dgamma-from-x" else x_hat), param_axes).reshape(-1)
     dbeta = total(dy, param_axes).reshape(-1)
     return dx.numpy(), dgamma.numpy(), dbeta.numpy()
+
+
+def computed_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = None):
+    """(dx, dgamma, dbeta) as a program computes them, in the dtypes of its arguments: float32
+    arithmetic for 16-bit inputs, rounded once to x's dtype at the end (None: correct code), or with
+    one of the 16-bit slips done the way code does it. Results are tensors of x's and gamma's dtypes.
+
+    'half-statistics' rounds mean and rstd to x's dtype, 'half-sums' keeps each sum's running total
+    in it, 'half-arithmetic' does every operation in it, 'through-bfloat16' rounds float16 inputs
+    to bfloat16 on the way in. Chapter 4b and the tests measure each against the tolerance.
+    """
+    half = x.dtype in HALF
+    work = x.dtype if slip == "half-arithmetic" or not half else torch.float32
+    axes = inputs.group_axes(tuple(x.shape), norm)
+    param_axes = (0,) if norm == "layer" else axes
+    across = [1 if a in axes else n for a, n in enumerate(x.shape)]
+    along = [1 if a in param_axes else n for a, n in enumerate(x.shape)]
+    stats = x.dtype if slip in ("half-statistics", "half-arithmetic") else work
+    if slip == "through-bfloat16":
+        dy, x_in, gamma_in = (t.to(torch.bfloat16) for t in (dy, x, gamma))
+    else:
+        x_in, gamma_in = x, gamma
+    d, v, w = dy.to(work), x_in.to(work), gamma_in.to(work).reshape(along)
+    mu, r = mean.to(stats).to(work).reshape(across), rstd.to(stats).to(work).reshape(across)
+    m = int(np.prod([x.shape[a] for a in axes]))
+
+    def total(t, over):
+        if slip == "half-sums":
+            return running_total(t, over, x.dtype).to(work)
+        return t.sum(dim=over, keepdim=True)
+
+    x_hat = (v - mu) * r
+    g = d * w
+    dx = r * (g - total(g, axes) / m - x_hat * (total(g * x_hat, axes) / m))
+    dgamma = total(d * x_hat, param_axes).reshape(-1)
+    dbeta = total(d, param_axes).reshape(-1)
+    return dx.to(x.dtype), dgamma.to(gamma.dtype), dbeta.to(gamma.dtype)

@@ -15,12 +15,16 @@ never released fails its test instead of hanging the grader.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
+
 import torch
 
 from . import Case, Mistake
 from .torch_trials import backward_trial, slipped_backward
 
 FUNCTION = "layernorm_backward_triton"
+NUMERICS = "04-numerics.html"
 
 # One device per process: see the module's docstring.
 DEVICES = ("cuda",) if torch.cuda.is_available() else ("cpu",)
@@ -29,19 +33,54 @@ F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 
 
 def sized(cpu_shape, cuda_shape, dtype, **options):
-    """A trial maker whose shape depends on the device: the interpreter cannot afford the GPU's sizes."""
-    makers = {"cpu": backward_trial("layer", cpu_shape, dtype, **options),
+    """A trial maker whose shape depends on the device: the interpreter cannot afford the GPU's sizes.
+
+    The interpreter stores bfloat16 by dropping bits (NumPy has no bfloat16), not by rounding to
+    nearest as a GPU does: its one rounding of each output may cost a whole unit in the last place.
+    """
+    makers = {"cpu": backward_trial("layer", cpu_shape, dtype, truncated=dtype == BF16, **options),
               "cuda": backward_trial("layer", cuda_shape, dtype, **options)}
     return lambda rng, device: makers[device](rng, device)
 
 
+def trial(shape, dtype, **options):
+    """`sized` with one shape for both devices."""
+    return sized(shape, shape, dtype, **options)
+
+
+INTERPRETER_NAN = (
+    "under the interpreter (TRITON_INTERPRET=1), NaN in bfloat16 usually means arithmetic on loaded values that "
+    "were not converted first: NumPy has no bfloat16, so the interpreter's bfloat16 arithmetic is not the GPU's; "
+    "convert every load to float32 (tl.load(...).to(tl.float32)) and round only when storing")
+
+
+def _with_interpreter_hint(make):
+    """The trial maker `make`, whose judge adds INTERPRETER_NAN to a non-finite bfloat16 answer on the CPU."""
+    def hinted(rng, device):
+        trial = make(rng, device)
+        if device != "cpu" or trial.args[1].dtype != BF16:
+            return trial
+        judge = trial.judge
+
+        def judge_with_hint(returned, expected):
+            problems = judge(returned, expected)
+            if any("non-finite" in p for p in problems):
+                problems = problems + [INTERPRETER_NAN]
+            return problems
+
+        return replace(trial, judge=judge_with_hint)
+
+    return hinted
+
+
 def _case(name, points, hidden, description, make, seconds=20.0):
-    return Case(FUNCTION, name, points, hidden, description, make, devices=DEVICES, seconds=seconds)
+    return Case(FUNCTION, name, points, hidden, description, _with_interpreter_hint(make), devices=DEVICES,
+                seconds=seconds)
 
 
 CASES = [
-    _case("float32", 1, False, "float32, 6 x 1000", backward_trial("layer", (6, 1000), F32)),
-    _case("bfloat16", 1, False, "bfloat16, 9 x 300", backward_trial("layer", (9, 300), BF16)),
+    _case("float32", 1, False, "float32, 6 x 1000", trial((6, 1000), F32)),
+    _case("bfloat16", 1, False, "bfloat16, 9 x 300", trial((9, 300), BF16)),
     # On a GPU these have thousands of rows: more than a program per multiprocessor can take one each, so
     # partial sums must really be accumulated (and, with locks, contended for).
     _case("float32-wide", 2, True, "float32, 67 x 1500 (4099 x 1500 on a GPU): more than one block of columns",
@@ -49,19 +88,27 @@ CASES = [
     _case("float16", 2, True, "float16, 33 x 777 (2053 x 777 on a GPU)", sized((33, 777), (2053, 777), F16)),
     _case("bfloat16-wide", 2, True, "bfloat16, 45 x 2000 (3001 x 2000 on a GPU)",
           sized((45, 2000), (3001, 2000), BF16)),
-    _case("one-row", 1, True, "a single row, float16, 1 x 1234", backward_trial("layer", (1, 1234), F16)),
+    _case("one-row", 1, True, "a single row, float16, 1 x 1234", trial((1, 1234), F16)),
     _case("tiny-variance", 1, True, "float32 rows whose variance is far below eps",
-          backward_trial("layer", (17, 600), F32, kind="tiny-variance")),
+          trial((17, 600), F32, kind="tiny-variance")),
     _case("large-offset", 1, True, "float32 rows with means near 1e3 and unit spread",
-          backward_trial("layer", (17, 600), F32, kind="large-offset")),
+          trial((17, 600), F32, kind="large-offset")),
     _case("strided", 1, True, "float32 inputs that are transposed views (not contiguous)",
-          backward_trial("layer", (20, 513), F32, contiguous=False)),
+          trial((20, 513), F32, contiguous=False)),
     # A bfloat16 running sum of positive terms stalls after a few hundred of them (the increments fall
     # below half a unit in the last place): dgamma and dbeta summed in 16 bits over ~800 rows per program
     # are off by a third, far outside the tolerance. 800 rows on the interpreter; on a GPU enough rows
     # that a program per multiprocessor still walks about a thousand.
     _case("tall-shifted", 3, True, "bfloat16, 800 x 24 (300000 x 24 on a GPU), dy shifted away from zero",
           sized((800, 24), (300_000, 24), BF16, dy_offset=2.0), seconds=90.0),
+    # float16 keeps 11 bits: its running sums of terms near 1 stall past 2048. dbeta sums 3000 rows
+    # (30000 on a GPU, still below float16's largest value, 65504).
+    _case("float16-tall", 2, True, "float16, 3000 x 24 (30000 x 24 on a GPU), dy near 1",
+          sized((3000, 24), (30_000, 24), F16, dy_offset=1.0), seconds=90.0),
+    # Means near 10 beside a spread of 0.5 to 2: statistics rounded to 16 bits, or arithmetic done in
+    # them, shift every x_hat of a row; a kernel that reads float16 through bfloat16 loses 3 bits.
+    _case("float16-large-offset", 2, True, "float16, 16 x 700 (1024 x 3000 on a GPU) with means near 10",
+          sized((16, 700), (1024, 3000), F16, kind="large-offset", offset=10.0, dy_offset=3.0)),
 ]
 
 
@@ -80,4 +127,15 @@ MISTAKES = [
     _mistake("no-variance-path", "dx without the path through the variance (the term x_hat * c2)",
              "the-math-of-one-row"),
     _mistake("dgamma-from-x", "dgamma summed from dy * x instead of dy * x_hat", "the-math-of-one-row"),
+    Mistake(FUNCTION, "half-statistics", "mean and rstd rounded to the 16-bit type (or the arithmetic done in it): "
+            "load them, and x, dy and gamma, as float32", f"{NUMERICS}#half-precision",
+            partial(slipped_backward, norm="layer", slip="half-statistics")),
+    *(Mistake(FUNCTION, slip, "partial sums of dgamma or dbeta kept in the 16-bit type (or accumulated in it): "
+              "keep them in float32 and round once, at the end", f"{NUMERICS}#half-precision",
+              partial(slipped_backward, norm="layer", slip=slip))
+      for slip in ("half-sums", "half-partials", "half-partials-truncated")),
+    *(Mistake(FUNCTION, slip, "float16 inputs converted to bfloat16 on their way in (8 significant bits where "
+              "float16 has 11): convert loads to float32", f"{NUMERICS}#half-precision",
+              partial(slipped_backward, norm="layer", slip=slip))
+      for slip in ("through-bfloat16", "through-bfloat16-truncated")),  # on a GPU; under the interpreter
 ]
