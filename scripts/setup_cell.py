@@ -56,9 +56,9 @@ def canonical_cell() -> nbformat.NotebookNode:
 
 
 def is_canonical(cell) -> bool:
-    """The same source and nbgrader settings as the canonical cell (nbgrader's checksum aside)."""
+    """The same source and nbgrader settings as the canonical cell (what nbgrader's generation adds aside)."""
     want = canonical_cell()
-    meta = {k: v for k, v in cell.get("metadata", {}).get("nbgrader", {}).items() if k != "checksum"}
+    meta = {k: v for k, v in cell.get("metadata", {}).get("nbgrader", {}).items() if k not in ("checksum", "cell_type")}
     return cell.cell_type == "code" and cell.source == want.source and meta == want.metadata["nbgrader"]
 
 
