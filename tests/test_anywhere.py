@@ -111,6 +111,9 @@ def test_run_autograder_gives_the_solution_full_marks(bundles, tmp_path):
     total = sum(c.points for c in load("01-forward").cases)
     assert results["score"] == total and len(results["tests"]) == len(load("01-forward").cases)
     assert all(t["score"] == t["max_score"] for t in results["tests"])
+    if os.geteuid() == 0:  # as on Gradescope: without bubblewrap, the sandbox user must not read the solution
+        solution = tmp_path / "autograder" / "source" / "solutions" / "01-forward" / "forward.ipynb"
+        assert solution.stat().st_mode & 0o077 == 0 and solution.parent.stat().st_mode & 0o077 == 0
 
 
 def test_run_autograder_names_a_known_mistake_with_a_link_to_the_published_book(bundles, tmp_path):
@@ -326,3 +329,31 @@ def test_binders_environment_has_the_courses_pins():
              if l.strip() and not l.startswith(("#", "-"))]
     assert lines and all(pins[l.split("==")[0].lower().replace("_", "-")] == l for l in lines)
     assert {l.split("==")[0] for l in lines} >= set(gradescope.GRADER_PACKAGES)
+
+
+def test_a_jupyterhub_in_the_config_gets_a_button_that_pulls_the_exercise(tmp_path):
+    """The theme's own launch buttons, with a JupyterHub named, pointed at the exercise by exercise_launch."""
+    from types import SimpleNamespace
+
+    import exercise_launch
+    from sphinx_book_theme.header_buttons.launch import add_launch_buttons
+
+    launch = launch_settings()
+    pagename, exercise = "chapters/01-forward", notebooks("01-forward").release.relative_to(book.ROOT).as_posix()
+    (tmp_path / "jupyter_execute" / "chapters").mkdir(parents=True)
+    (tmp_path / "jupyter_execute" / f"{pagename}.ipynb").write_text("{}")  # the theme copies it for download
+    options = {"launch_buttons": {**{k: launch[k] for k in ("notebook_interface", "binderhub_url", "colab_url")},
+                                  "jupyterhub_url": "https://hub.example.edu"}, "repository_branch": launch["branch"]}
+    app = SimpleNamespace(outdir=str(tmp_path / "html"), config={"html_theme_options": options},
+                          env=SimpleNamespace(metadata={pagename: {"kernelspec": {}}},
+                                              doc2path=lambda name: str(book.ROOT / f"{name}.md")))
+    context = {"header_buttons": [], "pagename": pagename, "sourcename": f"{pagename}.md",
+               "github_url": "https://github.com", "github_user": launch["org"], "github_repo": launch["repo"],
+               "pathto": lambda target, resource=0: f"../{target}"}
+    add_launch_buttons(app, pagename, "page.html", context, None)
+    exercise_launch.point_buttons_at_exercise(app, pagename, "page.html", context, None)
+    urls = {b["text"]: b["url"] for b in context["header_buttons"][0]["buttons"]}
+    assert urls["JupyterHub"] == (f"https://hub.example.edu/hub/user-redirect/git-pull?repo=https%3A//github.com/"
+                                  f"{launch['org']}/{launch['repo']}&urlpath=lab/tree/{launch['repo']}/{exercise}"
+                                  f"&branch={launch['branch']}")
+    assert set(urls) == {"Binder", "JupyterHub", "Colab"} and all(exercise in u for u in urls.values())
