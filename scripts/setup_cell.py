@@ -27,7 +27,8 @@ import book
 
 ROOT = Path(__file__).resolve().parent.parent
 CELL_ID = "normgrad-setup"  # the cell's id and nbgrader grade_id
-# Colab gives these notebooks a GPU runtime when opened (its own notebook metadata)
+# Colab opens these notebooks on a GPU runtime: it reads `accelerator` (and `colab.gpuType`) from a
+# notebook's metadata, as keras-io's tutorials use it
 GPU_ASSIGNMENTS = ("06-triton",)
 
 
