@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test release bench gpu-check device-tools bench-grading system-packages clean
+.PHONY: book test release gradescope bench gpu-check device-tools bench-grading system-packages clean
 
 book: $(STAMP)
 	$(BIN)/python scripts/book.py
@@ -19,6 +19,11 @@ test: $(STAMP) system-packages
 # Regenerate the student notebooks in exercises/ from solutions/ with nbgrader.
 release: $(STAMP)
 	$(BIN)/python -m autograder release
+
+# Gradescope's autograder, one bundle per assignment: _build/gradescope/<id>.zip to upload (setup.sh,
+# run_autograder, and the course's grader, sandbox and trusted notebooks inside).
+gradescope: $(STAMP)
+	$(BIN)/python -m autograder.gradescope build $(GRADESCOPE_ARGS)
 
 # Chapter 6's benchmark: needs a CUDA GPU, and is not part of `make test`. It checks and times every rung of
 # chapter 6, PyTorch's backward (eager and torch.compile) and Liger-Kernel's (when installed), and writes

@@ -1,0 +1,196 @@
+"""Gradescope's autograder: one bundle per assignment, grading with this course's grader and sandbox.
+
+    python -m autograder.gradescope build [--out DIR] [ID ...]     # `make gradescope`
+    python -m autograder.gradescope run --assignment ID [--root /autograder] [--book-url URL]
+
+`build` writes DIR/<id>.zip (and the same files unpacked in DIR/<id>/), the
+file to upload as a Gradescope programming assignment's autograder:
+
+- `setup.sh`: run once by Gradescope, as root, when it builds the image:
+  installs Python (3.11 or later), bubblewrap, and in /opt/normgrad-grader
+  what grading needs (NumPy, PyTorch for the CPU, Triton, nbformat), pinned
+  to the course's requirements.txt;
+- `run_autograder`: run for each submission, in a container of its own:
+  grades the notebook in /autograder/submission with `python -m autograder
+  check` into /autograder/results/results.json;
+- the grader (`autograder/`), the course's library (`normgrad/`) and the
+  assignment's trusted notebooks (`solutions/<id>/`, with its hidden tests,
+  and `exercises/<id>/`).
+
+`run` is what run_autograder calls. It makes solutions/ readable by root only
+(without bubblewrap the sandbox user could otherwise read the hidden tests),
+picks the submitted notebook (a regular file; never a link), and always
+leaves a valid results.json: one that says what went wrong when no notebook
+was found or the grader failed. GRADESCOPE_ROOT (for --root) and
+NORMGRAD_PYTHON (the grader's Python) move it all elsewhere, for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from normgrad.cases import ASSIGNMENTS
+
+from . import report
+from .course import ROOT, notebooks
+
+VENV = "/opt/normgrad-grader"
+GRADER_PACKAGES = ("numpy", "torch", "triton", "nbformat")  # what `python -m autograder check` imports
+
+SETUP_SH = f"""#!/usr/bin/env bash
+# Gradescope runs this once, as root, when it builds the autograder's image (Ubuntu 22.04 or 24.04).
+set -euo pipefail
+cd "$(dirname "$0")"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends python3 python3-venv bubblewrap
+PYTHON=python3
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then  # Ubuntu 22.04 has 3.10
+    apt-get install -y --no-install-recommends software-properties-common
+    add-apt-repository -y ppa:deadsnakes/ppa
+    apt-get update
+    apt-get install -y --no-install-recommends python3.12 python3.12-venv
+    PYTHON=python3.12
+fi
+# Outside /autograder/source, and readable by all: without bubblewrap the sandbox user runs this Python.
+$PYTHON -m venv {VENV}
+{VENV}/bin/python -m pip install --quiet --upgrade pip
+# PyTorch's CPU build (the CUDA one is gigabytes larger); the rest pinned to the course's requirements.txt
+{VENV}/bin/python -m pip install --quiet --extra-index-url https://download.pytorch.org/whl/cpu \\
+    -r requirements.txt -c constraints.txt
+{VENV}/bin/python -c 'import numpy, torch, nbformat; print("grader environment ready: torch", torch.__version__)'
+"""
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this for each submission: it grades /autograder/submission into
+# /autograder/results/results.json with the course's grader. GRADESCOPE_ROOT moves /autograder
+# and NORMGRAD_PYTHON the grader's Python (both for tests).
+ROOT="${{GRADESCOPE_ROOT:-/autograder}}"
+cd "$ROOT/source" || exit 1
+exec "${{NORMGRAD_PYTHON:-{venv}/bin/python}}" -m autograder.gradescope run --assignment {assignment} \\
+    --root "$ROOT" --book-url {book_url}
+"""
+
+
+def requirement_pins() -> dict[str, str]:
+    """name -> line of the course's requirements.txt."""
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            pins[line.split("==")[0].strip().lower().replace("_", "-")] = line.strip()
+    return pins
+
+
+def build(assignment: str, out: Path) -> Path:
+    """The bundle of one assignment: DIR/<id>/ and DIR/<id>.zip. Returns the zip."""
+    folder = out / assignment
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "autograder", folder / "autograder", ignore=skip)
+    shutil.copytree(ROOT / "normgrad", folder / "normgrad", ignore=skip)
+    trusted = notebooks(assignment)
+    for path in (trusted.source, trusted.release):
+        target = folder / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    pins = requirement_pins()
+    (folder / "requirements.txt").write_text("".join(pins[name] + "\n" for name in GRADER_PACKAGES))
+    shutil.copyfile(ROOT / "requirements.txt", folder / "constraints.txt")
+    (folder / "setup.sh").write_text(SETUP_SH)
+    (folder / "run_autograder").write_text(RUN_AUTOGRADER.format(venv=VENV, assignment=assignment,
+                                                                 book_url=report.default_book_url()))
+    for script in ("setup.sh", "run_autograder"):
+        (folder / script).chmod(0o755)
+    bundle = out / f"{assignment}.zip"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=(2026, 1, 1, 0, 0, 0))
+            info.external_attr = (stat.S_IFREG | path.stat().st_mode & 0o777) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, path.read_bytes())
+    return bundle
+
+
+def submitted_notebook(submission: Path, name: str) -> tuple[Path | None, str]:
+    """The notebook to grade in Gradescope's submission folder, or None and why there is none.
+
+    The release's own name wins; otherwise the only notebook there is. Links are never followed:
+    one pointing at the trusted solution would otherwise be graded.
+    """
+    found = []
+    for folder, dirs, files in os.walk(submission):  # os.walk does not descend into linked folders
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__MACOSX")))
+        for f in sorted(files):
+            path = Path(folder) / f
+            if f.endswith(".ipynb") and not f.startswith(".") and stat.S_ISREG(os.lstat(path).st_mode):
+                found.append(path)
+    named = [p for p in found if p.name == name]
+    if len(named) == 1 or len(found) == 1:
+        return (named or found)[0], ""
+    if not found:
+        return None, f"no notebook was submitted: upload your {name}"
+    listing = ", ".join(repr(str(p.relative_to(submission))) for p in found[:10])
+    return None, f"{len(found)} notebooks were submitted ({listing}) and none is named {name}: upload that one alone"
+
+
+def failed_results(message: str) -> dict:
+    return {"score": 0.0, "output": message, "stdout_visibility": "hidden",
+            "tests": [{"name": "submission", "score": 0.0, "max_score": 0.0, "status": "failed",
+                       "output": message, "visibility": "visible"}]}
+
+
+def run(assignment: str, root: Path, book_url: str) -> int:
+    source, submission, results = root / "source", root / "submission", root / "results" / "results.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.unlink(missing_ok=True)
+    if os.geteuid() == 0:  # without bubblewrap, the sandbox user must not read the solution and hidden tests
+        for folder, _, files in os.walk(source / "solutions"):
+            for path in [folder, *(os.path.join(folder, f) for f in files)]:
+                os.chmod(path, os.lstat(path).st_mode & 0o700)
+    notebook, why = submitted_notebook(submission, notebooks(assignment).name)
+    if notebook is None:
+        results.write_text(json.dumps(failed_results(why), indent=1) + "\n")
+        print(why)
+        return 0
+    cmd = [sys.executable, "-m", "autograder", "check", str(notebook), "--assignment", assignment,
+           "--gradescope", str(results), "--book-url", book_url]
+    done = subprocess.run(cmd, cwd=source, stdin=subprocess.DEVNULL)
+    if done.returncode != 0 or not results.is_file():
+        message = ("the grader could not grade this submission (exit status "
+                   f"{done.returncode}); ask the course's staff to look at the autograder's output")
+        results.write_text(json.dumps(failed_results(message), indent=1) + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder.gradescope", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("build", help="write a Gradescope autograder bundle (.zip) per assignment")
+    p.add_argument("assignments", nargs="*", metavar="ID", help="assignment ids (default: all)")
+    p.add_argument("--out", default=str(ROOT / "_build" / "gradescope"), help="folder (default: %(default)s)")
+    p = sub.add_parser("run", help="grade Gradescope's submission folder (what run_autograder does)")
+    p.add_argument("--assignment", required=True, choices=list(ASSIGNMENTS))
+    p.add_argument("--root", default=os.environ.get("GRADESCOPE_ROOT", "/autograder"),
+                   help="Gradescope's folder, holding source/, submission/ and results/ (default: %(default)s)")
+    p.add_argument("--book-url", default="", help="where the book's chapters are published, for feedback links")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args.assignment, Path(args.root), args.book_url)
+    for assignment in args.assignments or list(ASSIGNMENTS):
+        if assignment not in ASSIGNMENTS:
+            raise SystemExit(f"unknown assignment {assignment!r}; known: {', '.join(ASSIGNMENTS)}")
+        print(f"wrote {build(assignment, Path(args.out))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
