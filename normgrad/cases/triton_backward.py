@@ -81,3 +81,5 @@ MISTAKES = [
              "the-math-of-one-row"),
     _mistake("dgamma-from-x", "dgamma summed from dy * x instead of dy * x_hat", "the-math-of-one-row"),
 ]
+
+from .second_edition import extend; CASES, MISTAKES = extend("06-triton", CASES, MISTAKES)  # noqa: E402,E702
