@@ -21,7 +21,7 @@ import torch
 from autograder import sandbox
 from autograder.cli import main as autograder_main
 from autograder.course import nbgrader_meta, notebooks, read
-from helpers import submission, write
+from helpers import solved, submission, write
 from normgrad import triton_layernorm
 from normgrad.cases import load
 from normgrad.cases.torch_trials import backward_trial
@@ -32,7 +32,7 @@ FUNCTION = "layernorm_backward_triton"
 
 def solution_source() -> str:
     """The source notebook's solution cell, markers removed: the reference the mutants start from."""
-    cell = next(c for c in read(notebooks(ASSIGNMENT).source).cells if nbgrader_meta(c).get("solution"))
+    cell = next(c for c in read(notebooks(ASSIGNMENT).source).cells if nbgrader_meta(c).get("grade_id") == FUNCTION)
     return "\n".join(line for line in cell.source.splitlines()
                      if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
 
@@ -57,7 +57,8 @@ def layernorm_backward_triton(dy, x, gamma, mean, rstd):
     m, n = x.shape
     dy, x = dy.contiguous(), x.contiguous()
     dx = torch.empty_like(x)
-    sums = torch.zeros((2, 4, n), dtype=torch.float32, device=x.device)
+    sums = torch.zeros((2, 4, n), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
+                       device=x.device)
     locks = torch.zeros(4, dtype=torch.int32, device=x.device)
     _row[(m,)](dx, sums, locks, dy, x, gamma, mean, rstd, n, BLOCK=triton.next_power_of_2(n))
     return dx, sums[0].sum(0).to(gamma.dtype), sums[1].sum(0).to(gamma.dtype)
@@ -68,11 +69,11 @@ def _row(DX, SUMS, LOCKS, DY, X, W, MEAN, RSTD, n, BLOCK: tl.constexpr):
     r = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     ok = cols < n
-    dy = tl.load(DY + r * n + cols, mask=ok, other=0.0).to(tl.float32)
-    x = tl.load(X + r * n + cols, mask=ok, other=0.0).to(tl.float32)
-    w = tl.load(W + cols, mask=ok, other=0.0).to(tl.float32)
-    rstd = tl.load(RSTD + r).to(tl.float32)
-    xhat = (x - tl.load(MEAN + r).to(tl.float32)) * rstd
+    dy = tl.load(DY + r * n + cols, mask=ok, other=0.0).to(SUMS.dtype.element_ty)
+    x = tl.load(X + r * n + cols, mask=ok, other=0.0).to(SUMS.dtype.element_ty)
+    w = tl.load(W + cols, mask=ok, other=0.0).to(SUMS.dtype.element_ty)
+    rstd = tl.load(RSTD + r).to(SUMS.dtype.element_ty)
+    xhat = (x - tl.load(MEAN + r).to(SUMS.dtype.element_ty)) * rstd
     g = dy * w
     dx = rstd * (g - tl.sum(g, axis=0) / n - xhat * (tl.sum(g * xhat, axis=0) / n))
     tl.store(DX + r * n + cols, dx, mask=ok)
@@ -100,7 +101,7 @@ MUTANTS = {
         "tl.load(here_w, mask=ok, other=0.0) + dyj * xhat": "dyj * xhat",
         "tl.load(here_b, mask=ok, other=0.0) + dyj": "dyj"}),
     # Partial sums stored in x's dtype: each row's share is added in float32 but rounded back to 16 bits.
-    "half-partials": lambda: mutated({"partial = torch.zeros((2, groups, N), dtype=torch.float32,":
+    "half-partials": lambda: mutated({"partial = torch.zeros((2, groups, N), dtype=wide,":
                                       "partial = torch.zeros((2, groups, N), dtype=x.dtype,"}),
     "lock-never-released": lambda: LOCKED.replace("RELEASE", "pass  # the lock is never released"),
 }
@@ -118,7 +119,7 @@ def graded(tmp_path_factory):
     """One graded batch: every mutant and every correct variant."""
     root = tmp_path_factory.mktemp("submitted")
     for name, source in {**MUTANTS, **VARIANTS}.items():
-        write(submission(ASSIGNMENT, {FUNCTION: source()}), root, name, ASSIGNMENT)
+        write(submission(ASSIGNMENT, {FUNCTION: source()}, base=solved(ASSIGNMENT)), root, name, ASSIGNMENT)
     out = tmp_path_factory.mktemp("grades")
     assert autograder_main(["grade", str(root), "--out", str(out)]) == 0
     return out
@@ -157,7 +158,7 @@ def test_a_lock_never_released_fails_on_time_instead_of_hanging(graded):
     _, _, failed, feedback = report(graded, "lock-never-released")
     assert "took longer than its time limit" in feedback, feedback
     assert "not run: an earlier test of layernorm_backward_triton ran out of time" in feedback  # one wait, not ten
-    assert len(failed) == len(load(ASSIGNMENT).cases)
+    assert len(failed) == len(load(ASSIGNMENT).cases_of(FUNCTION))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
