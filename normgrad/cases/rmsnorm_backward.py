@@ -20,7 +20,7 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import natural_scales, rounded, running_total, sixteen_bit_type, stats_dtype, strided
+from .torch_trials import natural_scales, rounded, sixteen_bit_type, stats_dtype, strided
 
 EPS = 1e-6
 NAMES = (("dy", "x", "gamma", "rstd"), ("dx", "dgamma"))
@@ -66,14 +66,24 @@ SLIPS = ("mean-subtracted", "no-projection", "half-dgamma", "partials-overwritte
 """
 mean-subtracted       layer norm's backward: x centered by its row mean, and the - mean(g) term
 no-projection         dx = rstd * g: the term - x_hat * mean(g * x_hat), through rstd, dropped
-half-dgamma           dgamma a running sum over the rows kept in the inputs' 16-bit type
+half-dgamma           dgamma a running sum over the rows kept in the inputs' 16-bit type (each
+                      row's term added in float32, the total rounded back)
 partials-overwritten  dgamma from the last `groups` rows only: each program's partial row
                       stored over instead of added to (rows r, r + G, ... per program)
 """
 
 
-def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1):
-    """(dx, dgamma) by the formula in float64, with one known slip (None: no slip)."""
+def to_bfloat16_truncated(t: torch.Tensor) -> torch.Tensor:
+    """t rounded toward zero to bfloat16 (as Triton's interpreter stores float32 into bfloat16), as float64."""
+    return (t.float().view(torch.int32) & -65536).view(torch.float32).double()
+
+
+def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1, truncate: bool = False):
+    """(dx, dgamma) by the formula in float64, with one known slip (None: no slip).
+
+    `truncate`: for 'half-dgamma' in bfloat16, each rounding toward zero, as Triton's interpreter
+    stores a float32 into a bfloat16 tensor (a GPU and PyTorch round to nearest).
+    """
     rstd = rstd.reshape(-1, 1)
     centered = x - x.mean(dim=1, keepdim=True) if slip == "mean-subtracted" else x
     x_hat = centered * rstd
@@ -84,8 +94,13 @@ def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1):
         dx = rstd * g
     else:
         dx = rstd * (g - x_hat * (g * x_hat).mean(dim=1, keepdim=True))
-    if slip == "half-dgamma":
-        dgamma = running_total(dy * x_hat, (0,), sixteen_bit_type(x, dy)).reshape(-1)
+    if slip == "half-dgamma":  # each row's term added in float32 (float64 here), the total rounded to 16 bits
+        half = sixteen_bit_type(x, dy)
+        dgamma = torch.zeros(x.shape[1], dtype=torch.float64)
+        if truncate and half != torch.bfloat16:
+            raise ValueError("the interpreter truncates only to bfloat16")
+        for term in dy * x_hat:
+            dgamma = to_bfloat16_truncated(dgamma + term) if truncate else (dgamma + term).to(half).double()
     elif slip == "partials-overwritten":
         if groups >= x.shape[0]:
             raise ValueError("with a program per row, nothing is overwritten")
