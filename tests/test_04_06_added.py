@@ -348,11 +348,11 @@ CHILD = textwrap.dedent('''
 
 # As MARGINS, for the kernels, measured under the interpreter on two seeds.
 TRITON_MARGINS = [
-    ("layernorm_dx_triton", "padded-count", "float32", 1e3, 0.05),
-    ("layernorm_dx_triton", "no-variance-path", "float32", 1e3, 0.05),
-    ("rmsnorm_backward_triton", "partials-overwritten", "float32", 1e3, 0.05),
-    ("rmsnorm_backward_triton", "half-dgamma", "tall-shifted", 10, 0.2),
-    ("rmsnorm_backward_triton", "no-projection", "float32", 1e3, 0.05),
+    ("layernorm_dx_triton", "padded-count", "float32", 60, 0.01),
+    ("layernorm_dx_triton", "no-variance-path", "float32", 120, 0.01),
+    ("rmsnorm_backward_triton", "partials-overwritten", "float32", 1e4, 0.01),
+    ("rmsnorm_backward_triton", "half-dgamma", "tall-shifted", 2.4, 0.5),
+    ("rmsnorm_backward_triton", "no-projection", "float32", 200, 0.01),
 ]
 
 
@@ -415,3 +415,13 @@ def test_the_added_kernels_compile_for_a_gpu(root):
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 3
+
+
+def test_the_students_page_lists_the_tasks_and_points_the_cases_give(root):
+    page = (root / "chapters" / "students.md").read_text()
+    for assignment in ADDED:
+        cases = load(assignment)
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{assignment}` |"))
+        listed = dict((f, float(p)) for f, p in re.findall(r"`(\w+)` \((\d+)\)", row))
+        assert listed == {f: cases.points_of(f) for f in cases.functions}, row
+        assert row.rstrip(" |").endswith(f"| {cases.max_score:g}"), row

@@ -212,6 +212,9 @@ def run_tests(assignment_id: str, function: str, target, hidden: bool = False, s
 
                 problems = in_child(lambda: _check(assignment, function, case, device, seed, target),
                                     case.seconds * 3)
+                mistake = diagnose_error(assignment, function, problems[0]) if len(problems) == 1 else None
+                if mistake:  # the child could not name what killed it
+                    problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.section})")
             else:
                 problems = _check(assignment, function, case, device, seed, target)
             print(f"{'PASS' if not problems else 'FAIL'}  {case.id}{where}: {case.description}")
