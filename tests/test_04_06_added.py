@@ -214,7 +214,8 @@ SUBMISSIONS = {
                                   + "\n\n\nclass BatchNormFunction(RowNorm):\n    pass\n"),
             "rmsnorm_backward": (None, lambda: chapter_defs("04-code-mapping.md", {"normalize_backward"})
                                  + "\n\n\ndef rmsnorm_backward(dy, x, gamma, rstd):\n"
-                                 "    return normalize_backward(dy, x, gamma, torch.zeros_like(rstd), rstd, dim=1)[:2]\n")},
+                                 "    zero = torch.zeros_like(rstd)\n"
+                                 "    return normalize_backward(dy, x, gamma, zero, rstd, dim=1)[:2]\n")},
     },
     "05-thnn": {
         "m1": {"shard_sums": ("averaged", lambda: mutated(
@@ -229,7 +230,8 @@ SUBMISSIONS = {
             "shard_sums": (None, lambda: chapter_defs("05-thnn.md", {"per_channel", "one_pass"})
                            + "\n\n\ndef shard_sums(grad_out, x, mean):\n    return one_pass(grad_out, x, mean)\n"),
             "shard_grad_in": (None, lambda: chapter_defs("05-thnn.md", {"per_channel", "one_pass"})
-                              + "\n\n\ndef shard_grad_in(grad_out, x, weight, mean, invstd, sum_dy, sum_dy_xmu, count):\n"
+                              + "\n\n\ndef shard_grad_in(grad_out, x, weight, mean, invstd, sum_dy, sum_dy_xmu,"
+                              " count):\n"
                               "    return one_pass(grad_out, x, weight, mean, invstd)\n")},
     },
     "06-triton": {
@@ -244,14 +246,16 @@ SUBMISSIONS = {
                     "tl.store(here, dyj * xhat, mask=ok)"}))},
         "m2": {"rmsnorm_backward_triton": ("half-dgamma", lambda: mutated(
                    "06-triton", "rmsnorm_backward_triton",
-                   {"partial = torch.zeros((groups, N), dtype=wide,": "partial = torch.zeros((groups, N), dtype=x.dtype,",
+                   {"partial = torch.zeros((groups, N), dtype=wide,":
+                        "partial = torch.zeros((groups, N), dtype=x.dtype,",
                     "acc: tl.constexpr = PARTIAL.dtype.element_ty": "acc: tl.constexpr = tl.float32",
                     "total = tl.zeros([WIDTH], dtype=PARTIAL.dtype.element_ty)":
                         "total = tl.zeros([WIDTH], dtype=tl.float32)"}))},
         "pasted": {
             "layernorm_dx_triton": (None, lambda: CHAPTER_6 + "\n\ndef layernorm_dx_triton(dy, x, gamma, mean, rstd):\n"
                                     "    return layernorm_backward_rowwise(dy, x, gamma, mean, rstd)\n"),
-            "rmsnorm_backward_triton": (None, lambda: CHAPTER_6 + "\n\ndef rmsnorm_backward_triton(dy, x, gamma, rstd):\n"
+            "rmsnorm_backward_triton": (None, lambda: CHAPTER_6
+                                        + "\n\ndef rmsnorm_backward_triton(dy, x, gamma, rstd):\n"
                                         "    return layernorm_backward_rowwise(dy, x, gamma, torch.zeros_like(rstd), "
                                         "rstd)[:2]\n")},
     },

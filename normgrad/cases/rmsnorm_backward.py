@@ -148,7 +148,7 @@ def _cases():
         # size, where for a random dy it shrinks like 1 / sqrt(N) into bfloat16's tolerance.
         c("bfloat16", 2, True, "bfloat16, 16 x 300, dy and x away from zero mean",
           trial((16, 300), bf16, contiguous=False, dy_offset=1.0)),
-        c("float16", 2, True, "float16, 16 x 300", trial((16, 300), f16)),
+        c("float16", 2, True, "float16, 16 x 300, dy and x away from zero mean", trial((16, 300), f16, dy_offset=1.0)),
         # 3000 rows of x_hat near 1 and dy near 2: dgamma's column sums reach about 6000, where a
         # bfloat16 or float16 running total has long stopped growing.
         c("bfloat16-tall", 2, True, "bfloat16, 3000 x 6, dy shifted away from zero: sums of 3000 rows",

@@ -77,7 +77,8 @@ CASES = [
     _ln("float64", 2, True, "float64, 21 x 300 (2053 x 300 on a GPU): float64 arithmetic and sums",
         ln_sized((21, 300), (2053, 300), F64)),
     _rms("float32", 5, False, "float32, 6 x 1000", rms.trial((6, 1000), F32)),
-    _rms("bfloat16", 5, False, "bfloat16, 9 x 300", rms.trial((9, 300), BF16)),
+    _rms("bfloat16", 5, False, "bfloat16, 9 x 300, dy and x away from zero mean",
+         rms.trial((9, 300), BF16, dy_offset=1.0)),
     _rms("float64", 5, True, "float64, 5 x 300: float64 arithmetic and sums", rms.sized((5, 300), (2053, 300), F64)),
     _rms("float16", 6, True, "float16, 33 x 777 (2053 x 777 on a GPU)", rms.sized((33, 777), (2053, 777), F16)),
     _rms("float32-wide", 6, True, "float32, 20 x 1500 (4099 x 1500 on a GPU): more than one chunk",
@@ -86,7 +87,8 @@ CASES = [
     # of the size of dx itself, where for a random dy it shrinks like 1 / sqrt(N) into bfloat16's tolerance.
     _rms("bfloat16-wide", 6, True, "bfloat16, 25 x 2000 (3001 x 2000 on a GPU), dy and x away from zero mean",
          rms.sized((25, 2000), (3001, 2000), BF16, dy_offset=1.0)),
-    _rms("one-row", 4, True, "a single row, float16, 1 x 1234", rms.trial((1, 1234), F16)),
+    _rms("one-row", 4, True, "a single row, float16, 1 x 1234, dy and x away from zero mean",
+         rms.trial((1, 1234), F16, dy_offset=1.0)),
     _rms("tiny-rms", 5, True, "float32 rows whose mean square is far below eps", rms.trial((17, 600), F32, scale=1e-4)),
     _rms("large-values", 4, True, "float32 rows with means near 1e3", rms.trial((17, 600), F32, "large-offset")),
     _rms("strided", 4, True, "float32 transposed views (not contiguous)", rms.trial((20, 513), F32, contiguous=False)),
@@ -129,7 +131,8 @@ def _overwritten(groups):
 
 
 MISTAKES = [
-    *[Mistake(DX, slip, message, f"{CHAPTER}#{anchor}", _dx_slip(slip)) for slip, (message, anchor) in DX_SLIPS.items()],
+    *[Mistake(DX, slip, message, f"{CHAPTER}#{anchor}", _dx_slip(slip))
+      for slip, (message, anchor) in DX_SLIPS.items()],
     *[Mistake(f, "missing-mask", *MISSING_MASK, impl=None, raises=CRASH) for f in (DX, RMS)],
     *rms.mistakes(RMS, ("mean-subtracted", "no-projection")),
     Mistake(RMS, "half-dgamma", *HALF_PARTIALS, partial(rms.slipped, slip="half-dgamma")),
