@@ -165,9 +165,11 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
     mistakes: dict[str, course_cases.Mistake] = {}
     for call in calls:
         problems, returned = _judge_call(verdicts[call.id], call.id, call.trial, assignment_id in KERNEL_ASSIGNMENTS)
-        if problems and call.case.id not in mistakes and returned is not None:
+        if problems and call.case.id not in mistakes:
             try:
-                found = course_cases.diagnose(assignment, call.case.function, call.trial, returned)
+                found = course_cases.diagnose(assignment, call.case.function, call.trial, returned) \
+                    if returned is not None else course_cases.diagnose_error(assignment, call.case.function,
+                                                                               "\n".join(problems))
             except Exception:  # a result too odd to compare with the known mistakes matches none of them
                 found = None
             if found:

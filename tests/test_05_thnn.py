@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from autograder.cli import main as autograder_main
-from helpers import submission, write
+from helpers import solved, submission, write
 from normgrad.cases import load
 
 ASSIGNMENT = "05-thnn"
@@ -128,7 +128,7 @@ ITEMS = ([(f"slip:{k}", TEMPLATE.format(**{**CORRECT, **v}), k) for k, v in SLIP
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("submitted")
     for k, (_, source, _) in enumerate(ITEMS):
-        write(submission(ASSIGNMENT, {FUNCTION: source}), root, f"s{k:02d}", ASSIGNMENT)
+        write(submission(ASSIGNMENT, {FUNCTION: source}, base=solved(ASSIGNMENT)), root, f"s{k:02d}", ASSIGNMENT)
     out = tmp_path_factory.mktemp("grades")
     assert autograder_main(["grade", str(root), "--out", str(out)]) == 0
     return out
@@ -170,8 +170,9 @@ def test_training_formula_in_evaluation_mode_fails_the_evaluation_cases_only(gra
 
 
 def test_code_for_two_dims_fails_exactly_the_cases_with_more(graded):
-    more = {c.name for c in load(ASSIGNMENT).cases if c.make(np.random.default_rng(0), "cpu").args[1].dim() > 2}
-    assert more and len(more) < len(load(ASSIGNMENT).cases)
+    mine = load(ASSIGNMENT).cases_of(FUNCTION)
+    more = {c.name for c in mine if c.make(np.random.default_rng(0), "cpu").args[1].dim() > 2}
+    assert more and len(more) < len(mine)
     for label in ("slip:first-dim-only", "breach:two-dims-only"):
         failed, text = failed_cases(graded, index(label))
         assert failed == more, text

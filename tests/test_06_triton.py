@@ -22,7 +22,7 @@ from autograder import sandbox
 from autograder.inside import protocol
 from autograder.cli import main as autograder_main
 from autograder.course import nbgrader_meta, notebooks, read
-from helpers import submission, write
+from helpers import solved, submission, write
 from normgrad import triton_layernorm
 from normgrad.cases import load
 from normgrad.cases.torch_trials import backward_trial
@@ -33,7 +33,7 @@ FUNCTION = "layernorm_backward_triton"
 
 def solution_source() -> str:
     """The source notebook's solution cell, markers removed: the reference the mutants start from."""
-    cell = next(c for c in read(notebooks(ASSIGNMENT).source).cells if nbgrader_meta(c).get("solution"))
+    cell = next(c for c in read(notebooks(ASSIGNMENT).source).cells if nbgrader_meta(c).get("grade_id") == FUNCTION)
     return "\n".join(line for line in cell.source.splitlines()
                      if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
 
@@ -58,7 +58,8 @@ def layernorm_backward_triton(dy, x, gamma, mean, rstd):
     m, n = x.shape
     dy, x = dy.contiguous(), x.contiguous()
     dx = torch.empty_like(x)
-    sums = torch.zeros((2, 4, n), dtype=torch.float32, device=x.device)
+    sums = torch.zeros((2, 4, n), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
+                       device=x.device)
     locks = torch.zeros(4, dtype=torch.int32, device=x.device)
     _row[(m,)](dx, sums, locks, dy, x, gamma, mean, rstd, n, BLOCK=triton.next_power_of_2(n))
     return dx, sums[0].sum(0).to(gamma.dtype), sums[1].sum(0).to(gamma.dtype)
@@ -69,11 +70,11 @@ def _row(DX, SUMS, LOCKS, DY, X, W, MEAN, RSTD, n, BLOCK: tl.constexpr):
     r = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     ok = cols < n
-    dy = tl.load(DY + r * n + cols, mask=ok, other=0.0).to(tl.float32)
-    x = tl.load(X + r * n + cols, mask=ok, other=0.0).to(tl.float32)
-    w = tl.load(W + cols, mask=ok, other=0.0).to(tl.float32)
-    rstd = tl.load(RSTD + r).to(tl.float32)
-    xhat = (x - tl.load(MEAN + r).to(tl.float32)) * rstd
+    dy = tl.load(DY + r * n + cols, mask=ok, other=0.0).to(SUMS.dtype.element_ty)
+    x = tl.load(X + r * n + cols, mask=ok, other=0.0).to(SUMS.dtype.element_ty)
+    w = tl.load(W + cols, mask=ok, other=0.0).to(SUMS.dtype.element_ty)
+    rstd = tl.load(RSTD + r).to(SUMS.dtype.element_ty)
+    xhat = (x - tl.load(MEAN + r).to(SUMS.dtype.element_ty)) * rstd
     g = dy * w
     dx = rstd * (g - tl.sum(g, axis=0) / n - xhat * (tl.sum(g * xhat, axis=0) / n))
     tl.store(DX + r * n + cols, dx, mask=ok)
@@ -104,7 +105,7 @@ MUTANTS = {
         "tl.load(here_w, mask=ok, other=0.0) + dyj * xhat": "dyj * xhat",
         "tl.load(here_b, mask=ok, other=0.0) + dyj": "dyj"}),
     # Partial sums stored in x's dtype: each row's share is added in float32 but rounded back to 16 bits.
-    "half-partials": lambda: mutated({"partial = torch.zeros((2, groups, N), dtype=torch.float32,":
+    "half-partials": lambda: mutated({"partial = torch.zeros((2, groups, N), dtype=wide,":
                                       "partial = torch.zeros((2, groups, N), dtype=x.dtype,"}),
     "lock-never-released": lambda: LOCKED.replace("RELEASE", "pass  # the lock is never released"),
     # float16 read through bfloat16 (a bug Liger-Kernel once had): 3 significant bits lost on the way in
@@ -127,7 +128,7 @@ def graded(tmp_path_factory):
     """One graded batch: every mutant and every correct variant."""
     root = tmp_path_factory.mktemp("submitted")
     for name, source in {**MUTANTS, **VARIANTS}.items():
-        write(submission(ASSIGNMENT, {FUNCTION: source()}), root, name, ASSIGNMENT)
+        write(submission(ASSIGNMENT, {FUNCTION: source()}, base=solved(ASSIGNMENT)), root, name, ASSIGNMENT)
     out = tmp_path_factory.mktemp("grades")
     assert autograder_main(["grade", str(root), "--out", str(out)]) == 0
     return out
@@ -185,7 +186,7 @@ def test_a_lock_never_released_fails_on_time_instead_of_hanging(graded):
     _, _, failed, feedback = report(graded, "lock-never-released")
     assert "took longer than its time limit" in feedback, feedback
     assert "not run: an earlier test of layernorm_backward_triton ran out of time" in feedback  # one wait, not ten
-    assert len(failed) == len(load(ASSIGNMENT).cases)
+    assert len(failed) == len(load(ASSIGNMENT).cases_of(FUNCTION))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -268,14 +269,15 @@ SIXTEEN_BIT_MISTAKES = {"half-statistics": "float16-large-offset", "half-sums": 
                         "through-bfloat16": "float16-large-offset", "through-bfloat16-truncated": "float16-tall"}
 
 
-@pytest.mark.parametrize("mistake", [m.name for m in load(ASSIGNMENT).mistakes if m.name not in SIXTEEN_BIT_MISTAKES])
+@pytest.mark.parametrize("mistake", [m.name for m in load(ASSIGNMENT).mistakes
+                                     if m.function == FUNCTION and m.name not in SIXTEEN_BIT_MISTAKES])
 def test_each_known_mistake_fails_the_float32_test_and_is_named(mistake):
     """In float32 every slip is far outside the tolerance. (In bfloat16 a missing mean or variance path,
     whose terms shrink like 1 / sqrt(N) for a random dy, can hide inside it: hence the float32 tests.)"""
     from normgrad.cases import _float64, diagnose
 
     assignment = load(ASSIGNMENT)
-    known = next(m for m in assignment.mistakes if m.name == mistake)
+    known = next(m for m in assignment.mistakes if m.function == FUNCTION and m.name == mistake)
     case = next(c for c in assignment.cases_of(FUNCTION, hidden=False) if c.name == "float32")
     trial = case.make(np.random.default_rng(11), "cpu")
     wrong = tuple(torch.as_tensor(a).to(torch.float32) for a in known.impl(*_float64(trial.args)))

@@ -20,9 +20,10 @@ CONTRACT = {
     "02-chain-rule": {"layernorm_backward_staged", "batchnorm_backward_staged", "layernorm_grad_paths",
                       "groupnorm_backward", "hide_path"},
     "03-variance-derivative": {"variance_grad", "layernorm_jacobian", "rmsnorm_jacobian"},
-    "04-code-mapping": {"layernorm_backward", "batchnorm_backward", "LayerNormFunction"},
-    "05-thnn": {"batchnorm_backward_thnn"},
-    "06-triton": {"layernorm_backward_triton"},
+    "04-code-mapping": {"layernorm_backward", "batchnorm_backward", "LayerNormFunction",
+                        "rmsnorm_backward", "BatchNormFunction", "expose_var_without_eps"},
+    "05-thnn": {"batchnorm_backward_thnn", "shard_sums", "shard_grad_in"},
+    "06-triton": {"layernorm_dx_triton", "layernorm_backward_triton", "rmsnorm_backward_triton"},
 }
 
 assignments = pytest.mark.parametrize("assignment", list(ASSIGNMENTS))

@@ -10,6 +10,11 @@ call               fn(*args, **kwargs); the value it returns is the result
 autograd_function  y = cls.apply(*args[:-1]); y.backward(args[-1]); the result
                    is (y, x.grad, gamma.grad, beta.grad) for the first three args;
                    cls must be a torch.autograd.Function and y its own output
+shards             data-parallel batch norm (exercise 05): args are (grad_out, x, weight,
+                   mean, invstd, sizes); the batch is cut along dim 0 into shards of
+                   `sizes`, the student's `shard_sums` runs on each, the sums are added
+                   here, then fn = `shard_grad_in` runs on each shard with the totals and
+                   the whole batch's count; the result is the tuple of the shards' grad_in
 
 While the student's code runs, autograd is switched off and its entry points
 raise: the exercises are about computing gradients by hand. Under the
@@ -33,7 +38,7 @@ import ctypes
 import sys
 import warnings
 
-PROTOCOLS = ("call", "autograd_function")
+PROTOCOLS = ("call", "autograd_function", "shards")
 
 NO_AUTOGRAD = "autograd is switched off while your code is tested: compute the gradient by hand"
 
@@ -189,4 +194,33 @@ def invoke(protocol: str, target, args: tuple, kwargs: dict):
             _run_backward(torch, y, dy)
         grads = tuple(leaf.grad if isinstance(leaf, torch.Tensor) else None for leaf in leaves[:3])
         return (y.detach(), *grads)
+    if protocol == "shards":
+        return _shards(target, *args, **kwargs)
     raise ValueError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")
+
+
+def _shards(shard_grad_in, grad_out, x, weight, mean, invstd, sizes):
+    """Batch norm's backward split across shards as data-parallel training does it (SyncBatchNorm).
+
+    `shard_sums` is found beside `shard_grad_in`, in the namespace its code was defined in (the
+    notebook's, or the sandbox's). Only the two vectors of C each shard returns are combined, and
+    they are combined here, by addition in their own dtype, as an all-reduce would.
+    """
+    shard_sums = getattr(shard_grad_in, "__globals__", {}).get("shard_sums")
+    if not callable(shard_sums):
+        raise NameError("shard_grad_in is tested together with shard_sums: define both")
+    import torch
+
+    count = x.numel() // x.shape[1]
+    cut = list(zip(torch.split(grad_out, list(sizes)), torch.split(x, list(sizes))))
+    with no_autograd():
+        totals = None
+        for g, xs in cut:
+            sums = shard_sums(g, xs, mean)
+            if not (isinstance(sums, tuple) and len(sums) == 2 and all(type(s) is torch.Tensor for s in sums)):
+                raise TypeError("shard_sums should return a tuple of two tensors (sum_dy, sum_dy_xmu)")
+            if any(tuple(s.shape) != (x.shape[1],) for s in sums):
+                raise ValueError(f"shard_sums should return two tensors of shape ({x.shape[1]},)")
+            totals = sums if totals is None else tuple(t + s for t, s in zip(totals, sums))
+        return tuple(shard_grad_in(g, xs, weight, mean, invstd, totals[0], totals[1], count) for g, xs in cut)
+

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
+import re
 import secrets
 import warnings
 import zlib
@@ -78,7 +80,8 @@ class Mistake:
     name: str
     message: str  # completes "Your result matches ..."
     section: str  # the book page and anchor that explains it, e.g. "01-forward.html#slips"
-    impl: Callable
+    impl: Callable | None  # None for a mistake that shows as an error, not as a wrong value
+    raises: str | None = None  # a pattern of the error text it shows as (see `diagnose_error`)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ def evaluate(trial: Trial, returned, args_after, error: str | None) -> list[str]
 def diagnose(assignment: Assignment, function: str, trial: Trial, returned) -> Mistake | None:
     """The known mistake whose output the wrong answer matches, if any."""
     for mistake in assignment.mistakes:
-        if mistake.function != function:
+        if mistake.function != function or mistake.impl is None:
             continue
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -155,6 +158,14 @@ def diagnose(assignment: Assignment, function: str, trial: Trial, returned) -> M
         except Exception:  # a mistake that cannot apply to these inputs matches nothing
             continue
         if not trial.judge(returned, wrong):
+            return mistake
+    return None
+
+
+def diagnose_error(assignment: Assignment, function: str, error: str) -> Mistake | None:
+    """The known mistake that shows as this error (an exception's text, or how the process ended)."""
+    for mistake in assignment.mistakes:
+        if mistake.function == function and mistake.raises and re.search(mistake.raises, error):
             return mistake
     return None
 
@@ -193,20 +204,39 @@ def run_tests(assignment_id: str, function: str, target, hidden: bool = False, s
     failures = []
     for case in assignment.cases_of(function, hidden=hidden):
         for device in [d for d in case.devices if d in devices]:
-            trial = case.make(case_rng(seed, case, device), device)
-            args = copy.deepcopy(trial.args)
-            error, returned = None, None
-            try:
-                returned = calling.invoke(trial.protocol, target, args, copy.deepcopy(trial.kwargs))
-            except Exception as e:
-                error = f"{type(e).__name__}: {e}"
-            problems = evaluate(trial, returned, args, error)
             where = f" [{device}]" if len(case.devices) > 1 else ""
+            if device == "cpu" and os.environ.get("TRITON_INTERPRET") == "1" and hasattr(os, "fork"):
+                # A kernel that reads or writes out of bounds can crash Triton's interpreter: run
+                # each test in a child process, so a crash fails that test and the notebook goes on.
+                from .child import in_child
+
+                problems = in_child(lambda: _check(assignment, function, case, device, seed, target),
+                                    case.seconds * 3)
+                mistake = diagnose_error(assignment, function, problems[0]) if len(problems) == 1 else None
+                if mistake:  # the child could not name what killed it
+                    problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.section})")
+            else:
+                problems = _check(assignment, function, case, device, seed, target)
             print(f"{'PASS' if not problems else 'FAIL'}  {case.id}{where}: {case.description}")
             if problems:
-                mistake = diagnose(assignment, function, trial, returned) if error is None else None
-                if mistake:
-                    problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.section})")
                 failures.append(f"{case.id}{where}:\n  " + "\n  ".join(problems))
     if failures:
         raise TestsFailed(f"{len(failures)} test(s) of {function} failed:\n" + "\n".join(failures))
+
+
+def _check(assignment: Assignment, function: str, case: Case, device: str, seed: int, target) -> list[str]:
+    """One case on one device in this process: what is wrong, with the known mistake it matches."""
+    trial = case.make(case_rng(seed, case, device), device)
+    args = copy.deepcopy(trial.args)
+    error, returned = None, None
+    try:
+        returned = calling.invoke(trial.protocol, target, args, copy.deepcopy(trial.kwargs))
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+    problems = evaluate(trial, returned, args, error)
+    if problems:
+        mistake = diagnose(assignment, function, trial, returned) if error is None else \
+            diagnose_error(assignment, function, error)
+        if mistake:
+            problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.section})")
+    return problems

@@ -209,3 +209,5 @@ def _mistakes() -> list[Mistake]:
 
 
 MISTAKES = _mistakes()
+
+from .second_edition import extend; CASES, MISTAKES = extend("04-code-mapping", CASES, MISTAKES)  # noqa: E402,E702

@@ -1,11 +1,15 @@
-"""The second edition's transfer and insight tasks (COURSE_API.md, "Added in the second edition")
-for the NumPy assignments, and what their judges share.
+"""The second edition's transfer and insight tasks (COURSE_API.md, "Added in the second edition"),
+and what the NumPy tasks' judges share.
 
 - 01-forward: `groupnorm_forward`, `rmsnorm_forward`
 - 02-chain-rule: `groupnorm_backward`, `hide_path`
 - 03-variance-derivative: `rmsnorm_jacobian`
+- 04-code-mapping: `BatchNormFunction`, `rmsnorm_backward`, `expose_var_without_eps`
+- 05-thnn: `shard_sums`, `shard_grad_in`
+- 06-triton: `layernorm_dx_triton`, `rmsnorm_backward_triton` (and a float64 case of
+  `layernorm_backward_triton`, which the contract's dtypes ask for)
 
-Their cases and mistakes live in `groupnorm`, `rmsnorm` and `hide_path`; each
+Their cases and mistakes live in modules of their own, named below; each
 assignment's module appends them with `extend` on its last line.
 
 Every judge here is a `functools.partial` with an `rtol` keyword, so the tests
@@ -24,9 +28,16 @@ ADDED = {  # assignment id -> the modules whose CASES and MISTAKES it takes, and
     "01-forward": {"groupnorm": ("groupnorm_forward",), "rmsnorm": ("rmsnorm_forward",)},
     "02-chain-rule": {"groupnorm": ("groupnorm_backward",), "hide_path": ("hide_path",)},
     "03-variance-derivative": {"rmsnorm": ("rmsnorm_jacobian",)},
+    "04-code-mapping": {"batchnorm_function": ("BatchNormFunction",), "rmsnorm_backward": ("rmsnorm_backward",),
+                        "expose_var": ("expose_var_without_eps",)},
+    "05-thnn": {"shards": ("shard_sums", "shard_grad_in")},
+    "06-triton": {"triton_steps": ("layernorm_dx_triton", "layernorm_backward_triton", "rmsnorm_backward_triton")},
 }
 
-FUNCTIONS = {a: [f for functions in modules.values() for f in functions] for a, modules in ADDED.items()}
+# assignment id -> the functions the contract adds to it (06's module also holds a float64 case of a
+# first-edition function, which stays first-edition for the points)
+FUNCTIONS = {a: [f for functions in modules.values() for f in functions if f != "layernorm_backward_triton"]
+             for a, modules in ADDED.items()}
 
 
 def extend(assignment_id: str, cases: list, mistakes: list) -> tuple[list, list]:

@@ -139,3 +139,5 @@ MISTAKES = [
               partial(slipped_backward, norm="layer", slip=slip))
       for slip in ("through-bfloat16", "through-bfloat16-truncated")),  # on a GPU; under the interpreter
 ]
+
+from .second_edition import extend; CASES, MISTAKES = extend("06-triton", CASES, MISTAKES)  # noqa: E402,E702

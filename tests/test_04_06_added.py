@@ -1,0 +1,431 @@
+"""The functions exercises 04-06 gained in the second edition (COURSE_API.md, "Added in the second edition").
+
+- their points: at least half of each assignment's, and the Triton exercise worth the most;
+- every named mistake's margin against the tolerance, beside the correct solution's, on fixed seeds;
+- every named mistake diagnosed through the autograder, with its link to the book;
+- the chapters' own code, pasted under the added names, scores nothing on them;
+- a kernel that crashes Triton's interpreter fails its test in the notebook, which goes on;
+- the added kernels compile for a GPU (sm_90) without one.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from autograder.cli import main as autograder_main
+from autograder.course import nbgrader_meta, notebooks, read
+from helpers import submission, write
+from normgrad import calling
+from normgrad.cases import ASSIGNMENTS, _float64, case_rng, load
+
+ADDED = {
+    "04-code-mapping": {"BatchNormFunction", "rmsnorm_backward", "expose_var_without_eps"},
+    "05-thnn": {"shard_sums", "shard_grad_in"},
+    "06-triton": {"layernorm_dx_triton", "rmsnorm_backward_triton"},
+}
+
+
+def solution_source(assignment: str, function: str) -> str:
+    """The source notebook's solution cell of `function`, markers removed."""
+    cell = next(c for c in read(notebooks(assignment).source).cells if nbgrader_meta(c).get("grade_id") == function)
+    return "\n".join(line for line in cell.source.splitlines()
+                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+
+
+def mutated(assignment: str, function: str, replacements: dict[str, str]) -> str:
+    source = solution_source(assignment, function)
+    for old, new in replacements.items():
+        assert old in source, f"the solution of {function} no longer contains {old!r}: update this mutant"
+        source = source.replace(old, new)
+    return source
+
+
+def test_added_functions_carry_half_the_points_and_triton_the_most():
+    totals = {a: load(a).max_score for a in ASSIGNMENTS}
+    for assignment, functions in ADDED.items():
+        cases = load(assignment)
+        assert 2 * sum(cases.points_of(f) for f in functions) >= cases.max_score, assignment
+    assert max(totals, key=totals.get) == "06-triton", totals
+
+
+# --- margins: each mistake against the tolerance, beside the correct solution ------------------
+
+def rescaled(judge, factor):
+    """The same judge with its tolerance multiplied by `factor`."""
+    return partial(judge.func, *judge.args, **{**judge.keywords, "rtol": judge.keywords["rtol"] * factor})
+
+
+def excess(trial, returned) -> float:
+    """The smallest factor of the tolerance at which `returned` passes (within 1%): > 1 fails, < 1 passes."""
+    def passes(factor):
+        return not rescaled(trial.judge, factor)(returned, trial.expected)
+
+    lo, hi = 0.0, 1.0
+    while not passes(hi):
+        lo, hi = hi, hi * 4
+        if hi > 2.0**60:
+            return float("inf")
+    while hi - lo > 0.01 * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
+    return hi
+
+
+def as_returned(trial, wrong):
+    """A float64 mistake's output in the dtypes the judge expects of a student's."""
+    keywords = trial.judge.keywords
+    if "dtypes" in keywords:
+        dtypes = keywords["dtypes"]
+    else:
+        dtypes = (keywords["dtype"],) * (len(wrong) if isinstance(wrong, tuple) else 1)
+    if not isinstance(wrong, tuple):
+        return torch.from_numpy(np.asarray(wrong)).to(dtypes[0])
+    return tuple(None if w is None else torch.from_numpy(np.asarray(w)).to(d) for w, d in zip(wrong, dtypes))
+
+
+def mistake_excess(assignment, function, mistake, case_name, seed):
+    cases = load(assignment)
+    case = next(c for c in cases.cases_of(function) if c.name == case_name)
+    known = [m for m in cases.mistakes if m.function == function and m.name == mistake]
+    trial = case.make(case_rng(seed, case, "cpu"), "cpu")
+    wrong = as_returned(trial, known[0].impl(*_float64(trial.args)))
+    return excess(trial, wrong)
+
+
+def correct_excess(assignment, function, case_name, seed, namespace):
+    case = next(c for c in load(assignment).cases_of(function) if c.name == case_name)
+    trial = case.make(case_rng(seed, case, "cpu"), "cpu")
+    returned = calling.invoke(trial.protocol, namespace[function], copy.deepcopy(trial.args), {})
+    return excess(trial, returned)
+
+
+# (assignment, function, mistake, case, the least factor of its tolerance the mistake is off by over
+# three seeds, as measured, rounded down; the correct solution's largest factor on the same case)
+MARGINS = [
+    ("04-code-mapping", "BatchNormFunction", "wrong-dimensions", "nchw", 1e12, 0.01),
+    ("04-code-mapping", "BatchNormFunction", "unbiased-variance", "nchw", 5e9, 0.01),
+    ("04-code-mapping", "rmsnorm_backward", "mean-subtracted", "small", 1e12, 0.01),
+    ("04-code-mapping", "rmsnorm_backward", "no-projection", "small", 1e12, 0.01),
+    ("04-code-mapping", "rmsnorm_backward", "half-dgamma", "bfloat16-tall", 20, 0.4),
+    ("04-code-mapping", "rmsnorm_backward", "half-dgamma", "float16-tall", 14, 0.4),
+    ("05-thnn", "shard_sums", "averaged", "nc", 1e12, 0.01),
+    ("05-thnn", "shard_sums", "local-mean", "nc", 5e11, 0.01),
+    ("05-thnn", "shard_grad_in", "own-count", "split", 5e11, 0.01),
+    ("05-thnn", "shard_grad_in", "own-count", "split-bfloat16", 2.5, 0.1),
+    ("05-thnn", "shard_grad_in", "averaged", "split", 1e11, 0.01),
+    ("05-thnn", "shard_grad_in", "local-mean", "split", 5e9, 0.01),
+    ("05-thnn", "shard_grad_in", "local-mean", "split-shifted", 50, 0.01),
+]
+
+
+@pytest.fixture(scope="module")
+def pytorch_solutions():
+    namespace = {}
+    for assignment in ("04-code-mapping", "05-thnn"):
+        for function in ADDED[assignment]:
+            exec(compile(solution_source(assignment, function), f"<{function}>", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("assignment,function,mistake,case,least,correct", MARGINS,
+                         ids=[f"{f}-{m}-{c}" for _, f, m, c, _, _ in MARGINS])
+def test_each_mistake_is_far_outside_the_tolerance_and_the_solution_inside(
+        pytorch_solutions, assignment, function, mistake, case, least, correct):
+    for seed in (1, 2, 3):
+        wrong = mistake_excess(assignment, function, mistake, case, seed)
+        right = correct_excess(assignment, function, case, seed, pytorch_solutions)
+        assert wrong >= least and wrong > 1, (seed, wrong)
+        assert right <= correct, (seed, right)
+
+
+def test_expose_accepts_an_exposing_input_and_refuses_the_easy_ones():
+    from normgrad.cases.expose_var import judge, snippet_error
+
+    draw = torch.Generator().manual_seed(0)
+    tiny = 1e-3 * torch.randn(6, 40, generator=draw, dtype=torch.float64)
+    dy = 2 * torch.rand(6, 40, generator=draw, dtype=torch.float64) - 1
+    assert snippet_error(tiny, dy) > 10 * 1e-2 and judge((tiny, dy)) == []
+    wide = torch.randn(6, 40, generator=draw, dtype=torch.float64)  # var near 1: eps is lost in it
+    assert snippet_error(wide, dy) < 1e-4 and "at least 0.01" in judge((wide, dy))[0]
+    flat = torch.ones(6, 40, dtype=torch.float64)  # var = 0: the snippet divides 0 by 0
+    assert "not finite" in judge((flat, dy))[0]
+    assert "at most 1" in judge((tiny, 2 * dy))[0]
+    assert "2-D float64" in judge((tiny.float(), dy))[0]
+
+
+# --- through the autograder: named mistakes, and the chapters' code under the added names -------
+
+def chapter_defs(chapter: str, names: set[str]) -> str:
+    """The imports and the definitions of `names` from a chapter's code cells, as a reader would paste them."""
+    text = open(os.path.join(os.path.dirname(__file__), "..", "chapters", chapter)).read()
+    keep = ["import torch", "import numpy as np"]
+    for cell in re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", text, re.S):
+        tree = ast.parse(cell)
+        keep += [ast.get_source_segment(cell, node) for node in tree.body
+                 if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names]
+    assert len(keep) == 2 + len(names), f"{chapter} no longer defines all of {names}"
+    return "\n\n\n".join(keep)
+
+
+RELEASE_TRITON_HEADER = "import torch\nimport triton\nimport triton.language as tl\n\n\n"
+CHAPTER_6 = open(os.path.join(os.path.dirname(__file__), "..", "normgrad", "triton_layernorm.py")).read()
+
+SUBMISSIONS = {
+    "04-code-mapping": {
+        "m1": {"BatchNormFunction": ("wrong-dimensions", lambda: mutated(
+                   "04-code-mapping", "BatchNormFunction",
+                   {"mean = xw.mean(dim=dims, keepdim=True)": "mean = xw.mean(dim=0, keepdim=True)",
+                    "((xw - mean) ** 2).mean(dim=dims, keepdim=True)": "((xw - mean) ** 2).mean(dim=0, keepdim=True)",
+                    "g.mean(dim=dims, keepdim=True) - x_hat * (g * x_hat).mean(dim=dims, keepdim=True)":
+                        "g.mean(dim=0, keepdim=True) - x_hat * (g * x_hat).mean(dim=0, keepdim=True)"})),
+               "rmsnorm_backward": ("mean-subtracted", lambda: mutated(
+                   "04-code-mapping", "rmsnorm_backward",
+                   {"x_hat = x.to(work) * r": "x_hat = (x.to(work) - x.to(work).mean(dim=1, keepdim=True)) * r",
+                    "dx = r * (g - x_hat": "dx = r * (g - g.mean(dim=1, keepdim=True) - x_hat"}))},
+        "m2": {"BatchNormFunction": ("none-gradients", lambda: mutated(
+                   "04-code-mapping", "BatchNormFunction",
+                   {"return dx.to(x.dtype), dweight, dbias, None": "return dx.to(x.dtype), dweight, dbias"})),
+               "rmsnorm_backward": ("no-projection", lambda: mutated(
+                   "04-code-mapping", "rmsnorm_backward",
+                   {"dx = r * (g - x_hat * (g * x_hat).mean(dim=1, keepdim=True))": "dx = r * g"}))},
+        "m3": {"BatchNormFunction": ("unbiased-variance", lambda: mutated(
+                   "04-code-mapping", "BatchNormFunction",
+                   {"rstd = torch.rsqrt(((xw - mean) ** 2).mean(dim=dims, keepdim=True) + eps)":
+                    "rstd = torch.rsqrt(xw.var(dim=dims, keepdim=True) + eps)"})),
+               "rmsnorm_backward": ("half-dgamma", lambda: mutated(
+                   "04-code-mapping", "rmsnorm_backward",
+                   {"dgamma = (d * x_hat).sum(dim=0)":
+                    "dgamma = torch.zeros_like(gamma)\n    for row in d * x_hat:\n        dgamma += row"}))},
+        "pasted": {
+            "BatchNormFunction": (None, lambda: chapter_defs("04-code-mapping.md", {"normalize_backward", "RowNorm"})
+                                  + "\n\n\nclass BatchNormFunction(RowNorm):\n    pass\n"),
+            "rmsnorm_backward": (None, lambda: chapter_defs("04-code-mapping.md", {"normalize_backward"})
+                                 + "\n\n\ndef rmsnorm_backward(dy, x, gamma, rstd):\n"
+                                 "    zero = torch.zeros_like(rstd)\n"
+                                 "    return normalize_backward(dy, x, gamma, zero, rstd, dim=1)[:2]\n")},
+    },
+    "05-thnn": {
+        "m1": {"shard_sums": ("averaged", lambda: mutated(
+            "05-thnn", "shard_sums", {"return go.sum(dim=planes), (go * xmu).sum(dim=planes)":
+                                      "return go.mean(dim=planes), (go * xmu).mean(dim=planes)"}))},
+        "m2": {"shard_sums": ("local-mean", lambda: mutated(
+                   "05-thnn", "shard_sums", {"xmu = x.to(acc) - mean.to(acc).view(view)":
+                                             "xmu = x.to(acc) - x.to(acc).mean(dim=planes, keepdim=True)"})),
+               "shard_grad_in": ("own-count", lambda: mutated(
+                   "05-thnn", "shard_grad_in", {"/ count": "/ (x.numel() // x.shape[1])"}))},
+        "pasted": {
+            "shard_sums": (None, lambda: chapter_defs("05-thnn.md", {"per_channel", "one_pass"})
+                           + "\n\n\ndef shard_sums(grad_out, x, mean):\n    return one_pass(grad_out, x, mean)\n"),
+            "shard_grad_in": (None, lambda: chapter_defs("05-thnn.md", {"per_channel", "one_pass"})
+                              + "\n\n\ndef shard_grad_in(grad_out, x, weight, mean, invstd, sum_dy, sum_dy_xmu,"
+                              " count):\n"
+                              "    return one_pass(grad_out, x, weight, mean, invstd)\n")},
+    },
+    "06-triton": {
+        # No masks, and chunks far wider than any row: every load runs megabytes past its tensor.
+        "m1": {"layernorm_dx_triton": ("missing-mask", lambda: mutated(
+                   "06-triton", "layernorm_dx_triton",
+                   {"CHUNK=min(1024, triton.next_power_of_2(N))": "CHUNK=1 << 20",
+                    ", mask=ok, other=0.0)": ")", ", mask=ok)": ")"})),
+               "rmsnorm_backward_triton": ("partials-overwritten", lambda: mutated(
+                   "06-triton", "rmsnorm_backward_triton",
+                   {"tl.store(here, tl.load(here, mask=ok, other=0.0) + dyj * xhat, mask=ok)":
+                    "tl.store(here, dyj * xhat, mask=ok)"}))},
+        "m2": {"rmsnorm_backward_triton": ("half-dgamma", lambda: mutated(
+                   "06-triton", "rmsnorm_backward_triton",
+                   {"partial = torch.zeros((groups, N), dtype=wide,":
+                        "partial = torch.zeros((groups, N), dtype=x.dtype,",
+                    "acc: tl.constexpr = PARTIAL.dtype.element_ty": "acc: tl.constexpr = tl.float32",
+                    "total = tl.zeros([WIDTH], dtype=PARTIAL.dtype.element_ty)":
+                        "total = tl.zeros([WIDTH], dtype=tl.float32)"}))},
+        "pasted": {
+            "layernorm_dx_triton": (None, lambda: CHAPTER_6 + "\n\ndef layernorm_dx_triton(dy, x, gamma, mean, rstd):\n"
+                                    "    return layernorm_backward_rowwise(dy, x, gamma, mean, rstd)\n"),
+            "rmsnorm_backward_triton": (None, lambda: CHAPTER_6
+                                        + "\n\ndef rmsnorm_backward_triton(dy, x, gamma, rstd):\n"
+                                        "    return layernorm_backward_rowwise(dy, x, gamma, torch.zeros_like(rstd), "
+                                        "rstd)[:2]\n")},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One grading run per assignment over its mutants and pastes (the other functions left unanswered)."""
+    out = {}
+    for assignment, students in SUBMISSIONS.items():
+        root = tmp_path_factory.mktemp(f"submitted-{assignment}")
+        for student, answers in students.items():
+            write(submission(assignment, {f: make() for f, (_, make) in answers.items()}), root, student, assignment)
+        out[assignment] = tmp_path_factory.mktemp(f"grades-{assignment}")
+        assert autograder_main(["grade", str(root), "--out", str(out[assignment])]) == 0
+    return out
+
+
+def feedback(out, student, assignment):
+    text = (out / "feedback" / student / assignment / (notebooks(assignment).source.stem + ".txt")).read_text()
+    blocks, current = {}, None
+    for line in text.splitlines():
+        head = re.match(r"\s+(PASS|FAIL)\s+(visible|hidden)\s+(\S+)", line)
+        if head:
+            current = head.group(3)
+            blocks[current] = (head.group(1) == "PASS", line)
+        elif current and line.startswith("          "):
+            blocks[current] = (blocks[current][0], blocks[current][1] + "\n" + line)
+    return blocks, text
+
+
+NAMED = [(a, s, f, m) for a, students in SUBMISSIONS.items() for s, answers in students.items()
+         for f, (m, _) in answers.items() if m is not None]
+
+
+@pytest.mark.parametrize("assignment,student,function,mistake", NAMED, ids=[f"{f}-{m}" for _, _, f, m in NAMED])
+def test_each_mistake_is_rejected_and_named_with_its_section(graded, assignment, student, function, mistake):
+    from autograder.report import default_book_url
+
+    book = default_book_url()
+    blocks, text = feedback(graded[assignment], student, assignment)
+    mine = {case: block for case, (passed, block) in blocks.items() if case.startswith(function + "/") and not passed}
+    assert mine, f"{function} with {mistake} was not rejected:\n{text}"
+    known = next(m for m in load(assignment).mistakes if m.function == function and m.name == mistake)
+    named = [case for case, block in mine.items() if known.message in block and book + known.section in block]
+    assert named, f"{mistake} was not named with its section:\n{text}"
+
+
+@pytest.mark.parametrize("assignment", list(SUBMISSIONS))
+def test_the_chapters_code_under_the_added_names_scores_nothing_on_them(graded, assignment):
+    with open(graded[assignment] / "grades.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["student"] == "pasted")
+    blocks, text = feedback(graded[assignment], "pasted", assignment)
+    pasted = SUBMISSIONS[assignment]["pasted"]
+    assert float(row["score"]) == 0, text
+    assert {case.split("/")[0] for case in blocks} >= set(pasted)
+    assert not any(passed for case, (passed, _) in blocks.items() if case.split("/")[0] in pasted), text
+
+
+# --- Triton: the notebook's runner survives a crash; margins; compiled for a GPU ----------------
+
+CHILD = textwrap.dedent('''
+    import json, linecache, os, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    import numpy as np
+    from normgrad.cases import TestsFailed, run_tests
+    sys.path.insert(0, "tests")
+    from test_04_06_added import correct_excess, mistake_excess, SUBMISSIONS
+
+    def load_cell(name, source):
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+        cell = {}
+        exec(compile(source, name, "exec"), cell)
+        return cell
+
+    crashing = load_cell("<crash>", SUBMISSIONS["06-triton"]["m1"]["layernorm_dx_triton"][1]())
+    try:
+        run_tests("06-triton", "layernorm_dx_triton", crashing["layernorm_dx_triton"])
+    except TestsFailed as e:
+        print("FAILED:", e)
+    print("the notebook goes on")
+    from test_04_06_added import solution_source
+    solved = {}
+    for f in ("layernorm_dx_triton", "rmsnorm_backward_triton"):
+        solved.update(load_cell(f"<{f}>", solution_source("06-triton", f)))
+    margins = {}
+    for function, mistake, case in json.loads(sys.argv[1]):
+        margins[f"{function}/{mistake}/{case}"] = [
+            (mistake_excess("06-triton", function, mistake, case, seed),
+             correct_excess("06-triton", function, case, seed, solved)) for seed in (1, 2)]
+    print(json.dumps(margins))
+''')
+
+# As MARGINS, for the kernels, measured under the interpreter on two seeds.
+TRITON_MARGINS = [
+    ("layernorm_dx_triton", "padded-count", "float32", 60, 0.01),
+    ("layernorm_dx_triton", "no-variance-path", "float32", 120, 0.01),
+    ("rmsnorm_backward_triton", "partials-overwritten", "float32", 1e4, 0.01),
+    ("rmsnorm_backward_triton", "half-dgamma", "tall-shifted", 2.4, 0.5),
+    ("rmsnorm_backward_triton", "no-projection", "float32", 200, 0.01),
+]
+
+
+@pytest.fixture(scope="module")
+def triton_child(root):
+    if torch.cuda.is_available():
+        pytest.skip("the interpreter's behaviour: on a GPU the kernels are compiled")
+    wanted = json.dumps([[f, m, c] for f, m, c, _, _ in TRITON_MARGINS])
+    done = subprocess.run([sys.executable, "-c", CHILD, wanted], cwd=root, capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, PYTHONPATH=str(root)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_a_crash_under_the_interpreter_fails_its_test_says_why_and_the_notebook_goes_on(triton_child):
+    visible = load("06-triton").cases_of("layernorm_dx_triton", hidden=False)
+    assert triton_child.count("FAIL  layernorm_dx_triton/") == len(visible), triton_child  # every test ran
+    assert re.search(r"crashed \(SIG(SEGV|BUS|ABRT)\)", triton_child) and "check the masks" in triton_child
+    assert "this matches a known mistake: a load or store without a mask" in triton_child
+    assert "the notebook goes on" in triton_child
+
+
+@pytest.mark.parametrize("function,mistake,case,least,correct", TRITON_MARGINS,
+                         ids=[f"{f}-{m}-{c}" for f, m, c, _, _ in TRITON_MARGINS])
+def test_each_triton_mistake_is_far_outside_the_tolerance_and_the_kernels_inside(
+        triton_child, function, mistake, case, least, correct):
+    margins = json.loads(triton_child.splitlines()[-1])
+    for wrong, right in margins[f"{function}/{mistake}/{case}"]:
+        assert wrong >= least and wrong > 1, wrong
+        assert right <= correct, right
+
+
+COMPILE = textwrap.dedent('''
+    import json, linecache, sys
+    from normgrad.gpu_compile import compile_for_gpu
+    sys.path.insert(0, "tests")
+    from test_04_06_added import solution_source
+
+    cell = {}
+    for function in ("layernorm_dx_triton", "rmsnorm_backward_triton"):
+        source = solution_source("06-triton", function)
+        linecache.cache[f"<{function}>"] = (len(source), None, source.splitlines(True), f"<{function}>")
+        exec(compile(source, f"<{function}>", "exec"), cell)
+    built = []
+    for dtype in ("fp64", "fp32", "bf16"):
+        wide = "*fp64" if dtype == "fp64" else "*fp32"
+        p = {name: "*" + dtype for name in ("DX", "DY", "X", "W", "DW")}
+        p.update(MU=wide, RS=wide, PARTIAL=wide)
+        for kernel, constexprs in [(cell["_dx_rows"], {"CHUNK": 1024}), (cell["_rms_rows"], {"CHUNK": 1024}),
+                                   (cell["_rms_columns"], {"WIDTH": 128, "DEPTH": 8})]:
+            compile_for_gpu(kernel, p, constexprs, num_warps=8)
+            built.append(kernel.fn.__name__ + "/" + dtype)
+    print(json.dumps(built))
+''')
+
+
+def test_the_added_kernels_compile_for_a_gpu(root):
+    env = dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-c", COMPILE], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 3
+
+
+def test_the_students_page_lists_the_tasks_and_points_the_cases_give(root):
+    page = (root / "chapters" / "students.md").read_text()
+    for assignment in ADDED:
+        cases = load(assignment)
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{assignment}` |"))
+        listed = dict((f, float(p)) for f, p in re.findall(r"`(\w+)` \((\d+)\)", row))
+        assert listed == {f: cases.points_of(f) for f in cases.functions}, row
+        assert row.rstrip(" |").endswith(f"| {cases.max_score:g}"), row
