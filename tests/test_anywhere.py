@@ -149,7 +149,6 @@ def test_choosing_the_submitted_notebook(tmp_path):
 
 # --- the set-up cell ---------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(reason="set-up cell inserted at merge", strict=True)
 @pytest.mark.parametrize("assignment", list(ASSIGNMENTS))
 def test_every_notebook_starts_with_the_set_up_cell(assignment):
     for path in (notebooks(assignment).source, notebooks(assignment).release):
