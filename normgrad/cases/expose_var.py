@@ -78,6 +78,6 @@ def _make(rng: np.random.Generator, device: str) -> Trial:
 CASES = [
     Case(FUNCTION, "exposes", 2, False, "the snippet that divides by var is off by at least 1e-2 on (x, dy)", _make),
     # The graded run of the same check, in the grader's sandbox and judged on the trusted side.
-    Case(FUNCTION, "exposes-graded", 6, True, "the same check, graded", _make),
+    Case(FUNCTION, "exposes-graded", 12, True, "the same check, graded", _make),
 ]
 MISTAKES = []
