@@ -66,3 +66,15 @@ def verdicts(out: Path, student: str, assignment: str) -> dict[str, tuple[bool, 
     assert len(found) == len(load(assignment).cases), text
     return found
 
+
+# layernorm_forward with gamma forgotten: a known mistake of exercise 01, which feedback must name
+GAMMA_FORGOTTEN = '''import numpy as np
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=1)
+    c = x - mean[:, None]
+    rstd = 1 / np.sqrt((c * c).mean(axis=1) + eps)
+    x_hat = c * rstd[:, None]
+    return x_hat + beta, {"x": x, "mean": mean, "rstd": rstd, "x_hat": x_hat, "gamma": gamma, "eps": eps}
+'''

@@ -24,20 +24,8 @@ import book
 import setup_cell
 from autograder import gradescope
 from autograder.course import notebooks, read
-from helpers import solved, submission
+from helpers import GAMMA_FORGOTTEN, solved, submission
 from normgrad.cases import ASSIGNMENTS, load
-
-# layernorm_forward without gamma: a known mistake of exercise 01, which the feedback must name
-GAMMA_FORGOTTEN = '''import numpy as np
-
-
-def layernorm_forward(x, gamma, beta, eps=1e-5):
-    mean = x.mean(axis=1)
-    c = x - mean[:, None]
-    rstd = 1 / np.sqrt((c * c).mean(axis=1) + eps)
-    x_hat = c * rstd[:, None]
-    return x_hat + beta, {"x": x, "mean": mean, "rstd": rstd, "x_hat": x_hat, "gamma": gamma, "eps": eps}
-'''
 
 
 # --- Gradescope --------------------------------------------------------------------------------------------

@@ -17,19 +17,8 @@ import sys
 
 import pytest
 
-from helpers import nbgrader, nbgrader_course, solved, submission, write
+from helpers import GAMMA_FORGOTTEN, nbgrader, nbgrader_course, solved, submission, write
 from normgrad.cases import load
-
-SLIPPED = '''import numpy as np
-
-
-def layernorm_forward(x, gamma, beta, eps=1e-5):
-    mean = x.mean(axis=1)
-    c = x - mean[:, None]
-    rstd = 1 / np.sqrt((c * c).mean(axis=1) + eps)
-    x_hat = c * rstd[:, None]
-    return x_hat + beta, {"x": x, "mean": mean, "rstd": rstd, "x_hat": x_hat, "gamma": gamma, "eps": eps}
-'''
 
 
 FULL = load("01-forward").max_score  # every function of exercise 01 right
@@ -51,7 +40,7 @@ def course(tmp_path_factory):
     (alice.parent / "timestamp.txt").write_text("2026-01-15 10:30:00.000000 UTC")
     dan = write(solved("01-forward"), submitted, "dan", "01-forward")
     (dan.parent / "timestamp.txt").write_text("2026-01-21 12:00:00.000000 UTC")
-    write(submission("01-forward", {"layernorm_forward": SLIPPED}, base=solved("01-forward")), submitted, "bob",
+    write(submission("01-forward", {"layernorm_forward": GAMMA_FORGOTTEN}, base=solved("01-forward")), submitted, "bob",
           "01-forward")
     write(submission("01-forward"), submitted, "carol", "01-forward")
     done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(root / "grades"),

@@ -26,22 +26,12 @@ import nbformat
 import pytest
 
 from autograder.cells import MAX_NOTEBOOK_BYTES
-from helpers import solved, submission, write
+from helpers import GAMMA_FORGOTTEN, solved, submission, write
 from normgrad.cases import load
 
 FULL = load("01-forward").max_score  # every function of exercise 01 right
 F = f"{FULL:g}"
 
-SLIPPED = '''import numpy as np
-
-
-def layernorm_forward(x, gamma, beta, eps=1e-5):
-    mean = x.mean(axis=1)
-    c = x - mean[:, None]
-    rstd = 1 / np.sqrt((c * c).mean(axis=1) + eps)
-    x_hat = c * rstd[:, None]
-    return x_hat + beta, {"x": x, "mean": mean, "rstd": rstd, "x_hat": x_hat, "gamma": gamma, "eps": eps}
-'''
 NOT_UTF8 = os.fsdecode(b"caf\xe9")
 SECRET = "2026-01-15 10:30:00 UTC root-only-canary"
 
@@ -72,9 +62,9 @@ def stage(root: Path, tmp: Path) -> None:
     secret.write_text(SECRET)
     secret.chmod(0o600)
     (tim.parent / "timestamp.txt").symlink_to(secret)
-    dup = write(submission("01-forward", {"layernorm_forward": SLIPPED}, base=honest), root, "dup", "01-forward")
+    dup = write(submission("01-forward", {"layernorm_forward": GAMMA_FORGOTTEN}, base=honest), root, "dup", "01-forward")
     write(honest, root, "dup", "01-forward").rename(dup.parent / "forward (1).ipynb")
-    write(submission("01-forward", {"layernorm_forward": SLIPPED}, base=honest), root, "dup", "01-forward")
+    write(submission("01-forward", {"layernorm_forward": GAMMA_FORGOTTEN}, base=honest), root, "dup", "01-forward")
     os.utime(dup, (1, 1))  # older than the other: still the one graded
     plots = copy.deepcopy(honest)
     for cell in plots.cells:
