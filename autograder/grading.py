@@ -84,7 +84,7 @@ class Report:
         """A copy whose every string from the submission or a file name is safe to write (see `safe`)."""
         results = [dataclasses.replace(r, problems=[safe.text(p) for p in r.problems]) for r in self.results]
         return dataclasses.replace(
-            self, student=safe.name(self.student), assignment=safe.name(self.assignment),
+            self, student=safe.name(self.student) if self.student else "", assignment=safe.name(self.assignment),
             notebook=safe.name(self.notebook), results=results, notes=[safe.text(n) for n in self.notes],
             flags=[safe.text(f) for f in self.flags], isolation=safe.text(self.isolation),
             picked={safe.name(k): safe.text(v, limit=len(v)) for k, v in self.picked.items()},
