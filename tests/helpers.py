@@ -78,3 +78,10 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     x_hat = c * rstd[:, None]
     return x_hat + beta, {"x": x, "mean": mean, "rstd": rstd, "x_hat": x_hat, "gamma": gamma, "eps": eps}
 '''
+
+
+def chapter_cells(page) -> list[str]:
+    """The sources of a chapter's code cells (a MyST page), without their option lines (`:tags: ...`)."""
+    text = Path(page).read_text()
+    return ["\n".join(line for line in cell.splitlines() if not line.startswith(":"))
+            for cell in re.findall(r"^```\{code-cell\}[^\n]*\n(.*?)^```", text, re.S | re.M)]

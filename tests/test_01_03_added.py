@@ -24,7 +24,7 @@ import helpers
 from autograder.cells import defined_names
 from autograder.cli import main as autograder_main
 from autograder.course import nbgrader_meta, notebooks, read
-from helpers import submission, write
+from helpers import chapter_cells, submission, write
 from normgrad import calling
 from normgrad.cases import ASSIGNMENTS, case_rng, evaluate, load, second_edition
 from normgrad.cases import hide_path as hide_path_cases
@@ -381,14 +381,12 @@ CHAPTERS = {"01-forward": "01-forward.md", "02-chain-rule": "02-chain-rule.md",
 
 def chapter_functions(page: str) -> dict:
     """Every function a chapter's code cells define, after running them all in one namespace."""
-    text = (ROOT / "chapters" / page).read_text()
-    cells = re.findall(r"^```\{code-cell\}[^\n]*\n(.*?)^```", text, re.S | re.M)
+    cells = chapter_cells(ROOT / "chapters" / page)
     namespace: dict = {"__name__": "chapter"}
     import matplotlib.pyplot as plt
 
     with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"):
         for source in cells:
-            source = "\n".join(line for line in source.splitlines() if not line.startswith(":"))
             exec(compile(source, page, "exec"), namespace)
     plt.close("all")
     return {name: value for name, value in namespace.items()

@@ -27,7 +27,7 @@ import torch
 
 from autograder.cli import main as autograder_main
 from autograder.course import nbgrader_meta, notebooks, read
-from helpers import submission, write
+from helpers import chapter_cells, submission, write
 from normgrad import calling
 from normgrad.cases import ASSIGNMENTS, _float64, case_rng, load
 
@@ -113,18 +113,21 @@ def correct_excess(assignment, function, case_name, seed, namespace):
 
 
 # (assignment, function, mistake, case, the least factor of its tolerance the mistake is off by over
-# three seeds, as measured, rounded down; the correct solution's largest factor on the same case)
+# three seeds, as measured, rounded down; the correct solution's largest factor on the same case). In
+# 16 bits a correct result is one rounding of the stored output plus float32's share, so it sits below
+# 1 by construction (measured over 60 seeds: at most 0.86 to 0.88 in the three 16-bit rows), and every
+# mistake here is off by 43 or more on those 60 seeds.
 MARGINS = [
     ("04-code-mapping", "BatchNormFunction", "wrong-dimensions", "nchw", 1e12, 0.01),
     ("04-code-mapping", "BatchNormFunction", "unbiased-variance", "nchw", 5e9, 0.01),
     ("04-code-mapping", "rmsnorm_backward", "mean-subtracted", "small", 1e12, 0.01),
     ("04-code-mapping", "rmsnorm_backward", "no-projection", "small", 1e12, 0.01),
-    ("04-code-mapping", "rmsnorm_backward", "half-dgamma", "bfloat16-tall", 20, 0.4),
-    ("04-code-mapping", "rmsnorm_backward", "half-dgamma", "float16-tall", 14, 0.4),
+    ("04-code-mapping", "rmsnorm_backward", "half-dgamma", "bfloat16-tall", 100, 0.9),
+    ("04-code-mapping", "rmsnorm_backward", "half-dgamma", "float16-tall", 50, 0.9),
     ("05-thnn", "shard_sums", "averaged", "nc", 1e12, 0.01),
     ("05-thnn", "shard_sums", "local-mean", "nc", 5e11, 0.01),
     ("05-thnn", "shard_grad_in", "own-count", "split", 5e11, 0.01),
-    ("05-thnn", "shard_grad_in", "own-count", "split-bfloat16", 2.5, 0.1),
+    ("05-thnn", "shard_grad_in", "own-count", "split-bfloat16", 25, 0.9),
     ("05-thnn", "shard_grad_in", "averaged", "split", 1e11, 0.01),
     ("05-thnn", "shard_grad_in", "local-mean", "split", 5e9, 0.01),
     ("05-thnn", "shard_grad_in", "local-mean", "split-shifted", 50, 0.01),
@@ -170,9 +173,8 @@ def test_expose_accepts_an_exposing_input_and_refuses_the_easy_ones():
 
 def chapter_defs(chapter: str, names: set[str]) -> str:
     """The imports and the definitions of `names` from a chapter's code cells, as a reader would paste them."""
-    text = open(os.path.join(os.path.dirname(__file__), "..", "chapters", chapter)).read()
     keep = ["import torch", "import numpy as np"]
-    for cell in re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", text, re.S):
+    for cell in chapter_cells(os.path.join(os.path.dirname(__file__), "..", "chapters", chapter)):
         tree = ast.parse(cell)
         keep += [ast.get_source_segment(cell, node) for node in tree.body
                  if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names]
@@ -355,7 +357,7 @@ TRITON_MARGINS = [
     ("layernorm_dx_triton", "padded-count", "float32", 60, 0.01),
     ("layernorm_dx_triton", "no-variance-path", "float32", 120, 0.01),
     ("rmsnorm_backward_triton", "partials-overwritten", "float32", 1e4, 0.01),
-    ("rmsnorm_backward_triton", "half-dgamma", "tall-shifted", 2.4, 0.5),
+    ("rmsnorm_backward_triton", "half-dgamma", "tall-shifted", 2.4, 0.9),
     ("rmsnorm_backward_triton", "no-projection", "float32", 200, 0.01),
 ]
 

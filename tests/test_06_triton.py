@@ -105,14 +105,15 @@ MUTANTS = {
         "tl.load(here_w, mask=ok, other=0.0) + dyj * xhat": "dyj * xhat",
         "tl.load(here_b, mask=ok, other=0.0) + dyj": "dyj"}),
     # Partial sums stored in x's dtype: each row's share is added in float32 but rounded back to 16 bits.
+    # (the rows kernel takes its arithmetic type from the partials' dtype: keep that float32)
     "half-partials": lambda: mutated({"partial = torch.zeros((2, groups, N), dtype=wide,":
-                                      "partial = torch.zeros((2, groups, N), dtype=x.dtype,"}),
+                                      "partial = torch.zeros((2, groups, N), dtype=x.dtype,",
+                                      "acc: tl.constexpr = PARTIAL.dtype.element_ty": "acc: tl.constexpr = tl.float32"}),
     "lock-never-released": lambda: LOCKED.replace("RELEASE", "pass  # the lock is never released"),
     # float16 read through bfloat16 (a bug Liger-Kernel once had): 3 significant bits lost on the way in
-    "through-bfloat16": lambda: mutated({f"{load}.to(tl.float32)": f"{load}.to(tl.bfloat16).to(tl.float32)"
-                                         for load in ROW_LOADS}),
+    "through-bfloat16": lambda: mutated({f"{load}.to(acc)": f"{load}.to(tl.bfloat16).to(acc)" for load in ROW_LOADS}),
     # arithmetic on the loaded values in their own dtype: NaN under the interpreter in bfloat16
-    "no-upcast": lambda: mutated({f"{load}.to(tl.float32)": load for load in ROW_LOADS}),
+    "no-upcast": lambda: mutated({f"{load}.to(acc)": load for load in ROW_LOADS}),
 }
 # On a GPU a kernel spinning on a lock cannot be interrupted between calls: the grader's job runs out of
 # time as a whole instead (minutes). The interpreter's behaviour is what this test pins down.
