@@ -240,7 +240,8 @@ def test_adjustments_change_the_score_and_say_why():
 # --- the class summary ------------------------------------------------------------------------
 
 def test_summary_counts_scores_pass_rates_and_mistakes(tmp_path):
-    good = Report("alice", "01-forward", "forward.ipynb", 24.0)
+    full = load("01-forward").max_score
+    good = Report("alice", "01-forward", "forward.ipynb", full)
     good.results = [CaseResult(r.case_id, r.description, r.points, r.points, r.hidden)
                     for r in _diagnosed_report().results]
     for student, r in (("alice", good), ("bob", _diagnosed_report()), ("carl", _diagnosed_report())):
@@ -249,10 +250,10 @@ def test_summary_counts_scores_pass_rates_and_mistakes(tmp_path):
     figures = summary.write(tmp_path)
     a = figures["01-forward"]
     low = _diagnosed_report().score
-    assert sorted(a.scores) == [low, low, 24] and a.max_score == 24
+    assert sorted(a.scores) == [low, low, full] and a.max_score == full
     assert a.mistakes.most_common(1) == [("layernorm_forward: gamma-forgotten", 2)]
     counts = [0] * summary.BINS
-    counts[int(low / 24 * summary.BINS)] += 2
+    counts[int(low / full * summary.BINS)] += 2
     counts[-1] += 1
     assert [c for _, _, c in a.histogram()] == counts
     rows = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
@@ -309,7 +310,8 @@ SUSPICIOUS = {
 @pytest.mark.parametrize("what", list(SUSPICIOUS))
 def test_what_a_static_read_flags(what):
     needle, assignment, function, source = SUSPICIOUS[what]
-    nb = submission(assignment, {function: source}, base=solved(assignment))
+    # 06 without a kernel: the other steps left as released, so no cell defines a kernel
+    nb = submission(assignment, {function: source}, base=None if what == "06 without a kernel" else solved(assignment))
     picked, _ = pick(nb, notebooks(assignment))
     found = flags.read_submission(assignment, picked)
     assert any(needle in f for f in found), found
