@@ -345,7 +345,10 @@ def check_all(impls: dict, shape, dtype_name: str, device: str, seed: int = 2026
 
     from .cases.torch_trials import backward_trial
 
-    trial = backward_trial("layer", shape, _torch_dtype(dtype_name))(np.random.default_rng(seed), device)
+    # On the CPU (a dry run) Triton's interpreter stores bfloat16 by dropping bits: a whole unit in the last place
+    truncated = device == "cpu" and dtype_name == "bfloat16"
+    trial = backward_trial("layer", shape, _torch_dtype(dtype_name), truncated=truncated)(
+        np.random.default_rng(seed), device)
     found = {}
     for name, fn in impls.items():
         try:
@@ -463,13 +466,8 @@ def warm(dry_run: bool, dtypes, rows, columns, log=print) -> int:
     columns = tuple(columns or (DRY_COLUMNS if dry_run else COLUMNS))
     impls, notes = implementations()
     start = time.monotonic()
-    spent = f"the time budget of {budget_s:.0f} s was spent"
     for dtype in dtypes:
         for n in columns:
-            if time.monotonic() > deadline:  # not even compiled: what is left is listed, not measured
-                results["skipped"] += [{"dtype": dtype, "M": m, "N": n, "reason": spent} for m in rows]
-                pending -= len(rows) * len(impls)
-                continue
             first_calls(impls, max(rows), n, dtype, device, notes)
     log(f"compiled {len(impls)} implementations for {list(dtypes)} x N = {list(columns)} in "
         f"{time.monotonic() - start:.0f} s", *notes, sep="\n")
@@ -537,7 +535,9 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
                 line = []
                 for name, fn in impls.items():
                     pending -= 1
-                    if verdicts[name] != "pass":
+                    # a wrong course kernel is never timed; a baseline is timed all the same, its verdict kept
+                    # in results["checks"] (PyTorch's CPU bfloat16 dgamma, for one, misses the tolerance)
+                    if name in COURSE and verdicts[name] != "pass":
                         continue
                     try:
                         a, b = fn(*args), fn(*args)
