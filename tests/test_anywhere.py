@@ -22,7 +22,7 @@ import pytest
 
 import book
 import setup_cell
-from autograder import gradescope
+from autograder import gradescope, report
 from autograder.course import notebooks, read
 from helpers import GAMMA_FORGOTTEN, solved, submission
 from normgrad.cases import ASSIGNMENTS, load
@@ -113,7 +113,7 @@ def test_run_autograder_names_a_known_mistake_with_a_link_to_the_published_book(
     failed = [t for t in results["tests"] if t["score"] < t["max_score"]]
     assert failed and all(t["name"].startswith("layernorm_forward/") for t in failed)
     assert all(mistake.message in t["output"] for t in failed)
-    assert f"{gradescope.book_url()}{mistake.section}" in failed[0]["output"]
+    assert f"{report.default_book_url()}{mistake.section}" in failed[0]["output"]
     assert results["score"] == sum(c.points for c in load("01-forward").cases) - sum(t["max_score"] for t in failed)
 
 

@@ -117,7 +117,7 @@ MESSAGES = {
     "no-projection": ("dx = rstd * g: the term - x_hat * mean(g * x_hat), the path through rstd, is missing",
                       "02-chain-rule.html#slip-no-variance-path"),
     "half-dgamma": ("dgamma summed in the 16-bit type: a long sum stalls where float32 accumulation keeps every "
-                    "term", "04-code-mapping.html#half-precision"),
+                    "term", "04-numerics.html#half-precision"),
 }
 
 

@@ -124,7 +124,7 @@ DX_SLIPS = {
     "gamma-forgotten": ("dx computed from dy instead of dy * gamma", "the-math-of-one-row"),
 }
 HALF_PARTIALS = ("dgamma's partial sums kept in the 16-bit type: a running total stalls where float32 keeps "
-                 "every row", "04-code-mapping.html#half-precision")
+                 "every row", "04-numerics.html#half-precision")
 OVERWRITTEN = ("each program's partial row stored over instead of added to: dgamma holds only the last row each "
                "program took", f"{CHAPTER}#rung-2-a-lock-per-group")
 
