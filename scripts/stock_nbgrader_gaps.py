@@ -74,8 +74,9 @@ def submission(student: str, extra: str) -> nbformat.NotebookNode:
             cell.source = "print('ok')"
         if student == "hh-tampered-metadata" and meta.get("grade"):
             meta["points"] = 1000
-            meta["grade_id"] = {"test_layernorm_forward": "test_batchnorm_forward",
-                                "test_batchnorm_forward": "test_layernorm_forward"}[meta["grade_id"]]
+            swapped = {"test_layernorm_forward": "test_batchnorm_forward",
+                       "test_batchnorm_forward": "test_layernorm_forward"}
+            meta["grade_id"] = swapped.get(meta["grade_id"], meta["grade_id"])
     return nb
 
 
