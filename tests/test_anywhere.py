@@ -169,14 +169,6 @@ def test_the_set_up_cell_installs_the_books_wheel_at_the_books_version():
 
 # --- the built book: the wheel, the buttons and a fresh environment -------------------------------------------
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("book")
-    done = book.build(out, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
-    return out / "_build" / "html"
-
-
 def launch_settings() -> dict:
     import yaml
 

@@ -19,14 +19,6 @@ from autograder.course import notebooks, read
 pytestmark = pytest.mark.book
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("book")
-    done = book.build(out, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
-    return out / "_build" / "html"
-
-
 def text_of(page: str) -> str:
     """What a reader can read on a page: tags dropped, entities decoded, spaces collapsed."""
     page = re.sub(r"<(script|style)\b.*?</\1>", " ", page, flags=re.S)
