@@ -11,6 +11,7 @@ screen, and a huge message is cut with a note of how much was left out.
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import re
 import tempfile
@@ -55,7 +56,9 @@ def write_atomic(path: os.PathLike, data: str | bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    prefix = f".{path.name[:40]}."
+    _sweep_stale(path.parent, prefix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
@@ -69,6 +72,20 @@ def write_atomic(path: os.PathLike, data: str | bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _sweep_stale(folder: Path, prefix: str) -> None:
+    """Remove the temporary files that a killed writer of this file left (their pid is gone)."""
+    for tmp in folder.glob(f"{glob.escape(prefix)}*-*.tmp"):
+        pid = tmp.name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # alive, and someone else's
+            pass
 
 
 @contextmanager

@@ -143,13 +143,15 @@ def python_paths() -> list[str]:
 def _mount_plan() -> tuple[list[tuple[str, str]], list[str]]:
     """Read-only mounts (host folder, where it appears inside) for the interpreter and sys.path, and
     sys.path as the sandbox sees it. Folders inside the repository (a venv in it) appear under /sandbox/lib*,
-    so that not even the repository's path exists inside."""
+    so that not even the repository's path exists inside; so do folders under /tmp, which the sandbox's
+    own tmpfs covers."""
     system = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc")
     mounts: list[tuple[str, str]] = []
     for path in [os.path.realpath(sys.base_prefix), *python_paths()]:
         if any(_inside(path, s) for s in system) or any(_inside(path, host) for host, _ in mounts):
             continue
-        mounts.append((path, f"/sandbox/lib{len(mounts)}" if _inside(path, ROOT) else path))
+        # inside the repository, or under /tmp (where the sandbox's own tmpfs would hide it): moved
+        mounts.append((path, f"/sandbox/lib{len(mounts)}" if _inside(path, ROOT) or _inside(path, "/tmp") else path))
     inside = []
     for path in python_paths():
         for host, there in mounts:

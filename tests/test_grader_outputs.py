@@ -13,6 +13,7 @@ import csv
 import io
 import multiprocessing
 import os
+import subprocess
 import time
 
 import nbformat
@@ -315,3 +316,21 @@ def test_what_a_static_read_flags(what):
     picked, _ = pick(nb, notebooks(assignment))
     found = flags.read_submission(assignment, picked)
     assert any(needle in f for f in found), found
+
+
+def test_a_write_removes_what_a_killed_writer_of_the_same_file_left(tmp_path):
+    dead = _dead_pid()
+    stale = tmp_path / f".forward.txt.{dead}-abc.tmp"
+    alive = tmp_path / f".forward.txt.{os.getpid()}-def.tmp"  # another grader, still writing
+    stale.write_text("half")
+    alive.write_text("busy")
+    safe.write_atomic(tmp_path / "forward.txt", "whole")
+    assert (tmp_path / "forward.txt").read_text() == "whole"
+    assert not stale.exists() and alive.exists()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
