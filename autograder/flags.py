@@ -92,6 +92,10 @@ def _assembled(node: ast.AST) -> bool:
     return not (isinstance(node, ast.Constant) and isinstance(node.value, str))
 
 
+# PyTorch's Python decompositions and references: backward formulas the sandbox's lock does not seal
+_DERIVED = ("torch._decomp", "torch._refs", "torch._prims")
+
+
 def read_cell(source: str) -> list[tuple[int, str]]:
     """(line, what) for each suspicious thing in one cell's code."""
     tree = parse(source)
@@ -121,6 +125,13 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"looks into the interpreter (.{node.attr})")
             elif name.startswith("torch.func") or name.startswith("functorch"):
                 flag(node, f"uses automatic differentiation ({name})")
+            elif name.startswith(_DERIVED):
+                flag(node, f"uses PyTorch's own derivative formulas ({name})")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for module in modules:
+                if module.startswith(_DERIVED):
+                    flag(node, f"uses PyTorch's own derivative formulas ({module})")
         elif isinstance(node, ast.Name) and node.id in _DUNDERS:
             flag(node, f"uses {node.id}")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
