@@ -127,11 +127,6 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"uses automatic differentiation ({name})")
             elif name.startswith(_DERIVED):
                 flag(node, f"uses PyTorch's own derivative formulas ({name})")
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for module in modules:
-                if module.startswith(_DERIVED):
-                    flag(node, f"uses PyTorch's own derivative formulas ({module})")
         elif isinstance(node, ast.Name) and node.id in _DUNDERS:
             flag(node, f"uses {node.id}")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):

@@ -302,7 +302,7 @@ SUSPICIOUS = {
     "getattr with an assembled name": ('computed name (getattr)', "01-forward", "layernorm_forward",
                                        "import numpy as np\ndef layernorm_forward(x, gamma, beta, eps=1e-5):\n"
                                        "    return getattr(np, 'me' + 'an')(x)"),
-    "PyTorch's decompositions": ("PyTorch's own derivative formulas (torch._decomp)", "04-code-mapping",
+    "PyTorch's decompositions": ("PyTorch's own derivative formulas (torch._decomp", "04-code-mapping",
                                  "layernorm_backward",
                                  "import torch._decomp\ndef layernorm_backward(dy, x, gamma, mean, rstd):\n"
                                  "    return torch._decomp.decomposition_table"),
