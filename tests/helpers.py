@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import linecache
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import nbformat
 from autograder.cells import defined_names
 from autograder.course import notebooks, read, solved_release
 from autograder.release import nbgrader  # noqa: F401  (the tests run nbgrader through it)
+from normgrad.cases import VISIBLE_SEED, judge
 
 
 def submission(assignment: str, answers: dict[str, str] | None = None, base=None) -> nbformat.NotebookNode:
@@ -24,6 +26,25 @@ def submission(assignment: str, answers: dict[str, str] | None = None, base=None
         assert cells, f"no cell of the {assignment} release defines {name}"
         cells[0].source = source
     return nb
+
+
+def run_cell(source: str, name: str = "<cell>") -> dict:
+    """A cell's code run in a fresh namespace, its lines kept where Triton's `@jit` and tracebacks look."""
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+    namespace: dict = {"__name__": "__cell__"}
+    exec(compile(source, name, "exec"), namespace)
+    return namespace
+
+
+def judged(assignment: str, function: str, source: str, seed: int = VISIBLE_SEED,
+           isolated: bool = True) -> dict[str, list[str]]:
+    """Every case of `function` (hidden ones too) judged in this process against the code of one cell.
+
+    For the course's own mutants and variants: trusted code, so no sandbox. "case id" -> its problems,
+    with the known mistake named as the grader names it. One batch per exercise still goes through
+    the sandbox (tests/test_exercises.py and the tests of the grader).
+    """
+    return judge(assignment, function, run_cell(source, f"<{function}>")[function], seed, isolated)
 
 
 def solved(assignment: str) -> nbformat.NotebookNode:

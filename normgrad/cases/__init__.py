@@ -24,6 +24,7 @@ import importlib
 import os
 import re
 import secrets
+import sys
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -197,15 +198,37 @@ def run_tests(assignment_id: str, function: str, target, hidden: bool = False, s
     run; hidden cases draw a fresh seed unless one is given. Raises TestsFailed
     (an AssertionError) listing what failed, which is how nbgrader scores a cell.
     """
-    assignment = load(assignment_id)
     if seed is None:
         seed = secrets.randbits(63) if hidden else VISIBLE_SEED
-    devices = available_devices()
     failures = []
+    for case, device, where, problems in _judged(load(assignment_id), function, target, hidden, seed):
+        print(f"{'PASS' if not problems else 'FAIL'}  {case.id}{where}: {case.description}")
+        if problems:
+            failures.append(f"{case.id}{where}:\n  " + "\n  ".join(problems))
+    if failures:
+        raise TestsFailed(f"{len(failures)} test(s) of {function} failed:\n" + "\n".join(failures))
+
+
+def judge(assignment_id: str, function: str, target, seed: int = VISIBLE_SEED,
+          isolated: bool = True) -> dict[str, list[str]]:
+    """Every case of `function`, visible and hidden, against `target` in this process, as `run_tests` runs
+    them: "case id" (with " [device]" where a case has several) -> its problems, each known mistake named.
+
+    The course's own tests judge wrong answers with it, without a sandbox: their code is trusted, and
+    unless `isolated`, a Triton kernel is trusted not to crash the interpreter, so no test is forked off.
+    """
+    return {case.id + where: problems
+            for case, device, where, problems in _judged(load(assignment_id), function, target, None, seed,
+                                                         isolated)}
+
+
+def _judged(assignment: Assignment, function: str, target, hidden: bool | None, seed: int, isolated: bool = True):
+    """(case, device, " [device]" or "", problems) for each case of `function` on each device at hand."""
+    devices = available_devices()
     for case in assignment.cases_of(function, hidden=hidden):
         for device in [d for d in case.devices if d in devices]:
             where = f" [{device}]" if len(case.devices) > 1 else ""
-            if device == "cpu" and os.environ.get("TRITON_INTERPRET") == "1" and hasattr(os, "fork"):
+            if isolated and device == "cpu" and _interpreting_triton() and hasattr(os, "fork"):
                 # A kernel that reads or writes out of bounds can crash Triton's interpreter: run
                 # each test in a child process, so a crash fails that test and the notebook goes on.
                 from .child import in_child
@@ -217,11 +240,13 @@ def run_tests(assignment_id: str, function: str, target, hidden: bool = False, s
                     problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.section})")
             else:
                 problems = _check(assignment, function, case, device, seed, target)
-            print(f"{'PASS' if not problems else 'FAIL'}  {case.id}{where}: {case.description}")
-            if problems:
-                failures.append(f"{case.id}{where}:\n  " + "\n  ".join(problems))
-    if failures:
-        raise TestsFailed(f"{len(failures)} test(s) of {function} failed:\n" + "\n".join(failures))
+            yield case, device, where, problems
+
+
+def _interpreting_triton() -> bool:
+    """Triton's interpreter may run a kernel here. (Forking each test costs time: only where a kernel can
+    crash the process, never for the NumPy and PyTorch exercises, whatever the environment says.)"""
+    return os.environ.get("TRITON_INTERPRET") == "1" and "triton" in sys.modules
 
 
 def _check(assignment: Assignment, function: str, case: Case, device: str, seed: int, target) -> list[str]:
