@@ -37,15 +37,16 @@ def run_cell(source: str, name: str = "<cell>") -> dict:
 
 
 def judged(assignment: str, function: str, source: str, seed: int = VISIBLE_SEED,
-           isolated: bool = False) -> dict[str, list[str]]:
+           isolated: bool = False, names: set[str] | None = None) -> dict[str, list[str]]:
     """Every case of `function` (hidden ones too) judged in this process against the code of one cell.
 
     For the course's own mutants and variants: trusted code, so no sandbox. "case id" -> its problems,
     with the known mistake named as the grader names it. One batch per exercise still goes through
     the sandbox (tests/test_exercises.py and the tests of the grader). `isolated`: each case of a Triton
     kernel in a child process, for a kernel that may crash the interpreter (as the notebook runs them).
+    `names`: only the cases of those names.
     """
-    return judge(assignment, function, run_cell(source, f"<{function}>")[function], seed, isolated)
+    return judge(assignment, function, run_cell(source, f"<{function}>")[function], seed, isolated, names)
 
 
 def solved(assignment: str) -> nbformat.NotebookNode:

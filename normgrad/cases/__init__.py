@@ -209,23 +209,28 @@ def run_tests(assignment_id: str, function: str, target, hidden: bool = False, s
         raise TestsFailed(f"{len(failures)} test(s) of {function} failed:\n" + "\n".join(failures))
 
 
-def judge(assignment_id: str, function: str, target, seed: int = VISIBLE_SEED,
-          isolated: bool = True) -> dict[str, list[str]]:
+def judge(assignment_id: str, function: str, target, seed: int = VISIBLE_SEED, isolated: bool = True,
+          names: set[str] | None = None) -> dict[str, list[str]]:
     """Every case of `function`, visible and hidden, against `target` in this process, as `run_tests` runs
     them: "case id" (with " [device]" where a case has several) -> its problems, each known mistake named.
 
     The course's own tests judge wrong answers with it, without a sandbox: their code is trusted, and
     unless `isolated`, a Triton kernel is trusted not to crash the interpreter, so no test is forked off.
+    `names` keeps only the cases of those names (a test that asks about some cases need not pay for all).
     """
+    assignment = load(assignment_id)
+    unknown = set(names or ()) - {c.name for c in assignment.cases_of(function)}
+    if unknown:
+        raise KeyError(f"{function} has no case named {', '.join(sorted(unknown))}")
     return {case.id + where: problems
-            for case, device, where, problems in _judged(load(assignment_id), function, target, None, seed,
-                                                         isolated)}
+            for case, device, where, problems in _judged(assignment, function, target, None, seed, isolated, names)}
 
 
-def _judged(assignment: Assignment, function: str, target, hidden: bool | None, seed: int, isolated: bool = True):
+def _judged(assignment: Assignment, function: str, target, hidden: bool | None, seed: int, isolated: bool = True,
+            names: set[str] | None = None):
     """(case, device, " [device]" or "", problems) for each case of `function` on each device at hand."""
     devices = available_devices()
-    for case in assignment.cases_of(function, hidden=hidden):
+    for case in [c for c in assignment.cases_of(function, hidden=hidden) if names is None or c.name in names]:
         for device in [d for d in case.devices if d in devices]:
             where = f" [{device}]" if len(case.devices) > 1 else ""
             if isolated and device == "cpu" and _interpreting_triton() and hasattr(os, "fork"):
