@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import linecache
 import re
+import warnings
 from pathlib import Path
 
 import nbformat
+import numpy as np
 
 from autograder.cells import defined_names
 from autograder.course import notebooks, read, solved_release
@@ -46,7 +48,10 @@ def judged(assignment: str, function: str, source: str, seed: int = VISIBLE_SEED
     kernel in a child process, for a kernel that may crash the interpreter (as the notebook runs them).
     `names`: only the cases of those names.
     """
-    return judge(assignment, function, run_cell(source, f"<{function}>")[function], seed, isolated, names)
+    target = run_cell(source, f"<{function}>")[function]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a mutant's NaN or division by zero: the sandbox kept those
+        return judge(assignment, function, target, seed, isolated, names)
 
 
 def solved(assignment: str) -> nbformat.NotebookNode:

@@ -1,7 +1,8 @@
 """Exercises 01-03, second part: GroupNorm, RMSNorm, hide_path and RMSNorm's Jacobian.
 
-- every named mistake, written as a student would write it, is graded through the autograder,
-  fails visible and hidden tests and is named in the feedback; correct variants score full marks;
+- every named mistake, written as a student would write it, fails visible and hidden tests and is
+  named with its section; correct variants pass every test (judged in this process: the course's own
+  code needs no sandbox, and tests/test_exercises.py grades each exercise through it);
 - every mistake's margin: on each case it is either invisible (at roundoff, where the case cannot
   see it) or off by far more than the tolerance, and the correct solution sits far inside it;
 - the book's own code, offered under the added names, scores nothing on the hidden tests;
@@ -20,11 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import helpers
 from autograder.cells import defined_names
-from autograder.cli import main as autograder_main
 from autograder.course import nbgrader_meta, notebooks, read
-from helpers import chapter_cells, submission, write
+from helpers import chapter_cells, judged
 from normgrad import calling
 from normgrad.cases import ASSIGNMENTS, case_rng, evaluate, load, second_edition
 from normgrad.cases import hide_path as hide_path_cases
@@ -186,42 +185,26 @@ def code(function: str, knobs: dict) -> str:
     return TEMPLATES[function].format(over=over, **{k: v.replace("{over}", str(over)) for k, v in parts.items()})
 
 
-def students() -> dict[str, dict[str, tuple[str, dict]]]:
-    """student -> function -> (what it is, knobs). Student k holds the k-th wrong version of every
-    function (each function's verdict is its own), and "variants" the other correct ways."""
-    found: dict[str, dict[str, tuple[str, dict]]] = {}
-    for function in FUNCTIONS:
-        wrong = {**SLIPS[function], **OTHER_WRONG.get(function, {})}
-        for k, (name, knobs) in enumerate(wrong.items()):
-            found.setdefault(f"wrong-{k}", {})[function] = (name, knobs)
-        for name, knobs in VARIANTS[function].items():
-            found.setdefault("variants", {})[function] = (name, knobs)
-    return found
-
-
-def student_of(function: str, name: str) -> str:
-    return next(s for s, answers in students().items() if answers.get(function, ("",))[0] == name)
+def versions(function: str) -> dict[str, dict]:
+    """Every way of writing `function` these tests judge, wrong or right: name -> knobs."""
+    return {**SLIPS[function], **OTHER_WRONG.get(function, {}), **VARIANTS[function]}
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """One batch: per student, the assignments with their added functions slipped or written another way."""
-    root = tmp_path_factory.mktemp("submitted")
-    for label, chosen in students().items():
-        for assignment in NUMPY_ADDED:
-            answers = {f: code(f, chosen[f][1]) for f in NUMPY_ADDED[assignment] if f in chosen}
-            if answers:
-                write(submission(assignment, answers), root, label, assignment)
-    out = tmp_path_factory.mktemp("grades")
-    assert autograder_main(["grade", str(root), "--out", str(out)]) == 0
-    return out
+def verdicts() -> dict[tuple[str, str], dict[str, list[str]]]:
+    """(function, version) -> case id -> its problems, every version judged once on every case."""
+    with np.errstate(all="ignore"):  # a wrong version may divide 0 by 0: its verdict says so, not a warning
+        return {(function, name): judged(assignment, function, code(function, knobs))
+                for function, assignment in FUNCTIONS.items() for name, knobs in versions(function).items()}
 
 
-def failed(out, function: str, name: str) -> dict[str, tuple[bool, str]]:
-    """case id -> (hidden, feedback) of every failed case of `function` written as `name`."""
-    return {case: (hidden, block) for case, (passed, hidden, block)
-            in helpers.verdicts(out, student_of(function, name), FUNCTIONS[function]).items()
-            if not passed and case.startswith(function + "/")}
+HIDDEN = {case.id: case.hidden for assignment in NUMPY_ADDED for case in load(assignment).cases}
+
+
+def failed(verdicts, function: str, name: str) -> dict[str, tuple[bool, str]]:
+    """case id -> (hidden, its problems) of every failed case of `function` written as `name`."""
+    return {case: (HIDDEN[case], "\n".join(problems)) for case, problems in verdicts[function, name].items()
+            if problems}
 
 
 def message(function: str, slip: str) -> str:
@@ -234,23 +217,23 @@ def test_every_catalogued_mistake_has_a_student_version():
 
 
 @pytest.mark.parametrize("function,slip", [(f, s) for f, slips in SLIPS.items() for s in slips])
-def test_each_slip_is_rejected_and_named(graded, function, slip):
-    fails = failed(graded, function, slip)
+def test_each_slip_is_rejected_and_named(verdicts, function, slip):
+    fails = failed(verdicts, function, slip)
     hidden = [case for case, (is_hidden, _) in fails.items() if is_hidden]
     assert hidden and len(hidden) < len(fails), "the slip must fail visible tests and hidden tests"
     named = [case for case, (_, block) in fails.items() if message(function, slip) in block]
-    assert named, f"no feedback names {slip}"
+    assert named, f"no failed test names {slip}"
     page = next(m.section for m in load(FUNCTIONS[function]).mistakes if m.name == slip and m.function == function)
-    assert page in fails[named[0]][1], "the diagnosis links to its section"
+    assert f"{message(function, slip)} (see {page})" in fails[named[0]][1], "the diagnosis links to its section"
 
 
 @pytest.mark.parametrize("function,variant", [(f, v) for f, variants in VARIANTS.items() for v in variants])
-def test_correct_variants_score_full_marks(graded, function, variant):
-    assert failed(graded, function, variant) == {}
+def test_correct_variants_score_full_marks(verdicts, function, variant):
+    assert failed(verdicts, function, variant) == {}
 
 
-def test_hide_path_a_dy_that_vanishes_on_constant_rows_fails_there_only(graded):
-    fails = failed(graded, "hide_path", "x-hat-for-the-mean")
+def test_hide_path_a_dy_that_vanishes_on_constant_rows_fails_there_only(verdicts):
+    fails = failed(verdicts, "hide_path", "x-hat-for-the-mean")
     assert set(fails) == {"hide_path/mean-constant"}
     assert "dy has 35 non-finite value(s)" in fails["hide_path/mean-constant"][1]  # 0 / 0 in every entry
 

@@ -1,22 +1,22 @@
 """Exercise 02: the hidden tests reject each wrong backward pass the chapter names, and name it;
 they accept every correct way of writing it. And the three-path oracle agrees with the closed forms.
 
-Each submission is graded through the autograder, as a student's would be. A
-slip is applied to all three functions of one submission at once; the
-feedback is read case by case, so each function's verdict is its own.
+Each version of each function is judged in this process against every case, visible and hidden, with
+the grader's own `evaluate` and `diagnose` (the course's mutants are trusted code: no sandbox). The
+sandboxed end-to-end path, a notebook graded by the autograder, is checked in tests/test_exercises.py.
 """
 
 import numpy as np
 import pytest
 
 from autograder.cells import defined_names
-from autograder.cli import main as autograder_main
-import helpers
-from helpers import submission, write
+from helpers import judged
 from normgrad import inputs, reference, tolerances
 from normgrad.cases import chain_rule, load
 
 ASSIGNMENT = "02-chain-rule"
+# case ids as `judged` gives them: the NumPy cases run on the CPU alone, so no " [device]" is appended
+HIDDEN = {c.id for c in load(ASSIGNMENT).cases if c.hidden}
 FUNCTIONS = {"layernorm_backward_staged": 1, "batchnorm_backward_staged": 0, "layernorm_grad_paths": 1}
 
 # The staged backward as a student would write it; each knob is one line of it.
@@ -133,25 +133,23 @@ ALL = {**SLIPS, **OTHER_WRONG, **VARIANTS, "eps-hardcoded": EPS_HARDCODED, "in-p
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """Grade one batch: every slip, every other wrong version and every variant, in all three functions."""
-    root = tmp_path_factory.mktemp("submitted")
-    for label, knobs in ALL.items():
-        write(submission(ASSIGNMENT, {f: code(f, knobs) for f in FUNCTIONS}), root, label, ASSIGNMENT)
-    nb = submission(ASSIGNMENT, {f: JACOBIAN_PRODUCT.format(name=f, axis=a) for f, a in FUNCTIONS.items()})
-    write(nb, root, "jacobian-product", ASSIGNMENT)
-    out = tmp_path_factory.mktemp("grades")
-    assert autograder_main(["grade", str(root), "--out", str(out)]) == 0
-    return out
+def problems():
+    """version -> case id -> its problems, for every slip, other wrong version and variant in all three functions."""
+    found = {version: {} for version in [*ALL, "jacobian-product"]}
+    for function, axis in FUNCTIONS.items():
+        for version, knobs in ALL.items():
+            found[version].update(judged(ASSIGNMENT, function, code(function, knobs)))
+        jacobian_product = JACOBIAN_PRODUCT.format(name=function, axis=axis)
+        found["jacobian-product"].update(judged(ASSIGNMENT, function, jacobian_product))
+    return found
 
 
-def verdicts(out, student: str) -> dict[str, tuple[bool, bool, str]]:
-    return helpers.verdicts(out, student, ASSIGNMENT)
+def failed(problems, version: str, function: str) -> dict[str, list[str]]:
+    return {case: found for case, found in problems[version].items() if found and case.startswith(function + "/")}
 
 
-def failed(out, student: str, function: str) -> dict[str, str]:
-    return {case: block for case, (passed, _, block) in verdicts(out, student).items()
-            if not passed and case.startswith(function + "/")}
+def named(message: str, fails: dict[str, list[str]]) -> bool:
+    return any(message in line for found in fails.values() for line in found)
 
 
 def message(function: str, slip: str) -> str:
@@ -163,51 +161,51 @@ CATALOGUE = [(f, s) for f in FUNCTIONS for s in SLIPS
 
 
 @pytest.mark.parametrize("function,slip", CATALOGUE)
-def test_each_slip_is_rejected_and_named(graded, function, slip):
-    fails = failed(graded, slip, function)
+def test_each_slip_is_rejected_and_named(problems, function, slip):
+    fails = failed(problems, slip, function)
     assert fails, f"{function} with {slip} passed every test"
-    hidden = {c for c in fails if verdicts(graded, slip)[c][1]}
+    hidden = set(fails) & HIDDEN
     assert hidden and len(hidden) < len(fails), "the slip must fail visible tests and hidden tests"
-    assert any(message(function, slip) in block for block in fails.values()), "the diagnosis does not name it"
+    assert named(message(function, slip), fails), "the diagnosis does not name it"
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 @pytest.mark.parametrize("wrong", OTHER_WRONG)
-def test_other_wrong_versions_are_rejected(graded, function, wrong):
-    fails = failed(graded, wrong, function)
+def test_other_wrong_versions_are_rejected(problems, function, wrong):
+    fails = failed(problems, wrong, function)
     if function == "layernorm_grad_paths" and wrong == "seed-snippet":
         assert not fails  # the snippet changes dx only; the paths of this submission are correct
         return
     assert fails
     if wrong == "seed-snippet":
-        assert any(message(function, "var-without-eps") in block for block in fails.values())
+        assert named(message(function, "var-without-eps"), fails)
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
-def test_writing_into_an_argument_is_rejected_in_every_case(graded, function):
-    fails = failed(graded, "in-place", function)
+def test_writing_into_an_argument_is_rejected_in_every_case(problems, function):
+    fails = failed(problems, "in-place", function)
     assert len(fails) == len(load(ASSIGNMENT).cases_of(function))
-    assert all("modified its argument dy" in block for block in fails.values())
+    assert all(any("modified its argument dy" in line for line in found) for found in fails.values())
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
-def test_eps_taken_from_anywhere_but_the_cache_fails_the_eps_test_only(graded, function):
-    assert set(failed(graded, "eps-hardcoded", function)) == {f"{function}/eps"}
+def test_eps_taken_from_anywhere_but_the_cache_fails_the_eps_test_only(problems, function):
+    assert set(failed(problems, "eps-hardcoded", function)) == {f"{function}/eps"}
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 @pytest.mark.parametrize("variant", [*VARIANTS, "correct", "jacobian-product"])
-def test_correct_variants_score_full_marks(graded, function, variant):
-    assert failed(graded, variant, function) == {}
+def test_correct_variants_score_full_marks(problems, function, variant):
+    assert failed(problems, variant, function) == {}
 
 
-def test_a_vanishing_path_is_caught_elsewhere(graded):
+def test_a_vanishing_path_is_caught_elsewhere(problems):
     """Where a path is zero (groups of one value, constant groups) dropping it goes unseen; other cases see it."""
-    v = verdicts(graded, "no-variance-path")
+    found = problems["no-variance-path"]
     for function in FUNCTIONS:
-        assert v[f"{function}/constant"][0]
-        assert not v[f"{function}/odd-shape"][0]
-    assert v["layernorm_grad_paths/one-feature"][0] and v["batchnorm_backward_staged/one-sample"][0]
+        assert not found[f"{function}/constant"]
+        assert found[f"{function}/odd-shape"]
+    assert not found["layernorm_grad_paths/one-feature"] and not found["batchnorm_backward_staged/one-sample"]
 
 
 def test_template_is_the_correct_answer_when_no_knob_is_turned():
