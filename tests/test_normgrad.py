@@ -231,3 +231,19 @@ def test_notebook_tests_of_numpy_and_torch_exercises_run_in_the_notebooks_own_pr
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
                           env=dict(os.environ, TRITON_INTERPRET="1"), timeout=120)
     assert "pids True" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_test_forked_after_pytorch_started_its_threads_runs_instead_of_hanging(root):
+    """The notebook forks each Triton test (normgrad/cases/child.py). A student who ran any sizeable
+    PyTorch operation first has started PyTorch's thread pool, which a forked child lacks: the child
+    waited for it until the time limit, and every test "took longer than 60 s"."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import torch\nfrom normgrad.cases.child import in_child\ntorch.set_num_threads(2)\n"
+             "a = torch.randn(1000, 1000, dtype=torch.float64)\n(a @ a).sum()  # the pool starts\n"
+             "print(in_child(lambda: [str(float((a @ a).trace() > 0))], 20))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert done.stdout.strip() in ("['1.0']", "['0.0']"), done.stdout + done.stderr

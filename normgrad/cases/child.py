@@ -14,11 +14,20 @@ import json
 import os
 import select
 import signal
+import sys
 import time
 from typing import Callable
 
 CRASH_HINT = ("under Triton's interpreter this is usually an out-of-bounds load or store: "
               "check the masks of your loads and stores")
+
+
+def _one_thread() -> None:
+    """A forked child has none of its parent's threads: PyTorch's pool, once its parent has started it
+    (any sizeable operation does), would wait for them for ever. The child computes with one thread."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def in_child(test: Callable[[], list[str]], seconds: float) -> list[str]:
@@ -29,6 +38,7 @@ def in_child(test: Callable[[], list[str]], seconds: float) -> list[str]:
         os.close(read_end)
         code = 0
         try:
+            _one_thread()
             problems = test()
         except BaseException as e:  # noqa: BLE001  (anything the test raised is its result)
             problems = [f"the test itself failed: {type(e).__name__}: {e}"]
