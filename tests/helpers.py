@@ -54,6 +54,21 @@ def judged(assignment: str, function: str, source: str, seed: int = VISIBLE_SEED
         return judge(assignment, function, target, seed, isolated, names)
 
 
+def failures(verdicts: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The failed cases of a `judged` verdict: case id -> its problems."""
+    return {case: problems for case, problems in verdicts.items() if problems}
+
+
+def case_names(case_ids) -> set[str]:
+    """The cases' names alone, whatever the device: "layernorm_backward/float16-tall [cpu]" -> "float16-tall"."""
+    return {case.split("/")[1].split(" [")[0] for case in case_ids}
+
+
+def report(verdicts: dict[str, list[str]]) -> str:
+    """The failed cases of a verdict as text: what assertion messages show and the named mistakes are found in."""
+    return "\n".join(f"FAIL {case}:\n  " + "\n  ".join(problems) for case, problems in failures(verdicts).items())
+
+
 def solved(assignment: str) -> nbformat.NotebookNode:
     """The release notebook with every solution cell taken from the source notebook (hidden tests stay out)."""
     return solved_release(assignment)

@@ -8,7 +8,7 @@ path, a notebook graded by the autograder, is checked in tests/test_exercises.py
 import pytest
 
 from autograder.cells import defined_names
-from helpers import judged
+from helpers import case_names, failures, judged
 from normgrad.cases import load
 
 ASSIGNMENT = "01-forward"
@@ -70,7 +70,7 @@ def problems():
 
 
 def failed(problems, function: str, version: str) -> dict[str, list[str]]:
-    return {case: found for case, found in problems[function, version].items() if found}
+    return failures(problems[function, version])
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -91,8 +91,7 @@ def test_correct_variants_score_full_marks(problems, function, variant):
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_one_pass_variance_fails_only_where_the_mean_dwarfs_the_spread(problems, function):
-    # case ids here carry no " [device]": the NumPy cases run on the CPU alone
-    failed_names = {case.split("/")[1] for case in failed(problems, function, "one-pass")}
+    failed_names = case_names(failed(problems, function, "one-pass"))
     assert "large-offset" in failed_names
     assert failed_names <= {"large-offset", "tiny-variance", "small-variance"}
 

@@ -10,7 +10,7 @@ in tests/test_exercises.py.
 import pytest
 
 from autograder.cells import defined_names
-from helpers import judged
+from helpers import failures, judged
 from normgrad.cases import load
 
 ASSIGNMENT = "03-variance-derivative"
@@ -102,7 +102,7 @@ def problems():
 
 
 def failed(problems, version: str) -> dict[str, list[str]]:
-    return {case: found for case, found in problems[version].items() if found}
+    return failures(problems[version])
 
 
 @pytest.mark.parametrize("function,slip", [(f, s) for f, slips in SLIPS.items() for s in slips])

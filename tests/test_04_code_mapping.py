@@ -8,7 +8,7 @@ no sandbox. The sandboxed end-to-end path, notebook to grade, is tested in tests
 
 import pytest
 
-from helpers import judged
+from helpers import case_names, failures, judged, report
 from normgrad.cases import load
 
 ASSIGNMENT = "04-code-mapping"
@@ -184,10 +184,9 @@ def results():
             for function in ITEMS for label, knobs, _ in ITEMS[function]}
 
 
-def failures(results, function: str, label: str) -> tuple[dict[str, list[str]], str]:
+def failed_items(results, function: str, label: str) -> tuple[dict[str, list[str]], str]:
     """The failed cases of one item (case id -> problems), and a report of them for assertion messages."""
-    failed = {case: problems for case, problems in results[function, label].items() if problems}
-    return failed, "\n".join(f"FAIL {case}:\n  " + "\n  ".join(problems) for case, problems in failed.items())
+    return failures(results[function, label]), report(results[function, label])
 
 
 ALL = [(function, label, expected) for function in ITEMS for label, _, expected in ITEMS[function]]
@@ -195,7 +194,7 @@ ALL = [(function, label, expected) for function in ITEMS for label, _, expected 
 
 @pytest.mark.parametrize("function,label,expected", ALL, ids=[f"{f}-{label}" for f, label, _ in ALL])
 def test_each_item_is_judged_as_it_should_be(results, function, label, expected):
-    failed, text = failures(results, function, label)
+    failed, text = failed_items(results, function, label)
     if label.startswith("variant:"):
         assert failed == {}, text
         return
@@ -209,8 +208,8 @@ def test_each_item_is_judged_as_it_should_be(results, function, label, expected)
 
 def failed_cases(results, function: str, label: str) -> tuple[set[str], str]:
     """The names of the cases an item fails ("tiny-variance", whatever the device), and the report."""
-    failed, text = failures(results, function, label)
-    return {case.split("/")[1].split(" [")[0] for case in failed}, text
+    failed, text = failed_items(results, function, label)
+    return case_names(failed), text
 
 
 SIXTEEN_BIT_CASES = {"bfloat16", "float16", "bfloat16-long-sums", "float16-long-sums", "float16-visible",

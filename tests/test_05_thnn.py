@@ -9,7 +9,7 @@ and need no sandbox. The sandboxed end-to-end path, notebook to grade, is tested
 import numpy as np
 import pytest
 
-from helpers import judged
+from helpers import case_names, failures, judged, report
 from normgrad.cases import load
 
 ASSIGNMENT = "05-thnn"
@@ -136,9 +136,7 @@ def results():
 
 def failed_cases(results, label: str) -> tuple[set[str], str]:
     """The names of the cases an item fails ("eval", whatever the device), and a report of them."""
-    failed = {case: problems for case, problems in results[label].items() if problems}
-    text = "\n".join(f"FAIL {case}:\n  " + "\n  ".join(problems) for case, problems in failed.items())
-    return {case.split("/")[1].split(" [")[0] for case in failed}, text
+    return case_names(failures(results[label])), report(results[label])
 
 
 @pytest.mark.parametrize("label,expected", [(label, e) for label, _, e in ITEMS], ids=[label for label, _, _ in ITEMS])

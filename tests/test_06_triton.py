@@ -24,7 +24,7 @@ import torch
 from autograder import sandbox
 from autograder.inside import protocol
 from autograder.course import nbgrader_meta, notebooks, read
-from helpers import judged, solved, submission, write
+from helpers import case_names, failures, judged, report, solved, submission, write
 from normgrad import triton_layernorm
 from normgrad.cases import load
 from normgrad.cases.torch_trials import backward_trial
@@ -170,12 +170,11 @@ def judged_mutants(grading):
     out = {}
     for name, names in NAMED_CASES.items():
         verdicts = judged(ASSIGNMENT, FUNCTION, MUTANTS[name](), names=names)
-        failed = {case.split("/")[1].split(" ")[0] for case, problems in verdicts.items() if problems}
-        out[name] = failed, "\n".join(f"{case}: {line}" for case, problems in verdicts.items() for line in problems)
+        out[name] = case_names(failures(verdicts)), report(verdicts)
     return out
 
 
-def report(out, student):
+def from_the_grader(out, student):
     import csv
 
     with open(out / "grades.csv") as f:
@@ -224,13 +223,13 @@ def test_overwritten_partials_fail_wherever_a_program_has_several_rows(judged_mu
 
 @pytest.mark.parametrize("mutant", sorted(set(MUTANTS) & THROUGH_THE_GRADER))
 def test_each_mutant_that_crashes_or_hangs_is_rejected_by_the_grader(graded, mutant):
-    score, best, failed, feedback = report(graded, mutant)
+    score, best, failed, feedback = from_the_grader(graded, mutant)
     assert score < best and failed, feedback
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="kernels are compiled, not interpreted, on a GPU")
 def test_a_lock_never_released_fails_on_time_instead_of_hanging(graded):
-    _, _, failed, feedback = report(graded, "lock-never-released")
+    _, _, failed, feedback = from_the_grader(graded, "lock-never-released")
     assert "took longer than its time limit" in feedback, feedback
     assert "not run: an earlier test of layernorm_backward_triton ran out of time" in feedback  # one wait, not ten
     assert len(failed) == len(load(ASSIGNMENT).cases_of(FUNCTION))
@@ -238,7 +237,7 @@ def test_a_lock_never_released_fails_on_time_instead_of_hanging(graded):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_correct_variants_score_full_marks(graded, variant):
-    score, best, _, feedback = report(graded, variant)
+    score, best, _, feedback = from_the_grader(graded, variant)
     assert score == best, feedback
 
 
