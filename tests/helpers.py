@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import linecache
+import os
 import re
 import warnings
 from pathlib import Path
@@ -15,6 +16,15 @@ from autograder.cells import defined_names
 from autograder.course import notebooks, read, solved_release
 from autograder.release import nbgrader  # noqa: F401  (the tests run nbgrader through it)
 from normgrad.cases import VISIBLE_SEED, judge
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python: this checkout first on PYTHONPATH, then what was there (on a GPU
+    machine, the wheels that gpu-check carried and installed aside), then `extra`."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 def submission(assignment: str, answers: dict[str, str] | None = None, base=None) -> nbformat.NotebookNode:

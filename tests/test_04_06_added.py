@@ -391,7 +391,7 @@ def triton_child(root):
         pytest.skip("the interpreter's behaviour: on a GPU the kernels are compiled")
     wanted = json.dumps([[f, m, c] for f, m, c, _, _ in TRITON_MARGINS])
     done = subprocess.run([sys.executable, "-c", CHILD, wanted], cwd=root, capture_output=True, text=True,
-                          timeout=600, env=dict(os.environ, PYTHONPATH=str(root)))
+                          timeout=600, env=helpers.child_env())
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -439,7 +439,7 @@ COMPILE = textwrap.dedent('''
 
 
 def test_the_added_kernels_compile_for_a_gpu(root):
-    env = dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=str(root))
+    env = helpers.child_env(TRITON_INTERPRET="0")
     done = subprocess.run([sys.executable, "-c", COMPILE], cwd=root, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

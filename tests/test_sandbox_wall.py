@@ -21,6 +21,7 @@ import torch
 
 from autograder import cgroup, grading, sandbox
 from autograder.inside import protocol, wire
+from helpers import child_env
 
 INSIDE = Path(sandbox.__file__).parent / "inside"
 ROOT = INSIDE.parent.parent
@@ -350,7 +351,7 @@ def test_graders_with_different_tmpdirs_take_different_uids(tmp_path):
             print(uid, flush=True)
             time.sleep(float(sys.argv[1]))
         """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     first = subprocess.Popen([sys.executable, "-c", code, "4"], stdout=subprocess.PIPE, text=True,
                              env={**env, "TMPDIR": str(tmp_path / "a")})
     (tmp_path / "a").mkdir()
@@ -402,7 +403,7 @@ def test_two_graders_with_different_tmpdirs_leave_every_honest_student_full_mark
         graders.append(subprocess.Popen(
             [sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(tmp_path / name / "out"),
              "--jobs", "2"], cwd=tmp_path / name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)}))
+            env=child_env(TMPDIR=str(scratch))))
     for grader, name in zip(graders, ("a", "b")):
         out, err = grader.communicate(timeout=600)
         assert grader.returncode == 0, err
