@@ -5,6 +5,7 @@ the sandbox (which imports nothing of the course); this name keeps it where
 the notebooks and `normgrad.cases` import it.
 """
 
-from autograder.inside.calling import NO_AUTOGRAD, PROTOCOLS, invoke, lock_autograd, no_autograd  # noqa: F401
+from autograder.inside.calling import (  # noqa: F401
+    NO_AUTOGRAD, PROTOCOLS, fit_triton_interpreter, invoke, lock_autograd, no_autograd)
 
-__all__ = ["NO_AUTOGRAD", "PROTOCOLS", "invoke", "lock_autograd", "no_autograd"]
+__all__ = ["NO_AUTOGRAD", "PROTOCOLS", "fit_triton_interpreter", "invoke", "lock_autograd", "no_autograd"]

@@ -37,6 +37,10 @@ if not torch.cuda.is_available():  # must happen before @triton.jit: it binds a 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
+from normgrad.calling import fit_triton_interpreter  # noqa: E402  (absolute: chapters run this source as a cell)
+
+fit_triton_interpreter()  # where the interpreter runs: an older Triton's beside a newer NumPy
+
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 

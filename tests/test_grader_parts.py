@@ -1,6 +1,8 @@
 """The autograder's parts on their own: the data wire, cell picking, the autograd lock."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import torch
 from autograder.inside import wire
 from autograder.cells import SubmissionError, defined_names, pick, read_submission
 from autograder.course import notebooks
-from helpers import solved, submission
+from helpers import child_env, solved, submission
 from normgrad import calling
 from normgrad.cases import load
 
@@ -175,6 +177,53 @@ def test_autograd_function_protocol_refuses_gradients_it_did_not_compute():
     with pytest.raises(TypeError, match="its gradient would come from AddBackward0"):
         calling.invoke("autograd_function", Sneaky, args, {})
 
+
+
+FITTED_INTERPRETER = """
+import operator, os, sys
+os.environ["TRITON_INTERPRET"] = "1"
+import numpy as np, torch, triton, triton.language as tl
+from triton.runtime import interpreter
+from normgrad.calling import fit_triton_interpreter
+
+class Strict(np.ndarray):  # NumPy 2.5's rule, whatever NumPy runs here: only a 0-d array converts to an int
+    def __int__(self):
+        if self.ndim:
+            raise TypeError("only 0-dimensional arrays can be converted to Python scalars")
+        return int(self.item())
+
+assert fit_triton_interpreter(force=True) and not fit_triton_interpreter(force=True)
+scope = interpreter._LangPatchScope()
+class Tensor: pass
+interpreter._patch_lang_tensor(Tensor, scope)
+scalar = Tensor()
+scalar.handle = type("Handle", (), {"data": np.array([37], np.int32).view(Strict)})()
+assert operator.index(scalar) == 37
+scope.restore()
+assert not hasattr(Tensor, "__index__")
+
+@triton.jit
+def row_sums(X, S, N, BLOCK: tl.constexpr):
+    r = tl.program_id(0)
+    acc = tl.zeros([BLOCK], tl.float32)
+    for c in range(0, N, BLOCK):  # a loop to an argument: what the interpreter reads with __index__
+        j = c + tl.arange(0, BLOCK)
+        acc += tl.load(X + r * N + j, mask=j < N, other=0.0)
+    tl.store(S + r, tl.sum(acc, axis=0))
+
+x, s = torch.randn(3, 37), torch.empty(3)
+row_sums[(3,)](x, s, 37, BLOCK=8)
+torch.testing.assert_close(s, x.sum(1))
+print("fitted")
+"""
+
+
+def test_the_triton_interpreter_is_fitted_to_read_indices_as_numpy_2_5_allows(root):
+    """Triton 3.6's interpreter beside NumPy 2.5 failed every kernel with a loop to an argument (int() of a
+    one-element array); the fit reads the index from a 0-d array, in the interpreter's own patch scope."""
+    done = subprocess.run([sys.executable, "-c", FITTED_INTERPRETER], cwd=root, env=child_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "fitted", done.stderr[-3000:]
 
 # --- frames: the only way data crosses the sandbox wall ---------------------------------------
 

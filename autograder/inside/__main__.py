@@ -120,6 +120,7 @@ def main(job_fd: int, out_fd: int) -> None:
         calling.seal()
         if job.count_kernels:
             _count_kernel_launches()
+            calling.fit_triton_interpreter()  # an older Triton's interpreter beside a newer NumPy
     else:
         sys.meta_path.insert(0, _NoTorch())
 

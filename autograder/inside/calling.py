@@ -167,6 +167,42 @@ def _run_backward(torch, y, dy) -> None:
     engine.run_backward((y,), (dy,), False, False, (), True, True)
 
 
+def fit_triton_interpreter(force: bool = False) -> bool:
+    """Let Triton's interpreter read a kernel's integer arguments under NumPy 2.5 and later; True if it did.
+
+    The interpreter holds a scalar argument as a one-element array. Before Triton 3.7 it reads one as
+    an index with int() on that array, which NumPy 2.5 refuses ("only 0-dimensional arrays can be
+    converted to Python scalars"), so every kernel whose loop runs to an argument (range(0, N, BLOCK))
+    fails. Triton 3.7 squeezes the array first; this does the same for any Triton, where NumPy refuses
+    (or when `force`d). Call it after triton is imported, before the kernels run.
+    """
+    interpreter = sys.modules.get("triton.runtime.interpreter")
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "fitted", False):
+        return False
+    if not force:
+        import numpy as np
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NumPy 1.25 to 2.4 warn, and convert
+            try:
+                int(np.ones(1))
+                return False
+            except TypeError:
+                pass
+
+    # Its arguments: (tensor, scope) in Triton 3.6 and 3.7; (tensor) or (tensor, builder) in older ones.
+    def patch_lang_tensor(tensor, *rest):
+        original(tensor, *rest)
+        index = lambda self: int(self.handle.data.reshape(()))  # noqa: E731
+        scope = rest[-1] if rest and hasattr(rest[-1], "set_attr") else None
+        scope.set_attr(tensor, "__index__", index) if scope else setattr(tensor, "__index__", index)
+
+    patch_lang_tensor.fitted = True
+    interpreter._patch_lang_tensor = patch_lang_tensor
+    return True
+
+
 def invoke(protocol: str, target, args: tuple, kwargs: dict):
     """Drive `target` (a function or an autograd.Function class) the way `protocol` says."""
     if protocol == "call":

@@ -230,6 +230,8 @@ def _judged(assignment: Assignment, function: str, target, hidden: bool | None, 
             names: set[str] | None = None):
     """(case, device, " [device]" or "", problems) for each case of `function` on each device at hand."""
     devices = available_devices()
+    if _interpreting_triton():
+        calling.fit_triton_interpreter()  # an older Triton's interpreter beside a newer NumPy
     for case in [c for c in assignment.cases_of(function, hidden=hidden) if names is None or c.name in names]:
         for device in [d for d in case.devices if d in devices]:
             where = f" [{device}]" if len(case.devices) > 1 else ""
