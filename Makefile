@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test release gradescope bench gpu-check device-tools bench-grading system-packages clean
+.PHONY: book test release gradescope bench gpu-check gpu-rehearsal device-tools bench-grading system-packages clean
 
 book: $(STAMP)
 	$(BIN)/python scripts/book.py
@@ -44,6 +44,11 @@ gpu-check:
 
 device-tools:
 	sh scripts/device_tools.sh
+
+# The GPU check's dry run and its tests on this CPU, in a venv of the GPU machine's Python, torch, triton and
+# NumPy (.gpu-rehearsal/, about 5 GB), with .whl/'s wheels as the machine gets them: what fails here fails there.
+gpu-rehearsal:
+	sh scripts/gpu_rehearsal.sh
 
 # Grading throughput: this grader beside stock `nbgrader autograde` on 40 submissions (a few minutes).
 bench-grading: $(STAMP) system-packages
