@@ -2,6 +2,7 @@
 
     python scripts/gpu_check.py [--out DIR]      on a machine with an NVIDIA GPU
     python scripts/gpu_check.py --dry-run        the same steps on the CPU (interpreted Triton, tiny shapes)
+    python scripts/gpu_check.py --dry-run --run-tests   and step 2's tests run, not only collected (make gpu-rehearsal)
 
 It runs, and writes into one folder (--out, else $OUT when set, else gpu-results/; a dry run, a
 fresh temporary folder):
@@ -210,10 +211,11 @@ def test_files(assignments) -> list[str]:
     return files
 
 
-def run_tests(files, env, timeout: float, dry_run: bool) -> dict:
-    """Step 2: pytest on `files` (on the CPU, a dry run only collects them: running them here is `make test`'s job)."""
+def run_tests(files, env, timeout: float, collect_only: bool) -> dict:
+    """Step 2: pytest on `files` (on the CPU, a dry run only collects them, unless --run-tests: running them
+    with the course's own versions is `make test`'s job; with the GPU machine's, the rehearsal's)."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
-    if dry_run:
+    if collect_only:
         cmd.append("--collect-only")
     elif importlib.util.find_spec("xdist") is not None:
         cmd += ["-n", str(min(len(files), 4)), "--dist", "loadfile"]  # a module's graded batch stays on one worker
@@ -330,6 +332,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bench-args", default="", help="more arguments for the benchmark, e.g. '--dtypes float32'")
     parser.add_argument("--steps", nargs="+", type=int, choices=(1, 2, 3), default=[1, 2, 3],
                         help="only these steps, e.g. `--steps 3` to measure again (default: all three)")
+    parser.add_argument("--run-tests", action="store_true",
+                        help="with --dry-run, run step 2's tests on the CPU instead of only collecting them")
     parser.add_argument("--limit-s", type=float, default=LIMIT_S, help="the whole run's time (default %(default)s)")
     args = parser.parse_args(argv)
     start = time.monotonic()
@@ -370,7 +374,7 @@ def main(argv=None) -> int:
     timeout = DRY_TIMEOUT_S if args.dry_run else STEPS_TIMEOUT_S
     warming = start_warming(args.bench_args.split(), args.dry_run, env) if 3 in args.steps else []
     with ThreadPoolExecutor(max_workers=len(found) + 1) as pool:
-        tests = pool.submit(run_tests, files, env, timeout, args.dry_run) if files else None
+        tests = pool.submit(run_tests, files, env, timeout, args.dry_run and not args.run_tests) if files else None
         checks = {a: pool.submit(check_notebook, a, f["notebook"], env, timeout) for a, f in checked.items()}
         checks = {a: c.result() for a, c in checks.items()}
         tests = tests.result() if tests else {"command": "(not run)", "passed": True, "counts": {}, "seconds": 0, "output": ""}

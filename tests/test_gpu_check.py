@@ -54,6 +54,17 @@ def test_the_tests_of_an_exercise_are_its_numbered_files(root):
         "tests/test_06_triton.py"]
 
 
+def test_step_two_collects_the_tests_on_a_cpu_and_runs_them_when_asked(root):
+    """A dry run only collects step 2's tests; --run-tests (the rehearsal) runs them, in the same command."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)}
+    collected = gpu_check.run_tests(["tests/test_timing.py"], env, 300, collect_only=True)
+    ran = gpu_check.run_tests(["tests/test_timing.py"], env, 300, collect_only=False)
+    assert collected["passed"] and collected["counts"].get("tests collected", 0) > 0
+    assert "passed" not in collected["counts"]
+    assert ran["passed"] and ran["counts"]["passed"] == collected["counts"]["tests collected"]
+    assert "--collect-only" in collected["command"] and "--collect-only" not in ran["command"]
+
+
 def test_the_exercises_with_a_gpu_path_are_found_in_their_cases(root):
     """06-triton picks its device when imported (one per process), so only a GPU, real or assumed, shows it."""
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)}
