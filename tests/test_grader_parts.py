@@ -178,7 +178,6 @@ def test_autograd_function_protocol_refuses_gradients_it_did_not_compute():
         calling.invoke("autograd_function", Sneaky, args, {})
 
 
-
 FITTED_INTERPRETER = """
 import operator, os, sys
 os.environ["TRITON_INTERPRET"] = "1"
@@ -224,6 +223,7 @@ def test_the_triton_interpreter_is_fitted_to_read_indices_as_numpy_2_5_allows(ro
     done = subprocess.run([sys.executable, "-c", FITTED_INTERPRETER], cwd=root, env=child_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "fitted", done.stderr[-3000:]
+
 
 # --- frames: the only way data crosses the sandbox wall ---------------------------------------
 
