@@ -24,7 +24,7 @@ import torch
 from autograder import sandbox
 from autograder.inside import protocol
 from autograder.course import nbgrader_meta, notebooks, read
-from helpers import case_names, failures, judged, report, solved, submission, write
+from helpers import case_names, child_env, failures, judged, report, solved, submission, write
 from normgrad import triton_layernorm
 from normgrad.cases import load
 from normgrad.cases.torch_trials import backward_trial
@@ -307,6 +307,33 @@ def test_the_sandbox_can_compile_a_kernel_from_a_cell():
     outcome = sandbox.Sandbox().run(job, {}, env_extra={"TRITON_INTERPRET": "0"})
     assert outcome.returncode == 0, outcome.stderr
     assert json.loads(outcome.files[protocol.status("k0")]) == {"error": None}
+
+
+BY_HAND = textwrap.dedent('''
+    import json, linecache, sys
+    import torch
+    namespace = {"__name__": "__main__"}
+    for name, source in json.load(sys.stdin):
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)  # @triton.jit reads it back
+        exec(compile(source, name, "exec"), namespace)
+    torch.manual_seed(0)
+    x, dy, gamma = torch.randn(3, 1000), torch.randn(3, 1000), torch.randn(1000)
+    mean, rstd = x.mean(1), (x.var(1, unbiased=False) + 1e-5).rsqrt()
+    xhat, g = (x - mean[:, None]) * rstd[:, None], dy * gamma
+    expected = rstd[:, None] * (g - g.mean(1, keepdim=True) - xhat * (g * xhat).mean(1, keepdim=True))
+    torch.testing.assert_close(namespace["layernorm_dx_triton"](dy, x, gamma, mean, rstd), expected)
+''')
+
+
+def test_a_kernel_called_by_hand_after_the_set_up_cell_runs_without_a_gpu(root):
+    """A student tries step 1 by hand before any test: the set-up cell alone must ready Triton's interpreter.
+    (Triton 3.6, as the GPU machines have, beside NumPy 2.5 failed here; gpu-check and `make gpu-rehearsal` run
+    this test with those versions.)"""
+    cells = {nbgrader_meta(c).get("grade_id"): c.source for c in solved(ASSIGNMENT).cells}
+    env = {k: v for k, v in child_env(CUDA_VISIBLE_DEVICES="").items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", BY_HAND], cwd=root, env=env, capture_output=True, text=True,
+                          input=json.dumps([[n, cells[n]] for n in ("setup", "layernorm_dx_triton")]), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 # 16-bit mistakes -> a 16-bit case built to catch them (the float32 test cannot)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import sys
 import warnings
 
@@ -174,12 +175,9 @@ def fit_triton_interpreter(force: bool = False) -> bool:
     an index with int() on that array, which NumPy 2.5 refuses ("only 0-dimensional arrays can be
     converted to Python scalars"), so every kernel whose loop runs to an argument (range(0, N, BLOCK))
     fails. Triton 3.7 squeezes the array first; this does the same for any Triton, where NumPy refuses
-    (or when `force`d). Call it after triton is imported, before the kernels run.
+    (or when `force`d). Call it before the kernels run: after triton is imported, or once
+    TRITON_INTERPRET=1 is set (then it loads the interpreter itself, as a notebook's set-up cell needs).
     """
-    interpreter = sys.modules.get("triton.runtime.interpreter")
-    original = getattr(interpreter, "_patch_lang_tensor", None)
-    if original is None or getattr(original, "fitted", False):
-        return False
     if not force:
         import numpy as np
 
@@ -190,6 +188,15 @@ def fit_triton_interpreter(force: bool = False) -> bool:
                 return False
             except TypeError:
                 pass
+    interpreter = sys.modules.get("triton.runtime.interpreter")
+    if interpreter is None and os.environ.get("TRITON_INTERPRET") == "1":
+        try:
+            import triton.runtime.interpreter as interpreter
+        except ImportError:  # no Triton here: nothing to fit
+            return False
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "fitted", False):
+        return False
 
     # Its arguments: (tensor, scope) in Triton 3.6 and 3.7; (tensor) or (tensor, builder) in older ones.
     def patch_lang_tensor(tensor, *rest):
