@@ -344,20 +344,15 @@ def test_the_chapters_code_under_the_added_names_scores_nothing_on_them(verdicts
 # --- Triton: the notebook's runner survives a crash; margins; compiled for a GPU ----------------
 
 CHILD = textwrap.dedent('''
-    import json, linecache, os, sys
+    import json, os, sys
     os.environ["TRITON_INTERPRET"] = "1"
     import numpy as np
     from normgrad.cases import TestsFailed, run_tests
     sys.path.insert(0, "tests")
+    from helpers import run_cell
     from test_04_06_added import correct_excess, mistake_excess, SUBMISSIONS
 
-    def load_cell(name, source):
-        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        cell = {}
-        exec(compile(source, name, "exec"), cell)
-        return cell
-
-    crashing = load_cell("<crash>", SUBMISSIONS["06-triton"]["m1"]["layernorm_dx_triton"][1]())
+    crashing = run_cell(SUBMISSIONS["06-triton"]["m1"]["layernorm_dx_triton"][1](), "<crash>")
     try:
         run_tests("06-triton", "layernorm_dx_triton", crashing["layernorm_dx_triton"])
     except TestsFailed as e:
@@ -366,7 +361,7 @@ CHILD = textwrap.dedent('''
     from test_04_06_added import solution_source
     solved = {}
     for f in ("layernorm_dx_triton", "rmsnorm_backward_triton"):
-        solved.update(load_cell(f"<{f}>", solution_source("06-triton", f)))
+        solved.update(run_cell(solution_source("06-triton", f), f"<{f}>"))
     margins = {}
     for function, mistake, case in json.loads(sys.argv[1]):
         margins[f"{function}/{mistake}/{case}"] = [
@@ -415,16 +410,15 @@ def test_each_triton_mistake_is_far_outside_the_tolerance_and_the_kernels_inside
 
 
 COMPILE = textwrap.dedent('''
-    import json, linecache, sys
+    import json, sys
     from normgrad.gpu_compile import compile_for_gpu
     sys.path.insert(0, "tests")
+    from helpers import run_cell
     from test_04_06_added import solution_source
 
     cell = {}
     for function in ("layernorm_dx_triton", "rmsnorm_backward_triton"):
-        source = solution_source("06-triton", function)
-        linecache.cache[f"<{function}>"] = (len(source), None, source.splitlines(True), f"<{function}>")
-        exec(compile(source, f"<{function}>", "exec"), cell)
+        cell.update(run_cell(solution_source("06-triton", function), f"<{function}>"))
     built = []
     for dtype in ("fp64", "fp32", "bf16"):
         wide = "*fp64" if dtype == "fp64" else "*fp32"

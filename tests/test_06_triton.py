@@ -265,14 +265,13 @@ def test_the_ladder_refuses_what_it_cannot_do():
 # --- what only a GPU compiler would reject, checked without a GPU ----------------------------
 
 COMPILE = textwrap.dedent('''
-    import json, linecache, sys
+    import json, sys
     from normgrad import triton_layernorm as T
     from normgrad.gpu_compile import compile_for_gpu
+    sys.path.insert(0, "tests")
+    from helpers import run_cell
 
-    source = sys.stdin.read()  # the exercise's solution cell, loaded as the grader's sandbox loads it
-    linecache.cache["<cell>"] = (len(source), None, source.splitlines(True), "<cell>")
-    cell = {}
-    exec(compile(source, "<cell>", "exec"), cell)
+    cell = run_cell(sys.stdin.read())  # the exercise's solution cell, loaded as the grader's sandbox loads it
     built = []
     for dtype in ("fp32", "fp16", "bf16"):
         p = {name: "*" + dtype for name in ("DX", "DY", "X", "GAMMA", "DGAMMA", "DBETA", "W", "DW", "DB")}
@@ -310,18 +309,20 @@ def test_the_sandbox_can_compile_a_kernel_from_a_cell():
 
 
 BY_HAND = textwrap.dedent('''
-    import json, linecache, sys
+    import json, sys
     import torch
-    namespace = {"__name__": "__main__"}
-    for name, source in json.load(sys.stdin):
-        linecache.cache[name] = (len(source), None, source.splitlines(True), name)  # @triton.jit reads it back
-        exec(compile(source, name, "exec"), namespace)
+    sys.path.insert(0, "tests")
+    from helpers import run_cell
+    from normgrad import reference
+
+    setup, step1 = json.load(sys.stdin)
+    run_cell(setup, "<setup>")
+    layernorm_dx_triton = run_cell(step1, "<layernorm_dx_triton>")["layernorm_dx_triton"]
     torch.manual_seed(0)
     x, dy, gamma = torch.randn(3, 1000), torch.randn(3, 1000), torch.randn(1000)
-    mean, rstd = x.mean(1), (x.var(1, unbiased=False) + 1e-5).rsqrt()
-    xhat, g = (x - mean[:, None]) * rstd[:, None], dy * gamma
-    expected = rstd[:, None] * (g - g.mean(1, keepdim=True) - xhat * (g * xhat).mean(1, keepdim=True))
-    torch.testing.assert_close(namespace["layernorm_dx_triton"](dy, x, gamma, mean, rstd), expected)
+    oracle = reference.layernorm(x, gamma, torch.zeros(1000), dy=dy)
+    mean, rstd = (torch.from_numpy(a).float() for a in (oracle.mean, oracle.rstd))
+    torch.testing.assert_close(layernorm_dx_triton(dy, x, gamma, mean, rstd), torch.from_numpy(oracle.dx).float())
 ''')
 
 
@@ -332,7 +333,7 @@ def test_a_kernel_called_by_hand_after_the_set_up_cell_runs_without_a_gpu(root):
     cells = {nbgrader_meta(c).get("grade_id"): c.source for c in solved(ASSIGNMENT).cells}
     env = {k: v for k, v in child_env(CUDA_VISIBLE_DEVICES="").items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", BY_HAND], cwd=root, env=env, capture_output=True, text=True,
-                          input=json.dumps([[n, cells[n]] for n in ("setup", "layernorm_dx_triton")]), timeout=300)
+                          input=json.dumps([cells["setup"], cells["layernorm_dx_triton"]]), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
