@@ -7,7 +7,9 @@ process, and uses only the standard library. In this order it joins the
 job's control groups, marks the process as the first the kernel kills when
 memory runs out, sets resource limits, drops to the sandbox user (when the
 spec names one: the fallback without bubblewrap; under bubblewrap `setpriv`
-does it inside), asks to be killed when the grader dies, and execs COMMAND.
+does it inside), asks to be killed when the grader dies, installs the
+spec's seccomp filter (the fallback's; bubblewrap installs its own), and
+execs COMMAND.
 Setting these here rather than in a `preexec_fn` keeps them out of the
 grader's threads, where forking and then running Python is unsafe.
 """
@@ -19,7 +21,7 @@ import resource
 import signal
 import sys
 
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
 KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING = 7, -4, -5
 SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
 
@@ -32,6 +34,21 @@ def clear_keyrings() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     for keyring in (KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING):
         libc.syscall(number, KEYCTL_CLEAR, keyring)
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
+def install_filter(program: bytes) -> None:
+    """Install a classic-BPF seccomp filter (8 bytes an instruction) on this process and all it starts."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fprog = SockFprog(len(program) // 8, program)
+    # no_new_privs first: an unprivileged process may install a filter only then, and no setuid program
+    # the job execs can shed it
+    if (libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            or libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0):
+        raise SystemExit(f"could not install the seccomp filter: {os.strerror(ctypes.get_errno())}")
 
 
 def main() -> None:
@@ -57,6 +74,8 @@ def main() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != spec["parent"]:  # the grader died before the signal was armed
         os._exit(1)
+    if spec.get("seccomp"):
+        install_filter(bytes.fromhex(spec["seccomp"]))
     os.execvp(command[0], command)
 
 

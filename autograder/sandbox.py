@@ -25,8 +25,8 @@ Under bubblewrap (the default where it works) the process gets:
 - a clean environment, and with a GPU, the GPU's device nodes and driver.
 
 Without bubblewrap (or where it cannot run), the fallback is a process run as
-the sandbox user with the same limits, which can still read whatever that
-user may read on the machine; the report says which one ran.
+the sandbox user with the same limits and seccomp filter, which can still read
+whatever that user may read on the machine; the report says which one ran.
 
 The grader watches each cell and call: the sandbox's own timers stop a call
 after its CPU budget, and the grader stops a process whose current cell or
@@ -362,6 +362,23 @@ class Sandbox:
         self.python, self.paths = os.path.realpath(sys.executable), python_paths()
         if self.mode == "fallback" and self.root:
             self.python, self.paths = self._fallback_python()
+        self.fallback_filter, self.filter_problem = self._fallback_filter() if self.mode == "fallback" else (None, "")
+
+    def _fallback_filter(self) -> tuple[str | None, str]:
+        """The seccomp filter the launcher installs in the fallback (hex), if it installs here; else why not."""
+        bpf = seccomp.program()
+        if bpf is None:
+            return None, f"none is written for {os.uname().machine}"
+        spec = {"rlimits": {}, "parent": os.getpid(), "seccomp": bpf.hex()}
+        try:
+            done = subprocess.run([sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), "/bin/sh",
+                                   "-c", "exit 0"], capture_output=True, text=True, timeout=60, cwd="/",
+                                  stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return None, str(e)
+        if done.returncode != 0:
+            return None, (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return bpf.hex(), ""
 
     def _fallback_python(self) -> tuple[str, list[str]]:
         """An interpreter of this Python version that a sandbox user can run, and its sys.path with ours.
@@ -418,7 +435,9 @@ class Sandbox:
                     f"no repository, a private tmpfs" + ("" if "--size" in self.options else " (of unbounded size: "
                                                          "bubblewrap older than 0.8)"))
         else:
-            text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, resource limits only; the code can read "
+            confined = ("resource limits and a seccomp filter (no new namespaces, mounts or kernel keyrings)"
+                        if self.fallback_filter else f"resource limits only (no seccomp filter: {self.filter_problem})")
+            text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, {confined}; the code can read "
                     "whatever that user may read on this machine (world-readable files, the repository among "
                     "them) and reach the network")
         limits = ["CPU time", "file size", "open files"]
@@ -512,7 +531,7 @@ class Sandbox:
                 extra_fds = ()
                 child_env, cwd, spec_uid = {**env, **_scratch_env(str(home))}, str(home), uid
             spec = {"rlimits": rlimits, "cgroup_procs": group.procs_files, "uid": spec_uid, "gid": spec_uid,
-                    "parent": os.getpid()}
+                    "parent": os.getpid(), "seccomp": self.fallback_filter}
             launcher = [sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), *cmd]
             isolation = self.describe(uid, group, gpu, memory_rlimit)
             return _supervise(launcher, child_env, cwd, (job_fd, results_w, *extra_fds), results_r, results_w, job,

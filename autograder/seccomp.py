@@ -6,8 +6,9 @@ host), so the sandbox user could otherwise create a user namespace and, in
 it, mount a tmpfs of any size or make a network namespace. The kernel
 keyrings outlive a job (a key added to the sandbox uid's keyring would be
 read by the next job), and no answer needs them. bubblewrap installs this
-filter (`--seccomp FD`) just before it starts the job; the program is
-classic BPF, written out here for x86-64 and AArch64.
+filter (`--seccomp FD`) just before it starts the job, and in the fallback
+without bubblewrap the launcher does (launch.py); the program is classic BPF,
+written out here for x86-64 and AArch64.
 """
 
 from __future__ import annotations

@@ -772,7 +772,7 @@ def test_the_batch_says_how_it_was_sandboxed(world):
 
 # --- the fallback without bubblewrap -----------------------------------------------------------------
 
-FALLBACK_ATTACKS = ["os-exit", "write-gradebook", "kill-parent", "fork-bomb"]
+FALLBACK_ATTACKS = ["os-exit", "write-gradebook", "kill-parent", "fork-bomb", "namespaces-mounts-keyrings"]
 
 
 @pytest.fixture(scope="module")
@@ -802,6 +802,7 @@ def test_the_fallback_says_so_and_still_contains_the_attacks(setting, fallback):
         assert grades.returncode != 0 and "install bubblewrap" in grades.stderr
         return
     assert "FALLBACK without bubblewrap" in done.stderr and "WARNING" in done.stderr
+    assert "a seccomp filter (no new namespaces" in done.stderr
     scores = {"assignment": with_private(load(ASSIGNMENT), str(setting[0].private))}
     assert float(grades["aaa-control"]["score"]) == expected_score(scores, "full")
     by_name = {a.name: a for a in ATTACKS}
