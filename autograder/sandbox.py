@@ -270,13 +270,19 @@ def sandbox_user():
         os.close(fd)
 
 
+def launched(spec: dict, command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """A short chore or probe run through the launcher (launch.py) with `spec`; its output captured."""
+    spec = {"parent": os.getpid(), **spec}
+    return subprocess.run([sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), *command],
+                          capture_output=True, text=True, timeout=timeout, cwd="/", stdin=subprocess.DEVNULL,
+                          env={"PATH": "/usr/bin:/bin"})
+
+
 def clear_keyrings(uid: int) -> None:
     """Empty the kernel keyrings of a sandbox uid (they outlive its processes), as that uid (root only)."""
     if os.geteuid() != 0:
         return
-    spec = {"uid": uid, "gid": uid, "parent": os.getpid(), "clear_keyrings": True}
-    subprocess.run([sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec)], cwd="/",
-                   stdin=subprocess.DEVNULL, capture_output=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    launched({"uid": uid, "gid": uid, "clear_keyrings": True}, [], timeout=60)
 
 
 def sweep_leftovers() -> list[str]:
@@ -369,11 +375,8 @@ class Sandbox:
         bpf = seccomp.program()
         if bpf is None:
             return None, f"none is written for {os.uname().machine}"
-        spec = {"rlimits": {}, "parent": os.getpid(), "seccomp": bpf.hex()}
         try:
-            done = subprocess.run([sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), "/bin/sh",
-                                   "-c", "exit 0"], capture_output=True, text=True, timeout=60, cwd="/",
-                                  stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+            done = launched({"seccomp": bpf.hex()}, ["/bin/sh", "-c", "exit 0"], timeout=60)
         except (OSError, subprocess.TimeoutExpired) as e:
             return None, str(e)
         if done.returncode != 0:
@@ -398,10 +401,7 @@ class Sandbox:
             code = (f"import sys; sys.path[:] = [p for p in sys.path if p] + {site!r}; import numpy; "
                     f"print(repr(sys.path))")
             with sandbox_user() as uid:
-                spec = {"rlimits": {}, "uid": uid, "gid": uid, "parent": os.getpid()}
-                done = subprocess.run([sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), python,
-                                       "-I", "-S", "-c", code], capture_output=True, text=True, timeout=120,
-                                      cwd="/", stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+                done = launched({"uid": uid, "gid": uid}, [python, "-I", "-S", "-c", code], timeout=120)
             if done.returncode == 0:
                 return python, ast.literal_eval(done.stdout.strip().splitlines()[-1])
             tried.append(f"{python}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
