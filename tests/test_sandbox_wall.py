@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import cgroup, grading, sandbox
+from autograder import cgroup, grading, sandbox, seccomp
 from autograder.inside import protocol, wire
 from helpers import child_env
 
@@ -224,6 +224,24 @@ def test_a_sandbox_uids_keyrings_are_emptied_after_each_job():
     assert as_uid("add") >= 4  # a key id (4 bytes) in the user keyring
     sandbox.clear_keyrings(uid)
     assert as_uid("read") == 0
+
+
+@as_root
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probes use x86-64 syscall numbers")
+def test_the_launchers_filter_refuses_what_the_fallback_must_not_do():
+    """The fallback's filter, as the launcher installs it, wherever a sandbox user can run Python or not."""
+    uid = sandbox.UID_BASE + sandbox.UID_COUNT - 1
+    # the uid is dropped after the imports: the grader's Python may lie where that uid cannot read
+    code = f"{textwrap.dedent(ESCAPES)}\nos.setgid({uid}); os.setuid({uid})\nprint(escapes(0))"
+    def escapes(spec):
+        try:
+            done = sandbox.launched(spec, [sys.executable, "-I", "-c", code], timeout=60)
+        finally:
+            sandbox.clear_keyrings(uid)
+        assert done.returncode == 0, done.stderr
+        return ast.literal_eval(done.stdout.strip())
+    assert "add_key" in escapes({})  # without it this machine lets the probes through: they can fail
+    assert escapes({"seccomp": seccomp.program().hex()}) == []
 
 
 # --- autograd, however a call reaches for it --------------------------------------------------------
