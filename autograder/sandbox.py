@@ -270,12 +270,16 @@ def sandbox_user():
         os.close(fd)
 
 
-def launched(spec: dict, command: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """A short chore or probe run through the launcher (launch.py) with `spec`; its output captured."""
+def through_launcher(spec: dict, command: list[str]) -> list[str]:
+    """The command line that runs `command` through the launcher (launch.py), set up as `spec` says."""
     spec = {"parent": os.getpid(), **spec}
-    return subprocess.run([sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), *command],
-                          capture_output=True, text=True, timeout=timeout, cwd="/", stdin=subprocess.DEVNULL,
-                          env={"PATH": "/usr/bin:/bin"})
+    return [sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), *command]
+
+
+def launched(spec: dict, command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """A short chore or probe run through the launcher with `spec`; its output captured."""
+    return subprocess.run(through_launcher(spec, command), capture_output=True, text=True, timeout=timeout,
+                          cwd="/", stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
 
 
 def clear_keyrings(uid: int) -> None:
@@ -530,9 +534,8 @@ class Sandbox:
                 cmd = [python, "-I", "-S", "-B", str(bin_dir), str(job_fd), str(results_w), *self.paths]
                 extra_fds = ()
                 child_env, cwd, spec_uid = {**env, **_scratch_env(str(home))}, str(home), uid
-            spec = {"rlimits": rlimits, "cgroup_procs": group.procs_files, "uid": spec_uid, "gid": spec_uid,
-                    "parent": os.getpid(), "seccomp": self.fallback_filter}
-            launcher = [sys.executable, "-I", "-S", "-B", str(LAUNCHER), json.dumps(spec), *cmd]
+            launcher = through_launcher({"rlimits": rlimits, "cgroup_procs": group.procs_files, "uid": spec_uid,
+                                         "gid": spec_uid, "seccomp": self.fallback_filter}, cmd)
             isolation = self.describe(uid, group, gpu, memory_rlimit)
             return _supervise(launcher, child_env, cwd, (job_fd, results_w, *extra_fds), results_r, results_w, job,
                               limits, isolation, uid if self.mode == "fallback" else None, self.mode == "bwrap")
