@@ -3,7 +3,7 @@
     python -m normgrad.benchmark             (or `make bench`)  check, time, write the results file
     python -m normgrad.benchmark --dry-run   the same code on the CPU: interpreted Triton, tiny shapes
     python -m normgrad.benchmark --check     correctness only, on CUDA: every kernel and exercise 06's solution
-    python -m normgrad.benchmark --sweep     time the persistent kernel's launch settings around its defaults
+    python -m normgrad.benchmark --sweep     time the persistent kernel at the launches its launcher weighs
 
 One process does everything on one GPU, in this order:
 
@@ -25,7 +25,8 @@ dy, write dx (3 M N element-size bytes), plus gamma read, dgamma and dbeta
 written (3 N element-size bytes) and the float32 mean and rstd read (8 M bytes).
 GB/s is that over the median time; the fraction of the copy bandwidth is how
 close it comes to the speed of light. The results file also says, for the
-course's fastest kernel, what its compiler chose (registers, spills, programs
+course's fastest kernel, the launch its launcher took and what the compiler
+made of it and of every other launch it weighed (registers, spills, programs
 per multiprocessor), how long its second reduction takes alone, and which of
 issue 12's targets were met, and by how much each miss fell short.
 
@@ -148,7 +149,8 @@ def targets(results: dict) -> list[dict]:
 
     Each entry: {"target", "met", "measured", "misses": the shapes that fell short, each with by how much and
     what was measured there about the kernel: registers and spills per thread, warps resident per
-    multiprocessor, and the share of the time its second reduction (the sum of the partial rows) takes}.
+    multiprocessor, the launch (rows per step, warps), and the share of the time its second reduction (the sum
+    of the partial rows) takes}.
     A target with nothing measured to judge it by has met None.
     """
     fastest = results["fastest"]
@@ -162,7 +164,8 @@ def targets(results: dict) -> list[dict]:
         k = kernels.get((d, m, n))
         if k is None:
             return {}
-        return {"registers": k.get("registers"), "spilled_words": k.get("spilled_words"),
+        return {"rows_per_step": k.get("ROWS"), "num_warps": k.get("num_warps"),
+                "registers": k.get("registers"), "spilled_words": k.get("spilled_words"),
                 "resident_warps": k.get("resident_warps"), "programs": k.get("programs"),
                 "second_reduction_share": k["second_reduction_ms"] / ours[(d, m, n)]["ms"]
                 if k.get("second_reduction_ms") else None}
@@ -572,35 +575,39 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
     return results
 
 
-def sweep(runs: int = 5, log=print) -> None:
-    """Time the persistent kernel at launch settings around its defaults, in bfloat16; print the best."""
+def sweep(dry_run: bool = False, runs: int = 5, log=print) -> None:
+    """Time the persistent kernel in bfloat16 at every launch its launcher weighs and at the neighbours of the
+    one it takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor; print the best.
+    A dry run goes through the same launches on the CPU, interpreted, on tiny shapes, as if with 2 SMs."""
     import torch
-    import triton
 
     from . import triton_layernorm as T
     from .timing import DeviceTimer
 
-    timer = DeviceTimer("cuda")
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    for m in ROWS:
-        for n in COLUMNS:
-            args = inputs_for(m, n, "bfloat16")
-            block_n = triton.next_power_of_2(n)
-            rows, warps = T.rows_for(block_n), T.warps_for(T.rows_for(block_n) * block_n)
+    device = "cpu" if dry_run else "cuda"
+    timer = DeviceTimer(device)
+    sms = 2 if dry_run else torch.cuda.get_device_properties(0).multi_processor_count
+    runs = 1 if dry_run else runs
+    for m in DRY_ROWS if dry_run else ROWS:
+        for n in DRY_COLUMNS if dry_run else COLUMNS:
+            args = inputs_for(m, n, "bfloat16", device)
+            plan = T.persistent_plan(*args)
+            r, w = plan["ROWS"], plan["num_warps"]
+            launches = set(T.launch_candidates(plan["BLOCK_N"])) | {
+                (rows, warps) for rows in (max(1, r // 2), r, r * 2) for warps in (max(1, w // 2), w, min(32, w * 2))}
             default = timer.median_ms(lambda: T.layernorm_backward_persistent(*args), runs)
-            best = (default, "the defaults")
-            for r in sorted({max(1, rows // 2), rows, rows * 2}):
-                for w in sorted({max(1, warps // 2), warps, min(32, warps * 2)}):
-                    for per_sm in (None, 1, 2, 4):
-                        def run(r=r, w=w, p=per_sm and sms * per_sm):
-                            return T.layernorm_backward_persistent(*args, programs=p, num_warps=w, rows=r)
-                        ms = timer.median_ms(run, runs)
-                        if ms < best[0]:
-                            best = (ms, f"rows={r}, num_warps={w}, programs={per_sm or 'default'}"
-                                        f"{' x SMs' if per_sm else ''}")
+            best = (default, "the launcher's choice")
+            for rows, warps in sorted(launches):
+                for per_sm in (None, 1, 2, 4):
+                    def run(rows=rows, warps=warps, p=per_sm and sms * per_sm):
+                        return T.layernorm_backward_persistent(*args, programs=p, num_warps=warps, rows=rows)
+                    ms = timer.median_ms(run, runs)
+                    if ms < best[0]:
+                        best = (ms, f"rows={rows}, num_warps={warps}, programs={per_sm or 'as fit'}"
+                                    f"{' x SMs' if per_sm else ''}")
             gbs = traffic_bytes(m, n, "bfloat16") / (best[0] * 1e6)
-            log(f"M={m:<5} N={n:<5} defaults {default * 1e3:7.1f} us; best {best[0] * 1e3:7.1f} us "
-                f"({gbs:.0f} GB/s) with {best[1]}")
+            log(f"M={m:<5} N={n:<5} the launcher's rows={r}, num_warps={w}, {plan['programs']} programs: "
+                f"{default * 1e3:7.1f} us; best {best[0] * 1e3:7.1f} us ({gbs:.0f} GB/s) with {best[1]}")
 
 
 def check_exercise(log=print) -> bool:
@@ -669,7 +676,7 @@ def main(argv=None) -> int:
         ok = exercise and all(v == "pass" for name in COURSE for v in checks[name].values())
         return 0 if ok else 1
     if args.sweep:
-        sweep()
+        sweep(args.dry_run)
         return 0
     if args.warm_only:
         return warm(args.dry_run, tuple(args.dtypes), args.rows, args.columns)

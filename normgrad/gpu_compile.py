@@ -57,8 +57,9 @@ def ptxas_usage(compiled) -> tuple[int, int]:
 
 
 def persistent_kernel_usage(configs: list[tuple[str, int, int, int]]) -> list[dict]:
-    """For each (dtype, BLOCK_N, ROWS, num_warps): chapter 6's persistent kernel's registers per thread,
-    bytes of spill stores per thread and shared memory per program, compiled for sm_90."""
+    """For each (dtype, BLOCK_N, ROWS, num_warps): chapter 6's persistent kernel compiled for sm_90, as
+    triton_layernorm.choose_launch reads it: registers per thread, spilled (bytes of spill stores per
+    thread) and shared_bytes per program."""
     env = dict(os.environ, TRITON_INTERPRET="0")
     done = subprocess.run([sys.executable, "-m", "normgrad.gpu_compile"], input=json.dumps(configs), cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
@@ -77,7 +78,7 @@ def main() -> None:
         compiled = compile_for_gpu(T._dx_persistent_kernel, pointers, {"BLOCK_N": block_n, "ROWS": rows}, num_warps)
         registers, spills = ptxas_usage(compiled)
         found.append({"dtype": dtype, "BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps,
-                      "registers": registers, "spill_bytes": spills, "shared_bytes": compiled.metadata.shared})
+                      "registers": registers, "spilled": spills, "shared_bytes": compiled.metadata.shared})
     print(json.dumps(found))
 
 

@@ -244,15 +244,15 @@ def _prepared(dy, x, gamma, mean, rstd):
 def warps_for(elements: int) -> int:
     """Warps per program for blocks of this many elements: 16 elements per thread, 1 to 32 warps.
 
-    At 16 elements of each block-sized tensor per thread the persistent kernel needs
-    about 128 registers per thread (ptxas, sm_90); fewer warps spill, more leave
-    too little work per thread to hide the memory's latency.
+    v1's and v2's launch, and v3's where nothing was compiled to measure (the
+    interpreter): at 16 elements of each block-sized tensor per thread the
+    persistent kernel needs about 128 registers per thread (ptxas, sm_90).
     """
     return min(max(elements // 512, 1), 32)
 
 
 def rows_for(block_n: int) -> int:
-    """v3's rows per step: enough that a step reads at least 4096 elements of x and of dy."""
+    """v3's rows per step where nothing was compiled: enough that a step reads at least 4096 elements of x."""
     return max(1, 4096 // block_n)
 
 
@@ -295,46 +295,113 @@ def layernorm_backward_locked(dy, x, gamma, mean, rstd, groups: int | None = Non
     return (dx, *_sum_partials(part, groups, n, gamma))
 
 
+STEPS = (1024, 2048, 4096, 8192)  # elements of x (and as many of dy) that one step of a program loads
+PER_THREAD = (8, 16)  # elements of each block-sized tensor per thread: about 64 and 128 registers (ptxas, sm_90)
+
+
+def launch_candidates(block_n: int) -> list[tuple[int, int]]:
+    """The (ROWS, num_warps) that v3's launcher compiles and chooses among on a GPU.
+
+    Steps of 1024 to 8192 elements (one row, when a row is longer), at 8 or 16
+    elements per thread, 1 to 32 warps; and the interpreter's launch (rows_for,
+    warps_for), the only one left for rows longer than 32 warps can hold at 16.
+    """
+    found = []
+    for step in sorted({max(s, block_n) for s in STEPS}):
+        for per_thread in PER_THREAD:
+            warps = step // (32 * per_thread)
+            if 1 <= warps <= 32:
+                found.append((step // block_n, warps))
+    interpreted = (rows_for(block_n), warps_for(rows_for(block_n) * block_n))
+    return found + [interpreted] * (interpreted not in found)
+
+
 def resident_programs(registers: int, shared_bytes: int, num_warps: int, device_properties: dict) -> int:
     """How many programs one multiprocessor runs at once, given what one program uses.
 
     `registers` per thread and `shared_bytes` per program come from the compiled kernel;
-    `device_properties` is Triton's driver's (max_num_regs and max_shared_mem per
-    multiprocessor). A multiprocessor also holds at most 64 warps.
+    `device_properties` is Triton's driver's: max_num_regs and max_shared_mem, the
+    most one program may use, which on Hopper are also what a multiprocessor has
+    (65 536 registers; 227 KB). Registers go to a warp 256 at a time, and a Hopper
+    multiprocessor holds at most 64 warps and 32 programs.
     """
-    by_registers = device_properties["max_num_regs"] // max(1, registers * 32 * num_warps)
+    per_warp = -(-registers * 32 // 256) * 256
+    by_registers = device_properties["max_num_regs"] // max(1, per_warp * num_warps)
     by_memory = device_properties["max_shared_mem"] // max(1, shared_bytes)
-    return max(1, min(by_registers, by_memory, 64 // num_warps))
+    return max(1, min(by_registers, by_memory, 64 // num_warps, 32))
 
 
-_RESIDENT: dict = {}  # (device, dtype, BLOCK_N, ROWS, num_warps) -> programs per multiprocessor
-COMPILED: dict = {}  # the same keys -> what the compiler made of v3's kernel: registers, spills, shared memory
+def choose_launch(usages: list[dict], device_properties: dict) -> dict:
+    """Of compiled launches, the one that keeps the most of x and dy in flight on each multiprocessor.
 
-
-def default_programs(args: tuple, m: int, block_n: int, rows: int, num_warps: int) -> int:
-    """v3's number of programs P: as many as the GPU runs at once, but each walking at least 16 rows.
-
-    On a GPU the kernel is compiled first (`warmup`), and its registers and shared
-    memory say how many programs fit on a multiprocessor. Each program writes 2 N
-    float32 partial sums that the second kernel reads back: at 16 rows or more per
-    program that traffic stays small beside x, dy and dx.
+    Each usage has BLOCK_N, ROWS, num_warps and what the compiler made of that
+    launch: registers (per thread), spilled (any measure of local memory per
+    thread, 0 when nothing spills) and shared_bytes. A memory-bound kernel moves
+    bytes at about the bytes in flight over the memory's latency, and a program's
+    loads are in flight only until its step's row sums begin, so: no spills first;
+    then the most elements loaded per step by all the programs that fit on a
+    multiprocessor at once; then the most programs (one waits at its sums while
+    another loads); then the most warps. Returns the usage, with
+    programs_per_multiprocessor added.
     """
+    def programs(u):
+        return resident_programs(u["registers"], u["shared_bytes"], u["num_warps"], device_properties)
+
+    def rank(u):
+        per = programs(u)
+        return u["spilled"], -per * u["ROWS"] * u["BLOCK_N"], -per, -per * u["num_warps"]
+
+    chosen = min(usages, key=rank)
+    return {**chosen, "programs_per_multiprocessor": programs(chosen)}
+
+
+_USAGE: dict = {}  # (device, dtype, BLOCK_N, ROWS, num_warps) -> what the compiler made of v3's kernel
+_CHOSEN: dict = {}  # (device, dtype, BLOCK_N) -> the usage choose_launch picked for it
+
+
+def compiled_usage(args: tuple, block_n: int, rows: int, num_warps: int) -> dict | None:
+    """Compile v3's kernel for these arguments (`warmup`, as Triton's persistent-softmax tutorial does) and
+    read its registers, spills and shared memory; None off a GPU or where Triton's internals differ."""
     x = args[3]
     if x.device.type != "cuda":
-        return min(m, 4)  # the interpreter runs programs one at a time: their number only changes the bookkeeping
+        return None
     key = (x.device, x.dtype, block_n, rows, num_warps)
-    if key not in _RESIDENT:
-        try:  # the calls Triton's own persistent-softmax tutorial makes
+    if key not in _USAGE:
+        try:
             compiled = _dx_persistent_kernel.warmup(*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps,
                                                     grid=(1,))
             compiled._init_handles()
             properties = triton.runtime.driver.active.utils.get_device_properties(x.device.index)
-            _RESIDENT[key] = resident_programs(compiled.n_regs, compiled.metadata.shared, num_warps, properties)
-            COMPILED[key] = {"registers": compiled.n_regs, "spilled_words": getattr(compiled, "n_spills", None),
-                             "shared_bytes": compiled.metadata.shared, "max_num_regs": properties["max_num_regs"]}
-        except (AttributeError, KeyError, TypeError):  # a Triton whose internals differ: assume 128 registers
-            _RESIDENT[key] = max(1, 16 // num_warps)
-    return programs_to_launch(torch.cuda.get_device_properties(x.device).multi_processor_count, _RESIDENT[key], m)
+            usage = {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps, "registers": compiled.n_regs,
+                     "spilled": getattr(compiled, "n_spills", 0) or 0, "shared_bytes": compiled.metadata.shared}
+            usage["programs_per_multiprocessor"] = resident_programs(usage["registers"], usage["shared_bytes"],
+                                                                     num_warps, properties)
+            _USAGE[key] = usage
+        except (AttributeError, KeyError, TypeError):
+            _USAGE[key] = None
+    return _USAGE[key]
+
+
+def launch_plan(args: tuple, block_n: int) -> dict:
+    """v3's ROWS and num_warps for these arguments, and programs_per_multiprocessor (None off a GPU).
+
+    On a GPU every launch_candidates() is compiled and choose_launch() picks one,
+    so the choice follows what this Triton's compiler makes of the kernel (its
+    registers differ between Triton versions). Elsewhere: rows_for and warps_for.
+    """
+    x = args[3]
+    key = (x.device, x.dtype, block_n)
+    if key not in _CHOSEN:
+        usages = [compiled_usage(args, block_n, r, w) for r, w in launch_candidates(block_n)]
+        if all(usages):
+            properties = triton.runtime.driver.active.utils.get_device_properties(x.device.index)
+            _CHOSEN[key] = choose_launch(usages, properties)
+        else:  # the interpreter, or a Triton whose internals differ: assume 128 registers per thread
+            rows = rows_for(block_n)
+            warps = warps_for(rows * block_n)
+            _CHOSEN[key] = {"ROWS": rows, "num_warps": warps,
+                            "programs_per_multiprocessor": max(1, 16 // warps) if x.device.type == "cuda" else None}
+    return _CHOSEN[key]
 
 
 def programs_to_launch(multiprocessors: int, per_multiprocessor: int, m: int) -> int:
@@ -343,16 +410,24 @@ def programs_to_launch(multiprocessors: int, per_multiprocessor: int, m: int) ->
 
 
 def _persistent_launch(dx, dy, x, gamma, mean, rstd, m, n, block_n, programs, num_warps, rows):
-    """v3's launch: (kernel arguments with PART allocated, P, ROWS, num_warps)."""
+    """v3's launch: (kernel arguments with PART allocated, P, ROWS, num_warps, what the compiler made of it)."""
+    args = [dx, torch.empty(1, dtype=torch.float32, device=x.device), dy, x, gamma, mean, rstd, m, n, x.stride(0)]
+    # (the one-element PART stands in for the partial rows while compiling: only its type matters)
+    if rows is None and num_warps is None:
+        plan = launch_plan(tuple(args), block_n)
+        rows, num_warps = plan["ROWS"], plan["num_warps"]
     rows = rows or rows_for(block_n)
     num_warps = num_warps or warps_for(rows * block_n)
-    args = [dx, None, dy, x, gamma, mean, rstd, m, n, x.stride(0)]
+    usage = compiled_usage(tuple(args), block_n, rows, num_warps)
     if programs is None:
-        args[1] = torch.empty(1, dtype=torch.float32, device=x.device)  # stands in for PART while compiling
-        programs = default_programs(tuple(args), m, block_n, rows, num_warps)
+        if x.device.type != "cuda":
+            programs = min(m, 4)  # the interpreter runs programs one at a time: their number is bookkeeping
+        else:
+            per = usage["programs_per_multiprocessor"] if usage else max(1, 16 // num_warps)
+            programs = programs_to_launch(torch.cuda.get_device_properties(x.device).multi_processor_count, per, m)
     p = min(programs, triton.cdiv(m, rows))
     args[1] = torch.empty((2, p, n), dtype=torch.float32, device=x.device)  # every row written by its program
-    return args, p, rows, num_warps
+    return args, p, rows, num_warps, usage
 
 
 def layernorm_backward_persistent(dy, x, gamma, mean, rstd, programs: int | None = None,
@@ -363,8 +438,8 @@ def layernorm_backward_persistent(dy, x, gamma, mean, rstd, programs: int | None
     """
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
     dx = torch.empty_like(x)
-    args, p, rows, num_warps = _persistent_launch(dx, dy, x, gamma, mean, rstd, m, n, block_n, programs,
-                                                  num_warps, rows)
+    args, p, rows, num_warps, _ = _persistent_launch(dx, dy, x, gamma, mean, rstd, m, n, block_n, programs,
+                                                     num_warps, rows)
     _dx_persistent_kernel[(p,)](*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps)
     return (dx, *_sum_partials(args[1], p, n, gamma))
 
@@ -373,20 +448,26 @@ def persistent_plan(dy, x, gamma, mean, rstd) -> dict:
     """What v3's launcher chooses for these inputs, and what the compiler made of it (on a GPU).
 
     Keys: BLOCK_N, ROWS, num_warps, programs (P), and where the kernel was compiled
-    registers (per thread), spilled_words (32-bit words per thread in local memory),
+    registers (per thread), spilled_words (32-bit words of local memory per thread),
     shared_bytes, programs_per_multiprocessor and resident_warps (per multiprocessor,
     of the 64 a Hopper multiprocessor holds); None for what an interpreter cannot say.
-    Also `second_reduction`, a call that runs only the kernel summing the P partial rows.
+    `candidates`: each launch the launcher compiled and chose among, with the same
+    figures. Also `second_reduction`, a call that runs only the kernel summing the P
+    partial rows.
     """
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
-    args, p, rows, num_warps = _persistent_launch(torch.empty_like(x), dy, x, gamma, mean, rstd, m, n, block_n,
-                                                  None, None, None)
-    key = (x.device, x.dtype, block_n, rows, num_warps)
-    per = _RESIDENT.get(key) if x.device.type == "cuda" else None
+    args, p, rows, num_warps, usage = _persistent_launch(torch.empty_like(x), dy, x, gamma, mean, rstd, m, n,
+                                                         block_n, None, None, None)
+    usage = usage or {}
+    per = usage.get("programs_per_multiprocessor")
+    candidates = [_USAGE.get((x.device, x.dtype, block_n, r, w)) for r, w in launch_candidates(block_n)]
     part = args[1].normal_()
     return {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps, "programs": p,
-            "registers": None, "spilled_words": None, "shared_bytes": None, **COMPILED.get(key, {}),
-            "programs_per_multiprocessor": per, "resident_warps": per and per * num_warps,
+            "registers": usage.get("registers"), "spilled_words": usage.get("spilled"),
+            "shared_bytes": usage.get("shared_bytes"), "programs_per_multiprocessor": per,
+            "resident_warps": per and per * num_warps,
+            "candidates": [{k: c[k] for k in ("ROWS", "num_warps", "registers", "spilled", "shared_bytes",
+                                              "programs_per_multiprocessor")} for c in candidates if c],
             "second_reduction": lambda: _sum_partials(part, p, n, gamma)}
 
 

@@ -132,8 +132,9 @@ def test_chapter_6_draws_and_quotes_the_results_file_or_says_there_is_none(root,
     import matplotlib.figure
 
     results = synthetic_results(fractions=dict(GOOD, **{"v3 persistent": 0.78}))
-    results["kernels"] = [{"impl": benchmark.FASTEST, "dtype": "bfloat16", "M": 65536, "N": 16384, "num_warps": 32,
-                           "registers": 64, "spilled_words": 30, "resident_warps": 32, "second_reduction_ms": 0.0123}]
+    results["kernels"] = [{"impl": benchmark.FASTEST, "dtype": "bfloat16", "M": 65536, "N": 16384, "ROWS": 1,
+                           "num_warps": 32, "registers": 64, "spilled_words": 30, "resident_warps": 32,
+                           "second_reduction_ms": 0.0123}]
     path = benchmark.write_results(results, tmp_path)
     monkeypatch.setattr(benchmark, "find_results", lambda: path if recorded else None)
     shown = []
@@ -147,16 +148,17 @@ def test_chapter_6_draws_and_quotes_the_results_file_or_says_there_is_none(root,
     assert "Measured on Synthetic GPU 80GB on 2026-01-02" in text and "copy 1000 GB/s" in text
     assert "- bfloat16: at least 78% of the copy bandwidth" in text
     assert "| **no** | 0.780 | 10 shape(s), at worst 0.070 |" in text
-    assert "| 65536 | 16384 | 32 | 64 | 30 | 32 | 12.3 us |" in text
+    assert "| 65536 | 16384 | 1 | 32 | 64 | 30 | 32 | 12.3 us |" in text
 
 
 def test_a_miss_carries_what_was_measured_about_the_kernel_there():
     results = synthetic_results(fractions=dict(GOOD, **{"v3 persistent": 0.78}))
     row = next(r for r in results["rows"] if (r["impl"], r["dtype"], r["M"], r["N"]) ==
                (benchmark.FASTEST, "bfloat16", 65536, 16384))
-    results["kernels"] = [{"impl": benchmark.FASTEST, "dtype": "bfloat16", "M": 65536, "N": 16384, "registers": 64,
-                           "spilled_words": 30, "resident_warps": 32, "programs": 132,
+    results["kernels"] = [{"impl": benchmark.FASTEST, "dtype": "bfloat16", "M": 65536, "N": 16384, "ROWS": 1,
+                           "num_warps": 32, "registers": 64, "spilled_words": 30, "resident_warps": 32, "programs": 132,
                            "second_reduction_ms": row["ms"] / 10}]
     miss = next(x for x in benchmark.targets(results)[0]["misses"] if (x["M"], x["N"]) == (65536, 16384))
     assert miss["spilled_words"] == 30 and miss["resident_warps"] == 32
+    assert (miss["rows_per_step"], miss["num_warps"]) == (1, 32)
     assert miss["second_reduction_share"] == pytest.approx(0.1)
