@@ -361,7 +361,8 @@ _CHOSEN: dict = {}  # (device, dtype, BLOCK_N) -> the usage choose_launch picked
 
 def compiled_usage(args: tuple, block_n: int, rows: int, num_warps: int) -> dict | None:
     """Compile v3's kernel for these arguments (`warmup`, as Triton's persistent-softmax tutorial does) and
-    read its registers, spills and shared memory; None off a GPU or where Triton's internals differ."""
+    read its registers, spills and shared memory; None off a GPU, for a launch this compiler refuses, or
+    where Triton's internals differ."""
     x = args[3]
     if x.device.type != "cuda":
         return None
@@ -377,7 +378,7 @@ def compiled_usage(args: tuple, block_n: int, rows: int, num_warps: int) -> dict
             usage["programs_per_multiprocessor"] = resident_programs(usage["registers"], usage["shared_bytes"],
                                                                      num_warps, properties)
             _USAGE[key] = usage
-        except (AttributeError, KeyError, TypeError):
+        except Exception:  # not weighed; the launch itself, if it is the one taken, raises what went wrong
             _USAGE[key] = None
     return _USAGE[key]
 
@@ -385,15 +386,16 @@ def compiled_usage(args: tuple, block_n: int, rows: int, num_warps: int) -> dict
 def launch_plan(args: tuple, block_n: int) -> dict:
     """v3's ROWS and num_warps for these arguments, and programs_per_multiprocessor (None off a GPU).
 
-    On a GPU every launch_candidates() is compiled and choose_launch() picks one,
-    so the choice follows what this Triton's compiler makes of the kernel (its
-    registers differ between Triton versions). Elsewhere: rows_for and warps_for.
+    On a GPU every launch_candidates() is compiled and choose_launch() picks one
+    of those that compiled, so the choice follows what this Triton's compiler
+    makes of the kernel (its registers differ between Triton versions).
+    Elsewhere: rows_for and warps_for.
     """
     x = args[3]
     key = (x.device, x.dtype, block_n)
     if key not in _CHOSEN:
-        usages = [compiled_usage(args, block_n, r, w) for r, w in launch_candidates(block_n)]
-        if all(usages):
+        usages = [u for u in (compiled_usage(args, block_n, r, w) for r, w in launch_candidates(block_n)) if u]
+        if usages:
             properties = triton.runtime.driver.active.utils.get_device_properties(x.device.index)
             _CHOSEN[key] = choose_launch(usages, properties)
         else:  # the interpreter, or a Triton whose internals differ: assume 128 registers per thread

@@ -496,6 +496,16 @@ def test_on_a_gpu_the_launcher_compiles_each_candidate_and_takes_the_choice(monk
     assert T.launch_plan(args, 4096) == plan and len(compiled) == len(T.launch_candidates(4096))  # kept
     assert T.compiled_usage(args, 4096, 1, 8)["programs_per_multiprocessor"] == 1  # 148 registers
 
+    def refuses(*args, BLOCK_N, ROWS, num_warps, grid):  # a compiler that refuses every launch but one
+        if (ROWS, num_warps) != (2, 16):
+            raise RuntimeError("out of resources")
+        return warmup(*args, BLOCK_N=BLOCK_N, ROWS=ROWS, num_warps=num_warps, grid=grid)
+
+    monkeypatch.setattr(T._dx_persistent_kernel, "warmup", refuses, raising=False)
+    half = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float16)  # not chosen for yet
+    plan = T.launch_plan((None, None, None, half), 4096)
+    assert (plan["ROWS"], plan["num_warps"]) == (2, 16)
+
     def differs(*args, **kwargs):
         raise AttributeError("this Triton's warmup is not the one the launcher knows")
 
