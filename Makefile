@@ -28,8 +28,10 @@ gradescope: $(STAMP)
 # Chapter 6's benchmark: needs a CUDA GPU, and is not part of `make test`. It checks and times every rung of
 # chapter 6, PyTorch's backward (eager and torch.compile) and Liger-Kernel's (when installed), and writes
 # chapters/data/bench-<gpu>-<date>.json, which chapter 6 plots. BENCH_ARGS=--dry-run runs the same code on
-# the CPU. It runs with .venv's Python when there is one, else with $(PYTHON): the GPU machines have their
-# own torch and triton and no package index.
+# the CPU; BENCH_ARGS="--sweep --out gpu-results" times the persistent kernel at every launch its launcher
+# weighs, into sweep-<gpu>-<date>.json (the round of tuning after `make gpu-check`). It runs with .venv's
+# Python when there is one, else with $(PYTHON): the GPU machines have their own torch and triton and no
+# package index.
 BENCH_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
 bench:

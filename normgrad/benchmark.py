@@ -4,6 +4,7 @@
     python -m normgrad.benchmark --dry-run   the same code on the CPU: interpreted Triton, tiny shapes
     python -m normgrad.benchmark --check     correctness only, on CUDA: every kernel and exercise 06's solution
     python -m normgrad.benchmark --sweep     time the persistent kernel at the launches its launcher weighs
+                                             (writes sweep-<gpu>-<date>.json into --out)
 
 One process does everything on one GPU, in this order:
 
@@ -81,10 +82,10 @@ def traffic_bytes(m: int, n: int, dtype_name: str) -> int:
 
 # --- the results file ---------------------------------------------------------------------------
 
-def results_path(gpu: str, date: str, directory: Path = RESULTS_DIR) -> Path:
-    """<directory>/bench-<gpu, as a slug>-<date>.json"""
+def results_path(gpu: str, date: str, directory: Path = RESULTS_DIR, kind: str = "bench") -> Path:
+    """<directory>/<kind>-<gpu, as a slug>-<date>.json: kind "bench" for the benchmark, "sweep" for --sweep"""
     slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
-    return Path(directory) / f"bench-{slug}-{date}.json"
+    return Path(directory) / f"{kind}-{slug}-{date}.json"
 
 
 def write_results(results: dict, directory: Path = RESULTS_DIR) -> Path:
@@ -575,39 +576,57 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
     return results
 
 
-def sweep(dry_run: bool = False, runs: int = 5, log=print) -> None:
+def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=print) -> dict:
     """Time the persistent kernel in bfloat16 at every launch its launcher weighs and at the neighbours of the
-    one it takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor; print the best.
-    A dry run goes through the same launches on the CPU, interpreted, on tiny shapes, as if with 2 SMs."""
+    one it takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor; the median of
+    `runs` calls each, the L2 flushed before every call. Prints the best per shape and returns everything
+    timed (written by `main` to sweep-<gpu>-<date>.json). Shapes reached after `budget_s` are listed as
+    skipped. A dry run goes through the same launches on the CPU, interpreted, on tiny shapes, as if with 2 SMs.
+    """
     import torch
 
     from . import triton_layernorm as T
     from .timing import DeviceTimer
 
+    deadline = time.monotonic() + budget_s
     device = "cpu" if dry_run else "cuda"
+    env = _environment(device)
     timer = DeviceTimer(device)
     sms = 2 if dry_run else torch.cuda.get_device_properties(0).multi_processor_count
     runs = 1 if dry_run else runs
+    results = {"gpu": env["gpu"], "date": datetime.date.today().isoformat(), "dry_run": dry_run,
+               "environment": env, "impl": FASTEST, "dtype": "bfloat16", "runs": runs, "budget_s": budget_s,
+               "shapes": [], "skipped": []}
     for m in DRY_ROWS if dry_run else ROWS:
         for n in DRY_COLUMNS if dry_run else COLUMNS:
+            why = "the time budget was spent" if time.monotonic() >= deadline else _fits(m, n, "bfloat16", device)
+            if why:
+                results["skipped"].append({"M": m, "N": n, "reason": why})
+                continue
             args = inputs_for(m, n, "bfloat16", device)
             plan = T.persistent_plan(*args)
             r, w = plan["ROWS"], plan["num_warps"]
             launches = set(T.launch_candidates(plan["BLOCK_N"])) | {
                 (rows, warps) for rows in (max(1, r // 2), r, r * 2) for warps in (max(1, w // 2), w, min(32, w * 2))}
-            default = timer.median_ms(lambda: T.layernorm_backward_persistent(*args), runs)
-            best = (default, "the launcher's choice")
+            taken = timer.median_ms(lambda: T.layernorm_backward_persistent(*args), runs)
+            timings = []
             for rows, warps in sorted(launches):
                 for per_sm in (None, 1, 2, 4):
                     def run(rows=rows, warps=warps, p=per_sm and sms * per_sm):
                         return T.layernorm_backward_persistent(*args, programs=p, num_warps=warps, rows=rows)
-                    ms = timer.median_ms(run, runs)
-                    if ms < best[0]:
-                        best = (ms, f"rows={rows}, num_warps={warps}, programs={per_sm or 'as fit'}"
-                                    f"{' x SMs' if per_sm else ''}")
-            gbs = traffic_bytes(m, n, "bfloat16") / (best[0] * 1e6)
+                    timings.append({"ROWS": rows, "num_warps": warps, "programs_per_multiprocessor": per_sm,
+                                    "ms": timer.median_ms(run, runs)})
+            best = min(timings, key=lambda t: t["ms"])
+            gbs = traffic_bytes(m, n, "bfloat16") / (best["ms"] * 1e6)
+            results["shapes"].append({"M": m, "N": n, "taken": {"ROWS": r, "num_warps": w, "programs": plan["programs"],
+                                                                "ms": taken},
+                                      "best": {**best, "gb_per_s": gbs}, "timings": timings})
+            per = best["programs_per_multiprocessor"]
             log(f"M={m:<5} N={n:<5} the launcher's rows={r}, num_warps={w}, {plan['programs']} programs: "
-                f"{default * 1e3:7.1f} us; best {best[0] * 1e3:7.1f} us ({gbs:.0f} GB/s) with {best[1]}")
+                f"{taken * 1e3:7.1f} us; best {best['ms'] * 1e3:7.1f} us ({gbs:.0f} GB/s) with rows={best['ROWS']}, "
+                f"num_warps={best['num_warps']}, programs={f'{per} x SMs' if per else 'as fit'}")
+            del args
+    return results
 
 
 def check_exercise(log=print) -> bool:
@@ -654,7 +673,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warm-only", action="store_true",
                         help="only compile (the first call of each implementation), filling the disk caches")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the results file")
-    parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="seconds for the whole sweep (default %(default)s)")
+    parser.add_argument("--budget-s", type=float, default=BUDGET_S,
+                        help="seconds for the whole benchmark, or --sweep (default %(default)s)")
     parser.add_argument("--dtypes", nargs="+", choices=DTYPE_NAMES, default=list(DTYPE_NAMES))
     parser.add_argument("--rows", nargs="+", type=int, help="M values (default: the sweep's, or the dry run's)")
     parser.add_argument("--columns", nargs="+", type=int, help="N values (default: the sweep's, or the dry run's)")
@@ -676,7 +696,11 @@ def main(argv=None) -> int:
         ok = exercise and all(v == "pass" for name in COURSE for v in checks[name].values())
         return 0 if ok else 1
     if args.sweep:
-        sweep(args.dry_run)
+        results = sweep(args.dry_run, budget_s=args.budget_s)
+        path = results_path(results["gpu"], results["date"], args.out, kind="sweep")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {path}")
         return 0
     if args.warm_only:
         return warm(args.dry_run, tuple(args.dtypes), args.rows, args.columns)

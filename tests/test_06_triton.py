@@ -514,13 +514,33 @@ def test_on_a_gpu_the_launcher_compiles_each_candidate_and_takes_the_choice(monk
     assert (plan["ROWS"], plan["num_warps"], plan["programs_per_multiprocessor"]) == (4, 8, 2)
 
 
-def test_the_sweep_runs_each_launch_through_the_interpreter():
+def test_the_sweep_runs_each_launch_through_the_interpreter_and_writes_what_it_timed(tmp_path, capsys):
     from normgrad import benchmark
 
     if torch.cuda.is_available():
         pytest.skip("on a GPU the kernels are compiled for it, and `--sweep` runs for real")
+    assert benchmark.main(["--sweep", "--dry-run", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    [path] = tmp_path.glob("sweep-dry-run-*.json")
+    assert lines[-1] == f"wrote {path}"
+    found = json.loads(path.read_text())
+    assert len(found["shapes"]) == len(lines) - 1 == len(benchmark.DRY_ROWS) * len(benchmark.DRY_COLUMNS)
+    assert found["skipped"] == [] and found["dry_run"] and found["impl"] == benchmark.FASTEST
+    for shape in found["shapes"]:
+        weighed = triton_layernorm.launch_candidates(triton_layernorm.triton.next_power_of_2(shape["N"]))
+        timed = {(t["ROWS"], t["num_warps"]) for t in shape["timings"]}
+        assert set(weighed) <= timed and (shape["taken"]["ROWS"], shape["taken"]["num_warps"]) in timed
+        assert all(t["ms"] > 0 for t in shape["timings"]) and shape["taken"]["ms"] > 0
+        assert shape["best"]["ms"] == min(t["ms"] for t in shape["timings"])
+    assert all("the launcher's rows=" in line and "; best " in line for line in lines[:-1]), lines
 
-    lines = []
-    benchmark.sweep(dry_run=True, log=lines.append)
-    assert len(lines) == len(benchmark.DRY_ROWS) * len(benchmark.DRY_COLUMNS)
-    assert all("the launcher's rows=" in line and "; best " in line for line in lines), lines
+
+def test_a_sweep_out_of_time_lists_the_shapes_it_did_not_reach():
+    from normgrad import benchmark
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU `--sweep` runs for real")
+    found = benchmark.sweep(dry_run=True, budget_s=0.0, log=lambda line: None)
+    assert found["shapes"] == []
+    assert [(x["M"], x["N"]) for x in found["skipped"]] == [(m, n) for m in benchmark.DRY_ROWS
+                                                            for n in benchmark.DRY_COLUMNS]
