@@ -618,13 +618,13 @@ def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=
                                     "ms": timer.median_ms(run, runs)})
             best = min(timings, key=lambda t: t["ms"])
             gbs = traffic_bytes(m, n, "bfloat16") / (best["ms"] * 1e6)
-            results["shapes"].append({"M": m, "N": n, "taken": {"ROWS": r, "num_warps": w, "programs": plan["programs"],
-                                                                "ms": taken},
-                                      "best": {**best, "gb_per_s": gbs}, "timings": timings})
+            taken = {"ROWS": r, "num_warps": w, "programs": plan["programs"], "ms": taken}
+            results["shapes"].append({"M": m, "N": n, "taken": taken, "best": {**best, "gb_per_s": gbs},
+                                      "timings": timings})
             per = best["programs_per_multiprocessor"]
             log(f"M={m:<5} N={n:<5} the launcher's rows={r}, num_warps={w}, {plan['programs']} programs: "
-                f"{taken * 1e3:7.1f} us; best {best['ms'] * 1e3:7.1f} us ({gbs:.0f} GB/s) with rows={best['ROWS']}, "
-                f"num_warps={best['num_warps']}, programs={f'{per} x SMs' if per else 'as fit'}")
+                f"{taken['ms'] * 1e3:7.1f} us; best {best['ms'] * 1e3:7.1f} us ({gbs:.0f} GB/s) with "
+                f"rows={best['ROWS']}, num_warps={best['num_warps']}, programs={f'{per} x SMs' if per else 'as fit'}")
             del args
     return results
 
