@@ -3,7 +3,7 @@
     python -m normgrad.benchmark             (or `make bench`)  check, time, write the results file
     python -m normgrad.benchmark --dry-run   the same code on the CPU: interpreted Triton, tiny shapes
     python -m normgrad.benchmark --check     correctness only, on CUDA: every kernel and exercise 06's solution
-    python -m normgrad.benchmark --sweep     time the persistent kernel at the launches its launcher weighs
+    python -m normgrad.benchmark --sweep     time v3 and v4 at the launches their launcher weighs
                                              (writes sweep-<gpu>-<date>.json into --out)
 
 One process does everything on one GPU, in this order:
@@ -53,8 +53,8 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "chapters" / "data"
 SCHEMA = 2
-COURSE = ("v1 rowwise", "v2 locked", "v3 persistent")  # triton_layernorm.VERSIONS, naive first
-FASTEST = "v3 persistent"  # triton_layernorm.FASTEST: the rung the targets are about
+COURSE = ("v1 rowwise", "v2 locked", "v3 persistent", "v4 prefetch")  # triton_layernorm.VERSIONS, naive first
+PERSISTENT = ("v3 persistent", "v4 prefetch")  # triton_layernorm.PERSISTENT: rungs whose launch is chosen
 BASELINES = ("torch", "torch.compile", "liger")
 IMPLS = COURSE + BASELINES
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
@@ -145,6 +145,23 @@ def _geomean(values) -> float:
     return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
 
 
+def fastest_rung(results: dict) -> str:
+    """The course's fastest rung in these results, the one issue 12's targets are about: of the rungs that
+    passed every check, the highest geometric mean of GB/s over the shapes where all of them were timed.
+    The last rung when nothing decides it."""
+    passed = [impl for impl in COURSE if results["checks"].get(impl)
+              and all(v == "pass" for v in results["checks"][impl].values())]
+    speeds = {impl: {(r["dtype"], r["M"], r["N"]): r["gb_per_s"] for r in results["rows"] if r["impl"] == impl}
+              for impl in passed}
+    speeds = {impl: s for impl, s in speeds.items() if s}
+    if not speeds:
+        return COURSE[-1]
+    common = set.intersection(*map(set, speeds.values()))
+    if not common:
+        return max(speeds, key=lambda impl: len(speeds[impl]))
+    return max(speeds, key=lambda impl: _geomean(speeds[impl][k] for k in common))
+
+
 def targets(results: dict) -> list[dict]:
     """Issue 12's targets for the course's fastest kernel, judged from the rows: met or not, and by how much.
 
@@ -158,7 +175,7 @@ def targets(results: dict) -> list[dict]:
     copy = results["copy_gb_per_s"]
     times = {(r["impl"], r["dtype"], r["M"], r["N"]): r for r in results["rows"]}
     ours = {(d, m, n): r for (impl, d, m, n), r in times.items() if impl == fastest}
-    kernels = {(k["dtype"], k["M"], k["N"]): k for k in results.get("kernels", [])}
+    kernels = {(k["dtype"], k["M"], k["N"]): k for k in results.get("kernels", []) if k["impl"] == fastest}
 
     def why(d, m, n) -> dict:
         """What was measured about the fastest kernel at a shape where it fell short."""
@@ -243,7 +260,8 @@ def figure(results: dict):
     fig, axes = plt.subplots(2, len(dtypes), figsize=(4.3 * len(dtypes), 6.6), sharex=True, squeeze=False)
     copy = results["copy_gb_per_s"]
     styles = {"v1 rowwise": ("#e0a06a", "-", "o"), "v2 locked": ("#d07030", "-", "s"),
-              "v3 persistent": ("#b03a00", "-", "D"), "torch": ("#2a6fb0", "--", "^"),
+              "v3 persistent": ("#b03a00", "-", "D"), "v4 prefetch": ("#6a1a00", "-", "P"),
+              "torch": ("#2a6fb0", "--", "^"),
               "torch.compile": ("#5a9be0", "--", "v"), "liger": ("#3b8f3b", "--", "x")}
     for col, dtype in enumerate(dtypes):
         m = max(r["M"] for r in results["rows"] if r["dtype"] == dtype)
@@ -293,7 +311,7 @@ def implementations() -> tuple[dict[str, Callable], list[str]]:
 
     from . import triton_layernorm
 
-    assert tuple(triton_layernorm.VERSIONS) == COURSE and triton_layernorm.FASTEST == FASTEST
+    assert tuple(triton_layernorm.VERSIONS) == COURSE and tuple(triton_layernorm.PERSISTENT) == PERSISTENT
     stats_dtypes = {}  # what torch's own forward pass returns mean and rstd as (float32 for 16-bit x on CUDA)
     biases = {}  # both signatures take the bias, which the backward pass never reads: made once, not timed
 
@@ -500,7 +518,7 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
     log(f"device-to-device copy: {copy:.0f} GB/s")
 
     results = {"schema": SCHEMA, "gpu": env["gpu"], "date": datetime.date.today().isoformat(), "dry_run": dry_run,
-               "environment": env, "fastest": FASTEST, "copy_gb_per_s": copy,
+               "environment": env, "fastest": None, "copy_gb_per_s": copy,
                "copy": {"bytes": (1 << 30) if not dry_run else (64 << 20), "ms": copy_ms},
                "sweep": {"dtypes": list(dtypes), "M": list(rows), "N": list(columns), "check_rows": check_rows},
                "traffic": "3 M N e + 3 N e + 8 M bytes: x, dy read and dx written; gamma read, dgamma and dbeta "
@@ -562,24 +580,27 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
                                             "fraction_of_copy": gbs / copy, "reps": reps,
                                             "deterministic": deterministic})
                     line.append(f"{name} {ms * 1e3:.1f}us {gbs / copy:.0%}{'' if deterministic else ' (nondet)'}")
-                if verdicts[FASTEST] == "pass":
-                    plan = triton_layernorm.persistent_plan(*args)
+                for version in PERSISTENT:
+                    if verdicts[version] != "pass":
+                        continue
+                    plan = triton_layernorm.persistent_plan(*args, version=version)
                     second = plan.pop("second_reduction")
                     plan["second_reduction_ms"] = timer.median_ms(second, reps=1 if dry_run else 10, warmup=1)
-                    results["kernels"].append({"impl": FASTEST, "dtype": dtype, "M": m, "N": n, **plan})
+                    results["kernels"].append({"impl": version, "dtype": dtype, "M": m, "N": n, **plan})
                 log(f"{dtype:>8} M={m:<5} N={n:<5}  " + ", ".join(line))
                 del args
                 if device == "cuda":
                     torch.cuda.empty_cache()
+    results["fastest"] = fastest_rung(results)
     results["targets"] = targets(results)
     results["elapsed_s"] = time.monotonic() - start
     return results
 
 
 def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=print) -> dict:
-    """Time the persistent kernel in bfloat16 at every launch its launcher weighs and at the neighbours of the
-    one it takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor; the median of
-    `runs` calls each, the L2 flushed before every call. Prints the best per shape and returns everything
+    """Time v3 and v4 in bfloat16 at every launch their launcher weighs and at the neighbours of the one it
+    takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor; the median of `runs`
+    calls each, the L2 flushed before every call. Prints the best per rung and shape and returns everything
     timed (written by `main` to sweep-<gpu>-<date>.json). Shapes reached after `budget_s` are listed as
     skipped. A dry run goes through the same launches on the CPU, interpreted, on tiny shapes, as if with 2 SMs.
     """
@@ -595,8 +616,8 @@ def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=
     sms = 2 if dry_run else torch.cuda.get_device_properties(0).multi_processor_count
     runs = 1 if dry_run else runs
     results = {"gpu": env["gpu"], "date": datetime.date.today().isoformat(), "dry_run": dry_run,
-               "environment": env, "impl": FASTEST, "dtype": "bfloat16", "runs": runs, "budget_s": budget_s,
-               "shapes": [], "skipped": []}
+               "environment": env, "impls": list(PERSISTENT), "dtype": "bfloat16", "runs": runs,
+               "budget_s": budget_s, "shapes": [], "skipped": []}
     for m in DRY_ROWS if dry_run else ROWS:
         for n in DRY_COLUMNS if dry_run else COLUMNS:
             why = "the time budget was spent" if time.monotonic() >= deadline else _fits(m, n, "bfloat16", device)
@@ -604,27 +625,31 @@ def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=
                 results["skipped"].append({"M": m, "N": n, "reason": why})
                 continue
             args = inputs_for(m, n, "bfloat16", device)
-            plan = T.persistent_plan(*args)
-            r, w = plan["ROWS"], plan["num_warps"]
-            launches = set(T.launch_candidates(plan["BLOCK_N"])) | {
-                (rows, warps) for rows in (max(1, r // 2), r, r * 2) for warps in (max(1, w // 2), w, min(32, w * 2))}
-            taken = timer.median_ms(lambda: T.layernorm_backward_persistent(*args), runs)
-            timings = []
-            for rows, warps in sorted(launches):
-                for per_sm in (None, 1, 2, 4):
-                    def run(rows=rows, warps=warps, p=per_sm and sms * per_sm):
-                        return T.layernorm_backward_persistent(*args, programs=p, num_warps=warps, rows=rows)
-                    timings.append({"ROWS": rows, "num_warps": warps, "programs_per_multiprocessor": per_sm,
-                                    "ms": timer.median_ms(run, runs)})
-            best = min(timings, key=lambda t: t["ms"])
-            gbs = traffic_bytes(m, n, "bfloat16") / (best["ms"] * 1e6)
-            taken = {"ROWS": r, "num_warps": w, "programs": plan["programs"], "ms": taken}
-            results["shapes"].append({"M": m, "N": n, "taken": taken, "best": {**best, "gb_per_s": gbs},
-                                      "timings": timings})
-            per = best["programs_per_multiprocessor"]
-            log(f"M={m:<5} N={n:<5} the launcher's rows={r}, num_warps={w}, {plan['programs']} programs: "
-                f"{taken['ms'] * 1e3:7.1f} us; best {best['ms'] * 1e3:7.1f} us ({gbs:.0f} GB/s) with "
-                f"rows={best['ROWS']}, num_warps={best['num_warps']}, programs={f'{per} x SMs' if per else 'as fit'}")
+            for version in PERSISTENT:
+                fn = T.VERSIONS[version]
+                plan = T.persistent_plan(*args, version=version)
+                r, w = plan["ROWS"], plan["num_warps"]
+                neighbours = {(rows, warps) for rows in (max(1, r // 2), r, r * 2)
+                              for warps in (max(1, w // 2), w, min(32, w * 2))}
+                launches = set(T.launch_candidates(plan["BLOCK_N"])) | neighbours
+                taken = {"ROWS": r, "num_warps": w, "programs": plan["programs"],
+                         "ms": timer.median_ms(lambda: fn(*args), runs)}
+                timings = []
+                for rows, warps in sorted(launches):
+                    for per_sm in (None, 1, 2, 4):
+                        def run(rows=rows, warps=warps, p=per_sm and sms * per_sm):
+                            return fn(*args, programs=p, num_warps=warps, rows=rows)
+                        timings.append({"ROWS": rows, "num_warps": warps, "programs_per_multiprocessor": per_sm,
+                                        "ms": timer.median_ms(run, runs)})
+                best = min(timings, key=lambda t: t["ms"])
+                gbs = traffic_bytes(m, n, "bfloat16") / (best["ms"] * 1e6)
+                results["shapes"].append({"impl": version, "M": m, "N": n, "taken": taken,
+                                          "best": {**best, "gb_per_s": gbs}, "timings": timings})
+                per = best["programs_per_multiprocessor"]
+                log(f"{version} M={m:<5} N={n:<5} the launcher's rows={r}, num_warps={w}, {plan['programs']} "
+                    f"programs: {taken['ms'] * 1e3:7.1f} us; best {best['ms'] * 1e3:7.1f} us ({gbs:.0f} GB/s) with "
+                    f"rows={best['ROWS']}, num_warps={best['num_warps']}, "
+                    f"programs={f'{per} x SMs' if per else 'as fit'}")
             del args
     return results
 

@@ -56,13 +56,14 @@ def ptxas_usage(compiled) -> tuple[int, int]:
             int(re.search(r"(\d+) bytes spill stores", report).group(1)))
 
 
-def persistent_kernel_usage(configs: list[tuple[str, int, int, int]]) -> list[dict]:
-    """For each (dtype, BLOCK_N, ROWS, num_warps): chapter 6's persistent kernel compiled for sm_90, as
-    triton_layernorm.choose_launch reads it: registers per thread, spilled (bytes of spill stores per
-    thread) and shared_bytes per program."""
+def persistent_kernel_usage(configs: list[tuple[str, int, int, int]], kernel: str = "_dx_persistent_kernel"
+                            ) -> list[dict]:
+    """For each (dtype, BLOCK_N, ROWS, num_warps): chapter 6's persistent kernel (or `kernel`, the name of
+    another with its arguments, v4's) compiled for sm_90, as triton_layernorm.choose_launch reads it:
+    registers per thread, spilled (bytes of spill stores per thread) and shared_bytes per program."""
     env = dict(os.environ, TRITON_INTERPRET="0")
-    done = subprocess.run([sys.executable, "-m", "normgrad.gpu_compile"], input=json.dumps(configs), cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "normgrad.gpu_compile"], input=json.dumps([kernel, configs]),
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"compiling for the GPU failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
@@ -71,11 +72,13 @@ def persistent_kernel_usage(configs: list[tuple[str, int, int, int]]) -> list[di
 def main() -> None:
     from . import triton_layernorm as T
 
+    name, configs = json.load(sys.stdin)
+    kernel = getattr(T, name)
     found = []
-    for dtype, block_n, rows, num_warps in json.load(sys.stdin):
+    for dtype, block_n, rows, num_warps in configs:
         pointers = {name: f"*{dtype}" for name in ("DX", "DY", "X", "GAMMA")}
         pointers.update(MEAN="*fp32", RSTD="*fp32", PART="*fp32")
-        compiled = compile_for_gpu(T._dx_persistent_kernel, pointers, {"BLOCK_N": block_n, "ROWS": rows}, num_warps)
+        compiled = compile_for_gpu(kernel, pointers, {"BLOCK_N": block_n, "ROWS": rows}, num_warps)
         registers, spills = ptxas_usage(compiled)
         found.append({"dtype": dtype, "BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps,
                       "registers": registers, "spilled": spills, "shared_bytes": compiled.metadata.shared})

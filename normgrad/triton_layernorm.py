@@ -1,4 +1,4 @@
-"""Chapter 6: LayerNorm's backward pass as Triton kernels, three versions side by side, naive first.
+"""Chapter 6: LayerNorm's backward pass as Triton kernels, four versions side by side, naive first.
 
     v1  rowwise     one program per row computes dx; dgamma and dbeta come from a
                     second kernel that reads x and dy again, column by column
@@ -7,6 +7,8 @@
     v3  persistent  each program walks many rows and keeps its share of dgamma and
                     dbeta in float32 registers, written once at the end; a small
                     kernel sums those rows: no locks
+    v4  prefetch    v3, with each step's loads issued one step ahead, so that they
+                    are on their way while the step before does its arithmetic
 
 Every launcher has the signature of the exercise API (COURSE_API.md),
 f(dy, x, gamma, mean, rstd) -> (dx, dgamma, dbeta), for x and dy of shape
@@ -202,6 +204,52 @@ def _dx_persistent_kernel(
     tl.store(PART + (programs + program) * N + cols, dbeta, mask=col_inside)
 
 
+# --- v4: persistent, the next step's loads in flight during this step's arithmetic --------------
+
+@triton.jit
+def _dx_prefetch_kernel(
+    DX, PART, DY, X, GAMMA, MEAN, RSTD,  # as v3's
+    M, N, stride,
+    BLOCK_N: tl.constexpr,
+    ROWS: tl.constexpr,
+):
+    program = tl.program_id(0)
+    programs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_inside = cols < N
+    gamma = tl.load(GAMMA + cols, mask=col_inside, other=0.0).to(tl.float32)
+    dgamma = tl.zeros([BLOCK_N], dtype=tl.float32)
+    dbeta = tl.zeros([BLOCK_N], dtype=tl.float32)
+    # the first step's rows are loaded before the loop; in x's dtype, as they come from memory
+    rows = program * ROWS + tl.arange(0, ROWS)
+    inside = (rows < M)[:, None] & col_inside[None, :]
+    dy_ahead = tl.load(DY + rows[:, None] * stride + cols[None, :], mask=inside, other=0.0)
+    x_ahead = tl.load(X + rows[:, None] * stride + cols[None, :], mask=inside, other=0.0)
+    for first in range(program * ROWS, M, programs * ROWS):
+        rows = first + tl.arange(0, ROWS)
+        row_inside = rows < M
+        inside = row_inside[:, None] & col_inside[None, :]
+        offsets = rows[:, None] * stride + cols[None, :]
+        dy = dy_ahead.to(tl.float32)  # this step's rows, loaded one step ago
+        x = x_ahead.to(tl.float32)
+        # the next step's loads go out now and travel while this step computes (masked off past the end)
+        later = rows + programs * ROWS
+        later_inside = (later < M)[:, None] & col_inside[None, :]
+        dy_ahead = tl.load(DY + later[:, None] * stride + cols[None, :], mask=later_inside, other=0.0)
+        x_ahead = tl.load(X + later[:, None] * stride + cols[None, :], mask=later_inside, other=0.0)
+        mean = tl.load(MEAN + rows, mask=row_inside, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=row_inside, other=0.0).to(tl.float32)
+        x_hat = (x - mean[:, None]) * rstd[:, None]
+        g = dy * gamma[None, :]
+        c1 = tl.sum(g, axis=1) / N
+        c2 = tl.sum(g * x_hat, axis=1) / N
+        tl.store(DX + offsets, (g - c1[:, None] - x_hat * c2[:, None]) * rstd[:, None], mask=inside)
+        dgamma += tl.sum(dy * x_hat, axis=0)
+        dbeta += tl.sum(dy, axis=0)
+    tl.store(PART + program * N + cols, dgamma, mask=col_inside)
+    tl.store(PART + (programs + program) * N + cols, dbeta, mask=col_inside)
+
+
 @triton.jit
 def _sum_partials_kernel(
     DGAMMA,  # (N,) out, gamma's dtype
@@ -300,7 +348,7 @@ PER_THREAD = (8, 16)  # elements of each block-sized tensor per thread: about 64
 
 
 def launch_candidates(block_n: int) -> list[tuple[int, int]]:
-    """The (ROWS, num_warps) that v3's launcher compiles and chooses among on a GPU.
+    """The (ROWS, num_warps) that v3's and v4's launcher compiles and chooses among on a GPU.
 
     Steps of 1024 to 8192 elements (one row, when a row is longer), at 8 or 16
     elements per thread, 1 to 32 warps; and the interpreter's launch (rows_for,
@@ -355,22 +403,21 @@ def choose_launch(usages: list[dict], device_properties: dict) -> dict:
     return {**chosen, "programs_per_multiprocessor": programs(chosen)}
 
 
-_USAGE: dict = {}  # (device, dtype, BLOCK_N, ROWS, num_warps) -> what the compiler made of v3's kernel
-_CHOSEN: dict = {}  # (device, dtype, BLOCK_N) -> the usage choose_launch picked for it
+_USAGE: dict = {}  # (kernel, device, dtype, BLOCK_N, ROWS, num_warps) -> what the compiler made of it
+_CHOSEN: dict = {}  # (kernel, device, dtype, BLOCK_N) -> the usage choose_launch picked for it
 
 
-def compiled_usage(args: tuple, block_n: int, rows: int, num_warps: int) -> dict | None:
-    """Compile v3's kernel for these arguments (`warmup`, as Triton's persistent-softmax tutorial does) and
-    read its registers, spills and shared memory; None off a GPU, for a launch this compiler refuses, or
-    where Triton's internals differ."""
+def compiled_usage(kernel, args: tuple, block_n: int, rows: int, num_warps: int) -> dict | None:
+    """Compile v3's or v4's kernel for these arguments (`warmup`, as Triton's persistent-softmax tutorial
+    does) and read its registers, spills and shared memory; None off a GPU, for a launch this compiler
+    refuses, or where Triton's internals differ."""
     x = args[3]
     if x.device.type != "cuda":
         return None
-    key = (x.device, x.dtype, block_n, rows, num_warps)
+    key = (kernel, x.device, x.dtype, block_n, rows, num_warps)
     if key not in _USAGE:
         try:
-            compiled = _dx_persistent_kernel.warmup(*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps,
-                                                    grid=(1,))
+            compiled = kernel.warmup(*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps, grid=(1,))
             compiled._init_handles()
             properties = triton.runtime.driver.active.utils.get_device_properties(x.device.index)
             usage = {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps, "registers": compiled.n_regs,
@@ -383,8 +430,8 @@ def compiled_usage(args: tuple, block_n: int, rows: int, num_warps: int) -> dict
     return _USAGE[key]
 
 
-def launch_plan(args: tuple, block_n: int) -> dict:
-    """v3's ROWS and num_warps for these arguments, and programs_per_multiprocessor (None off a GPU).
+def launch_plan(kernel, args: tuple, block_n: int) -> dict:
+    """v3's or v4's ROWS and num_warps for these arguments, and programs_per_multiprocessor (None off a GPU).
 
     On a GPU every launch_candidates() is compiled and choose_launch() picks one
     of those that compiled, so the choice follows what this Triton's compiler
@@ -392,9 +439,10 @@ def launch_plan(args: tuple, block_n: int) -> dict:
     Elsewhere: rows_for and warps_for.
     """
     x = args[3]
-    key = (x.device, x.dtype, block_n)
+    key = (kernel, x.device, x.dtype, block_n)
     if key not in _CHOSEN:
-        usages = [u for u in (compiled_usage(args, block_n, r, w) for r, w in launch_candidates(block_n)) if u]
+        usages = [compiled_usage(kernel, args, block_n, r, w) for r, w in launch_candidates(block_n)]
+        usages = [u for u in usages if u]
         if usages:
             properties = triton.runtime.driver.active.utils.get_device_properties(x.device.index)
             _CHOSEN[key] = choose_launch(usages, properties)
@@ -411,16 +459,17 @@ def programs_to_launch(multiprocessors: int, per_multiprocessor: int, m: int) ->
     return max(1, min(multiprocessors * per_multiprocessor, m // 16))
 
 
-def _persistent_launch(dx, dy, x, gamma, mean, rstd, m, n, block_n, programs, num_warps, rows):
-    """v3's launch: (kernel arguments with PART allocated, P, ROWS, num_warps, what the compiler made of it)."""
+def _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n, programs, num_warps, rows):
+    """v3's or v4's launch: (kernel arguments with PART allocated, P, ROWS, num_warps, what the compiler made
+    of it)."""
     args = [dx, torch.empty(1, dtype=torch.float32, device=x.device), dy, x, gamma, mean, rstd, m, n, x.stride(0)]
     # (the one-element PART stands in for the partial rows while compiling: only its type matters)
     if rows is None and num_warps is None:
-        plan = launch_plan(tuple(args), block_n)
+        plan = launch_plan(kernel, tuple(args), block_n)
         rows, num_warps = plan["ROWS"], plan["num_warps"]
     rows = rows or rows_for(block_n)
     num_warps = num_warps or warps_for(rows * block_n)
-    usage = compiled_usage(tuple(args), block_n, rows, num_warps)
+    usage = compiled_usage(kernel, tuple(args), block_n, rows, num_warps)
     if programs is None:
         if x.device.type != "cuda":
             programs = min(m, 4)  # the interpreter runs programs one at a time: their number is bookkeeping
@@ -432,22 +481,32 @@ def _persistent_launch(dx, dy, x, gamma, mean, rstd, m, n, block_n, programs, nu
     return args, p, rows, num_warps, usage
 
 
+def _persistent(kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows):
+    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    dx = torch.empty_like(x)
+    args, p, rows, num_warps, _ = _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n,
+                                                     programs, num_warps, rows)
+    kernel[(p,)](*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps)
+    return (dx, *_sum_partials(args[1], p, n, gamma))
+
+
 def layernorm_backward_persistent(dy, x, gamma, mean, rstd, programs: int | None = None,
                                   num_warps: int | None = None, rows: int | None = None):
     """v3: P programs each walk M / P rows, keeping partial dgamma, dbeta in registers; then a P-row sum.
 
-    `programs`, `num_warps` and `rows` (rows per step, a power of two) override the defaults.
+    `programs`, `num_warps` and `rows` (rows per step, a power of two) override the launcher's choice.
     """
-    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
-    dx = torch.empty_like(x)
-    args, p, rows, num_warps, _ = _persistent_launch(dx, dy, x, gamma, mean, rstd, m, n, block_n, programs,
-                                                     num_warps, rows)
-    _dx_persistent_kernel[(p,)](*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps)
-    return (dx, *_sum_partials(args[1], p, n, gamma))
+    return _persistent(_dx_persistent_kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows)
 
 
-def persistent_plan(dy, x, gamma, mean, rstd) -> dict:
-    """What v3's launcher chooses for these inputs, and what the compiler made of it (on a GPU).
+def layernorm_backward_prefetch(dy, x, gamma, mean, rstd, programs: int | None = None,
+                                num_warps: int | None = None, rows: int | None = None):
+    """v4: v3 with each step's x and dy loaded one step ahead. The same overrides as v3's."""
+    return _persistent(_dx_prefetch_kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows)
+
+
+def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") -> dict:
+    """What v3's (or v4's) launcher chooses for these inputs, and what the compiler made of it (on a GPU).
 
     Keys: BLOCK_N, ROWS, num_warps, programs (P), and where the kernel was compiled
     registers (per thread), spilled_words (32-bit words of local memory per thread),
@@ -457,12 +516,13 @@ def persistent_plan(dy, x, gamma, mean, rstd) -> dict:
     figures. Also `second_reduction`, a call that runs only the kernel summing the P
     partial rows.
     """
+    kernel = PERSISTENT[version]
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
-    args, p, rows, num_warps, usage = _persistent_launch(torch.empty_like(x), dy, x, gamma, mean, rstd, m, n,
-                                                         block_n, None, None, None)
+    args, p, rows, num_warps, usage = _persistent_launch(kernel, torch.empty_like(x), dy, x, gamma, mean, rstd, m,
+                                                         n, block_n, None, None, None)
     usage = usage or {}
     per = usage.get("programs_per_multiprocessor")
-    candidates = [_USAGE.get((x.device, x.dtype, block_n, r, w)) for r, w in launch_candidates(block_n)]
+    candidates = [_USAGE.get((kernel, x.device, x.dtype, block_n, r, w)) for r, w in launch_candidates(block_n)]
     part = args[1].normal_()
     return {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps, "programs": p,
             "registers": usage.get("registers"), "spilled_words": usage.get("spilled"),
@@ -477,8 +537,9 @@ VERSIONS = {
     "v1 rowwise": layernorm_backward_rowwise,
     "v2 locked": layernorm_backward_locked,
     "v3 persistent": layernorm_backward_persistent,
+    "v4 prefetch": layernorm_backward_prefetch,
 }
-FASTEST = "v3 persistent"
+PERSISTENT = {"v3 persistent": _dx_persistent_kernel, "v4 prefetch": _dx_prefetch_kernel}  # launches chosen
 
 
 def checked(fn, shape, dtype, device: str, seed: int = 0) -> dict:

@@ -281,6 +281,7 @@ COMPILE = textwrap.dedent('''
                                    (T._dx_locked_kernel, {"BLOCK_N": 4096}),
                                    (T._dx_persistent_kernel, {"BLOCK_N": 16384, "ROWS": 1}),
                                    (T._dx_persistent_kernel, {"BLOCK_N": 512, "ROWS": 8}),
+                                   (T._dx_prefetch_kernel, {"BLOCK_N": 2048, "ROWS": 2}),
                                    (T._sum_partials_kernel, {"BLOCK_P": 32, "BLOCK_COLS": 64}),
                                    (cell["_ln_bwd_rows"], {"CHUNK": 1024}),
                                    (cell["_ln_bwd_columns"], {"WIDTH": 128, "DEPTH": 8})]:
@@ -296,7 +297,7 @@ def test_every_kernel_compiles_for_a_gpu(root):
     done = subprocess.run([sys.executable, "-c", COMPILE], input=solution_source(), cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 8
+    assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 9
 
 
 def test_the_sandbox_can_compile_a_kernel_from_a_cell():
@@ -490,11 +491,12 @@ def test_on_a_gpu_the_launcher_compiles_each_candidate_and_takes_the_choice(monk
     monkeypatch.setattr(T, "_CHOSEN", {})
     gpu = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.bfloat16)  # x, as far as the launcher looks
     args = (None, None, None, gpu)
-    plan = T.launch_plan(args, 4096)
+    kernel = T._dx_persistent_kernel
+    plan = T.launch_plan(kernel, args, 4096)
     assert (plan["ROWS"], plan["num_warps"], plan["programs_per_multiprocessor"]) == (2, 32, 1)
     assert sorted(compiled) == sorted(T.launch_candidates(4096))
-    assert T.launch_plan(args, 4096) == plan and len(compiled) == len(T.launch_candidates(4096))  # kept
-    assert T.compiled_usage(args, 4096, 1, 8)["programs_per_multiprocessor"] == 1  # 148 registers
+    assert T.launch_plan(kernel, args, 4096) == plan and len(compiled) == len(T.launch_candidates(4096))  # kept
+    assert T.compiled_usage(kernel, args, 4096, 1, 8)["programs_per_multiprocessor"] == 1  # 148 registers
 
     def refuses(*args, BLOCK_N, ROWS, num_warps, grid):  # a compiler that refuses every launch but one
         if (ROWS, num_warps) != (2, 16):
@@ -503,14 +505,14 @@ def test_on_a_gpu_the_launcher_compiles_each_candidate_and_takes_the_choice(monk
 
     monkeypatch.setattr(T._dx_persistent_kernel, "warmup", refuses, raising=False)
     half = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float16)  # not chosen for yet
-    plan = T.launch_plan((None, None, None, half), 4096)
+    plan = T.launch_plan(kernel, (None, None, None, half), 4096)
     assert (plan["ROWS"], plan["num_warps"]) == (2, 16)
 
     def differs(*args, **kwargs):
         raise AttributeError("this Triton's warmup is not the one the launcher knows")
 
     monkeypatch.setattr(T._dx_persistent_kernel, "warmup", differs, raising=False)
-    plan = T.launch_plan(args, 1024)
+    plan = T.launch_plan(kernel, args, 1024)
     assert (plan["ROWS"], plan["num_warps"], plan["programs_per_multiprocessor"]) == (4, 8, 2)
 
 
@@ -524,8 +526,9 @@ def test_the_sweep_runs_each_launch_through_the_interpreter_and_writes_what_it_t
     [path] = tmp_path.glob("sweep-dry-run-*.json")
     assert lines[-1] == f"wrote {path}"
     found = json.loads(path.read_text())
-    assert len(found["shapes"]) == len(lines) - 1 == len(benchmark.DRY_ROWS) * len(benchmark.DRY_COLUMNS)
-    assert found["skipped"] == [] and found["dry_run"] and found["impl"] == benchmark.FASTEST
+    shapes = len(benchmark.DRY_ROWS) * len(benchmark.DRY_COLUMNS)
+    assert len(found["shapes"]) == len(lines) - 1 == len(benchmark.PERSISTENT) * shapes
+    assert found["skipped"] == [] and found["dry_run"] and found["impls"] == list(benchmark.PERSISTENT)
     for shape in found["shapes"]:
         weighed = triton_layernorm.launch_candidates(triton_layernorm.triton.next_power_of_2(shape["N"]))
         timed = {(t["ROWS"], t["num_warps"]) for t in shape["timings"]}

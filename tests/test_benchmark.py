@@ -10,8 +10,8 @@ import pytest
 
 from normgrad import benchmark
 
-GOOD = {"v1 rowwise": 0.45, "v2 locked": 0.6, "v3 persistent": 0.9, "torch": 0.5, "torch.compile": 0.7,
-        "liger": 0.8}  # fractions of the copy bandwidth, made up
+GOOD = {"v1 rowwise": 0.45, "v2 locked": 0.6, "v3 persistent": 0.85, "v4 prefetch": 0.9, "torch": 0.5,
+        "torch.compile": 0.7, "liger": 0.8}  # fractions of the copy bandwidth, made up
 
 
 def synthetic_results(date="2026-01-02", fractions=GOOD, deterministic=True):
@@ -24,9 +24,13 @@ def synthetic_results(date="2026-01-02", fractions=GOOD, deterministic=True):
                     gbs = 1000.0 * fraction
                     rows.append({"impl": impl, "dtype": dtype, "M": m, "N": n, "gb_per_s": gbs, "reps": 5,
                                  "ms": benchmark.traffic_bytes(m, n, dtype) / (gbs * 1e6),
-                                 "deterministic": deterministic or impl != benchmark.FASTEST})
+                                 "deterministic": deterministic or impl not in benchmark.PERSISTENT})
+    checks = {impl: {f"{d} N={n}": "pass" for d in benchmark.DTYPE_NAMES for n in benchmark.COLUMNS}
+              for impl in fractions if impl in benchmark.COURSE}
     results = {"schema": benchmark.SCHEMA, "synthetic": True, "gpu": "Synthetic GPU 80GB", "date": date,
-               "dry_run": False, "fastest": benchmark.FASTEST, "copy_gb_per_s": 1000.0, "checks": {}, "skipped": [], "targets": [], "rows": rows}
+               "dry_run": False, "fastest": "", "copy_gb_per_s": 1000.0, "checks": checks, "skipped": [],
+               "targets": [], "rows": rows}
+    results["fastest"] = benchmark.fastest_rung(results)
     results["targets"] = benchmark.targets(results)
     return results
 
@@ -34,7 +38,23 @@ def synthetic_results(date="2026-01-02", fractions=GOOD, deterministic=True):
 def test_the_rungs_are_chapter_6_s():
     from normgrad import triton_layernorm
 
-    assert benchmark.COURSE == tuple(triton_layernorm.VERSIONS) and benchmark.FASTEST == triton_layernorm.FASTEST
+    assert benchmark.COURSE == tuple(triton_layernorm.VERSIONS)
+    assert benchmark.PERSISTENT == tuple(triton_layernorm.PERSISTENT)
+
+
+def test_the_targets_are_about_the_fastest_rung_that_passed_every_check():
+    assert synthetic_results()["fastest"] == "v4 prefetch"
+    assert synthetic_results(fractions=dict(GOOD, **{"v3 persistent": 0.95}))["fastest"] == "v3 persistent"
+    wrong = synthetic_results(fractions=dict(GOOD, **{"v3 persistent": 0.95}))
+    wrong["checks"]["v3 persistent"]["float16 N=768"] = "dx is wrong: ..."
+    assert benchmark.fastest_rung(wrong) == "v4 prefetch"  # faster, but wrong somewhere: never the one judged
+    partial = synthetic_results()
+    partial["rows"] = [r for r in partial["rows"] if not (r["impl"] == "v4 prefetch" and r["N"] == 512)]
+    partial["rows"] = [r for r in partial["rows"] if not (r["impl"] == "v3 persistent" and r["N"] == 768)]
+    assert benchmark.fastest_rung(partial) == "v4 prefetch"  # judged on the shapes both were timed at
+    nothing = synthetic_results()
+    nothing["rows"] = []
+    assert benchmark.fastest_rung(nothing) == benchmark.COURSE[-1]
 
 
 def test_traffic_counts_x_dy_dx_then_gamma_dgamma_dbeta_then_the_statistics():
@@ -81,7 +101,7 @@ def test_targets_met_when_the_fastest_kernel_is_fast_everywhere():
 
 
 def test_each_missed_target_says_where_and_by_how_much():
-    slow = dict(GOOD, **{"v3 persistent": 0.78, "liger": 0.8})
+    slow = dict(GOOD, **{"v3 persistent": 0.7, "v4 prefetch": 0.78, "liger": 0.8})
     light, eager, compiled, liger, mean, same_bits = synthetic_results(fractions=slow, deterministic=False)["targets"]
     assert light["met"] is False
     assert {round(x["short_by"], 3) for x in light["misses"]} == {0.07}  # 0.85 - 0.78, at every large shape
@@ -94,7 +114,7 @@ def test_each_missed_target_says_where_and_by_how_much():
 
 
 def test_a_target_with_nothing_to_judge_it_by_is_neither_met_nor_missed():
-    results = synthetic_results(fractions={"v3 persistent": 0.9})
+    results = synthetic_results(fractions={"v4 prefetch": 0.9})
     found = benchmark.targets(results)
     assert [t["met"] for t in found] == [True, None, None, None, None, True]
 
@@ -131,10 +151,13 @@ def test_chapter_6_draws_and_quotes_the_results_file_or_says_there_is_none(root,
     import IPython.display
     import matplotlib.figure
 
-    results = synthetic_results(fractions=dict(GOOD, **{"v3 persistent": 0.78}))
-    results["kernels"] = [{"impl": benchmark.FASTEST, "dtype": "bfloat16", "M": 65536, "N": 16384, "ROWS": 1,
+    results = synthetic_results(fractions=dict(GOOD, **{"v3 persistent": 0.7, "v4 prefetch": 0.78}))
+    results["kernels"] = [{"impl": "v4 prefetch", "dtype": "bfloat16", "M": 65536, "N": 16384, "ROWS": 1,
                            "num_warps": 32, "registers": 64, "spilled_words": 30, "resident_warps": 32,
-                           "second_reduction_ms": 0.0123}]
+                           "second_reduction_ms": 0.0123},
+                          {"impl": "v3 persistent", "dtype": "bfloat16", "M": 65536, "N": 16384, "ROWS": 1,
+                           "num_warps": 16, "registers": 99, "spilled_words": 0, "resident_warps": 16,
+                           "second_reduction_ms": 0.0123}]  # not the fastest rung: not in the chapter's table
     path = benchmark.write_results(results, tmp_path)
     monkeypatch.setattr(benchmark, "find_results", lambda: path if recorded else None)
     shown = []
@@ -148,14 +171,14 @@ def test_chapter_6_draws_and_quotes_the_results_file_or_says_there_is_none(root,
     assert "Measured on Synthetic GPU 80GB on 2026-01-02" in text and "copy 1000 GB/s" in text
     assert "- bfloat16: at least 78% of the copy bandwidth" in text
     assert "| **no** | 0.780 | 10 shape(s), at worst 0.070 |" in text
-    assert "| 65536 | 16384 | 1 | 32 | 64 | 30 | 32 | 12.3 us |" in text
+    assert "| 65536 | 16384 | 1 | 32 | 64 | 30 | 32 | 12.3 us |" in text and "| 99 |" not in text
 
 
 def test_a_miss_carries_what_was_measured_about_the_kernel_there():
-    results = synthetic_results(fractions=dict(GOOD, **{"v3 persistent": 0.78}))
+    results = synthetic_results(fractions=dict(GOOD, **{"v3 persistent": 0.7, "v4 prefetch": 0.78}))
     row = next(r for r in results["rows"] if (r["impl"], r["dtype"], r["M"], r["N"]) ==
-               (benchmark.FASTEST, "bfloat16", 65536, 16384))
-    results["kernels"] = [{"impl": benchmark.FASTEST, "dtype": "bfloat16", "M": 65536, "N": 16384, "ROWS": 1,
+               ("v4 prefetch", "bfloat16", 65536, 16384))
+    results["kernels"] = [{"impl": "v4 prefetch", "dtype": "bfloat16", "M": 65536, "N": 16384, "ROWS": 1,
                            "num_warps": 32, "registers": 64, "spilled_words": 30, "resident_warps": 32, "programs": 132,
                            "second_reduction_ms": row["ms"] / 10}]
     miss = next(x for x in benchmark.targets(results)[0]["misses"] if (x["M"], x["N"]) == (65536, 16384))
