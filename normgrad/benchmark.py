@@ -44,7 +44,6 @@ import json
 import math
 import platform
 import re
-import statistics
 import sys
 import time
 from pathlib import Path

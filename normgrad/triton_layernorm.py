@@ -404,7 +404,7 @@ def choose_launch(usages: list[dict], device_properties: dict) -> dict:
 
 
 _USAGE: dict = {}  # (kernel, device, dtype, BLOCK_N, ROWS, num_warps) -> what the compiler made of it
-_CHOSEN: dict = {}  # (kernel, device, dtype, BLOCK_N) -> the usage choose_launch picked for it
+_CHOSEN: dict = {}  # (kernel, device, dtype, BLOCK_N) -> the (ROWS, num_warps) taken
 
 
 def compiled_usage(kernel, args: tuple, block_n: int, rows: int, num_warps: int) -> dict | None:
@@ -430,8 +430,8 @@ def compiled_usage(kernel, args: tuple, block_n: int, rows: int, num_warps: int)
     return _USAGE[key]
 
 
-def launch_plan(kernel, args: tuple, block_n: int) -> dict:
-    """v3's or v4's ROWS and num_warps for these arguments, and programs_per_multiprocessor (None off a GPU).
+def launch_plan(kernel, args: tuple, block_n: int) -> tuple[int, int]:
+    """v3's or v4's (ROWS, num_warps) for these arguments.
 
     On a GPU every launch_candidates() is compiled and choose_launch() picks one
     of those that compiled, so the choice follows what this Triton's compiler
@@ -444,13 +444,10 @@ def launch_plan(kernel, args: tuple, block_n: int) -> dict:
         usages = [compiled_usage(kernel, args, block_n, r, w) for r, w in launch_candidates(block_n)]
         usages = [u for u in usages if u]
         if usages:
-            properties = triton.runtime.driver.active.utils.get_device_properties(x.device.index)
-            _CHOSEN[key] = choose_launch(usages, properties)
-        else:  # the interpreter, or a Triton whose internals differ: assume 128 registers per thread
-            rows = rows_for(block_n)
-            warps = warps_for(rows * block_n)
-            _CHOSEN[key] = {"ROWS": rows, "num_warps": warps,
-                            "programs_per_multiprocessor": max(1, 16 // warps) if x.device.type == "cuda" else None}
+            chosen = choose_launch(usages, triton.runtime.driver.active.utils.get_device_properties(x.device.index))
+            _CHOSEN[key] = chosen["ROWS"], chosen["num_warps"]
+        else:  # the interpreter, or a Triton whose internals differ
+            _CHOSEN[key] = rows_for(block_n), warps_for(rows_for(block_n) * block_n)
     return _CHOSEN[key]
 
 
@@ -465,8 +462,7 @@ def _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n, prog
     args = [dx, torch.empty(1, dtype=torch.float32, device=x.device), dy, x, gamma, mean, rstd, m, n, x.stride(0)]
     # (the one-element PART stands in for the partial rows while compiling: only its type matters)
     if rows is None and num_warps is None:
-        plan = launch_plan(kernel, tuple(args), block_n)
-        rows, num_warps = plan["ROWS"], plan["num_warps"]
+        rows, num_warps = launch_plan(kernel, tuple(args), block_n)
     rows = rows or rows_for(block_n)
     num_warps = num_warps or warps_for(rows * block_n)
     usage = compiled_usage(kernel, tuple(args), block_n, rows, num_warps)
@@ -474,7 +470,7 @@ def _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n, prog
         if x.device.type != "cuda":
             programs = min(m, 4)  # the interpreter runs programs one at a time: their number is bookkeeping
         else:
-            per = usage["programs_per_multiprocessor"] if usage else max(1, 16 // num_warps)
+            per = usage["programs_per_multiprocessor"] if usage else max(1, 16 // num_warps)  # 128 registers
             programs = programs_to_launch(torch.cuda.get_device_properties(x.device).multi_processor_count, per, m)
     p = min(programs, triton.cdiv(m, rows))
     args[1] = torch.empty((2, p, n), dtype=torch.float32, device=x.device)  # every row written by its program

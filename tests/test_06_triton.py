@@ -11,7 +11,6 @@ compiler rejects shows here.
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -293,7 +292,7 @@ COMPILE = textwrap.dedent('''
 
 def test_every_kernel_compiles_for_a_gpu(root):
     """Triton in compiled mode (TRITON_INTERPRET=0) builds each kernel for sm_90, with no GPU needed."""
-    env = dict(os.environ, TRITON_INTERPRET="0")
+    env = child_env(TRITON_INTERPRET="0")
     done = subprocess.run([sys.executable, "-c", COMPILE], input=solution_source(), cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -459,7 +458,7 @@ def test_the_launch_taken_on_what_the_compiler_reports_spills_nothing_and_loads_
     512 columns, where that launch's 146 registers leave room for one program)."""
     if torch.cuda.is_available():
         pytest.skip("on a GPU the launcher itself chooses so, at every call, and the benchmark records it")
-    done = subprocess.run([sys.executable, "-c", CHOOSE], cwd=root, env=dict(os.environ, TRITON_INTERPRET="0"),
+    done = subprocess.run([sys.executable, "-c", CHOOSE], cwd=root, env=child_env(TRITON_INTERPRET="0"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     for where, (taken, interpreted) in json.loads(done.stdout.splitlines()[-1]).items():
@@ -492,10 +491,10 @@ def test_on_a_gpu_the_launcher_compiles_each_candidate_and_takes_the_choice(monk
     gpu = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.bfloat16)  # x, as far as the launcher looks
     args = (None, None, None, gpu)
     kernel = T._dx_persistent_kernel
-    plan = T.launch_plan(kernel, args, 4096)
-    assert (plan["ROWS"], plan["num_warps"], plan["programs_per_multiprocessor"]) == (2, 32, 1)
+    assert T.launch_plan(kernel, args, 4096) == (2, 32)
     assert sorted(compiled) == sorted(T.launch_candidates(4096))
-    assert T.launch_plan(kernel, args, 4096) == plan and len(compiled) == len(T.launch_candidates(4096))  # kept
+    assert T.launch_plan(kernel, args, 4096) == (2, 32) and len(compiled) == len(T.launch_candidates(4096))  # kept
+    assert T.compiled_usage(kernel, args, 4096, 2, 32)["programs_per_multiprocessor"] == 1
     assert T.compiled_usage(kernel, args, 4096, 1, 8)["programs_per_multiprocessor"] == 1  # 148 registers
 
     def refuses(*args, BLOCK_N, ROWS, num_warps, grid):  # a compiler that refuses every launch but one
@@ -505,15 +504,14 @@ def test_on_a_gpu_the_launcher_compiles_each_candidate_and_takes_the_choice(monk
 
     monkeypatch.setattr(T._dx_persistent_kernel, "warmup", refuses, raising=False)
     half = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float16)  # not chosen for yet
-    plan = T.launch_plan(kernel, (None, None, None, half), 4096)
-    assert (plan["ROWS"], plan["num_warps"]) == (2, 16)
+    assert T.launch_plan(kernel, (None, None, None, half), 4096) == (2, 16)
 
     def differs(*args, **kwargs):
         raise AttributeError("this Triton's warmup is not the one the launcher knows")
 
     monkeypatch.setattr(T._dx_persistent_kernel, "warmup", differs, raising=False)
-    plan = T.launch_plan(kernel, args, 1024)
-    assert (plan["ROWS"], plan["num_warps"], plan["programs_per_multiprocessor"]) == (4, 8, 2)
+    assert T.launch_plan(kernel, args, 1024) == (4, 8)  # the interpreter's
+    assert T.compiled_usage(kernel, args, 1024, 4, 8) is None
 
 
 def test_the_sweep_runs_each_launch_through_the_interpreter_and_writes_what_it_timed(tmp_path, capsys):
