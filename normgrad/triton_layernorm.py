@@ -403,8 +403,17 @@ def choose_launch(usages: list[dict], device_properties: dict) -> dict:
     return {**chosen, "programs_per_multiprocessor": programs(chosen)}
 
 
-_USAGE: dict = {}  # (kernel, device, dtype, BLOCK_N, ROWS, num_warps) -> what the compiler made of it
-_CHOSEN: dict = {}  # (kernel, device, dtype, BLOCK_N) -> the (ROWS, num_warps) taken
+_USAGE: dict = {}  # (kernel, device, dtype, specialization, BLOCK_N, ROWS, num_warps) -> what the compiler made
+_CHOSEN: dict = {}  # (kernel, device, dtype, specialization, BLOCK_N) -> the (ROWS, num_warps) taken
+
+
+def specialization(args: tuple) -> tuple:
+    """What Triton's JIT compiles a separate kernel for, beyond dtypes and constexprs: which pointers start
+    on 16 bytes and which integers are multiples of 16 (or 1). Where N and the row stride are multiples of
+    16, every row starts on 16 bytes and the kernel loads 16 bytes at a time; elsewhere one element at a
+    time, with other registers: a launch chosen for one is not the launch for the other."""
+    return tuple(a.data_ptr() % 16 == 0 if isinstance(a, torch.Tensor) else (a % 16 == 0, a == 1)
+                 if isinstance(a, int) else None for a in args)
 
 
 def compiled_usage(kernel, args: tuple, block_n: int, rows: int, num_warps: int) -> dict | None:
@@ -414,7 +423,7 @@ def compiled_usage(kernel, args: tuple, block_n: int, rows: int, num_warps: int)
     x = args[3]
     if x.device.type != "cuda":
         return None
-    key = (kernel, x.device, x.dtype, block_n, rows, num_warps)
+    key = (kernel, x.device, x.dtype, specialization(args), block_n, rows, num_warps)
     if key not in _USAGE:
         try:
             compiled = kernel.warmup(*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps, grid=(1,))
@@ -435,11 +444,12 @@ def launch_plan(kernel, args: tuple, block_n: int) -> tuple[int, int]:
 
     On a GPU every launch_candidates() is compiled and choose_launch() picks one
     of those that compiled, so the choice follows what this Triton's compiler
-    makes of the kernel (its registers differ between Triton versions).
-    Elsewhere: rows_for and warps_for.
+    makes of the kernel for these arguments: its registers differ between Triton
+    versions, and between the JIT's specializations (see `specialization`), so
+    each is chosen for once. Elsewhere: rows_for and warps_for.
     """
     x = args[3]
-    key = (kernel, x.device, x.dtype, block_n)
+    key = (kernel, x.device, x.dtype, specialization(args), block_n)
     if key not in _CHOSEN:
         usages = [compiled_usage(kernel, args, block_n, r, w) for r, w in launch_candidates(block_n)]
         usages = [u for u in usages if u]
@@ -518,7 +528,8 @@ def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") ->
                                                          n, block_n, None, None, None)
     usage = usage or {}
     per = usage.get("programs_per_multiprocessor")
-    candidates = [_USAGE.get((kernel, x.device, x.dtype, block_n, r, w)) for r, w in launch_candidates(block_n)]
+    spec = specialization(tuple(args))
+    candidates = [_USAGE.get((kernel, x.device, x.dtype, spec, block_n, r, w)) for r, w in launch_candidates(block_n)]
     part = args[1].normal_()
     return {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps, "programs": p,
             "registers": usage.get("registers"), "spilled_words": usage.get("spilled"),

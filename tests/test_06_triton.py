@@ -415,8 +415,11 @@ def test_the_launches_weighed_step_1024_to_8192_elements_at_8_or_16_per_thread(b
 
 
 # What ptxas 13.0 (Triton 3.6, the GPU machines' version, in .gpu-rehearsal/) made of v3's kernel in bfloat16 at
-# 4096 columns, by (ROWS, num_warps): registers per thread, no spills. (Triton 3.7.1's needs 128 at (1, 8).)
+# 4096 columns, by (ROWS, num_warps), for a row length that is not a multiple of 16 (one element per load):
+# registers per thread, no spills. (Where N is a multiple of 16 it needs 64, 128, 64 and 104; Triton 3.7.1's
+# needs 128 at (1, 8) either way.)
 TRITON_3_6_AT_4096 = {(1, 16): 90, (1, 8): 148, (2, 32): 64, (2, 16): 128}
+TRITON_3_6_AT_4096_ALIGNED = {(1, 16): 64, (1, 8): 128, (2, 32): 64, (2, 16): 104}
 
 
 def _usages(registers: dict, block_n: int = 4096, spilled: dict | None = None) -> list[dict]:
@@ -501,6 +504,17 @@ def test_on_a_gpu_the_launcher_compiles_each_candidate_and_takes_the_choice(monk
         if (ROWS, num_warps) != (2, 16):
             raise RuntimeError("out of resources")
         return warmup(*args, BLOCK_N=BLOCK_N, ROWS=ROWS, num_warps=num_warps, grid=grid)
+
+    def by_alignment(*args, BLOCK_N, ROWS, num_warps, grid):  # N (args[4]) a multiple of 16 or not
+        registers.update(TRITON_3_6_AT_4096_ALIGNED if args[4] % 16 == 0 else TRITON_3_6_AT_4096)
+        return warmup(*args, BLOCK_N=BLOCK_N, ROWS=ROWS, num_warps=num_warps, grid=grid)
+
+    monkeypatch.setattr(T._dx_persistent_kernel, "warmup", by_alignment, raising=False)
+    compiled.clear()
+    wide = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float32)
+    assert T.launch_plan(kernel, (None, None, None, wide, 4090), 4096) == (2, 32)  # 148 registers at (1, 8)
+    assert T.launch_plan(kernel, (None, None, None, wide, 4096), 4096) == (1, 16)  # 128: 2 programs, more warps
+    assert sorted(compiled) == sorted(T.launch_candidates(4096) * 2)  # each specialization compiled for once
 
     monkeypatch.setattr(T._dx_persistent_kernel, "warmup", refuses, raising=False)
     half = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float16)  # not chosen for yet
