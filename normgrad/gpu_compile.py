@@ -24,19 +24,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def compile_for_gpu(kernel, pointers: dict[str, str], constexprs: dict, num_warps: int = 4, capability: int = 90):
+def compile_for_gpu(kernel, pointers: dict[str, str], constexprs: dict, num_warps: int = 4, capability: int = 90,
+                    *, aligned: bool):
     """Compile a @triton.jit kernel for CUDA compute capability `capability`; returns Triton's compiled kernel.
 
     `pointers` gives the type of each pointer argument ("*bf16", "*fp32", ...); the
-    other arguments that are not in `constexprs` are 32-bit integers.
+    other arguments that are not in `constexprs` are 32-bit integers. The JIT on a
+    GPU builds one kernel for each pattern of which pointers start on 16 bytes and
+    which integers are multiples of 16; `aligned` picks the build for all of them
+    (torch's allocations, with N and the row stride multiples of 16, as in every
+    shape the benchmark times), which knows rows start on 16 bytes and loads 16
+    bytes at a time; else the build for none, which loads one element at a time.
     """
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     signature = {a: "constexpr" if a in constexprs else pointers.get(a, "i32") for a in kernel.arg_names}
-    return triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", capability, 32),
-                          options={"num_warps": num_warps})
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(kernel.arg_names) if a not in constexprs}
+    return triton.compile(ASTSource(kernel, signature, constexprs, attrs if aligned else None),
+                          target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
 
 
 def ptxas_usage(compiled) -> tuple[int, int]:
@@ -56,14 +63,15 @@ def ptxas_usage(compiled) -> tuple[int, int]:
             int(re.search(r"(\d+) bytes spill stores", report).group(1)))
 
 
-def persistent_kernel_usage(configs: list[tuple[str, int, int, int]], kernel: str = "_dx_persistent_kernel"
-                            ) -> list[dict]:
+def persistent_kernel_usage(configs: list[tuple[str, int, int, int]], kernel: str = "_dx_persistent_kernel",
+                            *, aligned: bool) -> list[dict]:
     """For each (dtype, BLOCK_N, ROWS, num_warps): chapter 6's persistent kernel (or `kernel`, the name of
     another with its arguments, v4's) compiled for sm_90, as triton_layernorm.choose_launch reads it:
-    registers per thread, spilled (bytes of spill stores per thread) and shared_bytes per program."""
+    registers per thread, spilled (bytes of spill stores per thread) and shared_bytes per program.
+    `aligned`: the build for N and the row stride multiples of 16, or for neither (see compile_for_gpu)."""
     env = dict(os.environ, TRITON_INTERPRET="0")
-    done = subprocess.run([sys.executable, "-m", "normgrad.gpu_compile"], input=json.dumps([kernel, configs]),
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "normgrad.gpu_compile"], cwd=ROOT, env=env, capture_output=True,
+                          input=json.dumps([kernel, configs, aligned]), text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"compiling for the GPU failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
@@ -72,13 +80,13 @@ def persistent_kernel_usage(configs: list[tuple[str, int, int, int]], kernel: st
 def main() -> None:
     from . import triton_layernorm as T
 
-    name, configs = json.load(sys.stdin)
+    name, configs, aligned = json.load(sys.stdin)
     kernel = getattr(T, name)
     found = []
     for dtype, block_n, rows, num_warps in configs:
         pointers = {name: f"*{dtype}" for name in ("DX", "DY", "X", "GAMMA")}
         pointers.update(MEAN="*fp32", RSTD="*fp32", PART="*fp32")
-        compiled = compile_for_gpu(kernel, pointers, {"BLOCK_N": block_n, "ROWS": rows}, num_warps)
+        compiled = compile_for_gpu(kernel, pointers, {"BLOCK_N": block_n, "ROWS": rows}, num_warps, aligned=aligned)
         registers, spills = ptxas_usage(compiled)
         found.append({"dtype": dtype, "BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps,
                       "registers": registers, "spilled": spills, "shared_bytes": compiled.metadata.shared})

@@ -426,8 +426,9 @@ COMPILE = textwrap.dedent('''
         p.update(MU=wide, RS=wide, PARTIAL=wide)
         for kernel, constexprs in [(cell["_dx_rows"], {"CHUNK": 1024}), (cell["_rms_rows"], {"CHUNK": 1024}),
                                    (cell["_rms_columns"], {"WIDTH": 128, "DEPTH": 8})]:
-            compile_for_gpu(kernel, p, constexprs, num_warps=8)
-            built.append(kernel.fn.__name__ + "/" + dtype)
+            for aligned in (False, True):  # the JIT's two builds: N a multiple of 16 (16-byte loads) or not
+                compile_for_gpu(kernel, p, constexprs, num_warps=8, aligned=aligned)
+                built.append(f"{kernel.fn.__name__}/{dtype}/{aligned}")
     print(json.dumps(built))
 ''')
 
@@ -437,4 +438,4 @@ def test_the_added_kernels_compile_for_a_gpu(root):
     done = subprocess.run([sys.executable, "-c", COMPILE], cwd=root, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 3
+    assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 3 * 2

@@ -284,8 +284,9 @@ COMPILE = textwrap.dedent('''
                                    (T._sum_partials_kernel, {"BLOCK_P": 32, "BLOCK_COLS": 64}),
                                    (cell["_ln_bwd_rows"], {"CHUNK": 1024}),
                                    (cell["_ln_bwd_columns"], {"WIDTH": 128, "DEPTH": 8})]:
-            compile_for_gpu(kernel, p, constexprs, num_warps=8)
-            built.append(kernel.fn.__name__ + "/" + dtype)
+            for aligned in (False, True):  # the JIT's two builds: N a multiple of 16 (16-byte loads) or not
+                compile_for_gpu(kernel, p, constexprs, num_warps=8, aligned=aligned)
+                built.append(f"{kernel.fn.__name__}/{dtype}/{aligned}")
     print(json.dumps(built))
 ''')
 
@@ -296,7 +297,7 @@ def test_every_kernel_compiles_for_a_gpu(root):
     done = subprocess.run([sys.executable, "-c", COMPILE], input=solution_source(), cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 9
+    assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 9 * 2
 
 
 def test_the_sandbox_can_compile_a_kernel_from_a_cell():
@@ -444,31 +445,37 @@ CHOOSE = textwrap.dedent('''
     from normgrad.gpu_compile import persistent_kernel_usage
     H100 = {"max_num_regs": 65536, "max_shared_mem": 232448}
     found = {}
-    for dtype in ("fp32", "fp16"):
-        for b in (512, 4096, 8192):
-            usage = persistent_kernel_usage([(dtype, b, r, w) for r, w in T.launch_candidates(b)])
-            rows = T.rows_for(b)
-            interpreted = [u for u in usage if (u["ROWS"], u["num_warps"]) == (rows, T.warps_for(rows * b))]
-            found[f"{dtype}/{b}"] = [{k: u[k] for k in ("ROWS", "spilled", "programs_per_multiprocessor")}
-                                     for u in (T.choose_launch(usage, H100), T.choose_launch(interpreted, H100))]
+    for aligned in (True, False):
+        for dtype in ("fp32", "fp16"):
+            for b in (512, 4096, 8192):
+                usage = persistent_kernel_usage([(dtype, b, r, w) for r, w in T.launch_candidates(b)],
+                                                aligned=aligned)
+                rows = T.rows_for(b)
+                interpreted = [u for u in usage if (u["ROWS"], u["num_warps"]) == (rows, T.warps_for(rows * b))]
+                found[f"{aligned}/{dtype}/{b}"] = [
+                    {k: u[k] for k in ("ROWS", "spilled", "registers", "programs_per_multiprocessor")}
+                    for u in (T.choose_launch(usage, H100), T.choose_launch(interpreted, H100))]
     print(json.dumps(found))
 ''')
 
 
 def test_the_launch_taken_on_what_the_compiler_reports_spills_nothing_and_loads_no_less(root):
-    """ptxas's figures for sm_90, fed to the launcher's choice: below 16 384 columns nothing spills, and a
-    multiprocessor keeps at least as much of x in flight as with the interpreter's launch (twice as much at
-    512 columns, where that launch's 146 registers leave room for one program)."""
+    """ptxas's figures for sm_90, fed to the launcher's choice, for N a multiple of 16 (16-byte loads) and
+    not: below 16 384 columns nothing spills, and a multiprocessor keeps at least as much of x in flight as
+    with the interpreter's launch; twice as much at 512 columns not a multiple of 16, where that launch's
+    146 registers leave room for one program."""
     if torch.cuda.is_available():
         pytest.skip("on a GPU the launcher itself chooses so, at every call, and the benchmark records it")
     done = subprocess.run([sys.executable, "-c", CHOOSE], cwd=root, env=child_env(TRITON_INTERPRET="0"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     for where, (taken, interpreted) in json.loads(done.stdout.splitlines()[-1]).items():
-        width = int(where.split("/")[1])
+        aligned, width = where.split("/")[0] == "True", int(where.split("/")[2])
         assert taken["spilled"] == 0, where
         in_flight = [u["programs_per_multiprocessor"] * u["ROWS"] * width for u in (taken, interpreted)]
-        assert in_flight[0] >= in_flight[1] * (2 if width == 512 else 1), (where, in_flight)
+        assert in_flight[0] >= in_flight[1] * (2 if width == 512 and not aligned else 1), (where, in_flight)
+        if width == 512 and not aligned:
+            assert interpreted["registers"] > 128 and interpreted["programs_per_multiprocessor"] == 1, where
 
 
 def test_on_a_gpu_the_launcher_compiles_each_candidate_and_takes_the_choice(monkeypatch):
