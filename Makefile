@@ -39,7 +39,8 @@ bench:
 
 # The whole GPU half in at most 6 minutes on a bare GPU machine: the exercises' CUDA cases through the
 # grader's sandbox, their tests, the benchmark; everything into $OUT (or gpu-results/). Without a GPU it
-# says so and fails; GPU_CHECK_ARGS=--dry-run runs every step on the CPU. `make device-tools` first fills
+# says so and fails; GPU_CHECK_ARGS=--dry-run runs every step on the CPU, and GPU_CHECK_ARGS="--sweep-s 150"
+# adds the tuning round (the benchmark's --sweep) after it, in the same call. `make device-tools` first fills
 # .whl/ with what the GPU machine lacks (wheels, bubblewrap's .deb), to carry there.
 gpu-check:
 	$(BENCH_PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)

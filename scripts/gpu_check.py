@@ -26,7 +26,11 @@ with pip --target, bubblewrap's .deb unpacked into a folder put on PATH.
 
 Files written (five, none in subfolders: what a remote runner bringing back $OUT can carry):
 gpu-check.log (everything printed), gpu-check.json (what each step found),
-autograder.txt, pytest.txt, and the benchmark's bench-<gpu>-<date>.json.
+autograder.txt, pytest.txt, and the benchmark's bench-<gpu>-<date>.json. With
+--sweep-s S, the tuning round follows in the same call, outside the check's six
+minutes: the benchmark's --sweep for S seconds, writing a sixth file,
+sweep-<gpu>-<date>.json (one device call, so no idle machine is handed back
+between the two; gpu-check.json is written before it starts).
 Exit status: 0 when every step ran and passed, 1 when one failed, 2 without a GPU
 (and without --dry-run; then it writes nothing). Missed speed targets are findings, written down, not failures.
 """
@@ -225,8 +229,10 @@ def run_tests(files, env, timeout: float, collect_only: bool) -> dict:
             "passed": code == 0, "output": out}
 
 
-def run_benchmark(out_dir: Path, budget_s: float, dry_run: bool, extra: list[str], env, log) -> dict:
-    """Step 3: the benchmark in one process, its output streamed into the log as it comes."""
+def run_benchmark(out_dir: Path, budget_s: float, dry_run: bool, extra: list[str], env, log, kind: str = "bench"
+                  ) -> dict:
+    """Step 3 (or with kind="sweep" and --sweep in `extra`, the tuning round): the benchmark in one process,
+    its output streamed into the log as it comes; its results file is out_dir/<kind>-*.json."""
     cmd = [sys.executable, "-m", "normgrad.benchmark", "--out", str(out_dir), "--budget-s", f"{budget_s:.0f}", *extra]
     if dry_run:
         cmd.append("--dry-run")
@@ -236,10 +242,10 @@ def run_benchmark(out_dir: Path, budget_s: float, dry_run: bool, extra: list[str
     timer = threading.Timer(budget_s + 45, proc.kill)  # its own budget, plus a straggling compilation
     timer.start()
     for line in proc.stdout:
-        log("  bench |", line.rstrip())
+        log(f"  {kind:<5} |", line.rstrip())
     code = proc.wait()
     timer.cancel()
-    files = sorted(out_dir.glob("bench-*.json"))
+    files = sorted(out_dir.glob(f"{kind}-*.json"))
     return {"command": " ".join(cmd[1:]), "exit": code, "seconds": round(time.monotonic() - start, 1),
             "file": str(files[-1]) if files else None, "passed": code == 0 and bool(files)}
 
@@ -335,6 +341,9 @@ def main(argv=None) -> int:
     parser.add_argument("--run-tests", action="store_true",
                         help="with --dry-run, run step 2's tests on the CPU instead of only collecting them")
     parser.add_argument("--limit-s", type=float, default=LIMIT_S, help="the whole run's time (default %(default)s)")
+    parser.add_argument("--sweep-s", type=float, default=0.0,
+                        help="then, outside that time, the tuning round for this many seconds: the benchmark's "
+                             "--sweep, into sweep-<gpu>-<date>.json beside the rest (default: none)")
     args = parser.parse_args(argv)
     start = time.monotonic()
     import torch
@@ -346,8 +355,8 @@ def main(argv=None) -> int:
     default = Path(tempfile.mkdtemp(prefix="gpu-check-dry-run-")) if args.dry_run else ROOT / "gpu-results"
     out_dir = (args.out or Path(os.environ.get("OUT") or default)).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("bench-*.json"):
-        old.unlink()  # the results file of this run is the only one here
+    for old in [*out_dir.glob("bench-*.json"), *out_dir.glob("sweep-*.json")]:
+        old.unlink()  # the results files of this run are the only ones here
     log = Log(out_dir / "gpu-check.log")
     mode = "GPU run" if gpu else "DRY RUN on the CPU (interpreted Triton, tiny shapes)"
     log(f"gpu-check {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {mode}")
@@ -399,10 +408,17 @@ def main(argv=None) -> int:
     report["elapsed_s"] = round(time.monotonic() - start, 1)
     report["within_limit"] = report["elapsed_s"] <= args.limit_s
     report["passed"] = (all(r["passed"] for r in checks.values()) and tests["passed"] and bench["passed"])
-    (out_dir / "gpu-check.json").write_text(json.dumps(report, indent=1) + "\n")
-    shutil.rmtree(scratch, ignore_errors=True)
+    (out_dir / "gpu-check.json").write_text(json.dumps(report, indent=1) + "\n")  # before the sweep: a kill keeps it
     log(f"{mode}: {'every step passed' if report['passed'] else 'A STEP FAILED'} in {report['elapsed_s']} s "
         f"(limit {args.limit_s:.0f} s); sandbox: {', '.join(modes) or 'none'}; wrote {out_dir}")
+    if args.sweep_s > 0:
+        log(f"then the tuning round: the benchmark's --sweep, with {args.sweep_s:.0f} s")
+        report["sweep"] = run_benchmark(out_dir, args.sweep_s, args.dry_run, ["--sweep"], env, log, kind="sweep")
+        report["passed"] = report["passed"] and report["sweep"]["passed"]
+        (out_dir / "gpu-check.json").write_text(json.dumps(report, indent=1) + "\n")
+        log(f"sweep: {'wrote ' + report['sweep']['file'] if report['sweep']['passed'] else 'FAILED'} "
+            f"in {report['sweep']['seconds']} s")
+    shutil.rmtree(scratch, ignore_errors=True)
     return 0 if report["passed"] else 1
 
 

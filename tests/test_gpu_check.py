@@ -83,18 +83,24 @@ def test_without_a_gpu_it_says_so_and_fails(root, tmp_path):
 
 
 def test_the_dry_run_runs_every_step_and_writes_what_the_gpu_run_writes(root, tmp_path):
-    """One exercise and one small shape, to keep it short; the GPU run has every exercise and the whole sweep."""
+    """One exercise and one small shape, to keep it short; the GPU run has every exercise and the whole sweep.
+    Then the tuning round, in the same call, with a second's budget: one shape, the others listed as left."""
     done = subprocess.run([sys.executable, "scripts/gpu_check.py", "--dry-run", "--out", str(tmp_path),
-                           "--assignments", "05-thnn", "--bench-args", "--dtypes bfloat16 --columns 48 --rows 20"],
+                           "--assignments", "05-thnn", "--bench-args", "--dtypes bfloat16 --columns 48 --rows 20",
+                           "--sweep-s", "1"],
                           cwd=root, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     files = sorted(p.name for p in tmp_path.iterdir())
     assert all(p.is_file() for p in tmp_path.iterdir()) and len(files) <= 8  # what a remote runner brings back
     bench = [name for name in files if name.startswith("bench-")]
-    assert len(bench) == 1 and sorted(set(files) - set(bench)) == ["autograder.txt", "gpu-check.json",
-                                                                  "gpu-check.log", "pytest.txt"]
+    [sweep] = [name for name in files if name.startswith("sweep-")]
+    assert len(bench) == 1 and sorted(set(files) - {*bench, sweep}) == ["autograder.txt", "gpu-check.json",
+                                                                       "gpu-check.log", "pytest.txt"]
+    tuned = json.loads((tmp_path / sweep).read_text())
+    assert len(tuned["shapes"]) == len(benchmark.PERSISTENT) and len(tuned["skipped"]) >= 1
     report = json.loads((tmp_path / "gpu-check.json").read_text())
     assert report["passed"] and report["dry_run"]  # (its time says nothing: the six minutes are a GPU's)
+    assert report["sweep"]["passed"] and report["sweep"]["file"] == str(tmp_path / sweep)
     check = report["autograder"]["05-thnn"]
     assert check["score"] == check["max_score"] > 0 and check["sandbox_mode"] in ("bwrap", "fallback")
     assert report["sandbox_modes"] == [check["sandbox_mode"]]
