@@ -6,8 +6,9 @@
 # The GPU machine has Python 3.12 with its own torch, triton and NumPy (the versions below, as its image
 # was last read) and no package index; `make gpu-check` brings the rest from .whl/. This builds a venv of
 # those versions in .gpu-rehearsal/ (git-ignored), fills .whl/ if it is empty, and runs there
-# `gpu_check.py --dry-run --run-tests`: every step on the CPU, the carried wheels installed as on the machine,
-# and step 2's tests run rather than only collected. What fails here would fail there.
+# `gpu_check.py --dry-run --run-tests --sweep-s 20`: every step on the CPU, the carried wheels installed as on
+# the machine, step 2's tests run rather than only collected, and the tuning round's first shapes. What fails
+# here would fail there.
 # A newer image: change the versions below, remove .gpu-rehearsal/ and rerun.
 set -eu
 cd "$(dirname "$0")/.."
@@ -31,4 +32,4 @@ ls .whl/*.whl >/dev/null 2>&1 || sh scripts/device_tools.sh
 "$VENV/bin/python" -c "import sys, torch, triton, numpy; print('rehearsing with Python', sys.version.split()[0], \
 'torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
 
-env -u OUT "$VENV/bin/python" scripts/gpu_check.py --dry-run --run-tests  # into a temporary folder
+env -u OUT "$VENV/bin/python" scripts/gpu_check.py --dry-run --run-tests --sweep-s 20  # into a temporary folder
