@@ -3,7 +3,7 @@
     python -m normgrad.benchmark             (or `make bench`)  check, time, write the results file
     python -m normgrad.benchmark --dry-run   the same code on the CPU: interpreted Triton, tiny shapes
     python -m normgrad.benchmark --check     correctness only, on CUDA: every kernel and exercise 06's solution
-    python -m normgrad.benchmark --sweep     time v3 and v4 at the launches their launcher weighs
+    python -m normgrad.benchmark --sweep     time v3, v4 (v5 where it splits) at the launches weighed
                                              (writes sweep-<gpu>-<date>.json into --out)
 
 One process does everything on one GPU, in this order:
@@ -52,8 +52,8 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "chapters" / "data"
 SCHEMA = 2
-COURSE = ("v1 rowwise", "v2 locked", "v3 persistent", "v4 prefetch")  # triton_layernorm.VERSIONS, naive first
-PERSISTENT = ("v3 persistent", "v4 prefetch")  # triton_layernorm.PERSISTENT: rungs whose launch is chosen
+COURSE = ("v1 rowwise", "v2 locked", "v3 persistent", "v4 prefetch", "v5 split")  # triton_layernorm.VERSIONS
+PERSISTENT = ("v3 persistent", "v4 prefetch", "v5 split")  # triton_layernorm.PERSISTENT: rungs whose launch is chosen
 BASELINES = ("torch", "torch.compile", "liger")
 IMPLS = COURSE + BASELINES
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
@@ -260,7 +260,7 @@ def figure(results: dict):
     copy = results["copy_gb_per_s"]
     styles = {"v1 rowwise": ("#e0a06a", "-", "o"), "v2 locked": ("#d07030", "-", "s"),
               "v3 persistent": ("#b03a00", "-", "D"), "v4 prefetch": ("#6a1a00", "-", "P"),
-              "torch": ("#2a6fb0", "--", "^"),
+              "v5 split": ("#3a0a00", ":", "*"), "torch": ("#2a6fb0", "--", "^"),
               "torch.compile": ("#5a9be0", "--", "v"), "liger": ("#3b8f3b", "--", "x")}
     for col, dtype in enumerate(dtypes):
         m = max(r["M"] for r in results["rows"] if r["dtype"] == dtype)
@@ -597,11 +597,11 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
 
 
 def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=print) -> dict:
-    """Time v3 and v4 in bfloat16 at every launch their launcher weighs and at the neighbours of the one it
-    takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor; the median of `runs`
-    calls each, the L2 flushed before every call. Prints the best per rung and shape and returns everything
-    timed (written by `main` to sweep-<gpu>-<date>.json). Shapes reached after `budget_s` are listed as
-    skipped. A dry run goes through the same launches on the CPU, interpreted, on tiny shapes, as if with 2 SMs.
+    """Time v3, v4 and (where it splits rows) v5 in bfloat16 at every launch their launcher weighs and at the
+    neighbours of the one it takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor;
+    the median of `runs` calls each, the L2 flushed before every call. Prints the best per rung and shape and
+    returns everything timed (written by `main` to sweep-<gpu>-<date>.json). Shapes reached after `budget_s`
+    are listed as skipped. A dry run goes through the same launches on the CPU, interpreted, on tiny shapes, as if with 2 SMs.
     """
     import torch
 
@@ -627,6 +627,8 @@ def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=
             for version in PERSISTENT:
                 fn = T.VERSIONS[version]
                 plan = T.persistent_plan(*args, version=version)
+                if version == "v5 split" and not plan["split"]:
+                    continue  # there v5 is v4, just timed
                 r, w = plan["ROWS"], plan["num_warps"]
                 neighbours = {(rows, warps) for rows in (max(1, r // 2), r, r * 2)
                               for warps in (max(1, w // 2), w, min(32, w * 2))}

@@ -9,6 +9,9 @@
                     kernel sums those rows: no locks
     v4  prefetch    v3, with each step's loads issued one step ahead, so that they
                     are on their way while the step before does its arithmetic
+    v5  split       v4 where a row fits in one program's registers; where it does
+                    not, each row is split between a pair of programs, each of
+                    which also reads its partner's half for the row sums
 
 Every launcher has the signature of the exercise API (COURSE_API.md),
 f(dy, x, gamma, mean, rstd) -> (dx, dgamma, dbeta), for x and dy of shape
@@ -29,6 +32,7 @@ checks every version against the float64 oracle and times them on a GPU.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -250,6 +254,53 @@ def _dx_prefetch_kernel(
     tl.store(PART + (programs + program) * N + cols, dbeta, mask=col_inside)
 
 
+# --- v5: rows too wide for one program, split between two -------------------------------------
+
+@triton.jit
+def _dx_split_kernel(
+    DX, PART, DY, X, GAMMA, MEAN, RSTD,  # as v3's; PART has a row per pair of programs
+    M, N, stride,
+    BLOCK_N: tl.constexpr,  # half of the row's block: programs 2k and 2k + 1 own its first and second half
+    ROWS: tl.constexpr,
+):
+    program = tl.program_id(0)
+    pairs = tl.num_programs(0) // 2
+    pair = program // 2
+    own = (program % 2) * BLOCK_N + tl.arange(0, BLOCK_N)        # the columns this program computes
+    other = (1 - program % 2) * BLOCK_N + tl.arange(0, BLOCK_N)  # its partner's, read only for the row sums
+    own_inside = own < N
+    other_inside = other < N
+    gamma = tl.load(GAMMA + own, mask=own_inside, other=0.0).to(tl.float32)
+    dgamma = tl.zeros([BLOCK_N], dtype=tl.float32)  # partial sums for this program's half only
+    dbeta = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for first in range(pair * ROWS, M, pairs * ROWS):
+        rows = first + tl.arange(0, ROWS)
+        row_inside = rows < M
+        inside = row_inside[:, None] & own_inside[None, :]
+        offsets = rows[:, None] * stride + own[None, :]
+        dy = tl.load(DY + offsets, mask=inside, other=0.0).to(tl.float32)
+        x = tl.load(X + offsets, mask=inside, other=0.0).to(tl.float32)
+        mean = tl.load(MEAN + rows, mask=row_inside, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=row_inside, other=0.0).to(tl.float32)
+        x_hat = (x - mean[:, None]) * rstd[:, None]
+        g = dy * gamma[None, :]
+        # the partner's half, read a second time (from L2 while the partner is near) and summed at once;
+        # its gamma too is loaded again each step rather than held, to keep registers for this half
+        there = rows[:, None] * stride + other[None, :]
+        there_inside = row_inside[:, None] & other_inside[None, :]
+        gamma_there = tl.load(GAMMA + other, mask=other_inside, other=0.0).to(tl.float32)
+        g_there = tl.load(DY + there, mask=there_inside, other=0.0).to(tl.float32) * gamma_there[None, :]
+        x_hat_there = (tl.load(X + there, mask=there_inside, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None]
+        # each half summed alike in both programs, and a + b == b + a: both get the same c1 and c2, to the bit
+        c1 = (tl.sum(g, axis=1) + tl.sum(g_there, axis=1)) / N
+        c2 = (tl.sum(g * x_hat, axis=1) + tl.sum(g_there * x_hat_there, axis=1)) / N
+        tl.store(DX + offsets, (g - c1[:, None] - x_hat * c2[:, None]) * rstd[:, None], mask=inside)
+        dgamma += tl.sum(dy * x_hat, axis=0)
+        dbeta += tl.sum(dy, axis=0)
+    tl.store(PART + pair * N + own, dgamma, mask=own_inside)  # the pair's partial row, each its own half
+    tl.store(PART + (pairs + pair) * N + own, dbeta, mask=own_inside)
+
+
 @triton.jit
 def _sum_partials_kernel(
     DGAMMA,  # (N,) out, gamma's dtype
@@ -467,11 +518,16 @@ def programs_to_launch(multiprocessors: int, per_multiprocessor: int, m: int) ->
     return max(1, min(multiprocessors * per_multiprocessor, m // 16))
 
 
+@functools.lru_cache(maxsize=None)
+def _stand_in(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A one-element tensor that stands in for an output while compiling: only its dtype and alignment matter."""
+    return torch.empty(1, dtype=dtype, device=device)
+
+
 def _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n, programs, num_warps, rows):
-    """v3's or v4's launch: (kernel arguments with PART allocated, P, ROWS, num_warps, what the compiler made
-    of it)."""
-    args = [dx, torch.empty(1, dtype=torch.float32, device=x.device), dy, x, gamma, mean, rstd, m, n, x.stride(0)]
-    # (the one-element PART stands in for the partial rows while compiling: only its type matters)
+    """v3's, v4's or v5's launch: (kernel arguments with PART allocated, P, ROWS, num_warps, what the compiler
+    made of it)."""
+    args = [dx, _stand_in(x.device, torch.float32), dy, x, gamma, mean, rstd, m, n, x.stride(0)]  # PART, for now
     if rows is None and num_warps is None:
         rows, num_warps = launch_plan(kernel, tuple(args), block_n)
     rows = rows or rows_for(block_n)
@@ -484,17 +540,31 @@ def _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n, prog
             per = usage["programs_per_multiprocessor"] if usage else max(1, 16 // num_warps)  # 128 registers
             programs = programs_to_launch(torch.cuda.get_device_properties(x.device).multi_processor_count, per, m)
     p = min(programs, triton.cdiv(m, rows))
-    args[1] = torch.empty((2, p, n), dtype=torch.float32, device=x.device)  # every row written by its program
+    parts = p  # partial rows: one per program, or per pair of programs where each row is split in two
+    if kernel is _dx_split_kernel:
+        parts = max(1, min(programs // 2, triton.cdiv(m, rows)))
+        p = 2 * parts
+    args[1] = torch.empty((2, parts, n), dtype=torch.float32, device=x.device)  # every row written by its program
     return args, p, rows, num_warps, usage
 
 
 def _persistent(kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows):
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    block_n = _block_for(kernel, block_n)
     dx = torch.empty_like(x)
     args, p, rows, num_warps, _ = _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n,
                                                      programs, num_warps, rows)
     kernel[(p,)](*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps)
-    return (dx, *_sum_partials(args[1], p, n, gamma))
+    return (dx, *_sum_partials(args[1], args[1].shape[1], n, gamma))
+
+
+def _block_for(kernel, block_n: int) -> int:
+    """The kernel's BLOCK_N for rows of block_n: the whole block, or for v5's split kernel half of it."""
+    if kernel is not _dx_split_kernel:
+        return block_n
+    if block_n < 2:
+        raise ValueError("a row of one column cannot be split between two programs")
+    return block_n // 2
 
 
 def layernorm_backward_persistent(dy, x, gamma, mean, rstd, programs: int | None = None,
@@ -512,19 +582,50 @@ def layernorm_backward_prefetch(dy, x, gamma, mean, rstd, programs: int | None =
     return _persistent(_dx_prefetch_kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows)
 
 
+SPLIT_FROM = 16384  # off a GPU, v5 splits rows of this block and wider: where every launch of v3 and v4 spills
+
+
+def splits(dy, x, gamma, mean, rstd) -> bool:
+    """Whether v5 splits these rows between pairs of programs: on a GPU, where the launch v4's launcher
+    takes for them spills (what this Triton's compiler reports); elsewhere, from SPLIT_FROM columns."""
+    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    if x.device.type != "cuda":
+        return block_n >= SPLIT_FROM
+    args = (_stand_in(x.device, x.dtype), _stand_in(x.device, torch.float32), dy, x, gamma, mean, rstd, m, n,
+            x.stride(0))  # DX and PART stood in for
+    usage = compiled_usage(_dx_prefetch_kernel, args, block_n, *launch_plan(_dx_prefetch_kernel, args, block_n))
+    return bool(usage and usage["spilled"])
+
+
+def layernorm_backward_split(dy, x, gamma, mean, rstd, programs: int | None = None,
+                             num_warps: int | None = None, rows: int | None = None, split: bool | None = None):
+    """v5: v4, except where a row does not fit in one program's registers (`splits`): there each row is split
+    between two programs, each computing half of dx, dgamma and dbeta and reading the other half for the
+    row sums. `split` overrides that choice; `programs` (counting both of a pair), `num_warps` and `rows`
+    override the launcher's, as v3's."""
+    if split is None:
+        split = splits(dy, x, gamma, mean, rstd)
+    kernel = _dx_split_kernel if split else _dx_prefetch_kernel
+    return _persistent(kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows)
+
+
 def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") -> dict:
-    """What v3's (or v4's) launcher chooses for these inputs, and what the compiler made of it (on a GPU).
+    """What v3's (v4's, v5's) launcher chooses for these inputs, and what the compiler made of it (on a GPU).
 
     Keys: BLOCK_N, ROWS, num_warps, programs (P), and where the kernel was compiled
     registers (per thread), spilled_words (32-bit words of local memory per thread),
     shared_bytes, programs_per_multiprocessor and resident_warps (per multiprocessor,
     of the 64 a Hopper multiprocessor holds); None for what an interpreter cannot say.
     `candidates`: each launch the launcher compiled and chose among, with the same
-    figures. Also `second_reduction`, a call that runs only the kernel summing the P
-    partial rows.
+    figures. `split`: whether v5 splits these rows (then BLOCK_N is half the row's
+    block, P counts both programs of each pair, and there are P / 2 partial rows).
+    Also `second_reduction`, a call that runs only the kernel summing the partial rows.
     """
     kernel = PERSISTENT[version]
+    if kernel is _dx_split_kernel and not splits(dy, x, gamma, mean, rstd):
+        kernel = _dx_prefetch_kernel  # v5 is v4 where rows fit
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    block_n = _block_for(kernel, block_n)
     args, p, rows, num_warps, usage = _persistent_launch(kernel, torch.empty_like(x), dy, x, gamma, mean, rstd, m,
                                                          n, block_n, None, None, None)
     usage = usage or {}
@@ -533,12 +634,13 @@ def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") ->
     candidates = [_USAGE.get((kernel, x.device, x.dtype, spec, block_n, r, w)) for r, w in launch_candidates(block_n)]
     part = args[1].normal_()
     return {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps, "programs": p,
+            "split": kernel is _dx_split_kernel,
             "registers": usage.get("registers"), "spilled_words": usage.get("spilled"),
             "shared_bytes": usage.get("shared_bytes"), "programs_per_multiprocessor": per,
             "resident_warps": per and per * num_warps,
             "candidates": [{k: c[k] for k in ("ROWS", "num_warps", "registers", "spilled", "shared_bytes",
                                               "programs_per_multiprocessor")} for c in candidates if c],
-            "second_reduction": lambda: _sum_partials(part, p, n, gamma)}
+            "second_reduction": lambda: _sum_partials(part, part.shape[1], n, gamma)}
 
 
 VERSIONS = {
@@ -546,8 +648,10 @@ VERSIONS = {
     "v2 locked": layernorm_backward_locked,
     "v3 persistent": layernorm_backward_persistent,
     "v4 prefetch": layernorm_backward_prefetch,
+    "v5 split": layernorm_backward_split,
 }
-PERSISTENT = {"v3 persistent": _dx_persistent_kernel, "v4 prefetch": _dx_prefetch_kernel}  # launches chosen
+PERSISTENT = {"v3 persistent": _dx_persistent_kernel, "v4 prefetch": _dx_prefetch_kernel,  # launches chosen
+              "v5 split": _dx_split_kernel}
 
 
 def checked(fn, shape, dtype, device: str, seed: int = 0) -> dict:

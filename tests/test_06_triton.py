@@ -281,6 +281,7 @@ COMPILE = textwrap.dedent('''
                                    (T._dx_persistent_kernel, {"BLOCK_N": 16384, "ROWS": 1}),
                                    (T._dx_persistent_kernel, {"BLOCK_N": 512, "ROWS": 8}),
                                    (T._dx_prefetch_kernel, {"BLOCK_N": 2048, "ROWS": 2}),
+                                   (T._dx_split_kernel, {"BLOCK_N": 8192, "ROWS": 1}),
                                    (T._sum_partials_kernel, {"BLOCK_P": 32, "BLOCK_COLS": 64}),
                                    (cell["_ln_bwd_rows"], {"CHUNK": 1024}),
                                    (cell["_ln_bwd_columns"], {"WIDTH": 128, "DEPTH": 8})]:
@@ -297,7 +298,63 @@ def test_every_kernel_compiles_for_a_gpu(root):
     done = subprocess.run([sys.executable, "-c", COMPILE], input=solution_source(), cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 9 * 2
+    assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 10 * 2
+
+
+ROW_SUMS = textwrap.dedent(r'''
+    import json, re
+    from normgrad import triton_layernorm as T
+    from normgrad.gpu_compile import compile_for_gpu
+    found = []
+    for dtype in ("fp32", "bf16"):
+        p = {name: "*" + dtype for name in ("DX", "DY", "X", "GAMMA")}
+        p.update(MEAN="*fp32", RSTD="*fp32", PART="*fp32")
+        for block_n, rows, warps in ((8192, 1, 32), (8192, 1, 16), (512, 4, 4)):
+            for aligned in (False, True):
+                ir = compile_for_gpu(T._dx_split_kernel, p, {"BLOCK_N": block_n, "ROWS": rows}, warps,
+                                     aligned=aligned).asm["ttgir"]
+                sums = re.findall(r'"tt.reduce"\(%\w+\) <\{axis = 1 : i32\}>.*?\) : \((tensor<[^)]*?>)\)', ir, re.S)
+                found.append(sums)
+    print(json.dumps(found))
+''')
+
+
+def test_both_programs_of_a_pair_sum_each_half_of_a_row_alike(root):
+    """v5's two programs of a pair each add a sum over their own half and one over their partner's; they get
+    the same c1 and c2 to the bit only if both halves are reduced over the same layout (the same tree of
+    additions). Compiled for sm_90: the four row sums of every launch share one layout."""
+    done = subprocess.run([sys.executable, "-c", ROW_SUMS], cwd=root, env=child_env(TRITON_INTERPRET="0"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for sums in json.loads(done.stdout.splitlines()[-1]):
+        assert len(sums) == 4 and len(set(sums)) == 1, sums
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(37, 1100), (21, 777), (4, 2)])
+def test_rung_5_split_matches_the_oracle_at_any_width(shape, dtype):
+    """v5 made to split rows that would fit (the split kernel itself, odd widths, two columns)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    truncated = device == "cpu" and dtype == torch.bfloat16
+    trial = backward_trial("layer", shape, dtype, truncated=truncated)(np.random.default_rng(7), device)
+    assert trial.judge(triton_layernorm.layernorm_backward_split(*trial.args, split=True), trial.expected) == []
+    assert not triton_layernorm.splits(*trial.args)  # where rows fit, v5 is v4 unless told
+
+
+def test_rung_5_splits_the_rows_no_launch_of_rung_4_holds():
+    """Without a GPU, from SPLIT_FROM columns; the plan says so, and programs come in pairs."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    trial = backward_trial("layer", (3, 16384), torch.float32)(np.random.default_rng(8), device)
+    if device == "cpu":
+        assert triton_layernorm.splits(*trial.args)
+    plan = triton_layernorm.persistent_plan(*trial.args, version="v5 split")
+    assert plan["split"] == triton_layernorm.splits(*trial.args)
+    if plan["split"]:
+        assert plan["BLOCK_N"] == 8192 and plan["programs"] % 2 == 0
+    assert trial.judge(triton_layernorm.layernorm_backward_split(*trial.args), trial.expected) == []
+    with pytest.raises(ValueError, match="one column"):
+        x = torch.ones(3, 1, device=device)
+        triton_layernorm.layernorm_backward_split(x, x, torch.ones(1, device=device), x[:, 0], x[:, 0], split=True)
 
 
 def test_the_sandbox_can_compile_a_kernel_from_a_cell():
@@ -546,7 +603,9 @@ def test_the_sweep_runs_each_launch_through_the_interpreter_and_writes_what_it_t
     assert lines[-1] == f"wrote {path}"
     found = json.loads(path.read_text())
     shapes = len(benchmark.DRY_ROWS) * len(benchmark.DRY_COLUMNS)
-    assert len(found["shapes"]) == len(lines) - 1 == len(benchmark.PERSISTENT) * shapes
+    swept = ("v3 persistent", "v4 prefetch")  # v5 splits none of these rows: it is v4 there, not timed twice
+    assert len(found["shapes"]) == len(lines) - 1 == len(swept) * shapes
+    assert {s["impl"] for s in found["shapes"]} == set(swept)
     assert found["skipped"] == [] and found["dry_run"] and found["impls"] == list(benchmark.PERSISTENT)
     for shape in found["shapes"]:
         weighed = triton_layernorm.launch_candidates(triton_layernorm.triton.next_power_of_2(shape["N"]))

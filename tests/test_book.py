@@ -181,7 +181,7 @@ def test_chapters_four_and_five_ran_their_code(site):
 
 def test_chapter_six_checked_every_rung_and_shows_no_invented_timings(site):
     page = text_of((site / "chapters" / "06-triton.html").read_text())
-    assert len(re.findall(r"\(tolerance \d\.\de-\d\d\)", page)) == 4 * 3  # four rungs, three dtypes each
+    assert len(re.findall(r"\(tolerance \d\.\de-\d\d\)", page)) == 5 * 3  # five rungs (the fifth split), 3 dtypes
     assert re.search(r"BLOCK_N = 16384, ROWS = 1, 32 warps: +\d+ registers", page)  # compiled for sm_90 at build time
     assert re.search(r"BLOCK_N = +4096: v3 ROWS = \d+, +\d+ warps, +\d+ registers.*v4 ROWS = \d+", page)  # and v4
     from normgrad.benchmark import find_results
