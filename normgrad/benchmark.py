@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "chapters" / "data"
 SCHEMA = 2
 COURSE = ("v1 rowwise", "v2 locked", "v3 persistent", "v4 prefetch", "v5 split")  # triton_layernorm.VERSIONS
-PERSISTENT = ("v3 persistent", "v4 prefetch", "v5 split")  # triton_layernorm.PERSISTENT: rungs whose launch is chosen
+PERSISTENT = ("v3 persistent", "v4 prefetch", "v5 split")  # triton_layernorm.PERSISTENT: launches chosen
 BASELINES = ("torch", "torch.compile", "liger")
 IMPLS = COURSE + BASELINES
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
@@ -601,7 +601,8 @@ def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=
     neighbours of the one it takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor;
     the median of `runs` calls each, the L2 flushed before every call. Prints the best per rung and shape and
     returns everything timed (written by `main` to sweep-<gpu>-<date>.json). Shapes reached after `budget_s`
-    are listed as skipped. A dry run goes through the same launches on the CPU, interpreted, on tiny shapes, as if with 2 SMs.
+    are listed as skipped. A dry run goes through the same launches on the CPU, interpreted, on tiny shapes,
+    as if with 2 SMs.
     """
     import torch
 

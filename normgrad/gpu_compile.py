@@ -63,6 +63,12 @@ def ptxas_usage(compiled) -> tuple[int, int]:
             int(re.search(r"(\d+) bytes spill stores", report).group(1)))
 
 
+def persistent_pointers(dtype: str) -> dict[str, str]:
+    """The pointer types of chapter 6's persistent kernels (v3's, v4's, v5's) for x in `dtype` ("bf16", ...)."""
+    return {**{name: f"*{dtype}" for name in ("DX", "DY", "X", "GAMMA")}, "MEAN": "*fp32", "RSTD": "*fp32",
+            "PART": "*fp32"}
+
+
 def persistent_kernel_usage(configs: list[tuple[str, int, int, int]], kernel: str = "_dx_persistent_kernel",
                             *, aligned: bool) -> list[dict]:
     """For each (dtype, BLOCK_N, ROWS, num_warps): chapter 6's persistent kernel (or `kernel`, the name of
@@ -84,9 +90,8 @@ def main() -> None:
     kernel = getattr(T, name)
     found = []
     for dtype, block_n, rows, num_warps in configs:
-        pointers = {name: f"*{dtype}" for name in ("DX", "DY", "X", "GAMMA")}
-        pointers.update(MEAN="*fp32", RSTD="*fp32", PART="*fp32")
-        compiled = compile_for_gpu(kernel, pointers, {"BLOCK_N": block_n, "ROWS": rows}, num_warps, aligned=aligned)
+        compiled = compile_for_gpu(kernel, persistent_pointers(dtype), {"BLOCK_N": block_n, "ROWS": rows},
+                                   num_warps, aligned=aligned)
         registers, spills = ptxas_usage(compiled)
         found.append({"dtype": dtype, "BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps,
                       "registers": registers, "spilled": spills, "shared_bytes": compiled.metadata.shared})

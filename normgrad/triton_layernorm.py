@@ -400,7 +400,7 @@ PER_THREAD = (8, 16)  # elements of each block-sized tensor per thread: 56-96 an
 
 
 def launch_candidates(block_n: int) -> list[tuple[int, int]]:
-    """The (ROWS, num_warps) that v3's and v4's launcher compiles and chooses among on a GPU.
+    """The (ROWS, num_warps) that the persistent rungs' launcher compiles and chooses among on a GPU.
 
     Steps of 1024 to 8192 elements (one row, when a row is longer), at 8 or 16
     elements per thread, 1 to 32 warps; and the interpreter's launch (rows_for,
@@ -469,7 +469,7 @@ def specialization(args: tuple) -> tuple:
 
 
 def compiled_usage(kernel, args: tuple, block_n: int, rows: int, num_warps: int) -> dict | None:
-    """Compile v3's or v4's kernel for these arguments (`warmup`, as Triton's persistent-softmax tutorial
+    """Compile a persistent rung's kernel for these arguments (`warmup`, as Triton's persistent-softmax tutorial
     does) and read its registers, spills and shared memory; None off a GPU, for a launch this compiler
     refuses, or where Triton's internals differ."""
     x = args[3]
@@ -492,7 +492,7 @@ def compiled_usage(kernel, args: tuple, block_n: int, rows: int, num_warps: int)
 
 
 def launch_plan(kernel, args: tuple, block_n: int) -> tuple[int, int]:
-    """v3's or v4's (ROWS, num_warps) for these arguments.
+    """A persistent rung's (ROWS, num_warps) for these arguments.
 
     On a GPU every launch_candidates() is compiled and choose_launch() picks one
     of those that compiled, so the choice follows what this Triton's compiler
@@ -524,10 +524,19 @@ def _stand_in(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(1, dtype=dtype, device=device)
 
 
+def _arguments(dx, dy, x, gamma, mean, rstd, m, n) -> list:
+    """The persistent kernels' arguments, in their order; PART stood in for until its size is known."""
+    return [dx, _stand_in(x.device, torch.float32), dy, x, gamma, mean, rstd, m, n, x.stride(0)]
+
+
 def _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n, programs, num_warps, rows):
-    """v3's, v4's or v5's launch: (kernel arguments with PART allocated, P, ROWS, num_warps, what the compiler
-    made of it)."""
-    args = [dx, _stand_in(x.device, torch.float32), dy, x, gamma, mean, rstd, m, n, x.stride(0)]  # PART, for now
+    """v3's, v4's or v5's launch for rows of block_n: (kernel arguments with PART allocated, P, the kernel's
+    BLOCK_N, ROWS, num_warps, what the compiler made of it)."""
+    split = kernel is _dx_split_kernel  # each row to a pair of programs, each with half its block
+    if split and block_n < 2:
+        raise ValueError("a row of one column cannot be split between two programs")
+    block_n = block_n // 2 if split else block_n
+    args = _arguments(dx, dy, x, gamma, mean, rstd, m, n)
     if rows is None and num_warps is None:
         rows, num_warps = launch_plan(kernel, tuple(args), block_n)
     rows = rows or rows_for(block_n)
@@ -541,30 +550,20 @@ def _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n, prog
             programs = programs_to_launch(torch.cuda.get_device_properties(x.device).multi_processor_count, per, m)
     p = min(programs, triton.cdiv(m, rows))
     parts = p  # partial rows: one per program, or per pair of programs where each row is split in two
-    if kernel is _dx_split_kernel:
+    if split:
         parts = max(1, min(programs // 2, triton.cdiv(m, rows)))
         p = 2 * parts
     args[1] = torch.empty((2, parts, n), dtype=torch.float32, device=x.device)  # every row written by its program
-    return args, p, rows, num_warps, usage
+    return args, p, block_n, rows, num_warps, usage
 
 
 def _persistent(kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows):
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
-    block_n = _block_for(kernel, block_n)
     dx = torch.empty_like(x)
-    args, p, rows, num_warps, _ = _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n,
-                                                     programs, num_warps, rows)
+    args, p, block_n, rows, num_warps, _ = _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n,
+                                                              programs, num_warps, rows)
     kernel[(p,)](*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps)
     return (dx, *_sum_partials(args[1], args[1].shape[1], n, gamma))
-
-
-def _block_for(kernel, block_n: int) -> int:
-    """The kernel's BLOCK_N for rows of block_n: the whole block, or for v5's split kernel half of it."""
-    if kernel is not _dx_split_kernel:
-        return block_n
-    if block_n < 2:
-        raise ValueError("a row of one column cannot be split between two programs")
-    return block_n // 2
 
 
 def layernorm_backward_persistent(dy, x, gamma, mean, rstd, programs: int | None = None,
@@ -591,8 +590,7 @@ def splits(dy, x, gamma, mean, rstd) -> bool:
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
     if x.device.type != "cuda":
         return block_n >= SPLIT_FROM
-    args = (_stand_in(x.device, x.dtype), _stand_in(x.device, torch.float32), dy, x, gamma, mean, rstd, m, n,
-            x.stride(0))  # DX and PART stood in for
+    args = tuple(_arguments(_stand_in(x.device, x.dtype), dy, x, gamma, mean, rstd, m, n))  # DX stood in for too
     usage = compiled_usage(_dx_prefetch_kernel, args, block_n, *launch_plan(_dx_prefetch_kernel, args, block_n))
     return bool(usage and usage["spilled"])
 
@@ -603,10 +601,16 @@ def layernorm_backward_split(dy, x, gamma, mean, rstd, programs: int | None = No
     between two programs, each computing half of dx, dgamma and dbeta and reading the other half for the
     row sums. `split` overrides that choice; `programs` (counting both of a pair), `num_warps` and `rows`
     override the launcher's, as v3's."""
+    return _persistent(_v5_kernel(dy, x, gamma, mean, rstd, split), dy, x, gamma, mean, rstd, programs, num_warps,
+                       rows)
+
+
+def _v5_kernel(dy, x, gamma, mean, rstd, split: bool | None = None):
+    """The kernel v5 runs on these inputs: the split kernel where `split` (by default, `splits`) says so,
+    else v4's."""
     if split is None:
         split = splits(dy, x, gamma, mean, rstd)
-    kernel = _dx_split_kernel if split else _dx_prefetch_kernel
-    return _persistent(kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows)
+    return _dx_split_kernel if split else _dx_prefetch_kernel
 
 
 def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") -> dict:
@@ -622,12 +626,11 @@ def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") ->
     Also `second_reduction`, a call that runs only the kernel summing the partial rows.
     """
     kernel = PERSISTENT[version]
-    if kernel is _dx_split_kernel and not splits(dy, x, gamma, mean, rstd):
-        kernel = _dx_prefetch_kernel  # v5 is v4 where rows fit
+    if kernel is _dx_split_kernel:
+        kernel = _v5_kernel(dy, x, gamma, mean, rstd)  # v4's where rows fit
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
-    block_n = _block_for(kernel, block_n)
-    args, p, rows, num_warps, usage = _persistent_launch(kernel, torch.empty_like(x), dy, x, gamma, mean, rstd, m,
-                                                         n, block_n, None, None, None)
+    args, p, block_n, rows, num_warps, usage = _persistent_launch(kernel, torch.empty_like(x), dy, x, gamma, mean,
+                                                                  rstd, m, n, block_n, None, None, None)
     usage = usage or {}
     per = usage.get("programs_per_multiprocessor")
     spec = specialization(tuple(args))

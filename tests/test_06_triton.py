@@ -304,11 +304,10 @@ def test_every_kernel_compiles_for_a_gpu(root):
 ROW_SUMS = textwrap.dedent(r'''
     import json, re
     from normgrad import triton_layernorm as T
-    from normgrad.gpu_compile import compile_for_gpu
+    from normgrad.gpu_compile import compile_for_gpu, persistent_pointers
     found = []
     for dtype in ("fp32", "bf16"):
-        p = {name: "*" + dtype for name in ("DX", "DY", "X", "GAMMA")}
-        p.update(MEAN="*fp32", RSTD="*fp32", PART="*fp32")
+        p = persistent_pointers(dtype)
         for block_n, rows, warps in ((8192, 1, 32), (8192, 1, 16), (512, 4, 4)):
             for aligned in (False, True):
                 ir = compile_for_gpu(T._dx_split_kernel, p, {"BLOCK_N": block_n, "ROWS": rows}, warps,
