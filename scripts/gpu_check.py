@@ -38,6 +38,7 @@ Exit status: 0 when every step ran and passed, 1 when one failed, 2 without a GP
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import io
@@ -45,6 +46,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -173,16 +175,35 @@ def install_tools(folder: Path, scratch: Path, log) -> dict:
 
 # --- the steps ----------------------------------------------------------------------------------------
 
+def spawn(cmd, env, **kwargs) -> subprocess.Popen:
+    """Start a step in a process group of its own, so that `stop` reaches what it starts too."""
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                            **kwargs)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill a step and its process group: pytest's workers, a benchmark's compiling workers. Left running,
+    they would go on using the GPU and the CPUs while the next step measures."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
 def run(cmd, env, timeout: float) -> tuple[int, str, float]:
     """(exit status, stdout and stderr, seconds); 124 and what was printed when it ran past `timeout`."""
-    start = time.monotonic()
+    begun = time.monotonic()
+    proc = spawn(cmd, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-        return done.returncode, done.stdout + done.stderr, time.monotonic() - start
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return 124, out + f"\n(stopped after {timeout:.0f} s)", time.monotonic() - start
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out + err, time.monotonic() - begun
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # a process outside the group holds its pipes open: not waited for
+            out, err = "", "(its output did not end within 30 s of the kill)"
+        return 124, out + err + f"\n(stopped after {timeout:.0f} s)", time.monotonic() - begun
 
 
 def discover(env, assume_gpu: bool) -> dict:
@@ -218,11 +239,13 @@ def test_files(assignments) -> list[str]:
 def run_tests(files, env, timeout: float, collect_only: bool) -> dict:
     """Step 2: pytest on `files` (on the CPU, a dry run only collects them, unless --run-tests: running them
     with the course's own versions is `make test`'s job; with the GPU machine's, the rehearsal's)."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *files]
     if collect_only:
-        cmd.append("--collect-only")
-    elif importlib.util.find_spec("xdist") is not None:
-        cmd += ["-n", str(min(len(files), 4)), "--dist", "loadfile"]  # a module's graded batch stays on one worker
+        cmd += ["-q", "--collect-only"]
+    else:  # a line for each test as it ends, kept if the step runs out of time; the slowest, to size the next run
+        cmd += ["-v", "--durations=20"]
+        if importlib.util.find_spec("xdist") is not None:
+            cmd += ["-n", str(min(len(files), 4)), "--dist", "loadfile"]  # a module's graded batch on one worker
     code, out, seconds = run(cmd, env, timeout)
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|tests? collected)", out)}
     return {"command": " ".join(cmd[1:]), "exit": code, "seconds": round(seconds, 1), "counts": counts,
@@ -237,9 +260,8 @@ def run_benchmark(out_dir: Path, budget_s: float, dry_run: bool, extra: list[str
     if dry_run:
         cmd.append("--dry-run")
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL)
-    timer = threading.Timer(budget_s + 45, proc.kill)  # its own budget, plus a straggling compilation
+    proc = spawn(cmd, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    timer = threading.Timer(budget_s + 45, stop, [proc])  # its own budget, plus a straggling compilation
     timer.start()
     for line in proc.stdout:
         log(f"  {kind:<5} |", line.rstrip())
@@ -267,9 +289,8 @@ def start_warming(extra: list[str], dry_run: bool, env) -> list[subprocess.Popen
     for i in range(min(WARM_JOBS, len(columns))):
         cmd = [sys.executable, "-m", "normgrad.benchmark", *extra, "--columns", *map(str, columns[i::WARM_JOBS]),
                "--warm-only", *(["--dry-run"] if dry_run else [])]
-        jobs.append(subprocess.Popen(cmd, cwd=ROOT, env=dict(env, TORCHINDUCTOR_COMPILE_THREADS="4"),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     stdin=subprocess.DEVNULL))  # 4 compiling workers each: the CPUs are shared
+        jobs.append(spawn(cmd, dict(env, TORCHINDUCTOR_COMPILE_THREADS="4"),  # 4 compiling workers each
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     return jobs
 
 
@@ -281,7 +302,7 @@ def finish_warming(jobs: list[subprocess.Popen], wait_s: float, log) -> dict:
         try:
             out, _ = job.communicate(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            job.kill()
+            stop(job)
             out, _ = job.communicate()
             found["stopped"] += 1
         found["failed"] += job.returncode not in (0, -9)
