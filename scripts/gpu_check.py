@@ -176,16 +176,39 @@ def install_tools(folder: Path, scratch: Path, log) -> dict:
 # --- the steps ----------------------------------------------------------------------------------------
 
 def spawn(cmd, env, **kwargs) -> subprocess.Popen:
-    """Start a step in a process group of its own, so that `stop` reaches what it starts too."""
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, text=True, start_new_session=True,
-                            **kwargs)
+    """Start a step. It stays in this script's process group, so a kill of the whole run reaches it too."""
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, text=True, **kwargs)
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, from each process's parent in /proc (whichever thread started it)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            children.setdefault(int(stat.read_text().rpartition(")")[2].split()[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """Kill a step and its process group: pytest's workers, a benchmark's compiling workers. Left running,
-    they would go on using the GPU and the CPUs while the next step measures."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    """Kill a step with every process it started: pytest's workers, a graded batch, torch.compile's workers.
+    Left running, they would go on using the GPU and the CPUs while the next step measures. The tree is
+    frozen first (SIGSTOP), so that nothing forks or is orphaned out of it while it is killed."""
+    frozen: set[int] = set()
+    for _ in range(3):
+        tree = set(process_tree(proc.pid)) if Path("/proc/self/stat").exists() else {proc.pid}
+        for pid in tree - frozen:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
+        if tree <= frozen:
+            break
+        frozen |= tree
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
 

@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -69,22 +71,34 @@ def test_step_two_collects_the_tests_on_a_cpu_and_runs_them_when_asked(root):
 
 def test_a_step_past_its_time_is_stopped_with_the_processes_it_started(tmp_path):
     """pytest's workers, a benchmark's compiling workers: left running after their step, they would share
-    the GPU and the CPUs with the next step's timings."""
+    the GPU and the CPUs with the next step's timings. (Started here from a thread, as pytest-xdist does.)"""
     pid_file = tmp_path / "pid"
-    child = ("import subprocess, sys, time\n"
-             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-             f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+    child = ("import subprocess, sys, threading, time\n"
+             "def start():\n"
+             "    p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+             f"    open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+             "threading.Thread(target=start).start()\n"
              "print('started', flush=True)\n"
              "time.sleep(120)\n")
     code, out, seconds = gpu_check.run([sys.executable, "-c", child], {"PATH": "/usr/bin:/bin"}, 3)
     assert code == 124 and "started" in out and "stopped after 3 s" in out and seconds < 60, out
     stat = Path(f"/proc/{pid_file.read_text()}/stat")
     for _ in range(50):  # killed: gone, or a zombie until its new parent reaps it
-        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+        if not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z":
             break
         time.sleep(0.1)
     else:
         raise AssertionError("the step's child outlived it")
+
+
+def test_a_step_stays_in_the_process_group_of_the_run(tmp_path):
+    """So that whatever stops the whole run (a time limit that kills its process group) stops the steps too."""
+    step = gpu_check.spawn([sys.executable, "-c", "import time; time.sleep(60)"], {"PATH": "/usr/bin:/bin"})
+    try:
+        assert os.getpgid(step.pid) == os.getpgid(0)
+    finally:
+        gpu_check.stop(step)
+    assert step.wait(timeout=10) == -signal.SIGKILL
 
 
 def test_the_exercises_with_a_gpu_path_are_found_in_their_cases(root):
