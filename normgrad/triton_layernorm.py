@@ -633,8 +633,7 @@ def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") ->
                                                                   rstd, m, n, block_n, None, None, None)
     usage = usage or {}
     per = usage.get("programs_per_multiprocessor")
-    spec = specialization(tuple(args))
-    candidates = [_USAGE.get((kernel, x.device, x.dtype, spec, block_n, r, w)) for r, w in launch_candidates(block_n)]
+    candidates = [compiled_usage(kernel, tuple(args), block_n, r, w) for r, w in launch_candidates(block_n)]
     part = args[1].normal_()
     return {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps, "programs": p,
             "split": kernel is _dx_split_kernel,

@@ -199,7 +199,7 @@ def stop(proc: subprocess.Popen) -> None:
     frozen first (SIGSTOP), so that nothing forks or is orphaned out of it while it is killed."""
     frozen: set[int] = set()
     for _ in range(3):
-        tree = set(process_tree(proc.pid)) if Path("/proc/self/stat").exists() else {proc.pid}
+        tree = set(process_tree(proc.pid))  # {proc.pid} alone where there is no /proc
         for pid in tree - frozen:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGSTOP)
@@ -224,7 +224,7 @@ def run(cmd, env, timeout: float) -> tuple[int, str, float]:
         stop(proc)
         try:
             out, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:  # a process outside the group holds its pipes open: not waited for
+        except subprocess.TimeoutExpired:  # a process outside the tree (a daemon) holds its pipes: not waited for
             out, err = "", "(its output did not end within 30 s of the kill)"
         return 124, out + err + f"\n(stopped after {timeout:.0f} s)", time.monotonic() - begun
 
