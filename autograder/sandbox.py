@@ -592,10 +592,16 @@ def _close_quietly(fd: int) -> None:
 
 
 def _children(pid: int) -> list[int]:
+    """The processes `pid` started, from any of its threads (each thread lists its own children)."""
     try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, ValueError):
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
         return []
+    found = []
+    for tid in threads:
+        with contextlib.suppress(OSError, ValueError):
+            found += [int(p) for p in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return found
 
 
 def _main_process(pid: int, bwrap: bool) -> int | None:

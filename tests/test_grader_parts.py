@@ -1,8 +1,11 @@
 """The autograder's parts on their own: the data wire, cell picking, the autograd lock."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -283,6 +286,29 @@ def test_the_sandbox_gets_no_folder_of_the_repository_or_the_current_directory(t
     assert not any(there.startswith(str(ROOT)) for _, there in mounts), "the repository's path would exist inside"
     assert any(p.startswith("/sandbox/lib") or "site-packages" in p for p in inside)
 
+
+
+THREAD_STARTS_A_BURNER = """
+import subprocess, sys, threading, time
+def start_and_stay():  # a thread that ended would hand its children to the main thread
+    subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(60)
+threading.Thread(target=start_and_stay).start()
+time.sleep(60)
+"""
+
+
+def test_the_cpu_charge_counts_a_process_started_from_a_thread():
+    """A fork bomb is charged its CPU time; a child started from a thread is listed under that thread."""
+    from autograder.sandbox import _tree_cpu
+
+    proc = subprocess.Popen([sys.executable, "-c", THREAD_STARTS_A_BURNER], start_new_session=True)
+    try:
+        time.sleep(3.0)
+        assert _tree_cpu(proc.pid) > 1.0, "the burner's CPU time was not charged"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 # --- private cases ---------------------------------------------------------------------------
 
