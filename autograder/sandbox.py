@@ -15,8 +15,9 @@ Under bubblewrap (the default where it works) the process gets:
   and a small tmpfs for /tmp (its HOME, TMPDIR and every cache) that vanishes
   with the job; nothing of the grader's, the gradebook's, the instructor's or
   other submissions'; in a NumPy exercise, not even torch;
-- a seccomp filter: no new namespaces, no mounts, no kernel keyrings
-  (seccomp.py), and its uid's keyrings cleared after each job;
+- a seccomp filter: no new namespaces, no mounts, no kernel keyrings, no
+  sockets but unix ones (seccomp.py), and its uid's keyrings cleared after
+  each job;
 - no shared folder at all: the job's inputs come in on a file descriptor and
   the results go out on a pipe, as frames (wire.py);
 - limits on CPU time, memory, processes, file size and open files (rlimits),
@@ -26,7 +27,8 @@ Under bubblewrap (the default where it works) the process gets:
 
 Without bubblewrap (or where it cannot run), the fallback is a process run as
 the sandbox user with the same limits and seccomp filter, which can still read
-whatever that user may read on the machine; the report says which one ran.
+whatever that user may read on the machine, and open the unix sockets it may
+open; the report says which one ran.
 
 The grader watches each cell and call: the sandbox's own timers stop a call
 after its CPU budget, and the grader stops a process whose current cell or
@@ -439,11 +441,14 @@ class Sandbox:
                     f"no repository, a private tmpfs" + ("" if "--size" in self.options else " (of unbounded size: "
                                                          "bubblewrap older than 0.8)"))
         else:
-            confined = ("resource limits and a seccomp filter (no new namespaces, mounts or kernel keyrings)"
-                        if self.fallback_filter else f"resource limits only (no seccomp filter: {self.filter_problem})")
-            text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, {confined}; the code can read "
+            if self.fallback_filter:
+                confined = ("resource limits and a seccomp filter (no new namespaces, mounts, kernel keyrings or "
+                            "network sockets)", "open the unix sockets that user may open")
+            else:
+                confined = (f"resource limits only (no seccomp filter: {self.filter_problem})", "reach the network")
+            text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, {confined[0]}; the code can read "
                     "whatever that user may read on this machine (world-readable files, the repository among "
-                    "them) and reach the network")
+                    f"them) and {confined[1]}")
         limits = ["CPU time", "file size", "open files"]
         if memory_rlimit:
             limits.append("memory per process")

@@ -772,7 +772,8 @@ def test_the_batch_says_how_it_was_sandboxed(world):
 
 # --- the fallback without bubblewrap -----------------------------------------------------------------
 
-FALLBACK_ATTACKS = ["os-exit", "write-gradebook", "kill-parent", "fork-bomb", "namespaces-mounts-keyrings"]
+FALLBACK_ATTACKS = ["os-exit", "write-gradebook", "kill-parent", "fork-bomb", "namespaces-mounts-keyrings",
+                    "network"]
 
 
 @pytest.fixture(scope="module")

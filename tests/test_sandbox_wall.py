@@ -173,7 +173,7 @@ def test_forged_frames_from_a_thread_neither_restart_the_watchdog_nor_count(box)
 
 
 ESCAPES = """
-import ctypes, os
+import ctypes, os, socket
 libc = ctypes.CDLL(None, use_errno=True)
 def escapes(x):
     got = []
@@ -188,6 +188,21 @@ def escapes(x):
         got.append("tmpfs in a user namespace")
     if libc.syscall(248, b"user", b"rt-key", b"secret", 6, -4) >= 0:  # add_key to the user keyring
         got.append("add_key")
+    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
+        try:
+            socket.socket(family, socket.SOCK_DGRAM).close()
+            got.append("socket " + family.name)
+        except OSError:
+            pass
+    ring = libc.syscall(425, 4, ctypes.create_string_buffer(120))  # io_uring_setup: 4 entries, no flags
+    if ring >= 0:
+        os.close(ring)
+        got.append("io_uring")
+    try:
+        for end in socket.socketpair():  # a pair reaches no one: it stays allowed
+            end.close()
+    except OSError:
+        got.append("socketpair refused")
     return got
 def read_key(x):
     buf = ctypes.create_string_buffer(4096)
@@ -198,7 +213,7 @@ def read_key(x):
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probes use x86-64 syscall numbers")
 @pytest.mark.parametrize("mode", ["bwrap", "fallback"])
-def test_the_sandbox_user_gets_no_namespaces_mounts_or_keyrings(mode, request):
+def test_the_sandbox_user_gets_no_namespaces_mounts_keyrings_or_sockets(mode, request):
     box = request.getfixturevalue({"bwrap": "box", "fallback": "fallback_box"}[mode])
     _, out = run(box, ESCAPES, [("escapes", (0,))])
     assert out["escapes"][1] == [], out["escapes"]
@@ -240,7 +255,8 @@ def test_the_launchers_filter_refuses_what_the_fallback_must_not_do():
             sandbox.clear_keyrings(uid)
         assert done.returncode == 0, done.stderr
         return ast.literal_eval(done.stdout.strip())
-    assert "add_key" in escapes({})  # without it this machine lets the probes through: they can fail
+    unfiltered = escapes({})  # without it this machine lets the probes through: they can fail
+    assert {"add_key", "socket AF_INET", "socket AF_INET6"} <= set(unfiltered), unfiltered
     assert escapes({"seccomp": seccomp.program().hex()}) == []
 
 
