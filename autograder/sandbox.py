@@ -632,18 +632,22 @@ def _runqueue_wait(pid: int | None) -> float:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _tree_cpu(pid: int, limit: int = 2000) -> float:
+def process_tree(pid: int, limit: int = 2000) -> list[int]:
+    """`pid` and its descendants, at most `limit` of them; just `pid` where there is no /proc."""
+    found, todo = [], [pid]
+    while todo and len(found) < limit:
+        found.append(todo.pop())
+        todo += _children(found[-1])
+    return found
+
+
+def _tree_cpu(pid: int) -> float:
     """CPU seconds used by a process and all its descendants (reaped ones included, through cutime)."""
-    total, todo, seen = 0.0, [pid], 0
-    while todo and seen < limit:
-        p = todo.pop()
-        seen += 1
-        try:
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError):
             fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
             total += sum(int(f) for f in fields[11:15]) / _TICK  # utime, stime, cutime, cstime
-        except (OSError, ValueError):
-            continue
-        todo += _children(p)
     return total
 
 

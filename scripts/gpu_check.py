@@ -57,7 +57,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # normgrad, however the script is started (`make gpu-check` sets no PYTHONPATH)
+sys.path.insert(0, str(ROOT))  # normgrad and autograder, however the script is started (no PYTHONPATH)
+from autograder.sandbox import process_tree  # the grader's walk of a process tree, thread by thread
 TOOLS = ROOT / ".whl"
 LIMIT_S = 360.0  # the whole check, on a bare GPU machine
 STEPS_TIMEOUT_S = 170.0  # steps 1 and 2, side by side (on the GPU machine's 16 cores)
@@ -178,19 +179,6 @@ def install_tools(folder: Path, scratch: Path, log) -> dict:
 def spawn(cmd, env, **kwargs) -> subprocess.Popen:
     """Start a step. It stays in this script's process group, so a kill of the whole run reaches it too."""
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, text=True, **kwargs)
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants, from each process's parent in /proc (whichever thread started it)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            children.setdefault(int(stat.read_text().rpartition(")")[2].split()[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += children.get(found[-1], [])
-    return found
 
 
 def stop(proc: subprocess.Popen) -> None:
