@@ -7,9 +7,10 @@ process, and uses only the standard library. In this order it joins the
 job's control groups, marks the process as the first the kernel kills when
 memory runs out, sets resource limits, drops to the sandbox user (when the
 spec names one: the fallback without bubblewrap; under bubblewrap `setpriv`
-does it inside), asks to be killed when the grader dies, installs the
-spec's seccomp filter (the fallback's; bubblewrap installs its own), and
-execs COMMAND.
+does it inside), asks to be killed when the grader dies, confines the
+process with the spec's Landlock rules (the fallback's: which folders it
+may read or write), installs the spec's seccomp filter (the fallback's;
+bubblewrap installs its own), and execs COMMAND.
 Setting these here rather than in a `preexec_fn` keeps them out of the
 grader's threads, where forking and then running Python is unsafe.
 """
@@ -19,6 +20,7 @@ import json
 import os
 import resource
 import signal
+import stat
 import sys
 
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
@@ -34,6 +36,70 @@ def clear_keyrings() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     for keyring in (KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING):
         libc.syscall(number, KEYCTL_CLEAR, keyring)
+
+
+# Landlock (linux/landlock.h): one syscall number on every architecture
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_RULE_PATH_BENEATH = 1, 1
+FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+FS_TRUNCATE, FS_IOCTL_DEV = 1 << 14, 1 << 15
+FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI this kernel offers (1 and up), or 0 where it has none or has it switched off."""
+    return max(ctypes.CDLL(None, use_errno=True).syscall(SYS_LANDLOCK_CREATE_RULESET, None, 0,
+                                                         LANDLOCK_CREATE_RULESET_VERSION), 0)
+
+
+def fs_rights(abi: int) -> int:
+    """Every file-system right an ABI knows: 13 in ABI 1, then REFER (2), TRUNCATE (3), IOCTL_DEV (5)."""
+    return (1 << (13 + (abi >= 2) + (abi >= 3) + (abi >= 5))) - 1
+
+
+class RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def restrict_paths(rules: dict) -> None:
+    """Confine this process and all it starts to `rules`: {"read": [...], "write": [...]} (paths that do not
+    exist are skipped). Beneath a "read" path it may read and execute, beneath a "write" path do anything;
+    elsewhere nothing, not even list a folder. Where the ABI has scopes (6 and up), it can neither signal
+    a process nor reach an abstract unix socket outside its own domain."""
+    abi = landlock_abi()
+    if abi < 1:
+        raise SystemExit("this kernel has no Landlock")
+    libc = ctypes.CDLL(None, use_errno=True)
+    handled = fs_rights(abi)
+    read = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+    attr = RulesetAttr(handled, 0, SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL)
+    size = ctypes.sizeof(RulesetAttr) if abi >= 6 else 8  # the fields an older kernel knows
+    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
+    if ruleset < 0:
+        raise SystemExit(f"could not make a Landlock ruleset: {os.strerror(ctypes.get_errno())}")
+    for rights, paths in ((read, rules.get("read", [])), (handled, rules.get("write", []))):
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            allowed = rights if stat.S_ISDIR(os.fstat(fd).st_mode) else rights & FILE_RIGHTS  # a file takes fewer
+            rule = PathBeneathAttr(allowed & handled, fd)
+            done = libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0)
+            os.close(fd)
+            if done != 0:
+                raise SystemExit(f"could not add the Landlock rule for {path}: {os.strerror(ctypes.get_errno())}")
+    if (libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            or libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0):
+        raise SystemExit(f"could not apply the Landlock rules: {os.strerror(ctypes.get_errno())}")
+    os.close(ruleset)
 
 
 class SockFprog(ctypes.Structure):
@@ -74,6 +140,8 @@ def main() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != spec["parent"]:  # the grader died before the signal was armed
         os._exit(1)
+    if spec.get("landlock"):
+        restrict_paths(spec["landlock"])
     if spec.get("seccomp"):
         install_filter(bytes.fromhex(spec["seccomp"]))
     os.execvp(command[0], command)

@@ -26,9 +26,12 @@ Under bubblewrap (the default where it works) the process gets:
 - a clean environment, and with a GPU, the GPU's device nodes and driver.
 
 Without bubblewrap (or where it cannot run), the fallback is a process run as
-the sandbox user with the same limits and seccomp filter, which can still read
-whatever that user may read on the machine, and open the unix sockets it may
-open; the report says which one ran.
+the sandbox user with the same limits and seccomp filter and, where the kernel
+has Landlock, rules that let it read only what bubblewrap would mount and write
+only its own folder (and, from Landlock ABI 6, reach no process or abstract
+unix socket outside the job). It can still connect to the unix sockets in the
+file system that user may write, and without Landlock (or in a GPU job) read
+whatever that user may read; the report says which one ran.
 
 The grader watches each cell and call: the sandbox's own timers stop a call
 after its CPU budget, and the grader stops a process whose current cell or
@@ -44,6 +47,7 @@ import ast
 import contextlib
 import dataclasses
 import fcntl
+import importlib.util
 import json
 import os
 import pwd
@@ -59,7 +63,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cgroup, seccomp
+from . import cgroup, launch, seccomp
 from .cgroup import JobGroup
 from .inside import protocol, wire
 
@@ -200,18 +204,34 @@ def _loaded_library(stem: str) -> str | None:
     return None
 
 
+SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives")
+# What the fallback may open besides: the devices bubblewrap's --dev gives, and what torch reads of the CPU
+FALLBACK_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+FALLBACK_READS = ("/proc/self", "/proc/cpuinfo", "/sys/devices/system/cpu", "/sys/devices/system/node")
+
+
 def _system_args() -> list[str]:
-    args = ["--ro-bind", "/usr", "/usr"]
-    for name in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
-        path = Path("/") / name
+    args = []
+    for folder in SYSTEM_FOLDERS:
+        path = Path(folder)
         if path.is_symlink():
             args += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
-    for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives"):
+    for etc in SYSTEM_FILES:
         if os.path.exists(etc):
             args += ["--ro-bind", etc, etc]
     return args
+
+
+def fallback_rules(python: str, paths: list[str], own: list[str]) -> dict[str, list[str]]:
+    """The Landlock rules of a fallback job: read what bubblewrap would mount (the system's libraries, the
+    interpreter's prefix, sys.path), the CPU's description and its own /proc; write only `own` (its folders)
+    and the harmless devices."""
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    return {"read": [*SYSTEM_FOLDERS, *SYSTEM_FILES, prefix, *paths, *FALLBACK_READS],
+            "write": [*own, *FALLBACK_DEVICES]}
 
 
 def _dirs_for(paths: list[str]) -> list[str]:
@@ -375,6 +395,7 @@ class Sandbox:
         if self.mode == "fallback" and self.root:
             self.python, self.paths = self._fallback_python()
         self.fallback_filter, self.filter_problem = self._fallback_filter() if self.mode == "fallback" else (None, "")
+        self.landlock, self.landlock_problem = self._fallback_landlock() if self.mode == "fallback" else (0, "")
 
     def _fallback_filter(self) -> tuple[str | None, str]:
         """The seccomp filter the launcher installs in the fallback (hex), if it installs here; else why not."""
@@ -388,6 +409,27 @@ class Sandbox:
         if done.returncode != 0:
             return None, (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         return bpf.hex(), ""
+
+    def _fallback_landlock(self) -> tuple[int, str]:
+        """The Landlock ABI the fallback confines jobs with (0: none), once the interpreter has been seen to
+        import numpy and torch under its rules as a sandbox user; else 0 and why not."""
+        abi = launch.landlock_abi()
+        if abi < 1:
+            return 0, "this kernel has none, or has it switched off"
+        libraries = "numpy" + (", torch" if importlib.util.find_spec("torch") else "")
+        code = f"import sys; sys.path[:] = [p for p in sys.path if p] + {self.paths!r}; import {libraries}"
+        spec = {"landlock": fallback_rules(self.python, self.paths, [])}
+        with contextlib.ExitStack() as stack:
+            if self.root:
+                uid = stack.enter_context(sandbox_user())
+                spec.update(uid=uid, gid=uid)
+            try:
+                done = launched(spec, [self.python, "-I", "-S", "-c", code], timeout=120)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                return 0, str(e)
+        if done.returncode != 0:
+            return 0, (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return abi, ""
 
     def _fallback_python(self) -> tuple[str, list[str]]:
         """An interpreter of this Python version that a sandbox user can run, and its sys.path with ours.
@@ -441,14 +483,27 @@ class Sandbox:
                     f"no repository, a private tmpfs" + ("" if "--size" in self.options else " (of unbounded size: "
                                                          "bubblewrap older than 0.8)"))
         else:
+            landlock = self.landlock and not gpu  # a GPU job's devices and driver are not in its rules
+            confined, can = ["resource limits"], []
             if self.fallback_filter:
-                confined = ("resource limits and a seccomp filter (no new namespaces, mounts, kernel keyrings or "
-                            "network sockets)", "open the unix sockets that user may open")
+                confined.append("a seccomp filter (no new namespaces, mounts, kernel keyrings or network sockets)")
             else:
-                confined = (f"resource limits only (no seccomp filter: {self.filter_problem})", "reach the network")
-            text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, {confined[0]}; the code can read "
-                    "whatever that user may read on this machine (world-readable files, the repository among "
-                    f"them) and {confined[1]}")
+                can.append("reach the network")
+                confined.append(f"no seccomp filter ({self.filter_problem})")
+            if landlock:
+                confined.append(f"Landlock ABI {self.landlock} (it reads only the system's libraries and Python's, "
+                                "and writes only its own folder" + (", and reaches no process or abstract unix "
+                                                                     "socket outside the job" if self.landlock >= 6
+                                                                     else "") + ")")
+            else:
+                confined.append("no Landlock (" + ("a GPU job" if self.landlock else self.landlock_problem) + ")")
+                can.insert(0, "read whatever that user may read on this machine (world-readable files, the "
+                              "repository among them)")
+            if self.fallback_filter:
+                can.append("connect to the unix sockets in the file system that user may write"
+                           if landlock and self.landlock >= 6 else "open the unix sockets that user may open")
+            text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, {', '.join(confined)}; the code can "
+                    + " and ".join(can))
         limits = ["CPU time", "file size", "open files"]
         if memory_rlimit:
             limits.append("memory per process")
@@ -491,6 +546,7 @@ class Sandbox:
             if uid is not None:
                 rlimits["NPROC"] = limits.processes
             python = self.python
+            landlock = None
 
             if self.mode == "bwrap":
                 home = "/tmp"
@@ -539,8 +595,12 @@ class Sandbox:
                 cmd = [python, "-I", "-S", "-B", str(bin_dir), str(job_fd), str(results_w), *self.paths]
                 extra_fds = ()
                 child_env, cwd, spec_uid = {**env, **_scratch_env(str(home))}, str(home), uid
+                if self.landlock and not gpu:
+                    landlock = fallback_rules(python, self.paths, [str(home)])
+                    landlock["read"].append(str(bin_dir))
             launcher = through_launcher({"rlimits": rlimits, "cgroup_procs": group.procs_files, "uid": spec_uid,
-                                         "gid": spec_uid, "seccomp": self.fallback_filter}, cmd)
+                                         "gid": spec_uid, "seccomp": self.fallback_filter, "landlock": landlock},
+                                        cmd)
             isolation = self.describe(uid, group, gpu, memory_rlimit)
             return _supervise(launcher, child_env, cwd, (job_fd, results_w, *extra_fds), results_r, results_w, job,
                               limits, isolation, uid if self.mode == "fallback" else None, self.mode == "bwrap")

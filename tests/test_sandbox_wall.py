@@ -1,6 +1,7 @@
 """The sandbox wall: what runs inside is one package, frames come only in the order the job expects,
-the sandbox user gets no namespaces, mounts or keyrings, huge views do not cross, graders share uid
-locks and sweep each other's leftovers, and autograd stays locked however a call reaches for it."""
+the sandbox user gets no namespaces, mounts or keyrings, the fallback's Landlock rules hold, huge views
+do not cross, graders share uid locks and sweep each other's leftovers, and autograd stays locked however
+a call reaches for it."""
 
 from __future__ import annotations
 
@@ -258,6 +259,72 @@ def test_the_launchers_filter_refuses_what_the_fallback_must_not_do():
     unfiltered = escapes({})  # without it this machine lets the probes through: they can fail
     assert {"add_key", "socket AF_INET", "socket AF_INET6"} <= set(unfiltered), unfiltered
     assert escapes({"seccomp": seccomp.program().hex()}) == []
+
+
+REACHES = """
+import json, os, socket, sys
+neighbour, scratch, own, repository_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def tried(what, fn):
+    try:
+        fn()
+        got.append(what)
+    except OSError:
+        pass
+def abstract():
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(f"\\0normgrad-neighbour-{neighbour}")
+def shared_memory():
+    path = f"/dev/shm/normgrad-probe-{os.getpid()}"
+    open(path, "w").close()
+    os.unlink(path)
+got = []
+tried("the repository", lambda: open(repository_file).read(1))
+tried("/etc/passwd", lambda: open("/etc/passwd").read(1))
+tried("another process's /proc", lambda: open(f"/proc/{neighbour}/cmdline").read(1))
+tried("a folder of the grader's", lambda: open(os.path.join(scratch, "x"), "w").write("x"))
+tried("/dev/shm", shared_memory)
+tried("an abstract unix socket", abstract)
+tried("a signal to a process outside", lambda: os.kill(neighbour, 0))
+with open(os.path.join(own, "mine"), "w") as f:  # its own folder, and what torch reads, stay open to it
+    f.write(open("/proc/self/status").read(1) + open("/dev/urandom", "rb").read(1).hex())
+import numpy
+print(json.dumps(got))
+"""
+LISTENER = """
+import os, socket, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(f"\\0normgrad-neighbour-{os.getpid()}")
+s.listen()
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+
+@as_root
+def test_the_launchers_landlock_confines_what_the_fallback_may_touch(tmp_path):
+    """The fallback's Landlock rules, as the launcher applies them: the probes reach everything without them."""
+    if sandbox.launch.landlock_abi() < 6:
+        pytest.skip("needs Landlock with scopes (ABI 6, Linux 6.12)")
+    scratch, own = tmp_path / "grader", tmp_path / "job"
+    scratch.mkdir()
+    own.mkdir()
+    neighbour = subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert neighbour.stdout.readline().strip() == "listening"
+        # the interpreter itself, as the fallback runs it: a venv's pyvenv.cfg is not in the rules
+        python, paths = os.path.realpath(sys.executable), sandbox.python_paths()
+        code = f"import sys; sys.path += {paths!r}\n{REACHES}"
+        def reaches(spec):
+            done = sandbox.launched(spec, [python, "-I", "-S", "-c", code, str(neighbour.pid), str(scratch), str(own),
+                                           str(ROOT / "README.md")], timeout=60)
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        rules = sandbox.fallback_rules(python, paths, [str(own)])
+        assert len(reaches({})) == 7  # without Landlock every probe gets through: each can fail
+        assert reaches({"landlock": rules}) == []
+    finally:
+        neighbour.kill()
+        neighbour.wait()
 
 
 # --- autograd, however a call reaches for it --------------------------------------------------------
