@@ -491,10 +491,9 @@ class Sandbox:
                 can.append("reach the network")
                 confined.append(f"no seccomp filter ({self.filter_problem})")
             if landlock:
+                scoped = ", and reaches no process or abstract unix socket outside the job" if self.landlock >= 6 else ""
                 confined.append(f"Landlock ABI {self.landlock} (it reads only the system's libraries and Python's, "
-                                "and writes only its own folder" + (", and reaches no process or abstract unix "
-                                                                     "socket outside the job" if self.landlock >= 6
-                                                                     else "") + ")")
+                                f"and writes only its own folder{scoped})")
             else:
                 confined.append("no Landlock (" + ("a GPU job" if self.landlock else self.landlock_problem) + ")")
                 can.insert(0, "read whatever that user may read on this machine (world-readable files, the "

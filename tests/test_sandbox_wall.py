@@ -327,6 +327,24 @@ def test_the_launchers_landlock_confines_what_the_fallback_may_touch(tmp_path):
         neighbour.wait()
 
 
+@pytest.mark.parametrize("landlock,gpu,seccomp_hex,says,can", [
+    (7, False, "00", "Landlock ABI 7 (", "connect to the unix sockets in the file system"),
+    (5, False, "00", "Landlock ABI 5 (", "open the unix sockets that user may open"),
+    (7, True, "00", "no Landlock (a GPU job)", "read whatever that user may read"),
+    (0, False, "00", "no Landlock (no Landlock here)", "read whatever that user may read"),
+    (7, False, None, "no seccomp filter (no filter here)", "reach the network"),
+])
+def test_the_fallbacks_line_says_what_held_and_what_the_code_can_still_do(landlock, gpu, seccomp_hex, says, can):
+    box = object.__new__(sandbox.Sandbox)  # the line alone: no probes
+    box.mode, box.reason, box.root, box.options, box.cgroups = "fallback", "chosen", False, set(), []
+    box.fallback_filter, box.filter_problem = seccomp_hex, "no filter here"
+    box.landlock, box.landlock_problem = landlock, "no Landlock here"
+    line = box.describe(gpu=gpu)
+    assert line.startswith("FALLBACK without bubblewrap") and says in line and can in line
+    assert ("read whatever" in line) == (not landlock or gpu)
+    assert ("abstract unix socket outside the job" in line) == (landlock >= 6 and not gpu)
+
+
 # --- autograd, however a call reaches for it --------------------------------------------------------
 
 WALKAROUNDS = """
