@@ -417,7 +417,7 @@ class Sandbox:
         if abi < 1:
             return 0, "this kernel has none, or has it switched off"
         libraries = "numpy" + (", torch" if importlib.util.find_spec("torch") else "")
-        code = f"import sys; sys.path[:] = [p for p in sys.path if p] + {self.paths!r}; import {libraries}"
+        code = f"import sys; sys.path[:] = {self.paths!r}; import {libraries}"  # the job's sys.path
         spec = {"landlock": fallback_rules(self.python, self.paths, [])}
         with contextlib.ExitStack() as stack:
             if self.root:
@@ -595,8 +595,7 @@ class Sandbox:
                 extra_fds = ()
                 child_env, cwd, spec_uid = {**env, **_scratch_env(str(home))}, str(home), uid
                 if self.landlock and not gpu:
-                    landlock = fallback_rules(python, self.paths, [str(home)])
-                    landlock["read"].append(str(bin_dir))
+                    landlock = fallback_rules(python, [*self.paths, str(bin_dir)], [str(home)])
             launcher = through_launcher({"rlimits": rlimits, "cgroup_procs": group.procs_files, "uid": spec_uid,
                                          "gid": spec_uid, "seccomp": self.fallback_filter, "landlock": landlock},
                                         cmd)

@@ -287,7 +287,6 @@ def test_the_sandbox_gets_no_folder_of_the_repository_or_the_current_directory(t
     assert any(p.startswith("/sandbox/lib") or "site-packages" in p for p in inside)
 
 
-
 THREAD_STARTS_A_BURNER = """
 import subprocess, sys, threading, time
 def start_and_stay():  # a thread that ended would hand its children to the main thread
@@ -309,6 +308,7 @@ def test_the_cpu_charge_counts_a_process_started_from_a_thread():
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
 
 # --- private cases ---------------------------------------------------------------------------
 
