@@ -139,6 +139,16 @@ def test_slipped_backward_without_a_slip_is_the_oracle():
         assert trial.judge(tuple(map(torch.from_numpy, slipped_backward(*trial.args, norm))), trial.expected) == []
 
 
+def test_only_the_count_slip_hides_on_a_square_batch_norm_input():
+    """Chapter 4's batch-axes section: N == C makes x.shape[1] the right count, but sums over dim 1
+    stay wrong at any shape."""
+    trial = backward_trial("batch", (8, 8), torch.float64)(np.random.default_rng(8), "cpu")
+    with pytest.raises(ValueError, match="right by accident"):
+        slipped_backward(*trial.args, "batch", "count-from-wrong-axis")
+    summed_across = tuple(map(torch.from_numpy, slipped_backward(*trial.args, "batch", "reduced-over-dim-1")))
+    assert trial.judge(summed_across, trial.expected) != []
+
+
 def test_constant_groups_are_judged_against_the_natural_scale_of_dgamma():
     trial = backward_trial("batch", (6, 3), torch.float64, "constant")(np.random.default_rng(0), "cpu")
     dx, dgamma, dbeta = batch(*trial.args)

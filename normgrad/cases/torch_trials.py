@@ -182,9 +182,10 @@ padded-count      the means over a group divided by its size rounded up to a pow
 bessel            the variance recomputed with Bessel's correction (torch.var's default,
                   unbiased=True): rstd = 1 / sqrt(sum((x - mean)^2) / (m - 1) + eps) in place of
                   the rstd passed in, and the usual formula with it
-count-from-wrong-axis  batch norm's m taken from the channel axis (x.shape[1] for (N, C))
+count-from-wrong-axis  batch norm's m taken from the channel axis (x.shape[1] for (N, C)); the same
+                  as no slip when N == C, so it is refused for square inputs
 reduced-over-dim-1     batch norm's group sums taken over dim 1 (layer norm's axis), m = C:
-                  x_hat and the parameters' sums are right, dx's two means are not
+                  x_hat and the parameters' sums are right, dx's two means are not, at any shape
 half-arithmetic   every operation in the inputs' 16-bit type (statistics, products and all)
 through-bfloat16  float16 inputs rounded through bfloat16 on the way in, then float32 arithmetic
 half-partials     dgamma's and dbeta's sums over the rows kept in a 16-bit buffer: each float32 term
@@ -255,8 +256,10 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
     if slip == "padded-count":
         m = 1 << (m - 1).bit_length()
     if slip in ("count-from-wrong-axis", "reduced-over-dim-1"):
-        if norm != "batch" or x.dim() != 2 or x.shape[0] == x.shape[1]:
-            raise ValueError("a slip of batch norm's (N, C) axes, visible only when N != C")
+        if norm != "batch" or x.dim() != 2:
+            raise ValueError("a slip of batch norm's 2-D (N, C) axes")
+        if slip == "count-from-wrong-axis" and x.shape[0] == x.shape[1]:
+            raise ValueError("the count from the wrong axis is right by accident when N == C")
         m = x.shape[1]
     if slip == "half-arithmetic":  # done as code does it, on the CPU, in the inputs' 16-bit type
         half = sixteen_bit_type(x, dy)
