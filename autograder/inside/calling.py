@@ -17,7 +17,10 @@ shards             data-parallel batch norm (exercise 05): args are (grad_out, x
                    the whole batch's count; the result is the tuple of the shards' grad_in
 
 While the student's code runs, autograd is switched off and its entry points
-raise: the exercises are about computing gradients by hand. Under the
+raise: the exercises are about computing gradients by hand, so reverse mode
+(`backward`, `autograd.grad`), forward mode (`torch.autograd.forward_ad`: the
+JVP of a normalization with tangent dy*gamma is its VJP, as d x_hat/dx of a row
+is symmetric) and torch.func's transforms are all locked. Under the
 `autograd_function` protocol the engine itself runs (it is what calls the
 student's `backward`), but a backward that asks autograd for help still meets
 the same locked doors.
@@ -28,7 +31,8 @@ the rest of the process, before the student's first cell: the functions
 themselves are rewritten to refuse (so a reference captured earlier, or found
 again through `gc.get_objects()`, refuses too), and PyTorch's backward
 operators (`aten::*backward*`) are replaced in its dispatcher, however they
-are reached (`torch.ops.aten...` by assembled names included).
+are reached (`torch.ops.aten...` by assembled names included), and so is
+`aten::_make_dual`, the one way to give a tensor a forward-mode tangent.
 """
 
 from __future__ import annotations
@@ -41,15 +45,29 @@ import warnings
 
 PROTOCOLS = ("call", "autograd_function", "shards")
 
-NO_AUTOGRAD = "autograd is switched off while your code is tested: compute the gradient by hand"
+NO_AUTOGRAD = ("autograd is switched off while your code is tested: compute the gradient by hand "
+               "(reverse mode, forward mode (forward_ad, dual tensors) and torch.func's transforms are all locked)")
 
 
+# Forward-mode AD: a dual level, a dual tensor, its tangent. d x_hat/dx of a row is symmetric, so the JVP
+# with tangent dy*gamma is the gradient the exercises ask for by hand.
+_FORWARD_AD = (("autograd.forward_ad", "make_dual"), ("autograd.forward_ad", "unpack_dual"),
+               ("autograd.forward_ad", "enter_dual_level"))
+# torch.func's differentiating transforms (vmap alone differentiates nothing, and stays)
+_FUNC = tuple(("func", name) for name in ("grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian",
+                                          "linearize"))
 _DOORS = (("autograd", "grad"), ("autograd", "backward"), ("Tensor", "backward"),
-          ("autograd.functional", "jacobian"), ("autograd.functional", "vjp"))
+          ("autograd.functional", "jacobian"), ("autograd.functional", "vjp")) + _FORWARD_AD + _FUNC
 # Rewritten in the sandbox: every Python way into the autograd engine that the course's answers never need.
 _SEALED_DOORS = _DOORS + (("autograd.functional", "jvp"), ("autograd.functional", "hessian"),
                           ("autograd.functional", "hvp"), ("autograd.functional", "vhp"),
-                          ("autograd.graph", "_engine_run_backward"))
+                          ("autograd.graph", "_engine_run_backward"),
+                          ("_functorch.predispatch", "_make_dual"), ("_functorch.predispatch", "_unpack_dual"),
+                          ("_functorch.predispatch", "_enter_dual_level"))
+# Operators that give a tensor a forward-mode tangent: refused in the dispatcher, however they are reached
+# (torch._make_dual, torch._VF, torch.ops.aten), at every key their work is done
+_DUAL_OPERATORS = ("_make_dual", "_make_dual_copy")
+_DUAL_KEYS = ("Autograd", "CompositeExplicitAutograd", "CompositeExplicitAutogradNonFunctional", "ADInplaceOrView")
 _ENGINE = []  # the autograd engine as it was before any lock: the autograd_function protocol runs it
 
 
@@ -75,8 +93,13 @@ def lock_autograd():
     if torch is None:  # NumPy exercises: nothing to lock
         return []
     _keep_engine(torch)
-    saved = [(owner, name, getattr(owner, name)) for owner, name in
-             ((_owner(torch, path), name) for path, name in _DOORS)]
+    saved = []
+    for path, name in _DOORS:
+        try:
+            owner = _owner(torch, path)
+            saved.append((owner, name, getattr(owner, name)))
+        except AttributeError:  # a door this version of torch does not have
+            continue
     for owner, name, _ in saved:
         setattr(owner, name, _refuse)
     return saved
@@ -126,6 +149,8 @@ def seal() -> None:
         if hasattr(function, "__code__"):
             function.__code__ = _refusing_code(len(function.__code__.co_freevars))
     _block_backward_operators(torch)
+    if hasattr(torch._C, "_enter_dual_level"):  # a forward-mode level; without _make_dual it holds nothing anyway
+        torch._C._enter_dual_level = _refuse
     torch.autograd.Variable._execution_engine = _LockedEngine(_ENGINE[0])
     _SEALED.append(True)
 
@@ -144,7 +169,8 @@ class _LockedEngine:
 
 
 def _block_backward_operators(torch) -> None:
-    """Replace the CPU and CUDA kernels of every `aten::*backward*` operator with one that refuses.
+    """Replace the CPU and CUDA kernels of every `aten::*backward*` operator with one that refuses, and
+    every kernel of `aten::_make_dual` (forward mode's dual tensors), wherever its work is done.
 
     The registration lives as long as its library object; that object is kept alive here with no
     reference a Python program could find (it is not tracked by the garbage collector), so no code of
@@ -155,9 +181,15 @@ def _block_backward_operators(torch) -> None:
         warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
         for qualified in torch._C._dispatch_get_all_op_names():
             namespace, _, name = qualified.partition("::")
-            if namespace != "aten" or "backward" not in name:
+            if namespace != "aten":
                 continue
-            for key in ("CPU", "CUDA"):
+            if "backward" in name:
+                keys = ("CPU", "CUDA")
+            elif name.partition(".")[0] in _DUAL_OPERATORS:  # forward mode's dual tensors
+                keys = _DUAL_KEYS
+            else:
+                continue
+            for key in keys:
                 if torch._C._dispatch_has_kernel_for_dispatch_key(qualified, key):
                     library.impl(name, key, _refuse, False)
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(library))
