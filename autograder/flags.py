@@ -5,7 +5,9 @@ hides autograd while a graded call runs, but no in-process guard is perfect,
 so the grader also reads the code that ran and flags what an honest answer
 has no reason to write: PyTorch's operators reached directly (`torch.ops`,
 `aten`, a backward operator's name), autograd asked for a gradient
-(`autograd.grad`, `.backward()`, `grad_fn`), the interpreter's insides
+(`autograd.grad`, `.backward()`, `grad_fn`), forward-mode AD or torch.func
+(`import torch.autograd.forward_ad`, any `torch.autograd.*` module but the
+Function machinery, `make_dual`, `import torch.func`), the interpreter's insides
 (`gc.get_objects`, frames, `sys.modules`), modules or attributes found by
 computed names (`importlib`, `__import__`, `getattr(m, 'a' + 'b')`, `eval`),
 a framework the exercise's own solution does not import, and, where the
@@ -28,6 +30,11 @@ FRAMEWORKS = {"torch", "jax", "tensorflow", "triton", "functorch", "autograd", "
 _BACKWARD_OP = re.compile(r"(^|[._])(aten|native_\w*backward|\w*norm_backward(_\w+)?|\w+_backward_(data|input)|"
                           r"torch_function|_C|_ops)($|[._])")
 _AUTOGRAD = {"grad", "backward", "functional", "forward_ad", "graph", "gradcheck"}
+# Forward-mode AD by its own names: its JVP with tangent dy*gamma is a normalization's gradient
+_FORWARD_AD = {"make_dual", "unpack_dual", "dual_level", "enter_dual_level", "_make_dual", "_unpack_dual",
+               "_make_dual_copy", "_enter_dual_level"}
+# The one part of torch.autograd an honest answer imports: the Function machinery (Function, once_differentiable)
+_AUTOGRAD_ALLOWED = "torch.autograd.function"
 _INTERNALS = {
     ("gc", "get_objects"), ("gc", "get_referrers"), ("gc", "get_referents"), ("sys", "_getframe"),
     ("sys", "modules"), ("inspect", "currentframe"), ("inspect", "stack"), ("inspect", "getmembers"),
@@ -115,6 +122,8 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"reaches PyTorch's operators directly ({name or node.attr})")
             elif "autograd" in parts and parts[-1] in _AUTOGRAD:
                 flag(node, f"asks autograd for a gradient ({name})")
+            elif node.attr in _FORWARD_AD:
+                flag(node, f"uses forward-mode automatic differentiation ({name or node.attr})")
             elif node.attr in ("grad_fn", "_grad_fn", "next_functions"):
                 flag(node, f"reads autograd's graph ({node.attr})")
             elif node.attr == "backward" and not (isinstance(node.value, ast.Name) and node.value.id == "ctx"):
@@ -129,16 +138,25 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"uses PyTorch's own derivative formulas ({name})")
         elif isinstance(node, ast.Name) and node.id in _DUNDERS:
             flag(node, f"uses {node.id}")
+        elif isinstance(node, ast.Name) and node.id in _FORWARD_AD:
+            flag(node, f"uses forward-mode automatic differentiation ({node.id})")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             for m in modules:
-                if m.split(".")[0] in ("importlib", "gc", "ctypes", "inspect") or m.startswith("torch._") \
-                        or m in ("torch.ops", "torch.func", "functorch", "torch.autograd.functional"):
+                if m.split(".")[0] in ("importlib", "gc", "ctypes", "inspect", "functorch") \
+                        or m.startswith("torch._") or m in ("torch.ops", "torch.func") \
+                        or m.startswith(("torch.func.", "torch.ops.")) \
+                        or (m.startswith("torch.autograd.") and m != _AUTOGRAD_ALLOWED
+                            and not m.startswith(_AUTOGRAD_ALLOWED + ".")):
                     flag(node, f"imports {m}")
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch.autograd"):
                 names = {a.name for a in node.names}
                 if names & _AUTOGRAD:
                     flag(node, f"imports {', '.join(sorted(names & _AUTOGRAD))} from {node.module}")
+            if isinstance(node, ast.ImportFrom) and node.module == "torch" and not node.level:
+                names = {a.name for a in node.names} & {"func", "_C", "ops", "_functorch"}
+                if names:
+                    flag(node, f"imports {', '.join(sorted(names))} from torch")
         elif isinstance(node, ast.Call):
             fn = dotted(node.func)
             if fn in _DYNAMIC or fn.endswith("import_module"):
