@@ -181,6 +181,140 @@ def test_autograd_function_protocol_refuses_gradients_it_did_not_compute():
         calling.invoke("autograd_function", Sneaky, args, {})
 
 
+
+# Forward-mode AD: d x_hat/dx of a row is symmetric, so the JVP with tangent dy*gamma is layer norm's dx.
+def _ln_jvp_by_forward_ad(x, g):
+    import torch.autograd.forward_ad as fad
+    with fad.dual_level():
+        xd = fad.make_dual(x, g)
+        mu = xd.mean(1, keepdim=True)
+        return fad.unpack_dual((xd - mu) * torch.rsqrt(((xd - mu) ** 2).mean(1, keepdim=True) + 1e-5)).tangent
+
+
+def _ln(z):
+    mu = z.mean(1, keepdim=True)
+    return (z - mu) * torch.rsqrt(((z - mu) ** 2).mean(1, keepdim=True) + 1e-5)
+
+
+def test_forward_mode_ad_and_torch_func_are_locked_during_a_call_and_restored_after():
+    x, g = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+    cheats = {"forward_ad": lambda: _ln_jvp_by_forward_ad(x, g),
+              "torch.func.jvp": lambda: torch.func.jvp(_ln, (x,), (g,))[1],
+              "torch.func.jacfwd": lambda: torch.func.jacfwd(_ln)(x),
+              "torch.func.linearize": lambda: torch.func.linearize(_ln, x)[1](g)}
+    for name, cheat in cheats.items():
+        with pytest.raises(RuntimeError, match="compute the gradient by hand"):
+            calling.invoke("call", cheat, (), {})
+    # outside a test, where the notebook's lock is undone, forward mode gives layer norm's dx
+    xr = x.detach().requires_grad_(True)
+    _ln(xr).backward(g)
+    torch.testing.assert_close(_ln_jvp_by_forward_ad(x, g), xr.grad)
+    torch.testing.assert_close(torch.func.jvp(_ln, (x,), (g,))[1], xr.grad)
+
+
+SEALED_FORWARD_MODE = """
+import sys, warnings
+import torch
+from autograder.inside import calling
+warnings.simplefilter("ignore")
+calling.seal()
+import torch.autograd.forward_ad as fad
+x, g = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+def ln(z):
+    mu = z.mean(1, keepdim=True)
+    return (z - mu) * torch.rsqrt(((z - mu) ** 2).mean(1, keepdim=True) + 1e-5)
+def by_forward_ad():
+    with fad.dual_level():
+        return fad.unpack_dual(ln(fad.make_dual(x, g))).tangent
+def by_dual_operator(make):  # a level however found, then the operator that makes a dual tensor
+    level = 0
+    found = [o for o in __import__("gc").get_objects() if type(o).__name__ == "builtin_function_or_method"
+             and o.__name__ == "_enter_dual_level"]
+    for enter in (torch._C._enter_dual_level, *found):
+        try:
+            level = enter()
+            break
+        except Exception:
+            continue
+    return torch._unpack_dual(ln(make(x, g, level)), level)[1]
+def by_predispatch():
+    from torch._functorch import predispatch
+    level = predispatch._enter_dual_level()
+    return predispatch._unpack_dual(ln(predispatch._make_dual(x, g, level=level)), level=level)[1]
+ways = {
+    "forward_ad": by_forward_ad,
+    "torch._make_dual": lambda: by_dual_operator(lambda a, b, l: torch._make_dual(a, b, level=l)),
+    "torch.ops.aten": lambda: by_dual_operator(lambda a, b, l: getattr(torch.ops.aten, "_make_" + "dual")(a, b, l)),
+    "torch._VF": lambda: by_dual_operator(lambda a, b, l: torch._VF._make_dual(a, b, level=l)),
+    "_make_dual_copy": lambda: by_dual_operator(lambda a, b, l: torch._make_dual_copy(a, b, level=l)),
+    "predispatch": by_predispatch,
+    "torch.func.jvp": lambda: torch.func.jvp(ln, (x,), (g,))[1],
+    "torch.func.jacfwd": lambda: torch.func.jacfwd(ln)(x),
+    "torch.func.linearize": lambda: torch.func.linearize(ln, x)[1](g),
+    "torch.func.vjp": lambda: torch.func.vjp(ln, x)[1](g)[0],
+    "torch.func.jacrev": lambda: torch.func.jacrev(ln)(x),
+    "torch.func.grad": lambda: torch.func.grad(lambda z: (ln(z) * g).sum())(x),
+    "torch.func.hessian": lambda: torch.func.hessian(lambda z: ln(z).sum())(x),
+}
+for name, way in ways.items():
+    try:
+        way()
+    except RuntimeError as e:
+        if "compute the gradient by hand" in str(e) and "forward mode" in str(e):
+            continue
+        print("refused, but not by the lock:", name, e)
+        continue
+    print("OPEN:", name)
+# what stays open: vmap (it differentiates nothing), and a Function's own backward run by the engine
+assert torch.equal(torch.func.vmap(lambda r: r * 2)(x), x * 2)
+class Twice(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gamma, beta):
+        return 2 * x
+    @staticmethod
+    def backward(ctx, dy):
+        return 2 * dy, None, None
+y, dx, _, _ = calling.invoke("autograd_function", Twice, (x, None, None, g), {})
+assert torch.equal(dx, 2 * g)
+print("done")
+"""
+
+
+def test_the_sandbox_seal_refuses_forward_mode_however_reached():
+    """After `seal`, forward-mode AD (a JVP is layer norm's gradient) and torch.func's transforms refuse."""
+    done = subprocess.run([sys.executable, "-c", SEALED_FORWARD_MODE], capture_output=True, text=True,
+                          env=child_env(), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "done", done.stdout
+
+
+@pytest.mark.parametrize("source, needle", [
+    ("import torch.autograd.forward_ad as fad\n", "imports torch.autograd.forward_ad"),
+    ("import torch.autograd.graph\n", "imports torch.autograd.graph"),
+    ("from torch.autograd.forward_ad import make_dual, unpack_dual\n", "imports torch.autograd.forward_ad"),
+    ("from torch.autograd import forward_ad\n", "imports forward_ad from torch.autograd"),
+    ("import torch.func\n", "imports torch.func"),
+    ("import torch.func as tf\n", "imports torch.func"),
+    ("from torch.func import jvp\n", "imports torch.func"),
+    ("from torch import func\n", "imports func from torch"),
+    ("import torch\ny = torch._make_dual(x, t, level=0)\n", "forward-mode automatic differentiation (torch._make_dual)"),
+    ("import torch\nwith torch.autograd.forward_ad.dual_level():\n    pass\n", "asks autograd for a gradient"),
+])
+def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, needle):
+    from autograder.flags import read_cell
+    assert any(needle in what for _, what in read_cell(source)), read_cell(source)
+
+
+@pytest.mark.parametrize("source", [
+    "import torch\nfrom torch.autograd import Function\n",
+    "import torch.autograd\nimport torch.autograd.function\nfrom torch.autograd.function import once_differentiable\n",
+    "import torch\nclass F(torch.autograd.Function):\n    @staticmethod\n    def backward(ctx, dy):\n        return dy\n",
+])
+def test_the_function_machinery_is_not_flagged(source):
+    from autograder.flags import read_cell
+    assert read_cell(source) == []
+
+
 FITTED_INTERPRETER = """
 import operator, os, sys
 os.environ["TRITON_INTERPRET"] = "1"
