@@ -169,6 +169,20 @@ def test_expose_accepts_an_exposing_input_and_refuses_the_easy_ones():
     assert "not finite" in judge((flat, dy))[0]
     assert "at most 1" in judge((tiny, 2 * dy))[0]
     assert "2-D float64" in judge((tiny.float(), dy))[0]
+    # Inputs where dx vanishes, so "largest error over largest entry" divided roundoff by roundoff (0.746 for
+    # dy = ones, 1.0 for dy = a * x_hat + b): measured against the direct path rstd * dy, eps plays no part.
+    normal = torch.randn(4, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)  # var 0.6 to 2
+    x_hat = (normal - normal.mean(1, keepdim=True)) / torch.sqrt(normal.var(1, unbiased=False, keepdim=True) + 1e-5)
+    along_x_hat = 0.3 * x_hat + 0.2
+    for vanishing in (torch.ones_like(normal), along_x_hat / along_x_hat.abs().max()):
+        assert snippet_error(normal, vanishing) < 1e-4
+        assert "nearly vanishes" in judge((normal, vanishing))[0]
+    # The same a * x_hat + b on rows whose variance is near eps: there the true dx is all eps's doing (the
+    # snippet's is 0), and the input exposes it
+    small = 3e-3 * torch.randn(4, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x_hat = (small - small.mean(1, keepdim=True)) / torch.sqrt(small.var(1, unbiased=False, keepdim=True) + 1e-5)
+    along_x_hat = 0.3 * x_hat + 0.2
+    assert judge((small, along_x_hat / along_x_hat.abs().max())) == []
 
 
 # --- named mistakes, and the chapters' code under the added names -----------------------------
