@@ -108,6 +108,7 @@ class Outcome:
     stderr: str
     stream_error: str | None  # the results stream broke its rules (wire.FrameReader)
     isolation: str
+    abandoned: str | None = None  # why the grader stopped reading before the streams ended, when it did
 
 
 class SandboxError(RuntimeError):
@@ -396,6 +397,9 @@ class Sandbox:
             self.python, self.paths = self._fallback_python()
         self.fallback_filter, self.filter_problem = self._fallback_filter() if self.mode == "fallback" else (None, "")
         self.landlock, self.landlock_problem = self._fallback_landlock() if self.mode == "fallback" else (0, "")
+        # Without root the fallback's jobs run as the grader's user: the grader adopts what they orphan,
+        # to kill it (kill_leftovers).
+        self.reaper = self.mode == "fallback" and not self.root and become_subreaper()
 
     def _fallback_filter(self) -> tuple[str | None, str]:
         """The seccomp filter the launcher installs in the fallback (hex), if it installs here; else why not."""
@@ -724,6 +728,81 @@ class _Tail:
         return bytes(self.data[-self.limit:]).decode("utf-8", "replace")
 
 
+# Seconds the job's streams may stay open after its main process has ended; then what holds them (a process
+# of the job that left its session, where no sandbox uid or pid namespace reaches it) is killed where it can
+# be, and after as long again, abandoned.
+LINGER = 2.0
+ABANDONED = ("a process of the job kept its output open after the job ended; the grader stopped reading it and "
+             "kept what had arrived")
+
+
+# --- leftovers of a job run as the grader's own user (the fallback without root) ---------------------
+#
+# Such a job has no sandbox uid to kill and no pid namespace to die with: a process of it that leaves its
+# session (setsid) escapes `killpg`. With the grader a child subreaper, each process of a job whose parent
+# ends becomes the grader's child instead of init's, where the grader finds and kills it: a child of the
+# grader's that is not a job it started and runs in another session than the grader's (the grader's own
+# chores keep its session; every job starts in a session of its own, which its processes keep or leave).
+
+_jobs_lock = threading.Lock()  # held from starting a job to noting its pid, and while leftovers are looked for
+_jobs: set[int] = set()  # the pids of the jobs' main processes this grader started and has not yet waited for
+_reaper = [False]  # is this grader a child subreaper (set in the fallback without root)?
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process adopt its descendants' orphans (Linux 3.4 and later); False where it cannot."""
+    if not _reaper[0]:
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+            _reaper[0] = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    return _reaper[0]
+
+
+def kill_leftovers() -> list[int]:
+    """SIGKILL (and reap) the orphans of jobs the grader adopted as a subreaper; their pids."""
+    if not _reaper[0]:
+        return []
+    own_session, killed = os.getsid(0), []
+    with _jobs_lock:
+        for pid in _children(os.getpid()):
+            if pid in _jobs:
+                continue
+            try:
+                session = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[3])
+            except (OSError, ValueError, IndexError):
+                continue
+            if session == own_session:
+                continue  # a chore of the grader's own (it never leaves the grader's session)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    for pid in killed:  # reap it: it is the grader's child now, and no one else waits for it
+        for _ in range(100):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.01)
+    return killed
+
+
+def _drain(selector: selectors.BaseSelector, seconds: float = 0.5, most: int = 64 << 20) -> None:
+    """Read what the open streams already hold (for at most `seconds`, at most `most` bytes), then stop."""
+    end = time.monotonic() + seconds
+    for key in list(selector.get_map().values()):
+        while time.monotonic() < end and most > 0:
+            try:
+                chunk = os.read(key.fd, 1 << 16)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            most -= len(chunk)
+            key.data(chunk)
+
+
 def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, job: protocol.Job, limits: Limits, isolation: str,
                fallback_uid: int | None, bwrap: bool) -> Outcome:
     """Start the process, read its output and results as they come, stop it when a phase runs too long.
@@ -731,13 +810,30 @@ def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, job: protocol.Job,
     Frames are accepted only in the order the job expects them (protocol.Expected): `begun` opens a
     phase and starts its watchdog, `status` closes it; any other frame stops the job, charged to the
     phase that was running (or the last one that ran, whose code may have left a thread behind).
+    Once the main process has ended (or been stopped), its streams get LINGER seconds to end too; then
+    what holds them is killed where it can be, and after LINGER more, they are abandoned (`Outcome.abandoned`):
+    a process that escaped the job never keeps the grader waiting.
     """
     start = time.monotonic()
     # No preexec_fn: the grader has threads; the launcher sets the limits after the fork instead.
-    proc = subprocess.Popen(cmd, env=env or {"PATH": "/usr/bin:/bin"}, cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=keep_fds,
-                            start_new_session=True)
+    with _jobs_lock:  # noted before any search for leftovers can mistake it for one
+        proc = subprocess.Popen(cmd, env=env or {"PATH": "/usr/bin:/bin"}, cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=keep_fds,
+                                start_new_session=True)
+        _jobs.add(proc.pid)
     os.close(results_w)
+    try:
+        return _follow(proc, results_r, job, limits, isolation, fallback_uid, bwrap, start)
+    finally:
+        if proc.returncode is None:  # _follow failed
+            _kill(proc, fallback_uid)
+            proc.wait()
+        with _jobs_lock:
+            _jobs.discard(proc.pid)
+        kill_leftovers()  # what its end orphaned
+
+
+def _follow(proc, results_r, job, limits, isolation, fallback_uid, bwrap, start) -> Outcome:
     phases = job.budgets()
     expected = protocol.Expected(job)
     events: list[tuple[str, float]] = []  # (begun or status, when its header arrived)
@@ -760,7 +856,7 @@ def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, job: protocol.Job,
     budget = limits.startup_seconds
     hard_stop = start + 4 * (limits.startup_seconds * 2 + sum(limits.wall_factor * s + limits.wall_grace
                                                              for s in phases.values()))
-    stopped = None
+    stopped, abandoned, ended, killed = None, None, None, False
     open_streams = 3
     while open_streams:
         for key, _ in selector.select(timeout=0.1):
@@ -787,14 +883,27 @@ def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, job: protocol.Job,
         # A phase is charged the time its process ran or slept (not the time it waited for a CPU while
         # others ran), or the CPU time of all its processes together (a fork bomb), whichever is more.
         charged = max(now - phase_start - (_runqueue_wait(main_pid) - wait_start), cpu_now - cpu_start)
-        if stopped is None and (charged > budget or now > hard_stop or reader.error):
+        if stopped is None and ((ended is None and (charged > budget or now > hard_stop)) or reader.error):
             stopped = ("the results stream broke its rules: " + reader.error if reader.error else
                        f"ran longer than {budget:.0f} s" + (f" in {current}" if current else ""))
             _kill(proc, fallback_uid)
             if reader.error:
                 break
+        # The main process has ended (or was stopped) and something still holds its streams open.
+        if ended is None:
+            if proc.poll() is not None:
+                ended = now
+                kill_leftovers()  # what the job orphaned, the grader adopted: its streams then end at once
+        elif not killed and now - ended > LINGER:
+            _kill(proc, fallback_uid)  # the job's session, its sandbox uid, the orphans the grader adopted
+            killed = True
+        elif now - ended > 2 * LINGER:
+            _drain(selector)
+            abandoned = ABANDONED
+            break
     _kill(proc, fallback_uid)
     proc.wait()
+    selector.close()
     for stream in (proc.stdout, proc.stderr):
         stream.close()
     reader.close()
@@ -802,7 +911,7 @@ def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, job: protocol.Job,
     if culprit is None and reader.error and expected.done:
         culprit = expected.done[-1]
     return Outcome(dict(reader.files), proc.returncode, stopped, culprit, time.monotonic() - start, out.text(),
-                   err.text(), reader.error, isolation)
+                   err.text(), reader.error, isolation, abandoned)
 
 
 def _kill(proc: subprocess.Popen, fallback_uid: int | None) -> None:
@@ -813,6 +922,7 @@ def _kill(proc: subprocess.Popen, fallback_uid: int | None) -> None:
         proc.kill()
     if fallback_uid is not None:
         kill_user(fallback_uid)
+    kill_leftovers()
 
 
 # --- a job to its end: retries around what stopped the process ---------------------------------------
@@ -841,6 +951,8 @@ def run_job(box: Sandbox, job: protocol.Job, inputs: dict[str, bytes], limits: L
         outcome = box.run(job, {n: d for n, d in inputs.items() if n.split("/")[0] in pending}, limits, gpu,
                           env_extra)
         result.isolation = outcome.isolation
+        if outcome.abandoned and outcome.abandoned not in result.notes:
+            result.notes.append(outcome.abandoned)
         got = outcome.files
         for cell in job.cells:
             status = _status(got, cell.id)
