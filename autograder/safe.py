@@ -6,12 +6,21 @@ before it is written anywhere: lone surrogates (a `ValueError('\\udc80')`, or a
 folder name that is not UTF-8) become escapes, control characters other than
 newline and tab become escapes, so do the characters that reorder a line on
 screen, and a huge message is cut with a note of how much was left out.
+
+`text` is not one to one (a folder named `b'jos\\xe9'` and one named
+`jos\\udce9` both show as `jos\\udce9`), so what files a student's grades (their
+row of grades.csv, their feedback folder, their id in the gradebook) is
+`distinct_names`: the name itself when `name` leaves it as it is, else the
+escaped name with a hash of its bytes, made longer while two still agree.
+`csv_cell` quotes a cell that starts with a quote too, so that `=x` and `'=x`
+stay two cells.
 """
 
 from __future__ import annotations
 
 import fcntl
 import glob
+import hashlib
 import os
 import re
 import tempfile
@@ -20,6 +29,8 @@ from pathlib import Path
 
 MAX_TEXT = 20_000  # characters of one message kept
 MAX_NAME = 120  # characters of a name kept
+KEY_BYTES = 120  # UTF-8 bytes of an escaped name kept before its hash, in a key (a file name holds 255)
+KEY_HASHES = (8, 16, 32)  # hex digits of a key's hash, longer while keys of two names still agree
 
 # C0 and C1 controls but newline and tab; bidirectional overrides and isolates (they reorder what a reader sees)
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -45,10 +56,72 @@ def name(value) -> str:
     return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") or "(empty)"
 
 
+def escaped(value: str) -> str:
+    """`name` without the cut: every character that `name` escapes, escaped."""
+    s = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _UNSAFE.sub(_escape, s).replace("\n", "\\n").replace("\t", "\\t")
+
+
+def _raw(value: str) -> bytes:
+    """The bytes a name stands for: a folder's name as on disk (os.fsdecode's surrogates are its bytes)."""
+    try:
+        return os.fsencode(value)
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+
+
+def key(value: str, level: int = 0) -> str:
+    """What a name (a student's folder) is filed under: `name(value)` when that is `value` itself and level is 0;
+    else its escape, cut to KEY_BYTES, `~` and KEY_HASHES[level - 1] hex digits of the SHA-256 of its bytes.
+
+    The same name always gives the same key; `distinct_names` raises the level of names whose keys agree.
+    """
+    if level == 0:
+        shown = name(value)
+        if shown == value:
+            return shown
+        level = 1
+    full = escaped(value)
+    cut = full.encode("utf-8")[:KEY_BYTES].decode("utf-8", "ignore")
+    if cut != full:
+        cut += "..."
+    digest = hashlib.sha256(_raw(value)).hexdigest()
+    return f"{cut or '(empty)'}~{digest[:KEY_HASHES[min(level, len(KEY_HASHES)) - 1]]}"
+
+
+def distinct_names(values) -> dict[str, str]:
+    """name -> key for a set of names (a class's folders): one key per name, whatever the order they come in.
+
+    A name keeps the key `key` gives it unless another name's key is the same; then both take longer hashes
+    (an escaped name and a hash of its bytes, which differ for two different names).
+    """
+    values = sorted(set(values))
+    level = {v: 0 if name(v) == v else 1 for v in values}
+    keys: dict[str, str] = {}
+    for _ in range(len(KEY_HASHES) * len(values) + 1):  # each round raises a level: it ends
+        keys = {v: key(v, level[v]) for v in values}
+        holders: dict[str, list[str]] = {}
+        for v, k in keys.items():
+            holders.setdefault(k, []).append(v)
+        clashes = [vs for vs in holders.values() if len(vs) > 1]
+        if not clashes:
+            break
+        for vs in clashes:
+            for v in vs:
+                level[v] = min(level[v] + 1, len(KEY_HASHES))
+    return keys
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
 def csv_cell(value) -> str:
-    """A text cell a spreadsheet shows as text: one that starts like a formula gets a leading quote (OWASP's rule)."""
+    """A text cell a spreadsheet shows as text: one that starts like a formula gets a leading quote (OWASP's rule).
+
+    So does one that starts with a quote, so that no two values give one cell (`=x` is `'=x`, `'=x` is `''=x`).
+    """
     s = text(value)
-    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
+    return "'" + s if s[:1] in _FORMULA else s
 
 
 def write_atomic(path: os.PathLike, data: str | bytes) -> None:

@@ -13,7 +13,14 @@ leaves it. A student controls what is inside their folder, so:
 - with several notebooks in one assignment folder (`forward.ipynb` and
   `forward (1).ipynb`), one rule picks the one graded, everywhere: the
   notebook named as the assignment's, as nbgrader grades it; failing that,
-  the most recently modified one. The others are named in a warning.
+  the most recently modified one. The others are named in a warning;
+- two folders are never filed under one name: a student's grades (row of
+  grades.csv, feedback folder, gradebook id) are filed under
+  `safe.distinct_names` of the class's folder names, which is the name itself
+  for a name that is plain text, and for any other (not UTF-8, a control
+  character, too long, or shown like another's) its escape and a hash of its
+  bytes, the same on every run. Such a folder's full escaped name is in a
+  note of its feedback.
 """
 
 from __future__ import annotations
@@ -111,12 +118,18 @@ class Submission:
         return raw[:200].decode("utf-8", "replace").strip() or None
 
     def warnings(self) -> list[str]:
-        if not self.others:
-            return []
-        others = ", ".join(repr(safe.name(o)) for o in self.others)
-        return [f"this folder holds more than one notebook: {self.notebook_name!r} was graded, not {others} "
-                "(the grader grades the notebook named as the assignment's, else the most recently modified; "
-                "hand in one notebook)"]
+        notes = []
+        for kind, raw, filed in (("student", self.folder[0], self.student), ("assignment", self.folder[1],
+                                                                            self.assignment)):
+            if raw != filed:
+                notes.append(f"the {kind} folder's name, '{safe.escaped(raw)}' (escaped), is not plain text, "
+                             f"too long, or shown like another folder's: its results are filed as '{filed}'")
+        if self.others:
+            others = ", ".join(repr(safe.name(o)) for o in self.others)
+            notes.append(f"this folder holds more than one notebook: {self.notebook_name!r} was graded, not {others} "
+                         "(the grader grades the notebook named as the assignment's, else the most recently modified; "
+                         "hand in one notebook)")
+        return notes
 
 
 def _entries(folder: Path, warn) -> list[os.DirEntry]:
@@ -135,26 +148,43 @@ def scan(root: Path, expected_name, warn) -> list[Submission]:
     `warn(message)` hears of folders skipped.
     """
     found = []
+    students = []
     for student in _entries(root, warn):
         if student.is_symlink():
             warn(f"skipped {safe.name(student.path)}: a symbolic link, not a student's folder")
             continue
-        if not student.is_dir(follow_symlinks=False):
-            continue
+        if student.is_dir(follow_symlinks=False):
+            students.append(student)
+    # every folder of the class, graded or not: a student's key does not depend on what this run grades
+    student_keys = _filed(students, "student", warn)
+    for student in students:
+        folders = []
         for folder in _entries(Path(student.path), warn):
             if folder.is_symlink():
                 warn(f"skipped {safe.name(folder.path)}: a symbolic link, not an assignment folder")
                 continue
-            if not folder.is_dir(follow_symlinks=False):
-                continue
+            if folder.is_dir(follow_symlinks=False):
+                folders.append(folder)
+        assignment_keys = _filed(folders, "assignment", warn)
+        for folder in folders:
             notebooks = [e for e in _entries(Path(folder.path), warn) if e.name.endswith(".ipynb")]
             if not notebooks:
                 continue
             chosen = pick_notebook(notebooks, expected_name(folder.name))
-            found.append(Submission(safe.name(student.name), safe.name(folder.name), root,
+            found.append(Submission(student_keys[student.name], assignment_keys[folder.name], root,
                                     (student.name, folder.name), chosen.name,
                                     tuple(e.name for e in notebooks if e is not chosen)))
     return found
+
+
+def _filed(entries: list[os.DirEntry], kind: str, warn) -> dict[str, str]:
+    """Folder name -> the distinct name its results are filed under (see safe.distinct_names); warns of renames."""
+    keys = safe.distinct_names(e.name for e in entries)
+    for e in entries:
+        if keys[e.name] != e.name:
+            warn(f"the {kind} folder {safe.name(e.path)} is filed as {keys[e.name]!r} (its name is not plain text, "
+                 "too long, or shown like another folder's)")
+    return keys
 
 
 def pick_notebook(entries: list[os.DirEntry], expected: str | None) -> os.DirEntry:

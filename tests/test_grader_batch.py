@@ -1,10 +1,11 @@
 """One class graded end to end through the sandbox: nothing a student hands in stops or skews it.
 
 A batch in nbgrader's layout where most students hand in something odd (a
-lone surrogate in an exception, a folder name that is not UTF-8, a name that
-is a spreadsheet formula, a FIFO, links to another student's notebook and to
-a root-only file, a linked student folder, two notebooks, plots over 4 MiB,
-IPython lines, nbformat 3, a function bound by assignment, a suspicious
+lone surrogate in an exception, a folder name that is not UTF-8 and one
+named as it shows when escaped, a name that is a spreadsheet formula, a
+FIFO, links to another student's notebook and to a root-only file, a
+linked student folder, two notebooks, plots over 4 MiB, IPython lines,
+nbformat 3, a function bound by assignment, a suspicious
 import). The run is first killed midway, then run again; then one student is
 regraded with `--student` and a recorded seed, and the grade replayed with
 `check --seed`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -33,6 +35,8 @@ FULL = load("01-forward").max_score  # every function of exercise 01 right
 F = f"{FULL:g}"
 
 NOT_UTF8 = os.fsdecode(b"caf\xe9")
+ESCAPED = "caf\\udce9"  # named as NOT_UTF8 shows when escaped: the two keep two rows and two feedback folders
+NOT_UTF8_KEY = ESCAPED + "~" + hashlib.sha256(b"caf\xe9").hexdigest()[:8]  # the escape, and a hash of the bytes
 SECRET = "2026-01-15 10:30:00 UTC root-only-canary"
 
 
@@ -51,6 +55,7 @@ def stage(root: Path, tmp: Path) -> None:
     raising = "def layernorm_forward(x, gamma, beta, eps=1e-5):\n    raise ValueError('\\udc80 \\x1b[2J\\x00 ' * 3)"
     write(submission("01-forward", {"layernorm_forward": raising}, base=honest), root, "surrogate", "01-forward")
     write(honest, root, NOT_UTF8, "01-forward")
+    write(submission("01-forward", {"layernorm_forward": GAMMA_FORGOTTEN}, base=honest), root, ESCAPED, "01-forward")
     write(honest, root, "=SUM(1+1)", "01-forward")
     (root / "fifo" / "01-forward").mkdir(parents=True)
     os.mkfifo(root / "fifo" / "01-forward" / "forward.ipynb")
@@ -86,7 +91,8 @@ def stage(root: Path, tmp: Path) -> None:
 EXPECTED = {  # student (as in grades.csv) -> (score, what the feedback must say)
     "alice": (F, f"score: {F}/{F}"),
     "surrogate": (f"{FULL - 12:g}", "ValueError: \\udc80 \\x1b[2J\\x00"),
-    "caf\\udce9": (F, f"score: {F}/{F}"),
+    NOT_UTF8_KEY: (F, f"its results are filed as '{NOT_UTF8_KEY}'"),
+    ESCAPED: (f"{FULL - 11:g}", "scale gamma is missing"),
     "'=SUM(1+1)": (F, f"score: {F}/{F}"),
     "fifo": ("0", "forward.ipynb is not a regular file"),
     "mallory": ("0", "forward.ipynb is a symbolic link"),
@@ -208,3 +214,35 @@ def test_regrading_one_student_keeps_the_others_and_replays_with_the_seed(batch,
     body = [line for line in first.splitlines()[1:] if "'forward (1).ipynb'" not in line]
     assert text(grade(notebook, "01-forward", seed=int(seed)), book_url=default_book_url()).splitlines()[1:] == body
     assert text(grade(notebook, "01-forward", seed=int(seed) + 1), book_url=default_book_url()).splitlines()[1:] != body
+
+
+def test_folders_whose_names_show_alike_keep_their_own_rows_on_every_run(tmp_path):
+    """A folder not in UTF-8 and one named as it shows escaped; two long names that differ past the cut.
+
+    Each keeps its own row and feedback folder, the same ones on a rerun and whatever the order students
+    finish in (--jobs 2, --jobs 1)."""
+    honest = solved("01-forward")
+    forgot = submission("01-forward", {"layernorm_forward": GAMMA_FORGOTTEN}, base=honest)
+    root = tmp_path / "submitted"
+    long = "x" * 200
+    for student, nb in ((NOT_UTF8, honest), (ESCAPED, forgot), (long + "a", honest), (long + "b", forgot)):
+        write(nb, root, student, "01-forward")
+    runs = []
+    for out, jobs in (("one", "2"), ("one", "2"), ("two", "1")):
+        done = grader("grade", str(root), "--out", str(tmp_path / out), "--jobs", jobs, "--seed", "7", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        feedback = tmp_path / out / "feedback"
+        runs.append(((tmp_path / out / "grades.csv").read_text(encoding="utf-8"),
+                     sorted(str(p.relative_to(feedback)) for p in feedback.rglob("*") if p.is_file())))
+    assert runs[0] == runs[1] == runs[2]
+    grades = rows(tmp_path / "one")
+    assert len(grades) == 4 and len({p.split(os.sep)[0] for p in runs[0][1]}) == 4
+    by_folder = {raw: next(k for k, r in grades.items() if f"name, '{raw}' (escaped)" in r["notes"])
+                 for raw in (ESCAPED, long + "a", long + "b")}
+    assert by_folder[ESCAPED] == NOT_UTF8_KEY  # the note names the folder not in UTF-8 as it shows escaped
+    assert [grades[s]["score"] for s in (NOT_UTF8_KEY, ESCAPED, by_folder[long + "a"], by_folder[long + "b"])] == \
+        [F, f"{FULL - 11:g}"] * 2
+    for student, row in grades.items():
+        assert len(student.encode()) < 200
+        results = json.loads((tmp_path / "one" / "feedback" / student / "01-forward" / "results.json").read_text())
+        assert results["score"] == float(row["score"])
