@@ -13,7 +13,7 @@ row of grades.csv, their feedback folder, their id in the gradebook) is
 `distinct_names`: the name itself when `name` leaves it as it is, else the
 escaped name with a hash of its bytes, made longer while two still agree.
 `csv_cell` quotes a cell that starts with a quote too, so that `=x` and `'=x`
-stay two cells.
+stay two cells. `markdown` escapes text put into a notebook's Markdown.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from __future__ import annotations
 import fcntl
 import glob
 import hashlib
+import html
 import os
 import re
+import string
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,6 +124,16 @@ def csv_cell(value) -> str:
     """
     s = text(value)
     return "'" + s if s[:1] in _FORMULA else s
+
+
+_MARKDOWN = re.compile("[" + re.escape("".join(c for c in string.punctuation if c not in "&;")) + "]")
+
+
+def markdown(value, limit: int = MAX_TEXT) -> str:
+    """`text` as Markdown that renders as that text: no HTML (`<`, `>`, `&` become entities), no link, image,
+    emphasis, code or math (every other ASCII punctuation character is backslash-escaped), on one line."""
+    s = html.escape(" ".join(text(value, limit).splitlines()), quote=False)
+    return _MARKDOWN.sub(lambda m: "\\" + m.group(), s)
 
 
 def write_atomic(path: os.PathLike, data: str | bytes) -> None:

@@ -7,11 +7,16 @@ submissions in its `submitted/` folder (one late), one `python -m autograder
 grade --course-dir` run, and then nbgrader's own `export` and
 `generate_feedback` must report the scores the grader gave. A score entered by
 hand afterwards reaches grades.csv and results.json when that student is
-regraded.
+regraded. Two more students: one whose folder holds a second notebook named
+as an HTML tag and whose cell has an IPython line full of tags (the notes
+that quote them must reach nbgrader's feedback page as text), and a folder
+not in UTF-8 beside one named as it shows escaped (two ids in the gradebook).
 """
 
 import csv
+import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -23,6 +28,9 @@ from normgrad.cases import load
 
 FULL = load("01-forward").max_score  # every function of exercise 01 right
 BOB = FULL - 11  # layernorm_forward with gamma forgotten earns 1 of its 12 points
+TAG = "<img src=x onerror=alert(document.domain)>"
+NOT_UTF8, ESCAPED = os.fsdecode(b"jos\xe9"), "jos\\udce9"  # a folder not in UTF-8, and one named as it shows
+NOT_UTF8_ID = ESCAPED + "~" + hashlib.sha256(b"jos\xe9").hexdigest()[:8]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +51,12 @@ def course(tmp_path_factory):
     write(submission("01-forward", {"layernorm_forward": GAMMA_FORGOTTEN}, base=solved("01-forward")), submitted, "bob",
           "01-forward")
     write(submission("01-forward"), submitted, "carol", "01-forward")
+    source = next(c.source for c in solved("01-forward").cells if "def layernorm_forward" in c.source)
+    erin = write(submission("01-forward", {"layernorm_forward": f"%time {TAG} <script>alert(1)</script>\n{source}"},
+                            base=solved("01-forward")), submitted, "erin", "01-forward")
+    (erin.parent / f"{TAG}.ipynb").write_text("{}")
+    write(solved("01-forward"), submitted, NOT_UTF8, "01-forward")
+    write(submission("01-forward"), submitted, ESCAPED, "01-forward")
     done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(root / "grades"),
                            "--course-dir", str(root), "--jobs", "2", "--book-url", "https://example.org/book/"],
                           cwd=root, capture_output=True, text=True, timeout=600)
@@ -57,7 +71,9 @@ def test_our_grades(course):
     assert ours["alice"]["score"] == f"{FULL:g}" and ours["carol"]["score"] == "0"
     # gamma forgotten: every layernorm_forward test fails but the one whose groups are constant (x_hat = 0)
     assert ours["bob"]["score"] == f"{BOB:g}"
-    assert "4/4 graded" in done.stderr  # the progress bar
+    assert ours["erin"]["score"] == f"{FULL:g}"
+    assert ours[NOT_UTF8_ID]["score"] == f"{FULL:g}" and ours[ESCAPED]["score"] == "0"
+    assert "7/7 graded" in done.stderr  # the progress bar
 
 
 def test_late_work_gets_the_penalty_configured_in_nbgrader(course):
@@ -93,6 +109,12 @@ def test_nbgrader_generate_feedback_shows_scores_and_the_diagnosis(course):
     assert "https://example.org/book/01-forward.html#scale-and-shift" in bob
     alice = (root / "feedback" / "alice" / "01-forward" / "forward.html").read_text()
     assert f"{FULL:.1f} / {FULL:.1f}" in alice
+    # the grader's notes quote a file name and an IPython line full of tags: shown as text, not run
+    erin = (root / "feedback" / "erin" / "01-forward" / "forward.html").read_text()
+    assert "<img src=x" not in erin and "<script>alert" not in erin
+    assert "&lt;img src=x onerror=alert(document.domain)&gt;.ipynb" in erin
+    assert f"{FULL:.1f} / {FULL:.1f}" in (root / "feedback" / NOT_UTF8_ID / "01-forward" / "forward.html").read_text()
+    assert f"0.0 / {FULL:.1f}" in (root / "feedback" / ESCAPED / "01-forward" / "forward.html").read_text()
 
 
 def test_the_gradebook_holds_each_test_cells_score(course):

@@ -1,17 +1,22 @@
-"""What a submission names is filed under one name per folder.
+"""What a submission names is filed under one name per folder, and quoted text stays text.
 
 `safe.distinct_names` gives each of a class's folders its own key (an
 ordinary name is its own key; any other is escaped and gets a hash of its
-bytes); `safe.csv_cell` never maps two values to one cell.
+bytes); `safe.csv_cell` never maps two values to one cell; `safe.markdown`
+puts text into a notebook's Markdown so that it renders as that text, which
+the autograded notebook's notes rely on (rendered here with nbconvert's
+HTMLExporter, as `nbgrader generate_feedback` renders them).
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
 from autograder import safe
+from autograder.grading import Report
 from autograder.submissions import scan
 
 NOT_UTF8 = os.fsdecode(b"jos\xe9")
@@ -69,3 +74,44 @@ def test_no_two_values_share_a_csv_cell(values):
     a, b = values
     assert safe.csv_cell(a) != safe.csv_cell(b)
     assert safe.csv_cell("=x") == "'=x" and safe.csv_cell("alice") == "alice"
+
+
+HOSTILE = [
+    "this folder holds more than one notebook: 'forward.ipynb' was graded, not "
+    "'<img src=x onerror=alert(document.domain)>.ipynb'",
+    "cell 'layernorm_forward': IPython command '%time <img src=x onerror=\"alert(1)\"> <script>alert(2)</script>' "
+    "is not Python",
+    "[click](javascript:alert(3)) ![x](http://example.org/x.png) <http://example.org> $\\href{javascript:x}{y}$ "
+    "&lt;b&gt; `code` *em* __strong__",
+]
+
+
+def test_markdown_of_hostile_text_holds_no_tag_link_or_image():
+    for s in HOSTILE:
+        md = safe.markdown(s)
+        assert "<" not in md and ">" not in md and "\n" not in md
+        assert not re.search(r"(?<!\\)[\[\]()!`*_$]", md)  # every such character escaped
+
+
+def autograded_with_notes(notes):
+    from autograder.gradebook import autograded_notebook
+
+    return autograded_notebook(Report("eve", "01-forward", "forward.ipynb", 52.0, notes=list(notes)))
+
+
+def test_the_autograded_notebooks_notes_carry_no_raw_html():
+    nb = autograded_with_notes(HOSTILE + ["", "a second line\n<script>alert(4)</script>"])
+    notes = nb.cells[0]
+    assert notes.cell_type == "markdown" and notes.source.startswith("**The grader's notes:**")
+    assert "<" not in notes.source.split("\n", 1)[1]
+    assert notes.source.count("\n- ") == len(HOSTILE) + 1  # the empty note left out, the other's first line kept
+
+
+def test_nbconvert_renders_the_notes_as_text():
+    nbconvert = pytest.importorskip("nbconvert")
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(autograded_with_notes(HOSTILE))
+    assert "<img src=x" not in body and "<script>alert" not in body and 'href="javascript' not in body
+    assert "<img" not in body.split("The grader")[1].split("</ul>")[0]
+    assert "&lt;img src=x onerror=alert(document.domain)&gt;.ipynb" in body  # shown, as text
+    assert "%time &lt;img src=x onerror=" in body
+    assert "[click](javascript:alert(3))" in body
