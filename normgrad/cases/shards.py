@@ -34,13 +34,14 @@ f64, f32, bf16, f16 = torch.float64, torch.float32, torch.bfloat16, torch.float1
 EPS = 1e-5
 
 
-def _batch(rng, shape, dtype, kind, weighted, shift=0.0):
+def _batch(rng, shape, dtype, kind, weighted, shift=0.0, offset=1e3):
     """A whole batch: x, dy, weight (or None) rounded to dtype, and the float64 oracle.
 
     `shift` moves each sample as a whole by a normal draw of that spread (images of different
     brightness): the shards' own means then stray from the batch's, as they do in practice.
+    `offset`: the size of the channels' means, for the kind "large-offset".
     """
-    x = inputs.sample(rng, shape, "batch", kind)
+    x = inputs.sample(rng, shape, "batch", kind, offset)
     if shift:
         x = x + shift * rng.standard_normal((shape[0],) + (1,) * (len(shape) - 1))
     x = rounded(x, dtype)
@@ -57,12 +58,12 @@ def _cut(sizes, n):
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def sums_trial(shape, dtype=f64, kind="normal", contiguous=True, part=(1, 4)):
+def sums_trial(shape, dtype=f64, kind="normal", contiguous=True, part=(1, 4), offset=1e3):
     """shard_sums on rows part[0]:part[1] of a batch of `shape`, with the whole batch's mean."""
     shape = tuple(shape)
 
     def make(rng, device):
-        x, dy, _, ref, kappa = _batch(rng, shape, dtype, kind, True)
+        x, dy, _, ref, kappa = _batch(rng, shape, dtype, kind, True, offset=offset)
         rows = slice(*part)
         mean = rounded(ref.mean, stats_dtype(dtype))
         axes = inputs.group_axes(shape, "batch")
@@ -106,13 +107,13 @@ def grad_in_trial(shape, dtype=f64, kind="normal", contiguous=True, weighted=Tru
     return make
 
 
-def split_trial(shape, sizes, dtype=f64, kind="normal", contiguous=True, weighted=True, shift=0.0):
+def split_trial(shape, sizes, dtype=f64, kind="normal", contiguous=True, weighted=True, shift=0.0, offset=1e3):
     """The whole split under the protocol "shards": one grad_in per shard of `sizes` samples."""
     shape = tuple(shape)
     names = tuple(f"grad_in of shard {i} ({n} sample{'s' if n > 1 else ''})" for i, n in enumerate(sizes))
 
     def make(rng, device):
-        x, dy, weight, ref, kappa = _batch(rng, shape, dtype, kind, weighted, shift)
+        x, dy, weight, ref, kappa = _batch(rng, shape, dtype, kind, weighted, shift, offset)
         sd = stats_dtype(dtype)
         mean, invstd = rounded(ref.mean, sd), rounded(ref.rstd, sd)
         expected = tuple(ref.dx[rows] for rows in _cut(sizes, shape[0]))
@@ -137,7 +138,10 @@ CASES = [
     _sums("large-offset", 1, True, "float32 channels with means near 1e3", sums_trial((9, 3, 6), f32, "large-offset")),
     _sums("bfloat16", 1, True, "bfloat16 images (8, 4, 6, 7): float32 sums",
           sums_trial((8, 4, 6, 7), bf16, part=(0, 5))),
-    _sums("float16", 1, True, "float16 (40, 3, 50): float32 sums", sums_trial((40, 3, 50), f16, part=(3, 33))),
+    # Channels' means near 10: a mean rounded to 16 bits, or products x - mean formed in 16 bits, are off by
+    # 10x their tolerance or more (at means near 0 the latter passed on some seeds, 2x at worst)
+    _sums("float16", 1, True, "float16 (40, 3, 50) with means near 10: float32 sums",
+          sums_trial((40, 3, 50), f16, "large-offset", part=(3, 33), offset=10.0)),
     _grad("one-shard", 2, False, "float64 (12, 5): rows 1 to 3, the whole batch's sums given",
           grad_in_trial((12, 5))),
     _grad("split", 2, False, "float64 images (7, 3, 4, 5) cut into shards of 3, 1 and 3 samples",
