@@ -99,6 +99,49 @@ def test_ordinary_views_still_cross():
         assert torch.equal(back, view) and (back.stride() == view.stride() or not view.numel())
 
 
+def _forged(device: str) -> dict[str, bytes]:
+    files = wire.pack(torch.arange(6.0).reshape(2, 3))
+    manifest = json.loads(files[wire.MANIFEST])
+    manifest["device"] = device
+    return {**files, wire.MANIFEST: json.dumps(manifest).encode()}
+
+
+def _judged(files: dict[str, bytes]) -> tuple[list[str], object]:
+    return grading._judge_call({protocol.status("c0"): b'{"error": null}',
+                                **{f"{protocol.returned('c0')}/{k}": v for k, v in files.items()},
+                                **{f"{protocol.args_after('c0')}/{k}": v for k, v in wire.pack([]).items()}},
+                               "c0", None)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "cuda:99", "meta", "cpu:x", "cuda:-1", "mps", "cuda:0\n"])
+def test_a_forged_device_is_a_failed_answer_not_an_internal_error(device):
+    if device.startswith("cuda") and torch.cuda.is_available() and device in ("cuda", "cuda:0"):
+        pytest.skip("this machine has that device")
+    with pytest.raises(wire.WireError, match="device|does not have"):
+        wire.unpack(_forged(device))
+    problems, returned = _judged(_forged(device))
+    assert returned is None and problems[0].startswith("returned something that is not plain data"), problems
+
+
+def test_a_tensor_on_the_cpu_still_crosses_and_torch_refusals_become_wire_errors(monkeypatch):
+    files = _forged("cpu")
+    assert torch.equal(wire.unpack(files), torch.arange(6.0).reshape(2, 3))
+    monkeypatch.setattr(torch.Tensor, "as_strided", lambda *a, **k: (_ for _ in ()).throw(AssertionError("boom")))
+    with pytest.raises(wire.WireError, match="could not be rebuilt"):
+        wire.unpack(files)
+
+
+@pytest.mark.parametrize("descr", ["<f3", "<i3", "<u16", "<f1", "|b2"])
+def test_an_npy_header_with_an_impossible_dtype_is_a_wire_error(descr):
+    good = wire.pack(np.zeros(4, np.float32))
+    data = good["a1.npy"].replace(b"'<f4'", f"'{descr}'".encode())
+    assert data != good["a1.npy"]
+    with pytest.raises(wire.WireError):
+        wire.parse_npy(data)
+    problems, returned = _judged({**good, "a1.npy": data})
+    assert returned is None and problems[0].startswith("returned something that is not plain data"), problems
+
+
 # --- jobs in the sandbox ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

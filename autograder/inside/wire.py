@@ -182,7 +182,10 @@ def parse_npy(data: bytes, name: str = "array") -> np.ndarray:
     match = NPY_HEADER.fullmatch(data[start:start + length].decode("latin-1"))
     if match is None:
         raise WireError(f"{name} has a malformed header")
-    dtype = np.dtype(match[1])
+    try:
+        dtype = np.dtype(match[1])
+    except (TypeError, ValueError):  # a spelling np.save never writes: '<f3', '<i16'
+        raise WireError(f"{name} has an unknown dtype {match[1]!r}") from None
     shape = tuple(int(n) for n in match[3].replace(" ", "").split(",") if n)
     count = math.prod(shape)
     body = memoryview(data)[start + length:]
@@ -220,8 +223,7 @@ def _decode_tensor(read, node, budget, allow_devices):
     shape, stride = node.get("shape"), node.get("stride")
     if dtype not in TENSOR_DTYPES or not isinstance(device, str):
         raise WireError("malformed tensor")
-    if device.split(":")[0] not in allow_devices or len(device) > 10:
-        raise WireError(f"device {device!r} not allowed")
+    _check_device(torch, device, allow_devices)
     if not (isinstance(shape, list) and isinstance(stride, list) and len(shape) == len(stride) <= 8
             and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31 for n in shape)
             and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in stride)):
@@ -238,10 +240,31 @@ def _decode_tensor(read, node, budget, allow_devices):
         raise WireError("malformed tensor storage")
     if span > raw.size:
         raise WireError("tensor view outside its storage")
-    base = torch.from_numpy(raw.copy())
-    if dtype == "bfloat16":
-        base = base.view(torch.bfloat16)
-    return base.to(device).as_strided(shape, stride, 0)
+    try:
+        base = torch.from_numpy(raw.copy())
+        if dtype == "bfloat16":
+            base = base.view(torch.bfloat16)
+        return base.to(device).as_strided(shape, stride, 0)
+    except Exception as e:  # whatever torch refuses is a malformed answer, never the grader's failure
+        raise WireError(f"a tensor on {device} could not be rebuilt ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+DEVICE = re.compile(r"(cpu|cuda)(:[0-9]{1,2})?")
+
+
+def _check_device(torch, device: str, allow_devices) -> None:
+    """A tensor's device: one of `allow_devices`, spelled as torch spells it, and one this machine has."""
+    match = DEVICE.fullmatch(device)
+    if match is None or match[1] not in allow_devices:
+        raise WireError(f"device {device[:20]!r} not allowed")
+    if match[1] == "cuda":
+        try:
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        except Exception:  # a driver that cannot even be asked
+            count = 0
+        if int((match[2] or ":0")[1:]) >= count:
+            raise WireError(f"a tensor on {device}, which this machine does not have: the answer came from "
+                            "code that changed what the grader sends back")
 
 
 # --- frames on a pipe -----------------------------------------------------------------------
