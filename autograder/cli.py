@@ -61,18 +61,35 @@ def _check_private(args, assignments) -> str | None:
     return path
 
 
+def _gradescope_path(args) -> Path | None:
+    """Where --gradescope writes, refused before any grading unless its folder exists (none is made)."""
+    if not args.gradescope:
+        return None
+    path = Path(args.gradescope)
+    if path.is_dir():
+        raise SystemExit(f"--gradescope {safe.name(path)} is a folder: give the path of the file to write")
+    if not path.parent.is_dir():
+        raise SystemExit(f"--gradescope {safe.name(path)}: there is no folder {safe.name(path.parent)} "
+                         "(it is not made; make it first)")
+    return path
+
+
 def cmd_check(args) -> int:
     notebook = Path(args.notebook)
     if not notebook.is_file():
         raise SystemExit(f"no such notebook: {notebook}")
+    results = _gradescope_path(args)
     assignment = args.assignment or infer_assignment(notebook)
     private = _check_private(args, [assignment])
     result = grade(notebook, assignment, box=_sandbox(args), private=private, limits=_limits(args), seed=args.seed)
     print(report.text(result, book_url=args.book_url))
     print(f"  sandbox: {result.isolation}")
     print(f"  seed: {result.seed} (--seed {result.seed} replays this grade)")
-    if args.gradescope:
-        report.write_gradescope(result, Path(args.gradescope), args.book_url)
+    if results is not None:
+        try:
+            report.write_gradescope(result, results, args.book_url)
+        except OSError as e:
+            raise SystemExit(f"--gradescope {safe.name(results)}: cannot write it ({e.strerror or e})") from None
     return 0
 
 
@@ -150,6 +167,8 @@ def cmd_grade(args) -> int:
         raise SystemExit(f"no such folder: {root}")
     if args.jobs < 1:
         raise SystemExit("--jobs must be at least 1")
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {safe.name(out)} is a file, not a folder: give a folder for grades.csv and feedback/")
     inner = one_student_folder(root)
     if inner is not None:
         raise SystemExit(f"{root}/{safe.name(inner)}/ holds notebooks: {root} looks like one student's folder, not "
@@ -191,7 +210,10 @@ def cmd_grade(args) -> int:
         config = Path(args.nbgrader_config) if args.nbgrader_config else (course / "nbgrader_config.py" if course else None)
         penalties = gradebook.late_penalties(config)
     box, limits = _sandbox(args), _limits(args)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"--out {safe.name(out)}: cannot make this folder ({e.strerror or e})") from None
     print(f"sandbox: {box.describe()}", file=sys.stderr)
     if box.mode != "bwrap":
         print("WARNING: the submissions run without bubblewrap; see the sandbox line above", file=sys.stderr)
@@ -249,6 +271,20 @@ def cmd_release(args) -> int:
     return 0
 
 
+MAX_SEED = 2**64 - 1
+
+
+def seed_argument(text: str) -> int:
+    """--seed: a whole number from 0 to MAX_SEED (the grader draws them below 2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 2**64 - 1")
+    return value
+
+
 def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a name this terminal cannot show is escaped, not fatal
         if hasattr(stream, "reconfigure"):
@@ -260,7 +296,7 @@ def main(argv=None) -> int:
         p.add_argument("--book-url", default=None,
                        help="where the book's chapter pages are published, for the links in feedback "
                             "(default: html: baseurl: of _config.yml, then chapters/)")
-        p.add_argument("--seed", type=int, default=None,
+        p.add_argument("--seed", type=seed_argument, default=None,
                        help="the seed of the hidden inputs (default: a fresh one per notebook); a grade's seed is "
                             "in grades.csv and results.json, and the same seed replays that grade")
         p.add_argument("--private", metavar="FILE",
@@ -275,13 +311,13 @@ def main(argv=None) -> int:
     p = sub.add_parser("check", help="grade one notebook and print per-test results and a score")
     p.add_argument("notebook")
     p.add_argument("--assignment", choices=list(ASSIGNMENTS))
-    p.add_argument("--gradescope", metavar="PATH", help="also write Gradescope's results.json to PATH")
+    p.add_argument("--gradescope", metavar="PATH", help="also write Gradescope's results.json to PATH (its folder must exist)")
     common(p)
     p.set_defaults(run=cmd_check)
 
     p = sub.add_parser("grade", help="grade every notebook under SUBMISSIONS/<student>/<assignment>/")
     p.add_argument("submissions")
-    p.add_argument("--out", required=True, help="folder for grades.csv and feedback/")
+    p.add_argument("--out", required=True, help="folder for grades.csv and feedback/ (made, with its parents, if missing)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="submissions graded at once (default: the number of cores)")
     p.add_argument("--gradebook", metavar="URL", help="nbgrader gradebook to update, e.g. sqlite:///course/gradebook.db")

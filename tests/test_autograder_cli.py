@@ -137,3 +137,37 @@ def test_a_run_that_finds_no_notebook_stops_and_keeps_the_class_grades(tmp_path)
     with pytest.raises(SystemExit, match="no notebooks"):
         main(["grade", str(tmp_path / "empty"), "--out", str(out)])
     assert (out / "grades.csv").read_text() == kept
+
+
+@pytest.mark.parametrize("seed,says", [("-1", "not between 0 and 2**64 - 1"), (str(2**64), "not between"),
+                                       ("1e3", "not a whole number")])
+def test_a_bad_seed_is_a_usage_error_not_a_traceback(root, seed, says, capsys):
+    from autograder.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["check", str(root / "solutions/01-forward/forward.ipynb"), "--seed", seed])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --seed: " in err and says in err and "Traceback" not in err
+
+
+def test_gradescope_results_go_only_into_a_folder_that_exists(root, tmp_path):
+    from autograder.cli import main
+
+    notebook = str(root / "solutions/01-forward/forward.ipynb")
+    missing = tmp_path / "no" / "such" / "results.json"
+    with pytest.raises(SystemExit, match=r"there is no folder .*no/such \(it is not made"):
+        main(["check", notebook, "--gradescope", str(missing)])
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(SystemExit, match="is a folder"):
+        main(["check", notebook, "--gradescope", str(tmp_path)])
+
+
+def test_grade_refuses_an_out_that_is_a_file_in_one_line(tmp_path):
+    from autograder.cli import main
+
+    (tmp_path / "submitted").mkdir()
+    taken = tmp_path / "grades"
+    taken.write_text("not a folder")
+    with pytest.raises(SystemExit, match="is a file, not a folder") as stop:
+        main(["grade", str(tmp_path / "submitted"), "--out", str(taken)])
+    assert "\n" not in str(stop.value.code) and taken.read_text() == "not a folder"
