@@ -28,6 +28,7 @@ import sys
 import warnings
 import zlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -147,19 +148,46 @@ def evaluate(trial: Trial, returned, args_after, error: str | None) -> list[str]
     return problems
 
 
+MATCH_TOLERANCES = (1, 2, 4)  # how many of the case's tolerances a wrong answer may sit from a mistake it matches
+NEARER_BY = 8  # beyond one tolerance, it must sit this many times nearer the mistake than the right answer
+
+
+def loosened(judge, factor: float):
+    """`judge` with its tolerance (one, or one per output) multiplied by `factor`; as it is if it has none."""
+    rtol = getattr(judge, "keywords", {}).get("rtol")
+    if rtol is None or factor == 1:
+        return judge
+    rtol = tuple(r * factor for r in rtol) if isinstance(rtol, (tuple, list)) else rtol * factor
+    return partial(judge.func, *judge.args, **{**judge.keywords, "rtol": rtol})
+
+
 def diagnose(assignment: Assignment, function: str, trial: Trial, returned) -> Mistake | None:
-    """The known mistake whose output the wrong answer matches, if any."""
+    """The known mistake whose output the wrong answer matches, if any: the one it sits nearest.
+
+    A mistake is run in float64, and a student's copy of it makes its own roundings besides (in 16-bit
+    arithmetic, at every step), so a match may allow a few tolerances, where the answer sits far
+    nearer the mistake than the right answer. Two mistakes can lie close together (16-bit statistics
+    and 16-bit arithmetic, at a large mean): the nearer one names the answer.
+    """
+    wrongs = []
     for mistake in assignment.mistakes:
         if mistake.function != function or mistake.impl is None:
             continue
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a mistake may well divide by zero
-                wrong = mistake.impl(*_float64(trial.args), **trial.kwargs)
+                wrongs.append((mistake, mistake.impl(*_float64(trial.args), **trial.kwargs)))
         except Exception:  # a mistake that cannot apply to these inputs matches nothing
             continue
-        if not trial.judge(returned, wrong):
-            return mistake
+    for factor in MATCH_TOLERANCES:
+        judge = loosened(trial.judge, factor)
+        if factor > 1 and not loosened(trial.judge, factor * NEARER_BY)(returned, trial.expected):
+            return None  # about as near the right answer: no mistake explains it
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for mistake, wrong in wrongs:
+                if not judge(returned, wrong):
+                    return mistake
     return None
 
 
