@@ -68,19 +68,29 @@ def by_device(cpu, cuda):
     return lambda rng, device: (cuda if device == "cuda" else cpu)(rng, device)
 
 
-def natural_scales(dy: torch.Tensor, norm: str) -> tuple:
+def natural_scales(dy: torch.Tensor, norm: str, direct: float = 0.0) -> tuple:
     """Tolerance floors for (dx, dgamma, dbeta): the scales their rounding errors come in.
 
     Any correct x_hat = (x - mean) * rstd carries an absolute error of about u * kappa, however
     small x_hat itself is, so dgamma = sum(dy * x_hat) carries one of about u * kappa times the
     spread of dy times the square root of the number of terms: that is its floor. It matters where
-    x_hat is small, a constant group (x_hat is rounding noise) or a variance far below eps. dx and
-    dbeta need no floor.
+    x_hat is small, a constant group (x_hat is rounding noise) or a variance far below eps. dx's
+    three terms are each of the size of its direct path rstd * gamma * dy, `direct` (its largest
+    entry), and in a group of two they cancel to nearly nothing: that is dx's floor. dbeta needs none.
     """
     dy = dy.double()
     axes = (0,) if norm == "layer" else inputs.group_axes(tuple(dy.shape), norm)
     terms = int(np.prod([dy.shape[a] for a in axes]))
-    return 0.0, float(dy.std()) * terms**0.5, 0.0
+    return direct, float(dy.std()) * terms**0.5, 0.0
+
+
+def direct_path(dy, gamma, rstd, norm: str) -> float:
+    """The largest entry of dx's direct path rstd * gamma * dy, in float64 (rstd one per group)."""
+    dy, gamma, rstd = (torch.as_tensor(t).double().cpu() for t in (dy, gamma, rstd))
+    across = [1] * dy.dim()
+    across[-1 if norm == "layer" else 1] = -1
+    per_group = rstd.reshape(-1, *[1] * (dy.dim() - 1)) if norm == "layer" else rstd.reshape(across)
+    return float((dy * gamma.reshape(across) * per_group).abs().max())
 
 
 def tolerance_ratios(trial: Trial, returned) -> tuple[float, ...]:
@@ -155,7 +165,7 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
                 mean.to(device), rstd.to(device), *extra_args)
         judge = partial(arrays_problems, names=result_names, dtypes=(dtype, dtype, dtype),
                         rtol=tolerances.backward_rtols(dtype, kappa, truncated), device=device,
-                        floors=natural_scales(dy, norm))
+                        floors=natural_scales(dy, norm, direct_path(dy, gamma, rstd, norm)))
         return Trial(args=args, expected=(ref.dx, ref.dgamma, ref.dbeta), arg_names=(*arg_names, *extra_names),
                      judge=judge, kwargs=dict(kwargs or {}))
 
