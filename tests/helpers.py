@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import linecache
+import math
 import os
 import re
 import warnings
@@ -15,7 +16,7 @@ import numpy as np
 from autograder.cells import defined_names
 from autograder.course import notebooks, read, solved_release
 from autograder.release import nbgrader  # noqa: F401  (the tests run nbgrader through it)
-from normgrad.cases import VISIBLE_SEED, judge
+from normgrad.cases import VISIBLE_SEED, judge, loosened
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,3 +139,22 @@ def chapter_cells(page) -> list[str]:
     text = Path(page).read_text()
     return ["\n".join(line for line in cell.splitlines() if not line.startswith(":"))
             for cell in re.findall(r"^```\{code-cell\}[^\n]*\n(.*?)^```", text, re.S | re.M)]
+
+
+def times_tolerance(trial, returned, expected=None) -> float:
+    """The least multiple of the trial's tolerance that accepts `returned` (within 2**-20; inf: none does)."""
+    expected = trial.expected if expected is None else expected
+
+    def accepted(factor: float) -> bool:
+        with np.errstate(all="ignore"):
+            return not loosened(trial.judge, factor)(returned, expected)
+
+    low, high = 1e-8, 1e24
+    if accepted(low):
+        return low
+    if not accepted(high):
+        return math.inf
+    for _ in range(40):
+        middle = math.sqrt(low * high)
+        low, high = (low, middle) if accepted(middle) else (middle, high)
+    return high

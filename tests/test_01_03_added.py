@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import re
 import signal
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 from autograder.cells import defined_names
 from autograder.course import nbgrader_meta, notebooks, read
-from helpers import chapter_cells, failures, judged
+from helpers import chapter_cells, failures, judged, times_tolerance
 from normgrad import calling
 from normgrad.cases import ASSIGNMENTS, case_rng, evaluate, load, second_edition
 from normgrad.cases import hide_path as hide_path_cases
@@ -253,25 +252,6 @@ def solution(function: str):
     return namespace[function]
 
 
-def times_tolerance(trial, returned, expected) -> float:
-    """The smallest multiple of the case's tolerance that would accept `returned` (inf: never)."""
-    judge = trial.judge
-
-    def accepted(factor: float) -> bool:
-        with np.errstate(all="ignore"):
-            return not judge.func(returned, expected, **{**judge.keywords, "rtol": judge.keywords["rtol"] * factor})
-
-    low, high = 1e-8, 1e24
-    if accepted(low):
-        return low
-    if not accepted(high):
-        return math.inf
-    for _ in range(40):
-        middle = math.sqrt(low * high)
-        low, high = (low, middle) if accepted(middle) else (middle, high)
-    return high
-
-
 def as_dtype(value, dtype):
     if isinstance(value, np.ndarray):
         return value.astype(dtype)
@@ -283,7 +263,8 @@ def as_dtype(value, dtype):
     return value
 
 
-CORRECT_AT_MOST = 0.05  # the correct solution uses at most this fraction of the tolerance
+CORRECT_AT_MOST = 0.2  # the correct solution uses at most this fraction of the tolerance (0.14 measured:
+# groupnorm_forward in float64 on tiny variances, where the mean's rounding shows beside a small output)
 SEEN_AT_LEAST = 100  # a mistake a case sees is off by at least this many tolerances (float32: 587 measured)
 INVISIBLE_AT_MOST = 0.05  # ... and one it cannot see is at roundoff, like the correct solution
 

@@ -99,23 +99,27 @@ def test_upstream_gradients_are_not_all_ones_and_gamma_is_not_trivial():
 def test_tolerances_follow_unit_roundoff():
     assert tolerances.rtol(np.float64) < tolerances.rtol(torch.float32) < tolerances.rtol("bfloat16")
     assert tolerances.rtol(torch.float16) < tolerances.rtol(torch.bfloat16)
-    assert tolerances.rtol("float64", kappa=1000) == pytest.approx(1000 * tolerances.rtol("float64"))
+    # cancellation adds K u per unit of kappa to the reductions' C u
+    C, K, u64 = tolerances.ROUNDINGS, tolerances.CANCELLATION, tolerances.UNIT_ROUNDOFF["float64"]
+    assert tolerances.rtol("float64", kappa=1000) == pytest.approx((C + 1000 * K) * u64)
+    assert tolerances.rtol("float64", kappa=0.5) == tolerances.rtol("float64") == pytest.approx((C + K) * u64)
     assert tolerances.dtype_name(np.dtype("float32")) == tolerances.dtype_name(torch.float32) == "float32"
     with pytest.raises(ValueError):
         tolerances.rtol(np.int32)
 
 
 def test_a_sixteen_bit_output_is_one_rounding_plus_float32_arithmetic():
-    u16, u32, C = tolerances.UNIT_ROUNDOFF["float16"], tolerances.UNIT_ROUNDOFF["float32"], tolerances.ROUNDINGS
-    assert tolerances.output_rtol(torch.float16, 40.0) == pytest.approx(u16 + C * u32 * 40.0)
-    assert tolerances.output_rtol("bfloat16", 1.0, truncated=True) == pytest.approx(2 * 2.0**-8 + C * u32)
+    u16, u32 = tolerances.UNIT_ROUNDOFF["float16"], tolerances.UNIT_ROUNDOFF["float32"]
+    C, K = tolerances.ROUNDINGS, tolerances.CANCELLATION
+    assert tolerances.output_rtol(torch.float16, 40.0) == pytest.approx(u16 + (C + K * 40.0) * u32)
+    assert tolerances.output_rtol("bfloat16", 1.0, truncated=True) == pytest.approx(2 * 2.0**-8 + (C + K) * u32)
     # the 16-bit part does not grow with kappa: kappa's cancellation happens in float32
     assert tolerances.output_rtol("float16", 1000.0) < 4 * u16 * 1000.0 / 10
     # dbeta = sum(dy) never sees x: its tolerance has no kappa
     dx, dgamma, dbeta = tolerances.backward_rtols(torch.bfloat16, 50.0)
     assert dx == dgamma > dbeta == tolerances.output_rtol(torch.bfloat16)
     # float32 and float64 are stored in the type they compute in: no separate rounding
-    assert tolerances.output_rtol(torch.float32, 3.0) == C * u32 * 3.0
+    assert tolerances.output_rtol(torch.float32, 3.0) == (C + K * 3.0) * u32
     assert tolerances.rtol(torch.float16, 7.0) == tolerances.output_rtol(torch.float16, 7.0)
 
 
