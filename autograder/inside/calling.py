@@ -9,7 +9,11 @@ A *protocol* names the way a case drives the student's object:
 call               fn(*args, **kwargs); the value it returns is the result
 autograd_function  y = cls.apply(*args[:-1]); y.backward(args[-1]); the result
                    is (y, x.grad, gamma.grad, beta.grad) for the first three args;
-                   cls must be a torch.autograd.Function and y its own output
+                   cls must be a torch.autograd.Function and y its own output.
+                   The backward step is done here, as the engine would do it for
+                   the one node between y and the leaves (cls.backward called on
+                   that node, grad mode off, each gradient checked and cast as
+                   the engine checks it), so the engine itself never runs
 shards             data-parallel batch norm (exercise 05): args are (grad_out, x, weight,
                    mean, invstd, sizes); the batch is cut along dim 0 into shards of
                    `sizes`, the student's `shard_sums` runs on each, the sums are added
@@ -20,10 +24,10 @@ While the student's code runs, autograd is switched off and its entry points
 raise: the exercises are about computing gradients by hand, so reverse mode
 (`backward`, `autograd.grad`), forward mode (`torch.autograd.forward_ad`: the
 JVP of a normalization with tangent dy*gamma is its VJP, as d x_hat/dx of a row
-is symmetric) and torch.func's transforms are all locked. Under the
-`autograd_function` protocol the engine itself runs (it is what calls the
-student's `backward`), but a backward that asks autograd for help still meets
-the same locked doors.
+is symmetric) and torch.func's transforms are all locked. The
+`autograd_function` protocol needs no engine either: it calls the student's
+`backward` itself, and a backward that asks autograd for help meets the same
+locked doors.
 
 Two locks. In a notebook, `no_autograd` replaces the entry points for the
 duration of a test and puts them back. In the sandbox, `seal` locks them for
@@ -33,6 +37,15 @@ again through `gc.get_objects()`, refuses too), and PyTorch's backward
 operators (`aten::*backward*`) are replaced in its dispatcher, however they
 are reached (`torch.ops.aten...` by assembled names included), and so is
 `aten::_make_dual`, the one way to give a tensor a forward-mode tangent.
+
+The engine's derivatives of elementary ops (mean, sub, div, sqrt, mul) call no
+backward operator, so the seal also shuts what runs them, in the C types
+themselves, for every object of those types however it is found: the engine's
+`run_backward` (any `torch._C._ImperativeEngine`, the one torch keeps or a new
+one), calling a graph's node (`y.grad_fn(dy)`: each of torch's C++ node
+types), the distributed engine's `backward` and TorchScript's symbolic
+`_jit_differentiate`. Nothing in the process keeps a way back: no original
+engine is set aside, since nothing here needs one.
 """
 
 from __future__ import annotations
@@ -68,7 +81,12 @@ _SEALED_DOORS = _DOORS + (("autograd.functional", "jvp"), ("autograd.functional"
 # (torch._make_dual, torch._VF, torch.ops.aten), at every key their work is done
 _DUAL_OPERATORS = ("_make_dual", "_make_dual_copy")
 _DUAL_KEYS = ("Autograd", "CompositeExplicitAutograd", "CompositeExplicitAutogradNonFunctional", "ADInplaceOrView")
-_ENGINE = []  # the autograd engine as it was before any lock: the autograd_function protocol runs it
+# What runs autograd's reverse mode, refused in the C types themselves, whatever object it is reached through:
+# the engine's handle (its type: a new `_ImperativeEngine()` runs the same engine) and a graph's nodes, whose
+# derivatives of elementary ops call no backward operator (`y.grad_fn(dy)` walked by hand)
+_ENGINE_METHODS = ("run_backward",)
+# C functions that differentiate outside the engine: the distributed engine, TorchScript's symbolic autodiff
+_C_DOORS = (("_C._distributed_autograd", "backward"), ("_C", "_jit_differentiate"))
 
 
 def _refuse(*args, **kwargs):
@@ -82,17 +100,11 @@ def _owner(torch, path: str):
     return owner
 
 
-def _keep_engine(torch) -> None:
-    if not _ENGINE:
-        _ENGINE.append(torch.autograd.Variable._execution_engine)
-
-
 def lock_autograd():
     """Make torch's autograd entry points raise; returns what it replaced (for `no_autograd` to restore)."""
     torch = sys.modules.get("torch")
     if torch is None:  # NumPy exercises: nothing to lock
         return []
-    _keep_engine(torch)
     saved = []
     for path, name in _DOORS:
         try:
@@ -139,7 +151,6 @@ def seal() -> None:
     torch = sys.modules.get("torch")
     if torch is None or _SEALED:
         return
-    _keep_engine(torch)
     for path, name in _SEALED_DOORS:
         try:
             function = getattr(_owner(torch, path), name)
@@ -151,21 +162,77 @@ def seal() -> None:
     _block_backward_operators(torch)
     if hasattr(torch._C, "_enter_dual_level"):  # a forward-mode level; without _make_dual it holds nothing anyway
         torch._C._enter_dual_level = _refuse
-    torch.autograd.Variable._execution_engine = _LockedEngine(_ENGINE[0])
+    _seal_engine(torch)
     _SEALED.append(True)
 
 
-class _LockedEngine:
-    """Stands in for the autograd engine's Python handle: everything but running a backward pass."""
+def _seal_engine(torch) -> None:
+    """Refuse every way to run the engine's reverse mode, in the C types (see the module's docstring).
 
-    def __init__(self, engine):
-        object.__setattr__(self, "_queue_callback", engine.queue_callback)
+    The engine's handle stays where torch keeps it (`Variable._execution_engine`: `queue_callback` and
+    the rest still work), but its type's `run_backward` refuses, for it and for any new handle; so does
+    calling any of torch's C++ graph nodes. The original C functions are not Python objects: once the
+    types' entries are replaced, nothing in the process can reach them again.
+    """
+    engine_type = type(torch.autograd.Variable._execution_engine)
+    for name in _ENGINE_METHODS:
+        _set_on_type(engine_type, name, _refuse)
+    for node_type in _node_types(torch):
+        _set_on_type(node_type, "__call__", _refuse)
+    for path, name in _C_DOORS:
+        try:
+            original = getattr(_owner(torch, path), name)
+        except AttributeError:  # not built into this torch (no distributed, no TorchScript)
+            continue
+        for module in list(sys.modules.values()):  # its C module and every module that imported it by name
+            space = getattr(module, "__dict__", None)
+            for key, value in list(space.items()) if isinstance(space, dict) else ():
+                if value is original:
+                    space[key] = _refuse
 
-    def run_backward(self, *args, **kwargs):
-        raise RuntimeError(NO_AUTOGRAD)
 
-    def queue_callback(self, callback):
-        return self._queue_callback(callback)
+def _node_types(torch) -> list:
+    """torch's C++ graph-node types: one per node (MulBackward0, AccumulateGrad, ...) in torch._C._functions,
+    and "CppFunction", shared by the nodes without their own (TorchScript's differentiable graphs), which
+    torch makes the first time it needs it: a scripted product, run until autodiff gives it a node of its own."""
+    functions = getattr(torch._C, "_functions", None)
+    types = [t for t in vars(functions).values() if isinstance(t, type) and "__call__" in vars(t)] if functions else []
+    try:
+        scripted = torch.jit.CompilationUnit("def f(a):\n    return a * a * a\n")
+        a = torch.ones(1, requires_grad=True)
+        with torch.enable_grad():
+            for _ in range(4):
+                node_type = type(scripted.f(a).grad_fn)
+                if node_type not in types and "__call__" in vars(node_type):
+                    types.append(node_type)
+                    break
+    except Exception:  # no TorchScript here, or a torch whose executor makes no such node: nothing to find
+        pass
+    return types
+
+
+def _type_flags(cls) -> ctypes.c_ulong:
+    """The C `tp_flags` of a type, found where it must lie and checked against `__flags__`."""
+    word = ctypes.sizeof(ctypes.c_void_p)
+    for index in [21] + list(range(64)):  # 21 words in, in every CPython from 3.8 to 3.13
+        flags = ctypes.c_ulong.from_address(id(cls) + index * word)
+        if flags.value == cls.__flags__:
+            return flags
+    raise RuntimeError(f"cannot find the flags of {cls!r}")
+
+
+def _set_on_type(cls, name: str, value) -> None:
+    """setattr on a C type that forbids it (Py_TPFLAGS_IMMUTABLETYPE), lifting the flag for the moment:
+    the interpreter updates the type's C slot too (`__call__` -> tp_call) and clears its method cache."""
+    immutable = 1 << 8
+    flags = _type_flags(cls) if cls.__flags__ & immutable else None
+    if flags is not None:
+        flags.value &= ~immutable
+    try:
+        setattr(cls, name, value)
+    finally:
+        if flags is not None:
+            flags.value |= immutable
 
 
 def _block_backward_operators(torch) -> None:
@@ -195,9 +262,55 @@ def _block_backward_operators(torch) -> None:
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(library))
 
 
-def _run_backward(torch, y, dy) -> None:
-    engine = _ENGINE[0] if _ENGINE else torch.autograd.Variable._execution_engine
-    engine.run_backward((y,), (dy,), False, False, (), True, True)
+def _engine_checked(torch, grad, like, what: str):
+    """A gradient checked against the tensor it belongs to, as the engine's validate_outputs does: a shape
+    the tensor's broadcasts to is summed down to it, another dtype is cast, another device is an error."""
+    if not isinstance(grad, torch.Tensor):
+        raise TypeError(f"{what}: expected a tensor or None, got {type(grad).__name__}")
+    if grad.shape != like.shape:
+        try:
+            grad = grad.sum_to_size(like.shape)
+        except RuntimeError:
+            raise RuntimeError(f"{what}: got shape {list(grad.shape)} but expected shape compatible with "
+                               f"{list(like.shape)}") from None
+    if grad.device != like.device:
+        raise RuntimeError(f"{what}: expected device {like.device} but got {grad.device}")
+    return grad.to(like.dtype)
+
+
+def _run_backward(torch, y, dy, inputs: list, name: str) -> None:
+    """y.backward(dy) where y is the output of a Function applied to `inputs`: its node is the only one between
+    y and the leaves, so this calls the student's backward on it (as the engine does: the node is ctx), grad mode
+    off, checks what it returns as the engine does, and accumulates each gradient into its leaf's .grad."""
+    node = y.grad_fn
+    dy = _engine_checked(torch, dy, y, "the gradient of the output")
+    with torch.no_grad():
+        grads = node.apply(dy)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    needs = tuple(node.needs_input_grad)
+    if len(grads) < len(needs) or any(g is not None for g in grads[len(needs):]):
+        raise RuntimeError(f"function {name}Backward returned an incorrect number of gradients "
+                           f"(expected {len(needs)}, got {len(grads)})")
+    if len(needs) == len(inputs):  # apply got the inputs as given: a gradient for a non-tensor is an error
+        for i, (g, given) in enumerate(zip(grads, inputs)):
+            if g is not None and not isinstance(given, torch.Tensor):
+                raise RuntimeError(f"function {name}Backward returned a gradient different than None at "
+                                   f"position {i + 1}, but the corresponding forward input was not a Variable")
+    # The edges of the inputs that need a gradient, in order: each must end at a leaf's AccumulateGrad.
+    edges = [fn for fn, _ in node.next_functions if fn is not None]
+    wanted = [i for i, need in enumerate(needs) if need]
+    for i, fn in zip(wanted, edges):
+        leaf = getattr(fn, "variable", None) if type(fn).__name__ == "AccumulateGrad" else None
+        if leaf is None:
+            raise TypeError(f"{name}.apply should pass its tensors to {name}.forward as they are: the gradient "
+                            f"of input {i} would flow on through {type(fn).__name__}")
+        if grads[i] is None:
+            continue
+        g = _engine_checked(torch, grads[i], leaf, f"function {name}Backward returned an invalid gradient at "
+                                                    f"index {i}")
+        with torch.no_grad():
+            g = torch.empty_like(leaf).copy_(g)  # the leaf's layout, as AccumulateGrad gives it
+            leaf.grad = g if leaf.grad is None else leaf.grad + g
 
 
 def fit_triton_interpreter(force: bool = False) -> bool:
@@ -256,17 +369,18 @@ def invoke(protocol: str, target, args: tuple, kwargs: dict):
             raise TypeError(f"{name} should be a subclass of torch.autograd.Function")
         leaves = [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                   for a in inputs]
-        with no_autograd(), torch.enable_grad():
-            y = target.apply(*leaves, **kwargs)
-            if not isinstance(y, torch.Tensor):
-                raise TypeError(f"{name}.apply should return a tensor, got {type(y).__name__}")
-            # The gradient must come from the student's backward, not from autograd's own
-            # derivatives of ops run outside a Function (an `apply` replaced by plain torch code).
-            if not isinstance(y.grad_fn, target._backward_cls):
-                source = type(y.grad_fn).__name__ if y.grad_fn is not None else "nowhere: it does not depend on x"
-                raise TypeError(f"{name}.apply should return the output of {name}.forward, so that "
-                                f"{name}.backward computes the gradient; its gradient would come from {source}")
-            _run_backward(torch, y, dy)
+        with no_autograd():
+            with torch.enable_grad():
+                y = target.apply(*leaves, **kwargs)
+                if not isinstance(y, torch.Tensor):
+                    raise TypeError(f"{name}.apply should return a tensor, got {type(y).__name__}")
+                # The gradient must come from the student's backward, not from autograd's own
+                # derivatives of ops run outside a Function (an `apply` replaced by plain torch code).
+                if not isinstance(y.grad_fn, target._backward_cls):
+                    source = type(y.grad_fn).__name__ if y.grad_fn is not None else "nowhere: it does not depend on x"
+                    raise TypeError(f"{name}.apply should return the output of {name}.forward, so that "
+                                    f"{name}.backward computes the gradient; its gradient would come from {source}")
+            _run_backward(torch, y, dy, leaves, name)
         grads = tuple(leaf.grad if isinstance(leaf, torch.Tensor) else None for leaf in leaves[:3])
         return (y.detach(), *grads)
     if protocol == "shards":
