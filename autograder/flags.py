@@ -7,7 +7,10 @@ has no reason to write: PyTorch's operators reached directly (`torch.ops`,
 `aten`, a backward operator's name), autograd asked for a gradient
 (`autograd.grad`, `.backward()`, `grad_fn`), forward-mode AD or torch.func
 (`import torch.autograd.forward_ad`, any `torch.autograd.*` module but the
-Function machinery, `make_dual`, `import torch.func`), the interpreter's insides
+Function machinery, `make_dual`, `import torch.func`), autograd's engine reached
+by its handle (`_execution_engine`, `run_backward`, `_ImperativeEngine`, a bound
+method's `__self__`) or through the sandbox's own modules (`import calling`),
+the interpreter's insides
 (`gc.get_objects`, frames, `sys.modules`), modules or attributes found by
 computed names (`importlib`, `__import__`, `getattr(m, 'a' + 'b')`, `eval`),
 a framework the exercise's own solution does not import, and, where the
@@ -33,6 +36,11 @@ _AUTOGRAD = {"grad", "backward", "functional", "forward_ad", "graph", "gradcheck
 # Forward-mode AD by its own names: its JVP with tangent dy*gamma is a normalization's gradient
 _FORWARD_AD = {"make_dual", "unpack_dual", "dual_level", "enter_dual_level", "_make_dual", "_unpack_dual",
                "_make_dual_copy", "_enter_dual_level"}
+# Autograd's engine by its handle, and what held one: the seal refuses them, an honest answer never names them
+_ENGINE = {"_execution_engine", "run_backward", "_queue_callback", "queue_callback", "_ImperativeEngine",
+           "_engine_run_backward", "_jit_differentiate", "_ENGINE", "_LockedEngine", "_distributed_autograd"}
+# The modules beside the student's code in the sandbox (and the grader's package): never an answer's import
+_INSIDE = {"calling", "protocol", "wire", "autograder", "__main__"}
 # The one part of torch.autograd an honest answer imports: the Function machinery (Function, once_differentiable)
 _AUTOGRAD_ALLOWED = "torch.autograd.function"
 _INTERNALS = {
@@ -40,7 +48,7 @@ _INTERNALS = {
     ("sys", "modules"), ("inspect", "currentframe"), ("inspect", "stack"), ("inspect", "getmembers"),
     ("sys", "settrace"), ("sys", "setprofile"), ("sys", "addaudithook"),
 }
-_DUNDERS = {"__import__", "__builtins__", "__subclasses__", "__globals__", "__code__", "__closure__",
+_DUNDERS = {"__import__", "__builtins__", "__subclasses__", "__globals__", "__code__", "__closure__", "__self__",
             "f_back", "f_globals", "f_locals", "gi_frame", "tb_frame", "__loader__", "__spec__"}
 _DYNAMIC = {"eval", "exec", "compile", "__import__"}
 _LOOKUPS = {"getattr", "setattr", "delattr", "hasattr", "vars", "globals", "locals"}
@@ -120,6 +128,8 @@ def read_cell(source: str) -> list[tuple[int, str]]:
             if name.startswith("torch.ops") or name.startswith("torch._C") or name.startswith("torch._ops") \
                     or (node.attr == "aten" or "aten" in parts):
                 flag(node, f"reaches PyTorch's operators directly ({name or node.attr})")
+            elif node.attr in _ENGINE:
+                flag(node, f"reaches autograd's engine ({name or node.attr})")
             elif "autograd" in parts and parts[-1] in _AUTOGRAD:
                 flag(node, f"asks autograd for a gradient ({name})")
             elif node.attr in _FORWARD_AD:
@@ -138,6 +148,8 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"uses PyTorch's own derivative formulas ({name})")
         elif isinstance(node, ast.Name) and node.id in _DUNDERS:
             flag(node, f"uses {node.id}")
+        elif isinstance(node, ast.Name) and node.id in _ENGINE:
+            flag(node, f"reaches autograd's engine ({node.id})")
         elif isinstance(node, ast.Name) and node.id in _FORWARD_AD:
             flag(node, f"uses forward-mode automatic differentiation ({node.id})")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -149,6 +161,10 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                         or (m.startswith("torch.autograd.") and m != _AUTOGRAD_ALLOWED
                             and not m.startswith(_AUTOGRAD_ALLOWED + ".")):
                     flag(node, f"imports {m}")
+                elif "autograd" in m.split(".")[1:] and not m.startswith("torch.autograd"):  # torch.distributed's
+                    flag(node, f"imports {m}")
+                elif m.split(".")[0] in _INSIDE and not (isinstance(node, ast.ImportFrom) and node.level):
+                    flag(node, f"imports the grader's own module {m}")
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch.autograd"):
                 names = {a.name for a in node.names}
                 if names & _AUTOGRAD:
