@@ -182,6 +182,162 @@ def test_autograd_function_protocol_refuses_gradients_it_did_not_compute():
 
 
 
+def test_autograd_function_protocol_checks_gradients_as_the_engine_does():
+    """The protocol calls the student's backward itself (no engine runs): what comes back is what y.backward(dy)
+    would have left in the leaves' .grad: broadcast gradients summed down, other dtypes cast, errors alike."""
+    def function(returns):
+        class Scale(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, gamma, beta, eps):
+                ctx.save_for_backward(x, gamma)
+                return x * gamma + beta
+
+            @staticmethod
+            def backward(ctx, dy):
+                x, gamma = ctx.saved_tensors
+                return returns(x, gamma, dy)
+        return Scale
+
+    x, gamma, beta = torch.randn(4, 3, dtype=torch.float64), torch.randn(3, dtype=torch.float64), torch.randn(3)
+    dy = torch.randn(4, 3, dtype=torch.float64)
+    cases = {
+        "plain": lambda x, g, dy: (dy * g, (dy * x).sum(0), dy.sum(0).float(), None),
+        "broadcast": lambda x, g, dy: (dy * g, dy * x, dy, None),  # (4, 3) for (3,): summed down
+        "cast": lambda x, g, dy: ((dy * g).float(), (dy * x).sum(0).float(), dy.sum(0), None),
+        "too-few": lambda x, g, dy: (dy * g, None),
+        "extra-none": lambda x, g, dy: (dy * g, None, None, None, None),
+        "eps-grad": lambda x, g, dy: (dy * g, None, None, torch.ones(())),
+        "bad-shape": lambda x, g, dy: (dy[:2] * g, None, None, None),
+    }
+    for name, returns in cases.items():
+        cls = function(returns)
+        leaves = [t.detach().requires_grad_(True) for t in (x, gamma, beta)]
+        try:
+            cls.apply(*leaves, 1e-5).backward(dy)
+            by_engine = (None, *(leaf.grad for leaf in leaves))
+        except RuntimeError as e:
+            by_engine = e
+        try:
+            ours = calling.invoke("autograd_function", cls, (x, gamma, beta, 1e-5, dy), {})
+        except RuntimeError as e:
+            ours = e
+        if isinstance(by_engine, RuntimeError):
+            assert isinstance(ours, RuntimeError), (name, ours)
+            continue
+        assert not isinstance(ours, Exception), (name, ours)
+        for a, b in zip(ours[1:], by_engine[1:]):
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), name
+
+
+SEALED_ENGINE = """
+import gc, sys, warnings
+import torch
+from autograder.inside import calling
+warnings.simplefilter("ignore")
+calling.seal()
+x, dy = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+def graph():  # layer norm from ops whose derivatives call no backward operator
+    leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        mu = leaf.mean(1, keepdim=True)
+        return (leaf - mu) / torch.sqrt(((leaf - mu) ** 2).mean(1, keepdim=True) + 1e-5), leaf
+def run(engine):
+    y, leaf = graph()
+    return engine.run_backward((y,), (dy,), False, False, (leaf,), True, False)
+handle = torch.autograd.Variable._execution_engine
+def by_gc():
+    found = gc.get_objects()
+    engines = [o for o in found if hasattr(type(o), "run_backward")] + [
+        o.__self__ for o in found if type(o).__name__ in ("method", "builtin_function_or_method")
+        and hasattr(type(getattr(o, "__self__", None)), "run_backward")]
+    for engine in engines:
+        try:
+            return run(engine)
+        except RuntimeError as e:
+            if "compute the gradient by hand" not in str(e):
+                return e
+    raise RuntimeError("compute the gradient by hand: nothing found")
+def scripted_node():  # TorchScript's differentiable graph: a node of torch's shared CppFunction type
+    f = torch.jit.CompilationUnit("def f(a):\\n    return a * a * a\\n").f
+    a = torch.ones(2, requires_grad=True)
+    with torch.enable_grad():
+        for _ in range(4):
+            y = f(a)
+    return y.grad_fn(torch.ones(2), None, None)
+def distributed():
+    import torch.distributed.autograd as dist_autograd
+    dist_autograd._init(0)
+    with dist_autograd.context() as context:
+        y, leaf = graph()
+        dist_autograd.backward(context, [(y * dy).sum()])
+        return dist_autograd.get_gradients(context)
+ways = {
+    "the handle": lambda: run(handle),
+    "the bound method's __self__": lambda: run(handle.queue_callback.__self__),
+    "a new engine": lambda: run(torch._C._ImperativeEngine()),
+    "a new engine of the handle's type": lambda: run(type(handle)()),
+    "anything gc finds": by_gc,
+    "a graph node called": lambda: graph()[0].grad_fn(dy),
+    "the leaf's AccumulateGrad called": lambda: graph()[0].grad_fn.next_functions[0][0](dy),
+    "a scripted graph's node": scripted_node,
+    "the distributed engine": distributed,
+    "TorchScript's autodiff": lambda: torch._C._jit_differentiate(
+        torch.jit.CompilationUnit("def g(a):\\n    return a * a\\n").g.graph),
+}
+for name, way in ways.items():
+    try:
+        got = way()
+    except RuntimeError as e:
+        if "compute the gradient by hand" in str(e):
+            continue
+        print("refused, but not by the lock:", name, e)
+        continue
+    except AttributeError as e:  # no such handle any more
+        continue
+    print("OPEN:", name, type(got))
+assert not hasattr(calling, "_ENGINE") and not any(hasattr(type(v), "run_backward") and type(v).run_backward
+                                                   is not calling._refuse for v in vars(calling).values())
+# what stays: the engine's handle for torch's own use, and a Function's backward under the protocol
+assert type(handle) is torch._C._ImperativeEngine and hasattr(handle, "queue_callback")
+class Twice(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gamma, beta):
+        return 2 * x
+    @staticmethod
+    def backward(ctx, dy):
+        return 2 * dy, None, None
+y, dx, _, _ = calling.invoke("autograd_function", Twice, (x, None, None, dy), {})
+assert torch.equal(dx, 2 * dy)
+print("done")
+"""
+
+
+def test_the_sandbox_seal_leaves_no_way_to_run_the_engine():
+    """After `seal`, nothing runs autograd's reverse mode: not the engine however found (the locked handle's
+    bound method, the sandbox's own module, gc, a new engine), not a graph's nodes called by hand, not the
+    distributed engine nor TorchScript's autodiff; a Function's backward still runs under the protocol."""
+    done = subprocess.run([sys.executable, "-c", SEALED_ENGINE], capture_output=True, text=True,
+                          env=child_env(), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "done", done.stdout
+
+
+@pytest.mark.parametrize("source, needle", [
+    ("import torch\ne = torch.autograd.Variable._execution_engine._queue_callback.__self__\n", "autograd's engine"),
+    ("import torch\ne = torch.autograd.Variable._execution_engine._queue_callback.__self__\n", "__self__"),
+    ("g = e.run_backward((y,), (d,), False, False, (x,), True, False)\n", "autograd's engine (e.run_backward)"),
+    ("import torch\ne = torch._C._ImperativeEngine()\n", "torch._C"),
+    ("import calling\ne = calling._ENGINE[0]\n", "imports the grader's own module calling"),
+    ("from calling import _ENGINE\n", "imports the grader's own module calling"),
+    ("import protocol, wire\n", "imports the grader's own module wire"),
+    ("import torch.distributed.autograd as da\n", "imports torch.distributed.autograd"),
+])
+def test_the_engine_and_the_sandbox_modules_are_flagged(source, needle):
+    from autograder.flags import read_cell
+    assert any(needle in what for _, what in read_cell(source)), read_cell(source)
+
 # Forward-mode AD: d x_hat/dx of a row is symmetric, so the JVP with tangent dy*gamma is layer norm's dx.
 def _ln_jvp_by_forward_ad(x, g):
     import torch.autograd.forward_ad as fad

@@ -841,6 +841,43 @@ def _rt_is_grad(o):
         return False
 def _rt_cast(grads, x, gamma):
     return grads[0].to(x.dtype), grads[1].to(gamma.dtype), grads[2].to(gamma.dtype)
+def _rt_elementary_graph(dy, x, gamma, rstd):  # layer norm from ops whose derivatives call no backward operator
+    eps = max(float((1 / rstd.double() ** 2 - x.double().var(1, unbiased=False)).median()), 0.0)
+    leaves = [t.detach().double().requires_grad_(True) for t in (x, gamma, torch.zeros_like(gamma))]
+    with torch.enable_grad():
+        mu = leaves[0].mean(1, keepdim=True)
+        var = ((leaves[0] - mu) ** 2).mean(1, keepdim=True)
+        y = (leaves[0] - mu) / torch.sqrt(var + eps) * leaves[1] + leaves[2]
+    return y, leaves, dy.double()
+def _rt_first_run(engines, y, leaves, d):  # the first engine that runs the backward pass
+    refused = RuntimeError("no engine found")
+    for engine in engines:
+        try:
+            return engine.run_backward((y,), (d,), True, False, tuple(leaves), True, False)
+        except Exception as e:
+            refused = e
+    raise refused
+def _rt_walk(y, leaves, d):  # reverse mode by hand: each node of the graph called on its gradient
+    order, seen = [], set()
+    def visit(fn):
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            for after, _ in fn.next_functions:
+                visit(after)
+            order.append(fn)
+    visit(y.grad_fn)
+    grads, found = {y.grad_fn: d}, {}
+    for fn in reversed(order):
+        g = grads.pop(fn)
+        if type(fn).__name__ == "AccumulateGrad":
+            found[id(fn.variable)] = g
+            continue
+        outs = fn(g)
+        for (after, _), o in zip(fn.next_functions, outs if isinstance(outs, tuple) else (outs,)):
+            if after is not None and o is not None:
+                o = o.sum_to_size(list(after._input_metadata[0].shape))  # as the engine checks each gradient
+                grads[after] = grads[after] + o if after in grads else o
+    return tuple(found[id(leaf)] for leaf in leaves)
 def _rt_xhat(z, eps):
     mu = z.mean(dim=1, keepdim=True)
     return (z - mu) * torch.rsqrt(((z - mu) ** 2).mean(dim=1, keepdim=True) + eps)
@@ -909,6 +946,33 @@ LIBRARY_CHEATS = {
         dx = torch._unpack_dual(_rt_xhat(xd, max(_rt_eps, 0.0)), level)[1]
         torch._C._exit_dual_level(level=level)
         return _rt_rest(dx, dy, x, gamma, mean, rstd)''',
+    # The engine reached around its lock (a reviewer's full marks before the seal covered the engine's type): a
+    # layer norm built from mean, sub, sqrt, div and mul, whose derivatives call no backward operator, then
+    # run_backward on the handle's bound method's __self__, on the sandbox's own `calling._ENGINE`, on anything gc
+    # finds with a run_backward (or a new engine of its type); or the graph's nodes called one by one, by hand.
+    "engine-behind-the-lock": '''
+        y, leaves, d = _rt_elementary_graph(dy, x, gamma, rstd)
+        handle = torch.autograd.Variable._execution_engine
+        engines = [getattr(getattr(handle, "_queue_callback", None), "__self__", None), handle,
+                   torch._C._ImperativeEngine()]
+        return _rt_cast(_rt_first_run([e for e in engines if e is not None], y, leaves, d), x, gamma)''',
+    "engine-from-the-sandbox-module": '''
+        import calling
+        y, leaves, d = _rt_elementary_graph(dy, x, gamma, rstd)
+        engines = list(getattr(calling, "_ENGINE", [])) + [v for v in vars(calling).values()
+                                                           if hasattr(type(v), "run_backward")]
+        return _rt_cast(_rt_first_run(engines + [torch.autograd.Variable._execution_engine], y, leaves, d), x, gamma)''',
+    "engine-found-through-gc": '''
+        y, leaves, d = _rt_elementary_graph(dy, x, gamma, rstd)
+        found = gc.get_objects()
+        engines = [o for o in found if hasattr(type(o), "run_backward")]
+        engines += [o.__self__ for o in found if type(o).__name__ in ("method", "builtin_function_or_method")
+                    and hasattr(type(getattr(o, "__self__", None)), "run_backward")]
+        engines += [torch._C._ImperativeEngine(), torch.autograd.Variable._execution_engine]  # a new one, the handle
+        return _rt_cast(_rt_first_run(engines, y, leaves, d), x, gamma)''',
+    "graph-nodes-called-by-hand": '''
+        y, leaves, d = _rt_elementary_graph(dy, x, gamma, rstd)
+        return _rt_cast(_rt_walk(y, leaves, d), x, gamma)''',
 }
 LIBRARY_CONTROLS = {
     "honest": "",
