@@ -63,7 +63,9 @@ def layernorm_backward_triton(dy, x, gamma, mean, rstd):
                        device=x.device)
     locks = torch.zeros(4, dtype=torch.int32, device=x.device)
     _row[(m,)](dx, sums, locks, dy, x, gamma, mean, rstd, n, BLOCK=triton.next_power_of_2(n))
-    return dx, sums[0].sum(0).to(gamma.dtype), sums[1].sum(0).to(gamma.dtype)
+    dgamma, dbeta = torch.empty_like(gamma), torch.empty_like(gamma)
+    _groups[(triton.cdiv(n, 128),)](dgamma, dbeta, sums, n, BLOCK=128)  # the sums are a kernel's too
+    return dx, dgamma, dbeta
 
 
 @triton.jit
@@ -87,6 +89,17 @@ def _row(DX, SUMS, LOCKS, DY, X, W, MEAN, RSTD, n, BLOCK: tl.constexpr):
     tl.store(here + 4 * n, tl.load(here + 4 * n, mask=ok, other=0.0) + dy, mask=ok)
     tl.debug_barrier()
     RELEASE
+
+
+@triton.jit
+def _groups(DW, DB, SUMS, n, BLOCK: tl.constexpr):
+    cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < n
+    k = tl.arange(0, 4)
+    both = (k < 4)[:, None] & ok[None, :]
+    tl.store(DW + cols, tl.sum(tl.load(SUMS + k[:, None] * n + cols[None, :], mask=both, other=0.0), axis=0), mask=ok)
+    tl.store(DB + cols, tl.sum(tl.load(SUMS + (4 + k[:, None]) * n + cols[None, :], mask=both, other=0.0), axis=0),
+             mask=ok)
 '''
 
 ROWS_KERNEL_MASKS = {  # the loads and stores of the solution's row kernel, without their masks

@@ -14,6 +14,9 @@ autograd_function  y = cls.apply(*args[:-1]); y.backward(args[-1]); the result
                    the one node between y and the leaves (cls.backward called on
                    that node, grad mode off, each gradient checked and cast as
                    the engine checks it), so the engine itself never runs
+kernels            as call, for a Triton exercise: while fn runs, torch may only allocate,
+                   fill with a constant, view, copy and convert dtypes (`kernel_work`); the
+                   arithmetic is the Triton kernels' (triton's own code, its launcher, is free)
 shards             data-parallel batch norm (exercise 05): args are (grad_out, x, weight,
                    mean, invstd, sizes); the batch is cut along dim 0 into shards of
                    `sizes`, the student's `shard_sums` runs on each, the sums are added
@@ -56,7 +59,7 @@ import os
 import sys
 import warnings
 
-PROTOCOLS = ("call", "autograd_function", "shards")
+PROTOCOLS = ("call", "autograd_function", "shards", "kernels")
 
 NO_AUTOGRAD = ("autograd is switched off while your code is tested: compute the gradient by hand "
                "(reverse mode, forward mode (forward_ad, dual tensors) and torch.func's transforms are all locked)")
@@ -160,6 +163,7 @@ def seal() -> None:
         if hasattr(function, "__code__"):
             function.__code__ = _refusing_code(len(function.__code__.co_freevars))
     _block_backward_operators(torch)
+    _package_folders()  # torch's and triton's folders, before the student's code can change sys.modules
     if hasattr(torch._C, "_enter_dual_level"):  # a forward-mode level; without _make_dual it holds nothing anyway
         torch._C._enter_dual_level = _refuse
     _seal_engine(torch)
@@ -198,9 +202,12 @@ def _node_types(torch) -> list:
     functions = getattr(torch._C, "_functions", None)
     types = [t for t in vars(functions).values() if isinstance(t, type) and "__call__" in vars(t)] if functions else []
     try:
-        scripted = torch.jit.CompilationUnit("def f(a):\n    return a * a * a\n")
+        with warnings.catch_warnings():  # TorchScript is deprecated: nothing for the student's output
+            warnings.simplefilter("ignore")
+            scripted = torch.jit.CompilationUnit("def f(a):\n    return a * a * a\n")
         a = torch.ones(1, requires_grad=True)
-        with torch.enable_grad():
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             for _ in range(4):
                 node_type = type(scripted.f(a).grad_fn)
                 if node_type not in types and "__call__" in vars(node_type):
@@ -355,10 +362,113 @@ def fit_triton_interpreter(force: bool = False) -> bool:
     return True
 
 
+# --- Triton exercises: the kernels do the work ---------------------------------------------------
+
+KERNEL_WORK = ("{what} while your function ran: in this exercise the arithmetic and the sums are done by "
+               "your Triton kernels; around them, torch may only allocate (empty, zeros), view or reshape, "
+               "make contiguous copies and convert dtypes")
+
+# aten operators, by overload packet, that allocate, fill with a constant, view, or copy without arithmetic
+# (dtype conversions included): what a launcher does around its kernels, and what Triton's interpreter
+# does to hand tensors to them (new_empty, set_, copy_). Everything else is refused in the student's code.
+KERNEL_CALL_OPS = frozenset({
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like", "new_zeros",
+    "ones", "ones_like", "new_ones", "full", "full_like", "new_full", "fill_", "zero_", "scalar_tensor",
+    "lift_fresh", "lift_fresh_copy", "view", "_unsafe_view", "_reshape_alias", "reshape", "as_strided", "alias",
+    "detach", "t", "transpose", "permute", "expand", "squeeze", "unsqueeze", "select", "slice", "narrow",
+    "split", "split_with_sizes", "unbind", "chunk", "view_as", "flatten", "unflatten", "movedim",
+    "contiguous", "clone", "copy_", "_to_copy", "to", "set_", "resize_", "is_contiguous", "sym_size",
+    "sym_stride", "sym_numel", "sym_storage_offset", "dim", "size", "stride", "storage_offset", "numel",
+    "is_same_size", "record_stream",
+})
+# Tensor methods that hand a tensor's values to Python or NumPy, where no dispatch mode sees the arithmetic
+# done with them. Triton's interpreter uses untyped_storage: allowed from triton's own code only. (data_ptr,
+# an address, stays: launchers check alignment with it, as chapter 6's does; reading memory through it takes
+# ctypes or NumPy's buffers, which the static read flags.)
+DATA_EXITS = frozenset({"numpy", "tolist", "item", "untyped_storage", "storage", "_typed_storage", "__array__",
+                        "__dlpack__", "__reduce_ex__", "__getstate__", "__deepcopy__"})
+_PACKAGES = {}  # name -> folder of torch and triton as imported before the student's code (seal)
+
+
+def _package_folders() -> tuple[str, str]:
+    for name in ("torch", "triton"):
+        if _PACKAGES.get(name) is None:
+            try:
+                import importlib.util
+
+                path = importlib.util.find_spec(name).origin  # without importing it
+            except (ImportError, AttributeError, ValueError):
+                path = None
+            _PACKAGES[name] = os.path.dirname(os.path.abspath(path)) + os.sep if path else None
+    return _PACKAGES["torch"], _PACKAGES["triton"]
+
+
+def _called_from_triton() -> bool:
+    """Is the nearest caller outside torch's own Python code a part of triton (its launcher, interpreter,
+    autotuner)? The student's code, and a function of the student's that triton calls back, are not."""
+    torch_dir, triton_dir = _package_folders()
+    frame = sys._getframe(2)
+    here = __file__
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name == here or (torch_dir and name.startswith(torch_dir)):
+            frame = frame.f_back
+            continue
+        return bool(triton_dir) and name.startswith(triton_dir)
+    return False
+
+
+def _op_problem(func, args, kwargs) -> str | None:
+    """Why the aten operator `func` is no part of a launcher's work, or None when it is."""
+    name = func.overloadpacket.__name__
+    if name not in KERNEL_CALL_OPS:
+        return f"torch computed {name} (aten::{func.name().split('::')[-1]})"
+    torch = sys.modules["torch"]
+    devices = {a.device for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)}
+    target = kwargs.get("device")
+    if target is not None:
+        devices.add(torch.device(target))
+    if len(devices) > 1 and name in ("copy_", "_to_copy", "to", "set_"):
+        return f"torch moved data between devices ({', '.join(sorted(map(str, devices)))})"
+    return None
+
+
+def kernel_work():
+    """A context in which torch refuses to compute for the student's code (see KERNEL_CALL_OPS, DATA_EXITS)."""
+    # The modes call into torch._dynamo (lazily imported); its import fails once no_autograd has put one
+    # refusing function in several of torch's places: import it first
+    import torch._dynamo  # noqa: F401
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _NoDataExits(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in DATA_EXITS and not _called_from_triton():
+                raise RuntimeError(KERNEL_WORK.format(what=f"a tensor's values were read out of torch ({name})"))
+            return func(*args, **(kwargs or {}))
+
+    class _NoArithmetic(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            problem = _op_problem(func, args, kwargs)
+            if problem and not _called_from_triton():
+                raise RuntimeError(KERNEL_WORK.format(what=problem))
+            return func(*args, **kwargs)
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(_NoDataExits())
+    stack.enter_context(_NoArithmetic())
+    return stack
+
+
 def invoke(protocol: str, target, args: tuple, kwargs: dict):
     """Drive `target` (a function or an autograd.Function class) the way `protocol` says."""
     if protocol == "call":
         with no_autograd():
+            return target(*args, **kwargs)
+    if protocol == "kernels":
+        with kernel_work(), no_autograd():
             return target(*args, **kwargs)
     if protocol == "autograd_function":
         import torch

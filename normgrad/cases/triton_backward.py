@@ -73,9 +73,15 @@ def _with_interpreter_hint(make):
     return hinted
 
 
+def kernels_do_the_work(make):
+    """The trial maker `make`, whose call runs under the `kernels` protocol: torch may allocate, view and
+    copy around the student's kernels, and refuses arithmetic (autograder.inside.calling.kernel_work)."""
+    return lambda rng, device: replace(make(rng, device), protocol="kernels")
+
+
 def _case(name, points, hidden, description, make, seconds=20.0):
-    return Case(FUNCTION, name, points, hidden, description, _with_interpreter_hint(make), devices=DEVICES,
-                seconds=seconds)
+    return Case(FUNCTION, name, points, hidden, description, kernels_do_the_work(_with_interpreter_hint(make)),
+                devices=DEVICES, seconds=seconds)
 
 
 CASES = [

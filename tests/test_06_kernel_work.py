@@ -1,0 +1,170 @@
+"""Exercise 06: a Triton function scores only when its kernels do the work.
+
+A red-team answer once took full marks with all of the arithmetic in torch and a kernel that does
+nothing (`tl.store(p, tl.load(p))`), launched once so that "a kernel of yours ran" held. The cases of
+06 now call the student's functions under the `kernels` protocol (autograder.inside.calling.kernel_work):
+around the kernels, torch may allocate, view, copy and convert dtypes, and refuses arithmetic, sums
+and handing a tensor's values to Python or NumPy. Triton's own code (its launcher, its interpreter's
+copies to and from the host, its autotuner) is free. These tests hold that line: the do-nothing-kernel
+answers fail, each with the reason; the course's solution and chapter 6's launchers pass.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from autograder.inside import calling
+from helpers import failures, judged, report, solved, submission, write
+from normgrad import triton_layernorm
+from normgrad.cases import load
+
+ASSIGNMENT = "06-triton"
+pytestmark = pytest.mark.skipif("kernels" not in calling.PROTOCOLS,
+                                reason="the sandbox's calling module has no `kernels` protocol yet")
+
+REFUSED = "while your function ran: in this exercise the arithmetic and the sums are done by your Triton kernels"
+
+TOUCH = '''
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _touch(p):  # does nothing: it only makes "a kernel of yours ran" true
+    tl.store(p, tl.load(p))
+
+
+def _ln_grads(dy, x, gamma, mean, rstd):
+    w = torch.float64 if x.dtype == torch.float64 else torch.float32
+    X, G, g, m, r = x.to(w), dy.to(w), gamma.to(w), mean.to(w)[:, None], rstd.to(w)[:, None]
+    xh = (X - m) * r
+    gg = G * g
+    dx = r * (gg - gg.mean(1, keepdim=True) - xh * (gg * xh).mean(1, keepdim=True))
+    return dx.to(x.dtype), (G * xh).sum(0).to(gamma.dtype), G.sum(0).to(gamma.dtype)
+'''
+
+# The red team's answers (all arithmetic in torch, one do-nothing launch), and the same in NumPy.
+DO_NOTHING = {
+    "layernorm_dx_triton": TOUCH + '''
+def layernorm_dx_triton(dy, x, gamma, mean, rstd):
+    dx = _ln_grads(dy, x, gamma, mean, rstd)[0]
+    _touch[(1,)](dx)
+    return dx
+''',
+    "layernorm_backward_triton": TOUCH + '''
+def layernorm_backward_triton(dy, x, gamma, mean, rstd):
+    out = _ln_grads(dy, x, gamma, mean, rstd)
+    _touch[(1,)](out[0])
+    return out
+''',
+    "rmsnorm_backward_triton": TOUCH + '''
+def rmsnorm_backward_triton(dy, x, gamma, rstd):
+    w = torch.float64 if x.dtype == torch.float64 else torch.float32
+    X, G, g, r = x.to(w), dy.to(w), gamma.to(w), rstd.to(w)[:, None]
+    gg = G * g
+    dx = (r * gg - r ** 3 * X * (gg * X).mean(1, keepdim=True)).to(x.dtype)
+    _touch[(1,)](dx)
+    return dx, (G * X * r).sum(0).to(gamma.dtype)
+''',
+}
+THROUGH_NUMPY = {
+    "numpy": "a = [t.float().numpy() for t in (dy, x, gamma, mean, rstd)]",
+    "np.asarray": "a = [np.asarray(t.float()) for t in (dy, x, gamma, mean, rstd)]",
+    "tolist": "a = [np.array(t.float().tolist()) for t in (dy, x, gamma, mean, rstd)]",
+}
+NUMPY_DX = TOUCH + '''
+def layernorm_dx_triton(dy, x, gamma, mean, rstd):
+    READ
+    X, G, g, m, r = a[1], a[0], a[2], a[3][:, None], a[4][:, None]
+    xh = (X - m) * r
+    gg = G * g
+    dx = torch.from_numpy(r * (gg - gg.mean(1, keepdims=True) - xh * (gg * xh).mean(1, keepdims=True))).to(x.dtype)
+    _touch[(1,)](dx)
+    return dx
+'''
+
+
+def _verdict(function, source):
+    verdicts = judged(ASSIGNMENT, function, source, names={"float32"})
+    return failures(verdicts), report(verdicts)
+
+
+@pytest.mark.parametrize("function", DO_NOTHING)
+def test_a_do_nothing_kernel_beside_torch_arithmetic_fails_and_says_why(function):
+    failed, said = _verdict(function, DO_NOTHING[function])
+    assert failed, f"torch's arithmetic passed as {function}'s kernels"
+    assert "torch computed" in said and REFUSED in said, said
+
+
+@pytest.mark.parametrize("way", THROUGH_NUMPY)
+def test_arithmetic_in_numpy_beside_a_do_nothing_kernel_fails_and_says_why(way):
+    failed, said = _verdict("layernorm_dx_triton", NUMPY_DX.replace("READ", THROUGH_NUMPY[way]))
+    assert failed and "a tensor's values were read out of torch" in said and REFUSED in said, said
+
+
+def test_the_second_reduction_in_torch_is_refused():
+    """The contract puts dgamma's and dbeta's sums across programs in kernels: a partial sum finished by
+    torch's sum is torch's arithmetic."""
+    from test_06_triton import mutated
+
+    source = mutated({"dgamma, dbeta = torch.empty_like(gamma), torch.empty_like(gamma)\n":
+                      "dgamma, dbeta = (p.sum(0).to(gamma.dtype) for p in partial)\n",
+                      "    _ln_bwd_columns[(triton.cdiv(N, 128),)](dgamma, dbeta, partial, groups, N, WIDTH=128, "
+                      "DEPTH=8)\n": ""})
+    failed, said = _verdict("layernorm_backward_triton", source)
+    assert failed and "torch computed sum" in said, said
+
+
+def test_a_launcher_that_converts_its_kernels_float32_output_passes():
+    """Allocating, making contiguous and converting dtypes around a kernel is a launcher's work."""
+    source = TOUCH + '''
+@triton.jit
+def _rows(DX, DY, X, W, MU, RS, N, B: tl.constexpr):
+    r = tl.program_id(0)
+    j = tl.arange(0, B)
+    ok = j < N
+    xh = (tl.load(X + r * N + j, mask=ok, other=0.0).to(tl.float32) - tl.load(MU + r)) * tl.load(RS + r)
+    g = tl.load(DY + r * N + j, mask=ok, other=0.0).to(tl.float32) * tl.load(W + j, mask=ok, other=0.0)
+    c1 = tl.sum(g, axis=0) / N
+    c2 = tl.sum(g * xh, axis=0) / N
+    tl.store(DX + r * N + j, tl.load(RS + r) * (g - c1 - xh * c2), mask=ok)
+
+
+def layernorm_dx_triton(dy, x, gamma, mean, rstd):
+    M, N = x.shape
+    dx = torch.empty((M, N), dtype=torch.float32, device=x.device)
+    _rows[(M,)](dx, dy.contiguous(), x.contiguous(), gamma.float(), mean.float(), rstd.float(), N,
+                B=triton.next_power_of_2(N))
+    return dx.to(x.dtype)
+'''
+    failed, said = _verdict("layernorm_dx_triton", source)
+    assert not failed, said
+
+
+@pytest.mark.parametrize("version", triton_layernorm.VERSIONS)
+def test_every_launcher_of_chapter_6_works_under_the_guard(version):
+    assignment = load(ASSIGNMENT)
+    case = next(c for c in assignment.cases_of("layernorm_backward_triton") if c.name == "float32")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    trial = case.make(np.random.default_rng(5), device)
+    assert trial.protocol == "kernels"
+    returned = calling.invoke(trial.protocol, triton_layernorm.VERSIONS[version], trial.args, trial.kwargs)
+    assert trial.judge(returned, trial.expected) == []
+
+
+def test_the_red_teams_notebook_scores_nothing_through_the_grader(tmp_path):
+    """All three functions answered by torch and a do-nothing kernel: no points, each test says why."""
+    nb = submission(ASSIGNMENT, dict(DO_NOTHING), base=solved(ASSIGNMENT))
+    path = write(nb, tmp_path, "red-team", ASSIGNMENT)
+    done = subprocess.run([sys.executable, "-m", "autograder", "check", str(path), "--assignment", ASSIGNMENT],
+                          capture_output=True, text=True, timeout=600)
+    said = done.stdout + done.stderr
+    assert "score: 0/120" in said, said
+    for function in DO_NOTHING:
+        assert f"{function}: 0/" in said, said
+    assert said.count(REFUSED) == len(load(ASSIGNMENT).cases), said
