@@ -10,7 +10,10 @@ has no reason to write: PyTorch's operators reached directly (`torch.ops`,
 Function machinery, `make_dual`, `import torch.func`), autograd's engine reached
 by its handle (`_execution_engine`, `run_backward`, `_ImperativeEngine`, a bound
 method's `__self__`) or through the sandbox's own modules (`import calling`),
-the interpreter's insides
+another program or Python started (`subprocess`, `os.system`, `os.fork`: its PyTorch
+is not locked), the guards of the calls reached around (`torch.overrides`, a
+dispatch mode switched off, a tensor's memory read through `dlpack`, `ctypes` or
+`frombuffer`), the interpreter's insides
 (`gc.get_objects`, frames, `sys.modules`), modules or attributes found by
 computed names (`importlib`, `__import__`, `getattr(m, 'a' + 'b')`, `eval`),
 a framework the exercise's own solution does not import, and, where the
@@ -51,6 +54,13 @@ _INTERNALS = {
 _DUNDERS = {"__import__", "__builtins__", "__subclasses__", "__globals__", "__code__", "__closure__", "__self__",
             "f_back", "f_globals", "f_locals", "gi_frame", "tb_frame", "__loader__", "__spec__"}
 _DYNAMIC = {"eval", "exec", "compile", "__import__"}
+# Another process: a Python started from the answer imports a PyTorch nothing has locked
+_SPAWNING_MODULES = {"subprocess", "multiprocessing", "pty", "concurrent"}
+_SPAWNING_CALLS = re.compile(r"os\.(system|popen|fork|forkpty|exec\w*|spawn\w*|posix_spawnp?)")
+# Around a Triton exercise's call torch may only allocate and view (calling.kernel_work): these reach around that
+_AROUND_GUARDS = {"_disable_current_modes", "DisableTorchFunction", "DisableTorchFunctionSubclass",
+                  "_python_dispatch", "to_dlpack", "from_dlpack", "dlpack", "from_address", "frombuffer",
+                  "ctypeslib", "_set_torch_function_mode", "_pop_mode", "_push_mode"}
 _LOOKUPS = {"getattr", "setattr", "delattr", "hasattr", "vars", "globals", "locals"}
 
 
@@ -146,6 +156,8 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"uses automatic differentiation ({name})")
             elif name.startswith(_DERIVED):
                 flag(node, f"uses PyTorch's own derivative formulas ({name})")
+            elif node.attr in _AROUND_GUARDS:
+                flag(node, f"reaches around the grader's guards ({name or node.attr})")
         elif isinstance(node, ast.Name) and node.id in _DUNDERS:
             flag(node, f"uses {node.id}")
         elif isinstance(node, ast.Name) and node.id in _ENGINE:
@@ -165,6 +177,11 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                     flag(node, f"imports {m}")
                 elif m.split(".")[0] in _INSIDE and not (isinstance(node, ast.ImportFrom) and node.level):
                     flag(node, f"imports the grader's own module {m}")
+                elif m.split(".")[0] in _SPAWNING_MODULES:
+                    flag(node, f"imports {m}, which starts other processes (their PyTorch is not locked)")
+                elif m == "torch.overrides" or any(part.startswith("_") for part in m.split(".")[1:]) \
+                        and m.split(".")[0] == "torch":
+                    flag(node, f"imports {m}, which reaches around the grader's guards")
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch.autograd"):
                 names = {a.name for a in node.names}
                 if names & _AUTOGRAD:
@@ -181,6 +198,8 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"looks up an attribute by a computed name ({fn})")
             elif fn in ("globals", "locals", "vars"):
                 flag(node, f"reads a namespace ({fn}())")
+            elif _SPAWNING_CALLS.fullmatch(fn):
+                flag(node, f"starts another process ({fn}): its PyTorch is not locked")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
             if re.fullmatch(r"[\w.]+", node.value) and _BACKWARD_OP.search(node.value) \
                     and ("backward" in node.value or "aten" in node.value):

@@ -461,7 +461,27 @@ def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, ne
     assert any(needle in what for _, what in read_cell(source)), read_cell(source)
 
 
+@pytest.mark.parametrize("source, needle", [
+    ("import subprocess\nsubprocess.run(['python3', '-c', code])\n", "imports subprocess, which starts other processes"),
+    ("from multiprocessing import Pool\n", "imports multiprocessing"),
+    ("import os\nos.system('python3 -c 1')\n", "starts another process (os.system)"),
+    ("import os\nos.execv('/usr/bin/python3', [])\n", "starts another process (os.execv)"),
+    ("import os\npid = os.fork()\n", "starts another process (os.fork)"),
+    ("from torch.utils._python_dispatch import _disable_current_modes\n", "imports torch.utils._python_dispatch"),
+    ("import torch.overrides\n", "imports torch.overrides"),
+    ("import torch.utils.dlpack as d\na = np.from_dlpack(d.to_dlpack(x))\n", "reaches around the grader's guards"),
+    ("import numpy as np\na = np.frombuffer(buf, dtype=np.float32)\n", "reaches around the grader's guards"),
+])
+def test_other_processes_and_reaching_around_the_guards_are_flagged(source, needle):
+    """A Python started from the answer imports an unlocked PyTorch; the Triton exercise's guard
+    (calling.kernel_work) can be switched off or its tensors read as raw memory."""
+    from autograder.flags import read_cell
+    assert any(needle in what for _, what in read_cell(source)), read_cell(source)
+
+
 @pytest.mark.parametrize("source", [
+    "import os\npath = os.path.join('a', 'b')\n",
+    "import torch\nimport triton\nimport triton.language as tl\nx = torch.empty(3)\n",
     "import torch\nfrom torch.autograd import Function\n",
     "import torch.autograd\nimport torch.autograd.function\nfrom torch.autograd.function import once_differentiable\n",
     "import torch\nclass F(torch.autograd.Function):\n    @staticmethod\n    def backward(ctx, dy):\n        return dy\n",
