@@ -251,3 +251,20 @@ def test_a_test_forked_after_pytorch_started_its_threads_runs_instead_of_hanging
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, OMP_NUM_THREADS="2"))
     assert done.stdout.strip() in ("['1.0']", "['0.0']"), done.stdout + done.stderr
+
+
+def test_the_exercises_quote_the_tolerances_as_computed():
+    """Exercises 04 and 06 quote the float64 and float32 tolerances at kappa = 1 and 10, and u16."""
+    from autograder.course import notebooks, read
+
+    quoted = {("float64", 1): 6e-14, ("float64", 10): 9e-14, ("float32", 1): 3e-5, ("float32", 10): 5e-5}
+    for (dtype, kappa), figure in quoted.items():
+        assert tolerances.output_rtol(dtype, kappa) == pytest.approx(figure, rel=0.1), (dtype, kappa)
+    assert tolerances.UNIT_ROUNDOFF["float16"] == pytest.approx(5e-4, rel=0.03)
+    assert tolerances.UNIT_ROUNDOFF["bfloat16"] == pytest.approx(4e-3, rel=0.03)
+    for assignment, figures in {"04-code-mapping": ("6e-14 to 9e-14", "3e-5 to 5e-5", "2^9 + 2^5 kappa"),
+                                "06-triton": ("6 \\times 10^{-14}", "9 \\times 10^{-14}", "2^9 + 2^5\\kappa")}.items():
+        text = "\n".join(c.source for c in read(notebooks(assignment).source).cells if c.cell_type == "markdown")
+        for figure in figures:
+            assert figure in text, (assignment, figure)
+    assert (tolerances.ROUNDINGS, tolerances.CANCELLATION) == (2**9, 2**5)
