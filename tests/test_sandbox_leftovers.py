@@ -7,7 +7,8 @@ them; where it cannot, it stops reading a little after the job's main process en
 says so in a note, and goes on to the next job.
 
 The grader runs here as `nobody` (setpriv), on the system's Python of this version in a small venv holding a copy of
-this checkout's numpy (as the red-team review ran it).
+this checkout's numpy (as the red-team review ran it), from a copy of the grader's package: nobody may not be able
+to read the checkout (a clone in a folder of mode 0700).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def nobody_python():
         for name in ("numpy", "numpy.libs"):  # copied: the sandbox sees no folder of the repository's
             if os.path.isdir(os.path.join(own[0], name)):
                 shutil.copytree(os.path.join(own[0], name), site / name, symlinks=True)
+        shutil.copytree(ROOT / "autograder", folder / "code" / "autograder",
+                        ignore=shutil.ignore_patterns("__pycache__"))
         python = str(venv / "bin" / "python")
         probe = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", python, "-c",
                                 "import numpy"], capture_output=True, text=True, cwd="/")
@@ -112,7 +115,7 @@ def nobody_python():
 def test_a_setsid_daemon_neither_hangs_the_fallback_nor_costs_the_next_job(nobody_python, no_reaper):
     python, folder = nobody_python
     script = folder / f"run{int(no_reaper)}.py"
-    script.write_text(textwrap.dedent(SCRIPT.format(root=str(ROOT), no_reaper=no_reaper)))
+    script.write_text(textwrap.dedent(SCRIPT.format(root=str(folder / "code"), no_reaper=no_reaper)))
     start = time.monotonic()
     done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", python, "-I",
                            str(script)], capture_output=True, text=True, cwd="/", timeout=300,
