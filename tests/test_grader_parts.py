@@ -361,6 +361,8 @@ def test_forward_mode_ad_and_torch_func_are_locked_during_a_call_and_restored_af
     for name, cheat in cheats.items():
         with pytest.raises(RuntimeError, match="compute the gradient by hand"):
             calling.invoke("call", cheat, (), {})
+    # printing a tensor (which asks forward mode for a tangent) still works in a test
+    assert "tensor(" in calling.invoke("call", lambda: f"{x[0, :2]} {x!r}", (), {})
     # outside a test, where the notebook's lock is undone, forward mode gives layer norm's dx
     xr = x.detach().requires_grad_(True)
     _ln(xr).backward(g)
@@ -376,6 +378,7 @@ warnings.simplefilter("ignore")
 calling.seal()
 import torch.autograd.forward_ad as fad
 x, g = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+assert "tensor(" in calling.invoke("call", lambda: f"{x[0, :2]} {x!r}", (), {})  # printing asks for no tangent
 def ln(z):
     mu = z.mean(1, keepdim=True)
     return (z - mu) * torch.rsqrt(((z - mu) ** 2).mean(1, keepdim=True) + 1e-5)
