@@ -13,9 +13,11 @@ method's `__self__`) or through the sandbox's own modules (`import calling`),
 another program or Python started (`subprocess`, `os.system`, `os.fork`: its PyTorch
 is not locked), the guards of the calls reached around (`torch.overrides`, a
 dispatch mode switched off, a tensor's memory read through `dlpack`, `ctypes` or
-`frombuffer`), the interpreter's insides
+`frombuffer`, a Triton launch hook), PyTorch's own decompositions and other
+tensor layouts (nested, MKL-DNN, sparse), the interpreter's insides
 (`gc.get_objects`, frames, `sys.modules`), modules or attributes found by
-computed names (`importlib`, `__import__`, `getattr(m, 'a' + 'b')`, `eval`),
+computed names (`importlib`, `__import__`, `getattr(m, 'a' + 'b')`, `eval`,
+`operator.attrgetter`; `getattr(m, 'name')` is read as `m.name`),
 a framework the exercise's own solution does not import, and, where the
 course's solution is a Triton kernel, solution cells without one.
 
@@ -60,8 +62,16 @@ _SPAWNING_CALLS = re.compile(r"os\.(system|popen|fork|forkpty|exec\w*|spawn\w*|p
 # Around a Triton exercise's call torch may only allocate and view (calling.kernel_work): these reach around that
 _AROUND_GUARDS = {"_disable_current_modes", "DisableTorchFunction", "DisableTorchFunctionSubclass",
                   "_python_dispatch", "to_dlpack", "from_dlpack", "dlpack", "from_address", "frombuffer",
-                  "ctypeslib", "_set_torch_function_mode", "_pop_mode", "_push_mode"}
+                  "ctypeslib", "_set_torch_function_mode", "_pop_mode", "_push_mode", "_DisableTorchDispatch",
+                  "add_pre_run_hook"}
 _LOOKUPS = {"getattr", "setattr", "delattr", "hasattr", "vars", "globals", "locals"}
+_ATTRIBUTE_CALLS = {"getattr", "setattr", "delattr", "hasattr"}  # with a constant name: read as `obj.name`
+_ATTRGETTERS = {"attrgetter", "methodcaller", "operator.attrgetter", "operator.methodcaller"}
+# PyTorch's tables of Python decompositions, backward formulas among them
+_DECOMPOSITIONS = {"default_decompositions", "core_aten_decompositions", "get_decompositions",
+                   "decomposition_table", "global_decomposition_table", "register_decomposition"}
+# Tensor layouts with kernels of their own, which a lock on the dense kernels may not reach
+_OTHER_LAYOUTS = {"nested", "to_mkldnn", "to_sparse", "to_sparse_csr", "to_sparse_coo", "_nested_tensor_from_tensor_list"}
 
 
 def dotted(node: ast.AST) -> str:
@@ -131,7 +141,14 @@ def read_cell(source: str) -> list[tuple[int, str]]:
     def flag(node, what):
         found.append((getattr(node, "lineno", 0), what))
 
-    for node in ast.walk(tree):
+    nodes = list(ast.walk(tree))
+    for node in list(nodes):  # getattr(obj, "name") is obj.name: read it as that too
+        if isinstance(node, ast.Call) and dotted(node.func) in _ATTRIBUTE_CALLS and len(node.args) >= 2 \
+                and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str) \
+                and node.args[1].value.isidentifier():
+            nodes.append(ast.copy_location(ast.Attribute(value=node.args[0], attr=node.args[1].value,
+                                                         ctx=ast.Load()), node))
+    for node in nodes:
         if isinstance(node, ast.Attribute):
             name = dotted(node)
             parts = name.split(".") if name else [node.attr]
@@ -158,6 +175,10 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"uses PyTorch's own derivative formulas ({name})")
             elif node.attr in _AROUND_GUARDS:
                 flag(node, f"reaches around the grader's guards ({name or node.attr})")
+            elif node.attr in _DECOMPOSITIONS:
+                flag(node, f"uses PyTorch's own derivative formulas ({name or node.attr})")
+            elif node.attr in _OTHER_LAYOUTS:
+                flag(node, f"uses another tensor layout ({name or node.attr}), whose kernels the lock may not reach")
         elif isinstance(node, ast.Name) and node.id in _DUNDERS:
             flag(node, f"uses {node.id}")
         elif isinstance(node, ast.Name) and node.id in _ENGINE:
@@ -198,6 +219,8 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"looks up an attribute by a computed name ({fn})")
             elif fn in ("globals", "locals", "vars"):
                 flag(node, f"reads a namespace ({fn}())")
+            elif fn in _ATTRGETTERS:
+                flag(node, f"looks up attributes by name ({fn})")
             elif _SPAWNING_CALLS.fullmatch(fn):
                 flag(node, f"starts another process ({fn}): its PyTorch is not locked")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:

@@ -474,6 +474,15 @@ def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, ne
     ("import torch.overrides\n", "imports torch.overrides"),
     ("import torch.utils.dlpack as d\na = np.from_dlpack(d.to_dlpack(x))\n", "reaches around the grader's guards"),
     ("import numpy as np\na = np.frombuffer(buf, dtype=np.float32)\n", "reaches around the grader's guards"),
+    # a constant name in getattr is the attribute itself
+    ("import sys\nsp = getattr(sys, 'modules')['subprocess']\n", "looks into the interpreter (sys.modules)"),
+    ("with getattr(torch, '_C')._DisableTorchDispatch():\n    pass\n", "torch._C"),
+    ("setattr(f, '__code__', f.__code__.replace(co_filename='x'))\n", "(.__code__)"),
+    ("op = operator.attrgetter('ops.aten.x')(torch)\n", "looks up attributes by name (operator.attrgetter)"),
+    ("kernel.add_pre_run_hook(torch.Tensor.sub_)\n", "reaches around the grader's guards"),
+    ("table = torch.export.default_decompositions()\n", "PyTorch's own derivative formulas"),
+    ("rows = torch.nested.nested_tensor(list(x))\n", "another tensor layout"),
+    ("y = x.to_mkldnn()\n", "another tensor layout"),
 ])
 def test_other_processes_and_reaching_around_the_guards_are_flagged(source, needle):
     """A Python started from the answer imports an unlocked PyTorch; the Triton exercise's guard
@@ -484,6 +493,7 @@ def test_other_processes_and_reaching_around_the_guards_are_flagged(source, need
 
 @pytest.mark.parametrize("source", [
     "import os\npath = os.path.join('a', 'b')\n",
+    "total = getattr(x, 'sum')(1)\nsetattr(ctx, 'eps', eps)\n",
     "import torch\nimport triton\nimport triton.language as tl\nx = torch.empty(3)\n",
     "import torch\nfrom torch.autograd import Function\n",
     "import torch.autograd\nimport torch.autograd.function\nfrom torch.autograd.function import once_differentiable\n",
