@@ -120,6 +120,89 @@ def test_the_second_reduction_in_torch_is_refused():
     assert failed and "torch computed sum" in said, said
 
 
+# A red team's second round: torch's arithmetic passed for triton's own. "Triton's code" was once whatever
+# code object said it lived in triton's folder, and triton's own frames could run any torch operator.
+SPOOFED_HELPER = TOUCH + '''
+import os
+
+# the helper's code says it lives in triton's folder (code.replace(co_filename=...))
+_home = os.path.join(os.path.dirname(triton.__file__), "runtime", "helper.py")
+_ln_grads.__code__ = _ln_grads.__code__.replace(co_filename=_home)
+
+
+def layernorm_dx_triton(dy, x, gamma, mean, rstd):
+    dx = _ln_grads(dy, x, gamma, mean, rstd)[0]
+    _touch[(1,)](dx)
+    return dx
+'''
+PRE_RUN_HOOKS = '''
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _sub(A, B):  # does nothing: its pre-run hook, torch's in-place subtraction, does the work
+    pass
+
+
+@triton.jit
+def _mul(A, B):
+    pass
+
+
+@triton.jit
+def _rowsum(S, D, I, T):
+    pass
+
+
+_sub.add_pre_run_hook(torch.Tensor.sub_)      # Triton's launcher calls each hook from its own code
+_mul.add_pre_run_hook(torch.Tensor.mul_)
+_rowsum.add_pre_run_hook(torch.Tensor.index_add_)
+
+
+def layernorm_dx_triton(dy, x, gamma, mean, rstd):
+    w = torch.float64 if x.dtype == torch.float64 else torch.float32
+    M, N = x.shape
+    g = (1,)
+    xh = x.to(w).clone()
+    rs = rstd.to(w).reshape(M, 1).clone()
+    _sub[g](xh, mean.to(w).reshape(M, 1).clone())
+    _mul[g](xh, rs)
+    gg = dy.to(w).clone()
+    _mul[g](gg, gamma.to(w).reshape(1, N).clone())
+    s1 = torch.zeros(M, 1, dtype=w)
+    _rowsum[g](s1, 1, torch.zeros(N, dtype=torch.long), gg)
+    t = gg.clone()
+    _mul[g](t, xh)
+    s2 = torch.zeros(M, 1, dtype=w)
+    _rowsum[g](s2, 1, torch.zeros(N, dtype=torch.long), t)
+    _mul[g](s1, torch.full((1, 1), 1.0 / N, dtype=w))
+    _mul[g](s2, torch.full((1, 1), 1.0 / N, dtype=w))
+    _mul[g](xh, s2)
+    dx = gg.clone()
+    _sub[g](dx, s1)
+    _sub[g](dx, xh)
+    _mul[g](dx, rs)
+    return dx.to(x.dtype)
+'''
+
+
+def test_a_helper_whose_code_claims_triton_s_folder_is_still_the_student_s():
+    """Triton's own code is told by its code objects, as loaded before the student's code, not by the
+    co_filename a code object claims."""
+    failed, said = _verdict("layernorm_dx_triton", SPOOFED_HELPER)
+    assert failed and "torch computed" in said and REFUSED in said, said
+
+
+def test_torch_s_in_place_arithmetic_as_a_kernel_s_pre_run_hook_is_refused():
+    """Triton's launcher calls a kernel's pre-run hooks from its own code: torch.Tensor.sub_ as a hook is
+    still torch's arithmetic written into the student's tensors. From triton's code only the launcher's
+    own work (allocate, copy, fill) and out-of-place operators (a benchmark's statistics) pass."""
+    failed, said = _verdict("layernorm_dx_triton", PRE_RUN_HOOKS)
+    assert failed and "torch computed sub_" in said and REFUSED in said, said
+
+
 def test_a_launcher_that_converts_its_kernels_float32_output_passes():
     """Allocating, making contiguous and converting dtypes around a kernel is a launcher's work."""
     source = TOUCH + '''

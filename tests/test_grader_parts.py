@@ -447,6 +447,82 @@ def test_the_sandbox_seal_refuses_forward_mode_however_reached():
     assert done.stdout.strip() == "done", done.stdout
 
 
+SEALED_BACKWARD_KERNELS = """
+import warnings
+import torch
+import torch.export
+from autograder.inside import calling
+warnings.simplefilter("ignore")
+calling.seal()
+aten = torch.ops.aten
+x, dy, g = torch.randn(4, 8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+mean, rstd = x.mean(1, keepdim=True), 1 / torch.sqrt(x.var(1, unbiased=False, keepdim=True) + 1e-5)
+xb, gb, w = torch.randn(6, 3, 5), torch.randn(6, 3, 5), torch.randn(3)
+mb, ib = xb.mean((0, 2)), 1 / torch.sqrt(xb.var((0, 2), unbiased=False) + 1e-5)
+ln_args = (dy, x, [8], mean, rstd, g, g, [True, True, True])
+bn_args = (gb, xb, w, None, None, mb, ib, True, 1e-5, [True, True, True])
+def nested(t):
+    return torch.nested.nested_tensor(list(t.unbind(0)))
+def from_table(table, name):
+    return next(fn for op, fn in table.items() if str(op) == "aten." + name + ".default")
+def jvp_decomposition(name):
+    import torch._decomp.decompositions_for_jvp as jvp
+    return getattr(jvp, name)
+ways = {  # torch's backward kernels at dispatch keys other than CPU's
+    "layer norm at NestedTensorCPU": lambda: aten.native_layer_norm_backward(nested(dy), nested(x), *ln_args[2:]),
+    "batch norm at MkldnnCPU": lambda: aten.native_batch_norm_backward(  # 2d images, every tensor MKL-DNN's
+        gb[..., None].to_mkldnn(), xb[..., None].to_mkldnn(), w.to_mkldnn(), None, None, mb.to_mkldnn(),
+        ib.to_mkldnn(), True, 1e-5, [True, True, True]),
+    "rms norm (meta, python)": lambda: aten._fused_rms_norm_backward(dy, x, [8], rstd, g, [True, True]),
+    "a python kernel": lambda: aten.native_layer_norm_backward.default.py_kernels[torch._C.DispatchKey.Meta](*ln_args),
+    # PyTorch's Python decompositions of backward operators, however found
+    "layer norm from torch.export": lambda: from_table(torch.export.default_decompositions(),
+                                                       "native_layer_norm_backward")(*ln_args),
+    "batch norm from torch.export": lambda: from_table(torch.export.default_decompositions(),
+                                                       "native_batch_norm_backward")(*bn_args),
+    "core aten table": lambda: from_table(torch._decomp.core_aten_decompositions(), "native_batch_norm_backward")(*bn_args),
+    "global table": lambda: from_table(torch._decomp.decomposition_table, "native_layer_norm_backward")(*ln_args),
+    "get_decompositions": lambda: torch._decomp.get_decompositions([aten.native_group_norm_backward])[
+        aten.native_group_norm_backward.default](gb, xb, mb[None].expand(6, 3), ib[None].expand(6, 3), w, 6, 3, 5, 3,
+                                                 [True, True, True]),
+    "the module's function": lambda: torch._decomp.decompositions.native_layer_norm_backward(*ln_args),
+    "rms norm's decomposition": lambda: torch._decomp.decompositions._fused_rms_norm_backward(dy, x, [8], rstd, g,
+                                                                                               [True, True]),
+    "forward mode's decomposition": lambda: jvp_decomposition("native_layer_norm_backward")(*ln_args),
+    "scripted from its source": lambda: torch.jit.script(torch._decomp.decompositions.native_layer_norm_backward)(*ln_args),
+}
+for name, way in ways.items():
+    try:
+        way()
+    except (RuntimeError, OSError) as e:
+        if "compute the gradient by hand" in str(e):
+            continue
+        if name == "scripted from its source" and "source" in str(e):  # its code, rewritten, has no source
+            continue
+        print("refused, but not by the lock:", name, e)
+        continue
+    print("OPEN:", name)
+# what stays: the forward passes, on nested and MKL-DNN tensors too, plain and compiled
+assert torch.allclose(torch.nn.functional.layer_norm(x, [8], g), (x - mean) * rstd * g)
+assert torch.nn.functional.layer_norm(nested(x), [8], g, torch.zeros_like(g)).is_nested
+x4 = xb[..., None]  # MKL-DNN's batch norm in training takes 2d images
+assert torch.nn.functional.batch_norm(x4.to_mkldnn(), None, None, w, torch.zeros_like(w), training=True).is_mkldnn
+with torch.no_grad():
+    compiled = torch.compile(lambda a, b: torch.nn.functional.layer_norm(a, [8], b), backend="aot_eager")
+    assert torch.allclose(compiled(x, g), torch.nn.functional.layer_norm(x, [8], g))
+print("done")
+"""
+
+
+def test_the_sandbox_seal_refuses_backward_kernels_and_decompositions_however_reached():
+    """After `seal`, torch's backward operators refuse at every dispatch key with a kernel (a nested tensor's,
+    MKL-DNN's), and so does every Python decomposition of one (torch.export's table, forward mode's own)."""
+    done = subprocess.run([sys.executable, "-c", SEALED_BACKWARD_KERNELS], capture_output=True, text=True,
+                          env=child_env(), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "done", done.stdout
+
+
 @pytest.mark.parametrize("source, needle", [
     ("import torch.autograd.forward_ad as fad\n", "imports torch.autograd.forward_ad"),
     ("import torch.autograd.graph\n", "imports torch.autograd.graph"),

@@ -973,6 +973,35 @@ LIBRARY_CHEATS = {
     "graph-nodes-called-by-hand": '''
         y, leaves, d = _rt_elementary_graph(dy, x, gamma, rstd)
         return _rt_cast(_rt_walk(y, leaves, d), x, gamma)''',
+    # torch's own backward kernel at a dispatch key other than CPU's: the rows as a nested tensor run
+    # native_layer_norm_backward's NestedTensorCPU kernel (a reviewer's full marks when only CPU and CUDA were refused)
+    "backward-kernel-at-the-nested-tensor-key": '''
+        op = getattr(torch.ops.aten, "native_layer_norm_" + "backward")
+        X, G, g = x.double().contiguous(), dy.double().contiguous(), gamma.double()
+        nx, ng = (torch.nested.nested_tensor(list(t.unbind(0))) for t in (X, G))
+        grads = op(ng, nx, [x.shape[1]], mean.double()[:, None], rstd.double()[:, None], g, g, [True, True, True])
+        return _rt_cast((torch.stack(grads[0].unbind(0)), grads[1], grads[2]), x, gamma)''',
+    # PyTorch's own Python formula for the backward, handed out by torch.export's decomposition table (a reviewer's
+    # full marks before the seal rewrote the decompositions of backward operators); or forward mode's own ones
+    "decomposition-from-the-export-table": '''
+        import torch.export
+        found = [fn for op, fn in torch.export.default_decompositions().items()
+                 if "native_layer_norm_" + "backward.default" in str(op)]
+        try:
+            import torch._decomp.decompositions_for_jvp as jvp
+            found.append(getattr(jvp, "native_layer_norm_" + "backward"))
+        except Exception:
+            pass
+        refused = RuntimeError("no decomposition found")
+        for fn in found:
+            try:
+                grads = fn(dy.double(), x.double(), [x.shape[1]], mean.double()[:, None], rstd.double()[:, None],
+                           gamma.double(), gamma.double(), [True, True, True])
+            except Exception as e:
+                refused = e
+                continue
+            return _rt_cast(grads, x, gamma)
+        raise refused''',
 }
 LIBRARY_CONTROLS = {
     "honest": "",

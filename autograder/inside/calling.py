@@ -162,7 +162,8 @@ def seal() -> None:
         if hasattr(function, "__code__"):
             function.__code__ = _refusing_code(len(function.__code__.co_freevars))
     _block_backward_operators(torch)
-    _package_folders()  # torch's and triton's folders, before the student's code can change sys.modules
+    _seal_decompositions(torch)
+    _genuine_code()  # torch's and triton's folders and code, before the student's code can change them
     if hasattr(torch._C, "_enter_dual_level"):  # a forward-mode level; without _make_dual it holds nothing anyway
         torch._C._enter_dual_level = _refuse
     _seal_engine(torch)
@@ -241,9 +242,34 @@ def _set_on_type(cls, name: str, value) -> None:
             flags.value |= immutable
 
 
+# Where a backward operator's work may be done: its backends (a nested tensor's, MKL-DNN's, sparse and quantized
+# layouts each have kernels of their own: native_layer_norm_backward at NestedTensorCPU runs torch's backward on
+# nested rows), its composite kernels, meta, and the keys in front of them (functorch's batching, autograd's).
+# A key not named here is not missed: every key the dispatcher lists for the operator is refused as well.
+_BACKWARD_KEYS = ("CPU", "CUDA", "XPU", "MPS", "HPU", "Meta", "NestedTensorCPU", "NestedTensorCUDA", "NestedTensorHPU",
+                  "MkldnnCPU", "SparseCPU", "SparseCUDA", "SparseMeta", "SparseCsrCPU", "SparseCsrCUDA",
+                  "SparseCsrMeta", "QuantizedCPU", "QuantizedCUDA", "CompositeImplicitAutograd", "CompositeExplicitAutograd",
+                  "CompositeExplicitAutogradNonFunctional", "FuncTorchBatched", "Batched", "Autograd")
+
+
+def _kernel_keys(torch, qualified: str) -> list:
+    """The dispatch keys with a kernel for an operator: those of _BACKWARD_KEYS and every one its dispatcher
+    entry lists (`_dispatch_dump`: "CPU: registered at ...", "Autograd[alias]: ...", "Meta (inactive): ...")."""
+    listed = [line.split(":")[0].split(" ")[0].replace("[alias]", "")
+              for line in torch._C._dispatch_dump(qualified).splitlines()]
+    keys = []
+    for key in dict.fromkeys(_BACKWARD_KEYS + tuple(listed)):
+        try:
+            if torch._C._dispatch_has_kernel_for_dispatch_key(qualified, key):
+                keys.append(key)
+        except RuntimeError:  # no such key in this build of torch, or a line of the dump that names none
+            continue
+    return keys
+
+
 def _block_backward_operators(torch) -> None:
-    """Replace the CPU and CUDA kernels of every `aten::*backward*` operator with one that refuses, and
-    every kernel of `aten::_make_dual` (forward mode's dual tensors), wherever its work is done.
+    """Replace every kernel of every `aten::*backward*` operator, at each dispatch key that has one, with one
+    that refuses, and every kernel of `aten::_make_dual` (forward mode's dual tensors), wherever its work is done.
 
     The registration lives as long as its library object; that object is kept alive here with no
     reference a Python program could find (it is not tracked by the garbage collector), so no code of
@@ -257,7 +283,7 @@ def _block_backward_operators(torch) -> None:
             if namespace != "aten":
                 continue
             if "backward" in name:
-                keys = ("CPU", "CUDA")
+                keys = _kernel_keys(torch, qualified)
             elif name.partition(".")[0] in _DUAL_OPERATORS:  # forward mode's dual tensors
                 keys = _DUAL_KEYS
             else:
@@ -266,6 +292,73 @@ def _block_backward_operators(torch) -> None:
                 if torch._C._dispatch_has_kernel_for_dispatch_key(qualified, key):
                     library.impl(name, key, _refuse, False)
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(library))
+
+
+# PyTorch's own Python implementations of backward operators (torch.export.default_decompositions() hands out
+# native_layer_norm_backward's and native_batch_norm_backward's): its decomposition tables, the Python kernels
+# of the operators (their meta kernels are the same functions) and the modules that define them.
+_DECOMPOSITION_MODULES = ("torch._decomp", "torch._refs", "torch._prims")
+# Forward mode's own decompositions (layer and batch norm's backward among them), which torch imports on forward
+# mode's first use only: importing it would script them with TorchScript, whose compiled copies (cached by the
+# function) outlive any rewrite of their code, and take a fifth of a second. Forward mode is sealed, so nothing of
+# torch's needs it: seal() puts a module in its place whose every name refuses, and a fresh import finds that one.
+_DECOMPOSITIONS_FOR_JVP = "torch._decomp.decompositions_for_jvp"
+
+
+def _seal_decompositions(torch) -> None:
+    """Make every Python implementation of a backward operator refuse, however it is reached: each function's
+    code is replaced (as seal() does with the doors), the ones it wraps (`__wrapped__`) too, so every reference
+    to it refuses. A function is one of them when a decomposition table or an operator's Python kernels hold it
+    for an operator whose name says backward, or a module of _DECOMPOSITION_MODULES defines it under such a name
+    (`backwards_not_supported`, the prims' decorator, is no backward: "backward" followed by "s" is not one)."""
+    import functools
+    import re
+    import types
+
+    class _Sealed(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):  # what the import system looks for
+                raise AttributeError(name)
+            raise RuntimeError(NO_AUTOGRAD)
+
+    decomp = sys.modules.get("torch._decomp")
+    if _DECOMPOSITIONS_FOR_JVP not in sys.modules:  # forward mode never ran here: the stand-in, before any import
+        stand_in = _Sealed(_DECOMPOSITIONS_FOR_JVP)
+        sys.modules[_DECOMPOSITIONS_FOR_JVP] = stand_in
+        if decomp is not None:
+            setattr(decomp, _DECOMPOSITIONS_FOR_JVP.rpartition(".")[2], stand_in)
+    backward = re.compile(r"backward(?!s)")
+    found = []
+    tables = list(getattr(decomp, "global_decomposition_table", {}).values())
+    jvp = sys.modules[_DECOMPOSITIONS_FOR_JVP]  # the real one only where forward mode ran before the seal
+    tables.append({} if isinstance(jvp, _Sealed) else vars(jvp).get("decomposition_table_for_jvp", {}))
+    for table in tables:
+        found += [function for op, function in list(table.items()) if backward.search(str(op))]
+    for name, packet in list(vars(torch.ops.aten).items()):  # the operators made so far: all with Python kernels
+        if backward.search(name):
+            for overload in list(vars(packet).values()):
+                if isinstance(overload, torch._ops.OpOverload):
+                    found += list(overload.py_kernels.values())
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith(_DECOMPOSITION_MODULES) and module is not None:
+            found += [value for name, value in list(vars(module).items()) if backward.search(name)
+                      and isinstance(value, types.FunctionType) and value.__module__ == module_name]
+    codes, done = {}, set()
+    while found:
+        function = found.pop()
+        if isinstance(function, functools.partial):
+            found.append(function.func)
+            continue
+        if not isinstance(function, types.FunctionType) or id(function) in done:
+            continue
+        done.add(id(function))
+        wrapped = getattr(function, "__wrapped__", None)  # read before the code is replaced
+        if wrapped is not None:
+            found.append(wrapped)
+        free = len(function.__code__.co_freevars)
+        if free not in codes:
+            codes[free] = _refusing_code(free)
+        function.__code__ = codes[free]
 
 
 def _engine_checked(torch, grad, like, what: str):
@@ -387,6 +480,15 @@ KERNEL_CALL_OPS = frozenset({
 DATA_EXITS = frozenset({"numpy", "tolist", "item", "untyped_storage", "storage", "_typed_storage", "__array__",
                         "__dlpack__", "__reduce_ex__", "__getstate__", "__deepcopy__"})
 _PACKAGES = {}  # name -> folder of torch and triton as imported before the student's code (seal)
+# id(code) -> (code, its globals, "torch" | "triton" | "own"): the code objects of torch's, triton's and this
+# module's functions, and the code nested in them, as loaded before the student's code ran (_genuine_code).
+# A frame is theirs only if it runs one of these very code objects on its own module's globals: a code
+# object's co_filename is the student's to set (code.replace), and so is the globals a function runs on.
+_GENUINE: dict = {}
+# Triton's modules that call torch on a launch's tensors (its launcher, interpreter, autotuner, benchmark):
+# imported before the snapshot, so that their code is in it.
+_TRITON_MODULES = ("triton", "triton.language", "triton.runtime.jit", "triton.runtime.autotuner",
+                   "triton.runtime.interpreter", "triton.testing")
 
 
 def _package_folders() -> tuple[str, str]:
@@ -402,19 +504,81 @@ def _package_folders() -> tuple[str, str]:
     return _PACKAGES["torch"], _PACKAGES["triton"]
 
 
+def _genuine_code() -> dict:
+    """The snapshot behind _GENUINE, taken once: by seal(), before the student's code runs (in a notebook,
+    where nothing seals, at the first kernel_work). It imports Triton's launcher, interpreter and autotuner
+    first, and walks every function in the process (a second or so)."""
+    if _GENUINE:
+        return _GENUINE
+    torch_dir, triton_dir = _package_folders()
+    if triton_dir:
+        import importlib
+
+        for name in _TRITON_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001  (an older Triton without one of them; the interpreter's C part)
+                pass
+    import gc
+    import types
+
+    here = os.path.abspath(__file__)
+    # a function's globals must be those of a module loaded from that package's folder (or this one's):
+    # where the snapshot comes late (a notebook), a helper with a co_filename in triton's folder is not
+    # triton's, and in the sandbox nothing of the student's exists yet
+    homes = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and isinstance(getattr(module, "__dict__", None), dict):
+            homes[id(module.__dict__)] = os.path.abspath(path)
+    found = {}
+    for obj in gc.get_objects():
+        if type(obj) is not types.FunctionType:
+            continue
+        code = obj.__code__
+        name = code.co_filename
+        kind = ("torch" if torch_dir and name.startswith(torch_dir) else "triton" if triton_dir and
+                name.startswith(triton_dir) else "own" if name == __file__ or name == here else None)
+        home = homes.get(id(obj.__globals__), "")
+        if kind is None or not home.startswith({"torch": torch_dir, "triton": triton_dir}.get(kind, here)):
+            continue
+        stack = [code]
+        while stack:
+            code = stack.pop()
+            if id(code) not in found:
+                found[id(code)] = (code, obj.__globals__, kind)
+                stack.extend(c for c in code.co_consts if type(c) is types.CodeType)
+    _GENUINE.update(found)
+    _GENUINE[None] = None  # taken, even where nothing was found
+    return _GENUINE
+
+
 def _called_from_triton() -> bool:
     """Is the nearest caller outside torch's own Python code a part of triton (its launcher, interpreter,
-    autotuner)? The student's code, and a function of the student's that triton calls back, are not."""
-    torch_dir, triton_dir = _package_folders()
+    autotuner)? The student's code, and a function of the student's that triton calls back, are not; nor is
+    a function whose code says it is triton's or torch's (co_filename), or triton's code run on the
+    student's globals: the code object itself, and its module's globals, must be those loaded before."""
+    genuine = _genuine_code()
     frame = sys._getframe(2)
-    here = __file__
     while frame is not None:
-        name = frame.f_code.co_filename
-        if name == here or (torch_dir and name.startswith(torch_dir)):
-            frame = frame.f_back
-            continue
-        return bool(triton_dir) and name.startswith(triton_dir)
+        entry = genuine.get(id(frame.f_code))
+        if entry is None or entry[0] is not frame.f_code or entry[1] is not frame.f_globals:
+            return False
+        if entry[2] == "triton":
+            return True
+        frame = frame.f_back
     return False
+
+
+def _triton_may(func) -> bool:
+    """May triton's own code run the aten operator `func` on a launch's tensors? Its launcher, interpreter and
+    autotuner allocate, copy and fill (KERNEL_CALL_OPS), and compute out of place on their own values (the
+    benchmark's quantiles); an in-place or out= operator writing into a tensor (a pre-run hook that is
+    torch.Tensor.sub_) is the student's arithmetic, whoever calls it."""
+    if func.overloadpacket.__name__ in KERNEL_CALL_OPS:
+        return True
+    schema = getattr(func, "_schema", None)
+    return schema is not None and not schema.is_mutable
 
 
 def _op_problem(func, args, kwargs) -> str | None:
@@ -440,6 +604,8 @@ def kernel_work():
     from torch.overrides import TorchFunctionMode
     from torch.utils._python_dispatch import TorchDispatchMode
 
+    _genuine_code()  # taken by seal() already in the grader's sandbox; here in a notebook
+
     class _NoDataExits(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             name = getattr(func, "__name__", "")
@@ -451,7 +617,7 @@ def kernel_work():
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             problem = _op_problem(func, args, kwargs)
-            if problem and not _called_from_triton():
+            if problem and not (_triton_may(func) and _called_from_triton()):
                 raise RuntimeError(KERNEL_WORK.format(what=problem))
             return func(*args, **kwargs)
 
