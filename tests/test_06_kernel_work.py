@@ -17,13 +17,11 @@ import pytest
 import torch
 
 from autograder.inside import calling
-from helpers import failures, judged, report, solved, submission, write
+from helpers import child_env, failures, judged, report, solved, submission, write
 from normgrad import triton_layernorm
 from normgrad.cases import load
 
 ASSIGNMENT = "06-triton"
-pytestmark = pytest.mark.skipif("kernels" not in calling.PROTOCOLS,
-                                reason="the sandbox's calling module has no `kernels` protocol yet")
 
 REFUSED = "while your function ran: in this exercise the arithmetic and the sums are done by your Triton kernels"
 
@@ -201,6 +199,45 @@ def test_torch_s_in_place_arithmetic_as_a_kernel_s_pre_run_hook_is_refused():
     own work (allocate, copy, fill) and out-of-place operators (a benchmark's statistics) pass."""
     failed, said = _verdict("layernorm_dx_triton", PRE_RUN_HOOKS)
     assert failed and "torch computed sub_" in said and REFUSED in said, said
+
+
+TRITONS_OWN = """
+import sys, torch
+from autograder.inside import calling
+calling.seal()  # the snapshot of genuine code comes first, as in the sandbox; dynamo is imported later
+
+
+def as_if_triton(x):  # stands in for code of triton's (its benchmark's quantiles, a launcher's bookkeeping)
+    return (x + 1).sum()
+
+
+def in_place(x):
+    x.sub_(1)
+
+
+for f in (as_if_triton, in_place):  # recorded as triton's code, on its own globals
+    calling._GENUINE[id(f.__code__)] = (f.__code__, f.__globals__, "triton")
+x = torch.ones(4)
+assert calling.invoke("kernels", lambda: as_if_triton(x), (), {}).item() == 8  # triton's out-of-place work
+for refused in (lambda: in_place(x), lambda: (x + 1).sum()):  # in place from triton; anything from the student
+    try:
+        calling.invoke("kernels", refused, (), {})
+    except RuntimeError as e:
+        assert "done by your Triton kernels" in str(e), e
+    else:
+        raise AssertionError("not refused")
+print("done")
+"""
+
+
+def test_triton_s_own_code_may_compute_out_of_place_in_a_sealed_process():
+    """Triton's code (a frame running a code object recorded at the seal, on its module's globals) may
+    compute out of place under the guard, and nothing in place: in the sandbox too, where torch's dynamo
+    is imported after the snapshot (it must not wrap the guard in a frame of its own)."""
+    done = subprocess.run([sys.executable, "-c", TRITONS_OWN], capture_output=True, text=True, timeout=300,
+                          env=child_env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("done"), done.stdout
 
 
 def test_a_launcher_that_converts_its_kernels_float32_output_passes():

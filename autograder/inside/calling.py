@@ -614,6 +614,10 @@ def kernel_work():
             return func(*args, **(kwargs or {}))
 
     class _NoArithmetic(TorchDispatchMode):
+        @classmethod
+        def _should_skip_dynamo(cls):  # else torch (2.11 on) wraps __torch_dispatch__ in a frame of dynamo's,
+            return False  # imported after the snapshot: no caller would be found to be triton's
+
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             problem = _op_problem(func, args, kwargs)
