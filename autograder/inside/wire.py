@@ -245,7 +245,11 @@ def _decode_tensor(read, node, budget, allow_devices):
         if dtype == "bfloat16":
             base = base.view(torch.bfloat16)
         return base.to(device).as_strided(shape, stride, 0)
-    except Exception as e:  # whatever torch refuses is a malformed answer, never the grader's failure
+    except MemoryError:  # the grader's machine ran out (a GPU shared by several jobs): not the answer's fault
+        raise
+    except Exception as e:  # whatever else torch refuses is a malformed answer, never the grader's failure
+        if type(e).__name__ == "OutOfMemoryError":  # torch.cuda's, a RuntimeError: the grader's machine too
+            raise
         raise WireError(f"a tensor on {device} could not be rebuilt ({type(e).__name__}: {str(e)[:200]})") from None
 
 
