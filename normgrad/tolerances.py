@@ -17,7 +17,7 @@ of u, plus what cancellation exposes:
   mean, whose error relative to the largest |x| is that of one sum. The tree
   sums of NumPy, PyTorch and Triton keep it under a unit, and a sum carried in
   order, term after term, grows it like the square root of the number of terms;
-  chapter 4b measures both under one unit at 3000 terms. K = 2**4 leaves room
+  chapter 4b measures both under one unit at 3000 terms. K = 2**5 leaves room
   for that, and no more: the one-pass variance E[x^2] - E[x]^2 is off by
   about u * kappa**2, and must fail wherever kappa is large.
 

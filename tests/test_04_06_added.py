@@ -29,7 +29,7 @@ import torch
 import helpers
 from autograder.cli import main as autograder_main
 from autograder.course import nbgrader_meta, notebooks, read
-from helpers import chapter_cells, judged, submission, write
+from helpers import chapter_cells, judged, submission, times_tolerance, write
 from normgrad import calling
 from normgrad.cases import ASSIGNMENTS, _float64, case_rng, load
 
@@ -65,25 +65,9 @@ def test_added_functions_carry_half_the_points_and_triton_the_most():
 
 # --- margins: each mistake against the tolerance, beside the correct solution ------------------
 
-def rescaled(judge, factor):
-    """The same judge with its tolerance multiplied by `factor`."""
-    return partial(judge.func, *judge.args, **{**judge.keywords, "rtol": judge.keywords["rtol"] * factor})
-
-
 def excess(trial, returned) -> float:
-    """The smallest factor of the tolerance at which `returned` passes (within 1%): > 1 fails, < 1 passes."""
-    def passes(factor):
-        return not rescaled(trial.judge, factor)(returned, trial.expected)
-
-    lo, hi = 0.0, 1.0
-    while not passes(hi):
-        lo, hi = hi, hi * 4
-        if hi > 2.0**60:
-            return float("inf")
-    while hi - lo > 0.01 * hi:
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
-    return hi
+    """The smallest factor of the tolerance at which `returned` passes: > 1 fails, < 1 passes."""
+    return times_tolerance(trial, returned)
 
 
 def as_returned(trial, wrong):

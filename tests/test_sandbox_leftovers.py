@@ -125,6 +125,7 @@ def test_a_setsid_daemon_neither_hangs_the_fallback_nor_costs_the_next_job(nobod
     first, second = got["first"], got["second"]
     assert isinstance(first["back"], int) and first["back"] > 0, first  # the call ran, and answered
     assert first["seconds"] < 60, f"the daemon held the job for {first['seconds']:.0f} s"
+    assert got["reaper"] != no_reaper, "the grader could not become a child subreaper (Linux 3.4 and later)"
     if got["reaper"]:
         assert not got["daemon_alive_after"], "the grader adopted the daemon but did not kill it"
     else:
