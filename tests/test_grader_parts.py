@@ -231,12 +231,45 @@ def test_autograd_function_protocol_checks_gradients_as_the_engine_does():
                 assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), name
 
 
-SEALED_ENGINE = """
+# The start of every sealed-process script: the seal, a check that each way is refused by the lock (printing
+# what is not: the test wants "done" alone), and a Function's own backward, which must still run.
+SEALED = """
 import gc, sys, warnings
 import torch
 from autograder.inside import calling
 warnings.simplefilter("ignore")
 calling.seal()
+def all_refused(ways, excused=lambda name, e: False):
+    for name, way in ways.items():
+        try:
+            got = way()
+        except Exception as e:
+            if "compute the gradient by hand" not in str(e) and not excused(name, e):
+                print("refused, but not by the lock:", name, type(e).__name__, e)
+            continue
+        print("OPEN:", name, type(got))
+class Twice(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gamma, beta):
+        return 2 * x
+    @staticmethod
+    def backward(ctx, dy):
+        return 2 * dy, None, None
+def a_functions_backward_runs(x, dy):
+    y, dx, _, _ = calling.invoke("autograd_function", Twice, (x, None, None, dy), {})
+    assert torch.equal(dx, 2 * dy)
+"""
+
+
+def run_sealed(script: str) -> None:
+    """Run `script` after SEALED in a child Python; it must print "done" and nothing else."""
+    done = subprocess.run([sys.executable, "-c", SEALED + script], capture_output=True, text=True,
+                          env=child_env(), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "done", done.stdout
+
+
+SEALED_ENGINE = """
 x, dy = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
 def graph():  # layer norm from ops whose derivatives call no backward operator
     leaf = x.detach().requires_grad_(True)
@@ -286,30 +319,12 @@ ways = {
     "TorchScript's autodiff": lambda: torch._C._jit_differentiate(
         torch.jit.CompilationUnit("def g(a):\\n    return a * a\\n").g.graph),
 }
-for name, way in ways.items():
-    try:
-        got = way()
-    except RuntimeError as e:
-        if "compute the gradient by hand" in str(e):
-            continue
-        print("refused, but not by the lock:", name, e)
-        continue
-    except AttributeError as e:  # no such handle any more
-        continue
-    print("OPEN:", name, type(got))
+all_refused(ways, excused=lambda name, e: isinstance(e, AttributeError))  # no such handle any more
 assert not hasattr(calling, "_ENGINE") and not any(hasattr(type(v), "run_backward") and type(v).run_backward
                                                    is not calling._refuse for v in vars(calling).values())
 # what stays: the engine's handle for torch's own use, and a Function's backward under the protocol
 assert type(handle) is torch._C._ImperativeEngine and hasattr(handle, "queue_callback")
-class Twice(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, gamma, beta):
-        return 2 * x
-    @staticmethod
-    def backward(ctx, dy):
-        return 2 * dy, None, None
-y, dx, _, _ = calling.invoke("autograd_function", Twice, (x, None, None, dy), {})
-assert torch.equal(dx, 2 * dy)
+a_functions_backward_runs(x, dy)
 print("done")
 """
 
@@ -318,10 +333,7 @@ def test_the_sandbox_seal_leaves_no_way_to_run_the_engine():
     """After `seal`, nothing runs autograd's reverse mode: not the engine however found (the locked handle's
     bound method, the sandbox's own module, gc, a new engine), not a graph's nodes called by hand, not the
     distributed engine nor TorchScript's autodiff; a Function's backward still runs under the protocol."""
-    done = subprocess.run([sys.executable, "-c", SEALED_ENGINE], capture_output=True, text=True,
-                          env=child_env(), timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip() == "done", done.stdout
+    run_sealed(SEALED_ENGINE)
 
 
 @pytest.mark.parametrize("source, needle", [
@@ -371,11 +383,6 @@ def test_forward_mode_ad_and_torch_func_are_locked_during_a_call_and_restored_af
 
 
 SEALED_FORWARD_MODE = """
-import sys, warnings
-import torch
-from autograder.inside import calling
-warnings.simplefilter("ignore")
-calling.seal()
 import torch.autograd.forward_ad as fad
 x, g = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
 assert "tensor(" in calling.invoke("call", lambda: f"{x[0, :2]} {x!r}", (), {})  # printing asks for no tangent
@@ -415,45 +422,21 @@ ways = {
     "torch.func.grad": lambda: torch.func.grad(lambda z: (ln(z) * g).sum())(x),
     "torch.func.hessian": lambda: torch.func.hessian(lambda z: ln(z).sum())(x),
 }
-for name, way in ways.items():
-    try:
-        way()
-    except RuntimeError as e:
-        if "compute the gradient by hand" in str(e) and "forward mode" in str(e):
-            continue
-        print("refused, but not by the lock:", name, e)
-        continue
-    print("OPEN:", name)
+all_refused(ways)
 # what stays open: vmap (it differentiates nothing), and a Function's own backward run by the engine
 assert torch.equal(torch.func.vmap(lambda r: r * 2)(x), x * 2)
-class Twice(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, gamma, beta):
-        return 2 * x
-    @staticmethod
-    def backward(ctx, dy):
-        return 2 * dy, None, None
-y, dx, _, _ = calling.invoke("autograd_function", Twice, (x, None, None, g), {})
-assert torch.equal(dx, 2 * g)
+a_functions_backward_runs(x, g)
 print("done")
 """
 
 
 def test_the_sandbox_seal_refuses_forward_mode_however_reached():
     """After `seal`, forward-mode AD (a JVP is layer norm's gradient) and torch.func's transforms refuse."""
-    done = subprocess.run([sys.executable, "-c", SEALED_FORWARD_MODE], capture_output=True, text=True,
-                          env=child_env(), timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip() == "done", done.stdout
+    run_sealed(SEALED_FORWARD_MODE)
 
 
 SEALED_BACKWARD_KERNELS = """
-import warnings
-import torch
 import torch.export
-from autograder.inside import calling
-warnings.simplefilter("ignore")
-calling.seal()
 aten = torch.ops.aten
 x, dy, g = torch.randn(4, 8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
 mean, rstd = x.mean(1, keepdim=True), 1 / torch.sqrt(x.var(1, unbiased=False, keepdim=True) + 1e-5)
@@ -491,17 +474,8 @@ ways = {  # torch's backward kernels at dispatch keys other than CPU's
     "forward mode's decomposition": lambda: jvp_decomposition("native_layer_norm_backward")(*ln_args),
     "scripted from its source": lambda: torch.jit.script(torch._decomp.decompositions.native_layer_norm_backward)(*ln_args),
 }
-for name, way in ways.items():
-    try:
-        way()
-    except (RuntimeError, OSError) as e:
-        if "compute the gradient by hand" in str(e):
-            continue
-        if name == "scripted from its source" and "source" in str(e):  # its code, rewritten, has no source
-            continue
-        print("refused, but not by the lock:", name, e)
-        continue
-    print("OPEN:", name)
+# a decomposition scripted from its source: its code, rewritten, has no source to script
+all_refused(ways, excused=lambda name, e: name == "scripted from its source" and "source" in str(e))
 # what stays: the forward passes, on nested and MKL-DNN tensors too, plain and compiled
 assert torch.allclose(torch.nn.functional.layer_norm(x, [8], g), (x - mean) * rstd * g)
 assert torch.nn.functional.layer_norm(nested(x), [8], g, torch.zeros_like(g)).is_nested
@@ -517,10 +491,7 @@ print("done")
 def test_the_sandbox_seal_refuses_backward_kernels_and_decompositions_however_reached():
     """After `seal`, torch's backward operators refuse at every dispatch key with a kernel (a nested tensor's,
     MKL-DNN's), and so does every Python decomposition of one (torch.export's table, forward mode's own)."""
-    done = subprocess.run([sys.executable, "-c", SEALED_BACKWARD_KERNELS], capture_output=True, text=True,
-                          env=child_env(), timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip() == "done", done.stdout
+    run_sealed(SEALED_BACKWARD_KERNELS)
 
 
 @pytest.mark.parametrize("source, needle", [
