@@ -43,10 +43,11 @@ def _escape(match: re.Match) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def text(value, limit: int = MAX_TEXT) -> str:
-    """`value` as a string that encodes as UTF-8 and prints as what it is, at most about `limit` characters."""
+def text(value, limit: int | None = MAX_TEXT) -> str:
+    """`value` as a string that encodes as UTF-8 and prints as what it is, at most about `limit` characters
+    (None: all of it)."""
     s = value if isinstance(value, str) else str(value)
-    if len(s) > limit + 64:  # the margin keeps a second pass from cutting the note of the first
+    if limit is not None and len(s) > limit + 64:  # the margin keeps a second pass from cutting the note of the first
         s = s[:limit] + f"... ({len(s) - limit} more characters)"
     s = s.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates -> \udc80
     return _UNSAFE.sub(_escape, s)
@@ -54,14 +55,12 @@ def text(value, limit: int = MAX_TEXT) -> str:
 
 def name(value) -> str:
     """A name (student, assignment, notebook) on one line: `text` with newlines and tabs escaped too."""
-    s = text(value, MAX_NAME)
-    return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") or "(empty)"
+    return escaped(text(value, MAX_NAME)) or "(empty)"
 
 
 def escaped(value: str) -> str:
-    """`name` without the cut: every character that `name` escapes, escaped."""
-    s = value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return _UNSAFE.sub(_escape, s).replace("\n", "\\n").replace("\t", "\\t")
+    """`name` without the cut: every character that `name` escapes, escaped (on one line)."""
+    return text(value, None).replace("\n", "\\n").replace("\t", "\\t")
 
 
 def _raw(value: str) -> bytes:
