@@ -23,7 +23,13 @@ import signal
 import stat
 import sys
 
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
+if __package__:  # imported by the grader, which reads the Landlock ABI
+    from .inside.confine import PR_SET_NO_NEW_PRIVS, install_filter
+else:  # run by path with -I: its own folder is not on sys.path
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "inside"))
+    from confine import PR_SET_NO_NEW_PRIVS, install_filter
+
+PR_SET_PDEATHSIG = 1
 KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING = 7, -4, -5
 SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
 
@@ -100,21 +106,6 @@ def restrict_paths(rules: dict) -> None:
             or libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0):
         raise SystemExit(f"could not apply the Landlock rules: {os.strerror(ctypes.get_errno())}")
     os.close(ruleset)
-
-
-class SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-
-def install_filter(program: bytes) -> None:
-    """Install a classic-BPF seccomp filter (8 bytes an instruction) on this process and all it starts."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fprog = SockFprog(len(program) // 8, program)
-    # no_new_privs first: an unprivileged process may install a filter only then, and no setuid program
-    # the job execs can shed it
-    if (libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            or libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0):
-        raise SystemExit(f"could not install the seccomp filter: {os.strerror(ctypes.get_errno())}")
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ Under bubblewrap (the default where it works) the process gets:
   other submissions'; in a NumPy exercise, not even torch;
 - a seccomp filter: no new namespaces, no mounts, no kernel keyrings, no
   sockets but unix ones (seccomp.py), and its uid's keyrings cleared after
-  each job;
+  each job; in a CPU job, from the first cell on, no exec either (a Python
+  started from the answer would import a PyTorch the seal never locked);
 - no shared folder at all: the job's inputs come in on a file descriptor and
   the results go out on a pipe, as frames (wire.py);
 - limits on CPU time, memory, processes, file size and open files (rlimits),
@@ -507,6 +508,8 @@ class Sandbox:
                            if landlock and self.landlock >= 6 else "open the unix sockets that user may open")
             text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, {', '.join(confined)}; the code can "
                     + " and ".join(can))
+        if not gpu and seccomp.no_exec() is not None:
+            text += "; exec refused before the answer runs (it starts no other program)"
         limits = ["CPU time", "file size", "open files"]
         if memory_rlimit:
             limits.append("memory per process")
@@ -523,6 +526,9 @@ class Sandbox:
     def run(self, job: protocol.Job, inputs: dict[str, bytes], limits: Limits = Limits(), gpu: bool = False,
             env_extra: dict[str, str] | None = None) -> Outcome:
         """Run the program of `autograder.inside` on a job; `inputs` holds each call's frames (protocol.inputs)."""
+        no_exec = None if gpu else seccomp.no_exec()  # a GPU job's Triton runs ptxas and a C compiler
+        if no_exec is not None:
+            job = dataclasses.replace(job, seccomp=no_exec.hex())
         job_files = {protocol.JOB: job.encode(), **inputs}
         with contextlib.ExitStack() as stack:
             uid = stack.enter_context(sandbox_user()) if self.root else None

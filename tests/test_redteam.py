@@ -1002,7 +1002,25 @@ LIBRARY_CHEATS = {
                 continue
             return _rt_cast(grads, x, gamma)
         raise refused''',
+    # Another Python, started from the answer, imports a PyTorch the seal never locked (a reviewer's full marks
+    # before a CPU job's exec was refused): the tensors go to it on stdin and the gradients come back on stdout
+    "autograd-in-a-child-python": '''
+        import io, os, subprocess, sys
+        child = ("import io, sys, torch\\n"
+                 "dy, x, g, mean, rstd = torch.load(io.BytesIO(sys.stdin.buffer.read()))\\n"
+                 "eps = float((1 / rstd.double() ** 2 - x.double().var(1, unbiased=False)).median())\\n"
+                 "X, G = x.double().requires_grad_(), g.double().requires_grad_()\\n"
+                 "B = torch.zeros_like(G, requires_grad=True)\\n"
+                 "torch.nn.functional.layer_norm(X, [x.shape[1]], G, B, max(eps, 0.0)).backward(dy.double())\\n"
+                 "torch.save((X.grad, G.grad, B.grad), sys.stdout.buffer)\\n")
+        sent = io.BytesIO()
+        torch.save(tuple(t.detach() for t in (dy, x, gamma, mean, rstd)), sent)
+        done = subprocess.run([sys.executable, "-c", child], input=sent.getvalue(), capture_output=True,
+                              check=True, env={"PYTHONPATH": os.pathsep.join(sys.path), "HOME": "/tmp"})
+        return _rt_cast(torch.load(io.BytesIO(done.stdout)), x, gamma)''',
 }
+# What the feedback says where autograd's lock is not what stopped the cheat
+LIBRARY_REFUSALS = {"autograd-in-a-child-python": "Operation not permitted"}
 LIBRARY_CONTROLS = {
     "honest": "",
     "honest-through-torch-compile": f'''
@@ -1045,4 +1063,4 @@ def test_backward_done_by_the_library_earns_nothing(library_batch, name):
     assignment = load(LIBRARY)
     assert library_batch[0][name] == assignment.max_score - assignment.points_of(LIBRARY_F)
     text = (library_batch[1] / "feedback" / name / LIBRARY / f"{notebooks(LIBRARY).source.stem}.txt").read_text()
-    assert "autograd is switched off" in text
+    assert LIBRARY_REFUSALS.get(name, "autograd is switched off") in text

@@ -270,6 +270,41 @@ def test_the_sandbox_user_gets_no_namespaces_mounts_keyrings_or_sockets(mode, re
     assert later["read_key"][1] == 0
 
 
+EXECS = """
+import ctypes, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def execs(x):
+    got = []
+    try:  # another Python: its PyTorch would not be locked
+        if subprocess.run([sys.executable, "-c", "pass"]).returncode == 0:
+            got.append("subprocess")
+    except PermissionError:
+        pass
+    try:
+        os.waitpid(os.posix_spawn("/bin/true", ["true"], {}), 0)
+        got.append("posix_spawn")
+    except PermissionError:
+        pass
+    pid = os.fork()  # a child that execs: refused there too; a fork alone stays allowed
+    if pid == 0:
+        libc.syscall(322, -100, b"/bin/false", None, None, 0)  # execveat (x86-64): false exits 1
+        os._exit(0 if ctypes.get_errno() == 1 else 1)
+    if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0:
+        got.append("execveat")
+    return got
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe uses x86-64 syscall numbers")
+@pytest.mark.parametrize("mode", ["bwrap", "fallback"])
+def test_a_cpu_job_starts_no_other_program(mode, request):
+    """A Python started from the answer would import a PyTorch the seal never locked: a CPU job gets no exec."""
+    box = request.getfixturevalue({"bwrap": "box", "fallback": "fallback_box"}[mode])
+    result, out = run(box, EXECS, [("execs", (0,))], torch_job=True)
+    assert out["execs"][1] == [], out["execs"]
+    assert "exec refused" in result.isolation
+
+
 @as_root
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe uses x86-64 syscall numbers")
 def test_a_sandbox_uids_keyrings_are_emptied_after_each_job():
@@ -391,6 +426,7 @@ def test_the_fallbacks_line_says_what_held_and_what_the_code_can_still_do(landlo
     assert line.startswith("FALLBACK without bubblewrap") and says in line and can in line
     assert ("read whatever" in line) == (not landlock or gpu)
     assert ("abstract unix socket outside the job" in line) == (landlock >= 6 and not gpu)
+    assert ("exec refused" in line) == (not gpu)
 
 
 # --- autograd, however a call reaches for it --------------------------------------------------------

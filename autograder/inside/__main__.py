@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [HERE] + sys.argv[3:]
 
 import calling  # noqa: E402
+import confine  # noqa: E402
 import protocol  # noqa: E402
 import wire  # noqa: E402
 
@@ -123,6 +124,8 @@ def main(job_fd: int, out_fd: int) -> None:
             calling.fit_triton_interpreter()  # an older Triton's interpreter beside a newer NumPy
     else:
         sys.meta_path.insert(0, _NoTorch())
+    if job.seccomp:
+        confine.install_filter(bytes.fromhex(job.seccomp))
 
     # CPU time, not wall time: a neighbour that hogs the machine does not make a call time out.
     signal.signal(signal.SIGPROF, _alarm)

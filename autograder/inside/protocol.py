@@ -69,6 +69,7 @@ class Job:
     cell_seconds: float = 60.0
     reap: bool = False  # kill(-1) after each cell and call reaches only the job's own processes
     count_kernels: bool = False  # report the launches of Triton kernels defined in the cells, per call
+    seccomp: str = ""  # a filter (hex) the job puts on itself before the cells (a CPU job's refuses exec)
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()
