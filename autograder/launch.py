@@ -48,8 +48,8 @@ def clear_keyrings() -> None:
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
 LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_RULE_PATH_BENEATH = 1, 1
 FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-FS_TRUNCATE, FS_IOCTL_DEV = 1 << 14, 1 << 15
-FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+FS_TRUNCATE, FS_IOCTL_DEV, FS_RESOLVE_UNIX = 1 << 14, 1 << 15, 1 << 16
+FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV | FS_RESOLVE_UNIX
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
 
 
@@ -60,8 +60,9 @@ def landlock_abi() -> int:
 
 
 def fs_rights(abi: int) -> int:
-    """Every file-system right an ABI knows: 13 in ABI 1, then REFER (2), TRUNCATE (3), IOCTL_DEV (5)."""
-    return (1 << (13 + (abi >= 2) + (abi >= 3) + (abi >= 5))) - 1
+    """Every file-system right an ABI knows: 13 in ABI 1, then REFER (2), TRUNCATE (3), IOCTL_DEV (5) and
+    RESOLVE_UNIX (9: connecting to a unix socket in the file system)."""
+    return (1 << (13 + (abi >= 2) + (abi >= 3) + (abi >= 5) + (abi >= 9))) - 1
 
 
 class RulesetAttr(ctypes.Structure):
@@ -78,7 +79,8 @@ def restrict_paths(rules: dict) -> None:
     """Confine this process and all it starts to `rules`: {"read": [...], "write": [...]} (paths that do not
     exist are skipped). Beneath a "read" path it may read and execute, beneath a "write" path do anything;
     elsewhere nothing, not even list a folder. Where the ABI has scopes (6 and up), it can neither signal
-    a process nor reach an abstract unix socket outside its own domain."""
+    a process nor reach an abstract unix socket outside its own domain; from ABI 9, nor connect to a unix
+    socket in the file system but beneath a "write" path."""
     abi = landlock_abi()
     if abi < 1:
         raise SystemExit("this kernel has no Landlock")

@@ -30,9 +30,10 @@ Without bubblewrap (or where it cannot run), the fallback is a process run as
 the sandbox user with the same limits and seccomp filter and, where the kernel
 has Landlock, rules that let it read only what bubblewrap would mount and write
 only its own folder (and, from Landlock ABI 6, reach no process or abstract
-unix socket outside the job). It can still connect to the unix sockets in the
-file system that user may write, and without Landlock (or in a GPU job) read
-whatever that user may read; the report says which one ran.
+unix socket outside the job; from ABI 9, no unix socket in the file system
+outside its folder either). Before ABI 9 it can still connect to the unix
+sockets in the file system that user may write, and without Landlock (or in a
+GPU job) read whatever that user may read; the report says which one ran.
 
 The grader watches each cell and call: the sandbox's own timers stop a call
 after its CPU budget, and the grader stops a process whose current cell or
@@ -496,18 +497,21 @@ class Sandbox:
                 can.append("reach the network")
                 confined.append(f"no seccomp filter ({self.filter_problem})")
             if landlock:
-                scoped = ", and reaches no process or abstract unix socket outside the job" if self.landlock >= 6 else ""
+                scoped = (", and reaches no process or unix socket outside the job" if self.landlock >= 9 else
+                          ", and reaches no process or abstract unix socket outside the job" if self.landlock >= 6
+                          else "")
                 confined.append(f"Landlock ABI {self.landlock} (it reads only the system's libraries and Python's, "
                                 f"and writes only its own folder{scoped})")
             else:
                 confined.append("no Landlock (" + ("a GPU job" if self.landlock else self.landlock_problem) + ")")
                 can.insert(0, "read whatever that user may read on this machine (world-readable files, the "
                               "repository among them)")
-            if self.fallback_filter:
+            if self.fallback_filter and not (landlock and self.landlock >= 9):
                 can.append("connect to the unix sockets in the file system that user may write"
                            if landlock and self.landlock >= 6 else "open the unix sockets that user may open")
-            text = (f"FALLBACK without bubblewrap ({self.reason}): {who}, {', '.join(confined)}; the code can "
-                    + " and ".join(can))
+            text = f"FALLBACK without bubblewrap ({self.reason}): {who}, {', '.join(confined)}"
+            if can:
+                text += "; the code can " + " and ".join(can)
         if not gpu and seccomp.no_exec() is not None:
             text += "; exec refused before the answer runs (it starts no other program)"
         limits = ["CPU time", "file size", "open files"]

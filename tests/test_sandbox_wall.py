@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import cgroup, grading, sandbox, seccomp
+from autograder import cgroup, grading, launch, sandbox, seccomp
 from autograder.inside import protocol, wire
 from helpers import child_env
 
@@ -410,7 +410,15 @@ def test_the_launchers_landlock_confines_what_the_fallback_may_touch(tmp_path):
         neighbour.wait()
 
 
+def test_the_launcher_handles_every_file_right_its_abi_knows():
+    """A right the ruleset does not handle is allowed everywhere: from ABI 9, connecting to a unix socket."""
+    assert launch.fs_rights(1) == (1 << 13) - 1 and launch.fs_rights(5) == (1 << 16) - 1
+    assert not launch.fs_rights(8) & launch.FS_RESOLVE_UNIX
+    assert launch.fs_rights(9) & launch.FS_RESOLVE_UNIX and launch.FILE_RIGHTS & launch.FS_RESOLVE_UNIX
+
+
 @pytest.mark.parametrize("landlock,gpu,seccomp_hex,says,can", [
+    (9, False, "00", "no process or unix socket outside the job", ""),
     (7, False, "00", "Landlock ABI 7 (", "connect to the unix sockets in the file system"),
     (5, False, "00", "Landlock ABI 5 (", "open the unix sockets that user may open"),
     (7, True, "00", "no Landlock (a GPU job)", "read whatever that user may read"),
@@ -425,7 +433,8 @@ def test_the_fallbacks_line_says_what_held_and_what_the_code_can_still_do(landlo
     line = box.describe(gpu=gpu)
     assert line.startswith("FALLBACK without bubblewrap") and says in line and can in line
     assert ("read whatever" in line) == (not landlock or gpu)
-    assert ("abstract unix socket outside the job" in line) == (landlock >= 6 and not gpu)
+    assert ("abstract unix socket outside the job" in line) == (6 <= landlock < 9 and not gpu)
+    assert ("the code can" in line) == bool(can)
     assert ("exec refused" in line) == (not gpu)
 
 
