@@ -101,7 +101,7 @@ def correct_excess(assignment, function, case_name, seed, namespace):
 # (assignment, function, mistake, case, the least factor of its tolerance the mistake is off by over
 # three seeds, as measured, rounded down; the correct solution's largest factor on the same case). In
 # 16 bits a correct result is one rounding of the stored output plus float32's share, so it sits below
-# 1 by construction (measured over 60 seeds: at most 0.86 to 0.88 in the three 16-bit rows), and every
+# 1 by construction (measured over 60 seeds: at most 0.86 to 0.95 in the three 16-bit rows), and every
 # mistake here is off by 43 or more on those 60 seeds.
 MARGINS = [
     ("04-code-mapping", "BatchNormFunction", "wrong-dimensions", "nchw", 1e12, 0.01),
@@ -113,7 +113,7 @@ MARGINS = [
     ("05-thnn", "shard_sums", "averaged", "nc", 1e12, 0.01),
     ("05-thnn", "shard_sums", "local-mean", "nc", 5e11, 0.01),
     ("05-thnn", "shard_grad_in", "own-count", "split", 5e11, 0.01),
-    ("05-thnn", "shard_grad_in", "own-count", "split-bfloat16", 25, 0.9),
+    ("05-thnn", "shard_grad_in", "own-count", "split-bfloat16", 1e4, 0.9),
     ("05-thnn", "shard_grad_in", "averaged", "split", 1e11, 0.01),
     ("05-thnn", "shard_grad_in", "local-mean", "split", 5e9, 0.01),
     ("05-thnn", "shard_grad_in", "local-mean", "split-shifted", 50, 0.01),
@@ -189,6 +189,29 @@ def test_shard_sums_in_16_bits_is_far_outside_the_float16_tolerance(pytorch_solu
     for seed in (1, 2, 3):
         assert correct_excess("05-thnn", "shard_sums", "float16", seed, pytorch_solutions) <= 0.01
         assert correct_excess("05-thnn", "shard_sums", "float16", seed, wrong_namespace) >= 5, seed
+
+
+# shard_grad_in computed in 16 bits (the float32 statistics cast down to x's dtype): with dy drawn
+# independently of x it was off by 1.1x to 2x its tolerance, a thin margin; with dy leaning on x_hat (the
+# 16-bit split cases) grad_in is a small difference of large terms, and over 60 seeds it is off by 11.7x
+# or more while the solution stays within 0.95 (measured).
+HALF_GRAD_IN = """
+def shard_grad_in(grad_out, x, weight, mean, invstd, sum_dy, sum_dy_xmu, count):
+    view = [1, x.shape[1]] + [1] * (x.dim() - 2)
+    s = invstd.to(x.dtype).view(view)
+    w = 1.0 if weight is None else weight.to(x.dtype).view(view)
+    return (grad_out - sum_dy.to(x.dtype).view(view) / count
+            - (x - mean.to(x.dtype).view(view)) * s * s * sum_dy_xmu.to(x.dtype).view(view) / count) * s * w
+"""
+
+
+@pytest.mark.parametrize("case", ["split-float16", "split-bfloat16"])
+def test_shard_grad_in_in_16_bits_is_far_outside_the_16_bit_tolerance(pytorch_solutions, case):
+    wrong_namespace = {"torch": torch, "shard_sums": pytorch_solutions["shard_sums"]}
+    exec(HALF_GRAD_IN, wrong_namespace)
+    for seed in (1, 2, 3):
+        assert correct_excess("05-thnn", "shard_grad_in", case, seed, pytorch_solutions) <= 0.9
+        assert correct_excess("05-thnn", "shard_grad_in", case, seed, wrong_namespace) >= 10, seed
 
 
 # --- named mistakes, and the chapters' code under the added names -----------------------------
