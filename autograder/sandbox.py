@@ -534,6 +534,9 @@ class Sandbox:
         if no_exec is not None:
             job = dataclasses.replace(job, seccomp=no_exec.hex())
         job_files = {protocol.JOB: job.encode(), **inputs}
+        # What comes back holds each call's arguments after it and what it returned: room for both, however
+        # large a GPU's inputs are (06's come to 320 MiB), beside the fixed allowance
+        limits = dataclasses.replace(limits, result_bytes=limits.result_bytes + 2 * sum(map(len, job_files.values())))
         with contextlib.ExitStack() as stack:
             uid = stack.enter_context(sandbox_user()) if self.root else None
             private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-")))

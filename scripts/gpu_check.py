@@ -256,7 +256,7 @@ def run_tests(files, env, timeout: float, collect_only: bool) -> dict:
     else:  # a line for each test as it ends, kept if the step runs out of time; the slowest, to size the next run
         cmd += ["-v", "--durations=20"]
         if importlib.util.find_spec("xdist") is not None:
-            cmd += ["-n", str(min(len(files), 4)), "--dist", "loadfile"]  # a module's graded batch on one worker
+            cmd += ["-n", str(min(len(files), 8)), "--dist", "loadfile"]  # a module's graded batch on one worker
     code, out, seconds = run(cmd, env, timeout)
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|tests? collected)", out)}
     return {"command": " ".join(cmd[1:]), "exit": code, "seconds": round(seconds, 1), "counts": counts,
@@ -412,7 +412,9 @@ def main(argv=None) -> int:
     files = files if 2 in args.steps else []
     log(f"steps 1 and 2, side by side: autograder check on {len(checked)} solution notebooks; "
         f"pytest {' '.join(files) or '(not run)'}")
-    timeout = DRY_TIMEOUT_S if args.dry_run else STEPS_TIMEOUT_S
+    # Without the benchmark after them, steps 1 and 2 have the whole limit (the first H200 run's tests ran
+    # out of 170 s, compiling beside the benchmark's warm-up)
+    timeout = DRY_TIMEOUT_S if args.dry_run else STEPS_TIMEOUT_S if 3 in args.steps else args.limit_s - 30
     warming = start_warming(args.bench_args.split(), args.dry_run, env) if 3 in args.steps else []
     with ThreadPoolExecutor(max_workers=len(found) + 1) as pool:
         tests = pool.submit(run_tests, files, env, timeout, args.dry_run and not args.run_tests) if files else None

@@ -191,6 +191,15 @@ def run(box, source: str, calls: list[tuple[str, tuple]], torch_job: bool = Fals
     return result, out
 
 
+def test_a_job_larger_than_the_wires_defaults_runs_and_comes_back_whole(box):
+    """A GPU's inputs for 06-triton come to 320 MiB, over the wire's default 256: the job reads its own file
+    by its size, and the grader takes back room for each call's arguments and results beside its allowance."""
+    big = np.arange(20 << 20, dtype=np.float64)  # 160 MiB, twice: 320 MiB in, as much again back
+    source = "def last(a):\n    return float(a[-1])\nfirst = last\n"
+    _, out = run(box, source, [("first", (big,)), ("last", (big[:-1],))], seconds=60.0)
+    assert (out["first"][1], out["last"][1]) == (float(big[-1]), float(big[-2])), out
+
+
 FORGER = """
 import os, threading, time
 def _forge():
