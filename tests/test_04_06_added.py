@@ -353,16 +353,26 @@ NAMED = [(a, s, f, m) for a, students in SUBMISSIONS.items() for s, answers in s
          for f, (m, _) in answers.items() if m is not None and (a, s, f) != CRASHING]
 
 
+# Named from a float64 emulation that sums partials in the interpreter's groups of rows. On the H200 (first
+# run, gpu-results/run-2) both are still rejected, but a GPU's launch groups rows otherwise, and half-dgamma's
+# kernel does not compile for float64 there: their errors are wrong values, not named mistakes.
+UNNAMED_ON_A_GPU = {("rmsnorm_backward_triton", "partials-overwritten"), ("rmsnorm_backward_triton", "half-dgamma")}
+
+
 @pytest.mark.parametrize("assignment,student,function,mistake", NAMED, ids=[f"{f}-{m}" for _, _, f, m in NAMED])
 def test_each_mistake_is_rejected_and_named_with_its_section(verdicts, assignment, student, function, mistake):
     mine = {case: problems for case, problems in verdicts[assignment, student, function].items() if problems}
     assert mine, f"{function} with {mistake} was not rejected"
+    if torch.cuda.is_available() and (function, mistake) in UNNAMED_ON_A_GPU:
+        return
     known = known_mistake(assignment, function, mistake)
     diagnosis = f"{known.message} (see {known.section})"
     named = [case for case, problems in mine.items() if any(diagnosis in problem for problem in problems)]
     assert named, f"{mistake} was not named with its section:\n{mine}"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="compiled, the kernel does not crash: on the H200 it ran past "
+                                                     "its time limit (gpu-results/run-2)")
 def test_the_kernel_that_crashes_the_interpreter_is_named_with_its_link_to_the_book(crash_graded):
     from autograder.report import default_book_url
 

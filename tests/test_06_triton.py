@@ -133,6 +133,9 @@ MUTANTS = {
 # time as a whole instead (minutes). The interpreter's behaviour is what this test pins down.
 if torch.cuda.is_available():
     del MUTANTS["lock-never-released"]
+    # Compiled for the H200, arithmetic on bfloat16 values as loaded passed both bfloat16 cases (within their
+    # tolerance, gpu-results/run-2): a mistake only the interpreter shows
+    del MUTANTS["no-upcast"]
 VARIANTS = {
     "locked": lambda: LOCKED.replace("RELEASE", "tl.atomic_xchg(LOCKS + group, 0)"),
 }
@@ -148,6 +151,7 @@ NAMED_CASES = {
     "through-bfloat16": {"float16-tall", "float16-large-offset"},
     "no-upcast": {"bfloat16", "bfloat16-wide"},
 }
+NAMED_CASES = {name: cases for name, cases in NAMED_CASES.items() if name in MUTANTS}
 assert set(MUTANTS) <= THROUGH_THE_GRADER | set(NAMED_CASES)
 
 
@@ -211,6 +215,8 @@ def test_partials_kept_in_16_bits_fail_the_tall_shifted_test(judged_mutants):
 def test_partials_kept_in_16_bits_are_named_and_fail_the_tall_float16_test(judged_mutants):
     failed, problems = judged_mutants["half-partials"]
     assert "float16-tall" in failed, problems
+    if torch.cuda.is_available():  # named from the interpreter's groups of rows; a GPU's launch makes others
+        return  # (on the H200, 2.5 tolerances out but 0.5 relative on tall-shifted: gpu-results/run-2)
     assert "partial sums of dgamma or dbeta kept in the 16-bit type" in problems, problems
 
 
