@@ -356,11 +356,36 @@ def rows_for(block_n: int) -> int:
     return max(1, 4096 // block_n)
 
 
+REDUCTION_STEP = 4096  # partial-row entries each program of the second reduction loads per step, per sum
+
+
+def reduction_launch(p: int, n: int, multiprocessors: int) -> tuple[int, int]:
+    """The second reduction's (BLOCK_P, BLOCK_COLS) for P partial rows of n columns.
+
+    Its P x N floats are few; what costs is latency, so the columns are cut
+    narrow enough (down to 16: 64 contiguous bytes of each partial row) that
+    every multiprocessor gets two programs where n allows, and each step reads
+    REDUCTION_STEP entries of each sum, so that few steps follow one another.
+    The first H200 run timed the earlier launch (always 32 columns and 64
+    partial rows a step: 16 programs where N = 512) alone: chapter 6 quotes it.
+    """
+    block_cols = 64
+    while block_cols > 16 and triton.cdiv(n, block_cols) < 2 * multiprocessors:
+        block_cols //= 2
+    return min(REDUCTION_STEP // block_cols, triton.next_power_of_2(p)), block_cols
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; 1 for the interpreter, which runs one program at a time."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
 def _sum_partials(part, p, n, gamma):
     dgamma = torch.empty_like(gamma)
     dbeta = torch.empty_like(gamma)
-    block_cols = 32
-    _sum_partials_kernel[(triton.cdiv(n, block_cols),)](dgamma, dbeta, part, p, n, BLOCK_P=64,
+    block_p, block_cols = reduction_launch(p, n, _multiprocessors(part.device))
+    _sum_partials_kernel[(triton.cdiv(n, block_cols),)](dgamma, dbeta, part, p, n, BLOCK_P=block_p,
                                                           BLOCK_COLS=block_cols)
     return dgamma, dbeta
 
@@ -529,36 +554,55 @@ def _arguments(dx, dy, x, gamma, mean, rstd, m, n) -> list:
     return [dx, _stand_in(x.device, torch.float32), dy, x, gamma, mean, rstd, m, n, x.stride(0)]
 
 
+_LAUNCHES: dict = {}  # (kernel, device, dtype, specialization, M, N, overrides) -> _persistent_launch's choice
+
+
 def _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n, programs, num_warps, rows):
     """v3's, v4's or v5's launch for rows of block_n: (kernel arguments with PART allocated, P, the kernel's
-    BLOCK_N, ROWS, num_warps, what the compiler made of it)."""
+    BLOCK_N, ROWS, num_warps, what the compiler made of it). The choice is made once per kernel, device,
+    dtype, specialization and shape: later calls only allocate PART, so that the host's work per call stays
+    small beside a short row's kernel."""
+    args = _arguments(dx, dy, x, gamma, mean, rstd, m, n)
+    key = (kernel, x.device, x.dtype, specialization(args), m, n, programs, num_warps, rows)
+    if key not in _LAUNCHES:
+        _LAUNCHES[key] = _choose_persistent_launch(kernel, tuple(args), m, n, block_n, programs, num_warps, rows)
+    p, parts, block_n, rows, num_warps, usage = _LAUNCHES[key]
+    args[1] = torch.empty((2, parts, n), dtype=torch.float32, device=x.device)  # every row written by its program
+    return args, p, block_n, rows, num_warps, usage
+
+
+def _choose_persistent_launch(kernel, args: tuple, m, n, block_n, programs, num_warps, rows):
+    """(P, partial rows, BLOCK_N, ROWS, num_warps, compiler's usage) for `_persistent_launch`."""
+    x = args[3]
     split = kernel is _dx_split_kernel  # each row to a pair of programs, each with half its block
     if split and block_n < 2:
         raise ValueError("a row of one column cannot be split between two programs")
     block_n = block_n // 2 if split else block_n
-    args = _arguments(dx, dy, x, gamma, mean, rstd, m, n)
     if rows is None and num_warps is None:
-        rows, num_warps = launch_plan(kernel, tuple(args), block_n)
+        rows, num_warps = launch_plan(kernel, args, block_n)
     rows = rows or rows_for(block_n)
     num_warps = num_warps or warps_for(rows * block_n)
-    usage = compiled_usage(kernel, tuple(args), block_n, rows, num_warps)
+    usage = compiled_usage(kernel, args, block_n, rows, num_warps)
     if programs is None:
         if x.device.type != "cuda":
             programs = min(m, 4)  # the interpreter runs programs one at a time: their number is bookkeeping
         else:
             per = usage["programs_per_multiprocessor"] if usage else max(1, 16 // num_warps)  # 128 registers
-            programs = programs_to_launch(torch.cuda.get_device_properties(x.device).multi_processor_count, per, m)
+            programs = programs_to_launch(_multiprocessors(x.device), per, m)
     p = min(programs, triton.cdiv(m, rows))
     parts = p  # partial rows: one per program, or per pair of programs where each row is split in two
     if split:
         parts = max(1, min(programs // 2, triton.cdiv(m, rows)))
         p = 2 * parts
-    args[1] = torch.empty((2, parts, n), dtype=torch.float32, device=x.device)  # every row written by its program
-    return args, p, block_n, rows, num_warps, usage
+    return p, parts, block_n, rows, num_warps, usage
 
 
-def _persistent(kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows):
+def _persistent(kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows, split=False):
+    """Launch a persistent rung; `kernel` None is v5's choice (`split`: None to let `splits` decide)."""
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    if kernel is None:
+        kernel = _dx_split_kernel if (_splits(dy, x, gamma, mean, rstd, m, n, block_n) if split is None
+                                      else split) else _dx_prefetch_kernel
     dx = torch.empty_like(x)
     args, p, block_n, rows, num_warps, _ = _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n,
                                                               programs, num_warps, rows)
@@ -587,7 +631,11 @@ SPLIT_FROM = 16384  # off a GPU, v5 splits rows of this block and wider: where e
 def splits(dy, x, gamma, mean, rstd) -> bool:
     """Whether v5 splits these rows between pairs of programs: on a GPU, where the launch v4's launcher
     takes for them spills (what this Triton's compiler reports); elsewhere, from SPLIT_FROM columns."""
-    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    return _splits(*_prepared(dy, x, gamma, mean, rstd))
+
+
+def _splits(dy, x, gamma, mean, rstd, m, n, block_n) -> bool:
+    """`splits`, for inputs already `_prepared`."""
     if x.device.type != "cuda":
         return block_n >= SPLIT_FROM
     args = tuple(_arguments(_stand_in(x.device, x.dtype), dy, x, gamma, mean, rstd, m, n))  # DX stood in for too
@@ -601,16 +649,7 @@ def layernorm_backward_split(dy, x, gamma, mean, rstd, programs: int | None = No
     between two programs, each computing half of dx, dgamma and dbeta and reading the other half for the
     row sums. `split` overrides that choice; `programs` (counting both of a pair), `num_warps` and `rows`
     override the launcher's, as v3's."""
-    return _persistent(_v5_kernel(dy, x, gamma, mean, rstd, split), dy, x, gamma, mean, rstd, programs, num_warps,
-                       rows)
-
-
-def _v5_kernel(dy, x, gamma, mean, rstd, split: bool | None = None):
-    """The kernel v5 runs on these inputs: the split kernel where `split` (by default, `splits`) says so,
-    else v4's."""
-    if split is None:
-        split = splits(dy, x, gamma, mean, rstd)
-    return _dx_split_kernel if split else _dx_prefetch_kernel
+    return _persistent(None, dy, x, gamma, mean, rstd, programs, num_warps, rows, split)
 
 
 def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") -> dict:
@@ -623,11 +662,14 @@ def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") ->
     `candidates`: each launch the launcher compiled and chose among, with the same
     figures. `split`: whether v5 splits these rows (then BLOCK_N is half the row's
     block, P counts both programs of each pair, and there are P / 2 partial rows).
-    Also `second_reduction`, a call that runs only the kernel summing the partial rows.
+    `reduction`: the second reduction's launch (BLOCK_P, BLOCK_COLS, programs).
+    Also two calls that each run one of the launch's two kernels alone, on these
+    inputs: `first_pass` (dx and the partial rows) and `second_reduction` (the sum of
+    the partial rows), so that a benchmark can time them apart.
     """
     kernel = PERSISTENT[version]
     if kernel is _dx_split_kernel:
-        kernel = _v5_kernel(dy, x, gamma, mean, rstd)  # v4's where rows fit
+        kernel = _dx_split_kernel if splits(dy, x, gamma, mean, rstd) else _dx_prefetch_kernel  # v4's where rows fit
     dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
     args, p, block_n, rows, num_warps, usage = _persistent_launch(kernel, torch.empty_like(x), dy, x, gamma, mean,
                                                                   rstd, m, n, block_n, None, None, None)
@@ -635,6 +677,7 @@ def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") ->
     per = usage.get("programs_per_multiprocessor")
     candidates = [compiled_usage(kernel, tuple(args), block_n, r, w) for r, w in launch_candidates(block_n)]
     part = args[1].normal_()
+    block_p, block_cols = reduction_launch(part.shape[1], n, _multiprocessors(x.device))
     return {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps, "programs": p,
             "split": kernel is _dx_split_kernel,
             "registers": usage.get("registers"), "spilled_words": usage.get("spilled"),
@@ -642,6 +685,8 @@ def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") ->
             "resident_warps": per and per * num_warps,
             "candidates": [{k: c[k] for k in ("ROWS", "num_warps", "registers", "spilled", "shared_bytes",
                                               "programs_per_multiprocessor")} for c in candidates if c],
+            "reduction": {"BLOCK_P": block_p, "BLOCK_COLS": block_cols, "programs": triton.cdiv(n, block_cols)},
+            "first_pass": lambda: kernel[(p,)](*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps),
             "second_reduction": lambda: _sum_partials(part, part.shape[1], n, gamma)}
 
 

@@ -643,3 +643,22 @@ def test_a_sweep_out_of_time_lists_the_shapes_it_did_not_reach():
     assert found["shapes"] == []
     assert [(x["M"], x["N"]) for x in found["skipped"]] == [(m, n) for m in benchmark.DRY_ROWS
                                                             for n in benchmark.DRY_COLUMNS]
+
+
+def test_the_second_reduction_gives_every_multiprocessor_two_programs_where_n_allows_and_sums_right():
+    T = triton_layernorm
+    # the first H200 run's shapes: 1584 partial rows of 512 columns had 16 programs of 25 steps; now 32 of 7
+    assert T.reduction_launch(1584, 512, 132) == (256, 16)
+    assert T.reduction_launch(264, 4096, 132) == (256, 16)  # 256 programs
+    assert T.reduction_launch(132, 16384, 132) == (128, 32)  # 512 programs: 64 columns would give 256
+    assert T.reduction_launch(3, 4096, 1) == (4, 64)  # the interpreter: one program at a time, the widest block
+    # the H200's launch for 300 partial rows of 517 columns, interpreted: masks on both axes, two steps
+    p, n = 300, 517
+    block_p, block_cols = T.reduction_launch(p, n, 132)
+    assert (block_p, block_cols, -(-n // block_cols)) == (256, 16, 33)
+    part = torch.from_numpy(np.random.default_rng(7).standard_normal((2, p, n)).astype(np.float32))
+    dgamma, dbeta = torch.empty(n), torch.empty(n)
+    T._sum_partials_kernel[(-(-n // block_cols),)](dgamma, dbeta, part, p, n, BLOCK_P=block_p, BLOCK_COLS=block_cols)
+    want = part.double().sum(dim=1)
+    room = part.double().abs().sum(dim=1) * p * 2.0**-24  # float32 sums of p terms, in any order
+    assert ((torch.stack([dgamma, dbeta]).double() - want).abs() <= room).all()
