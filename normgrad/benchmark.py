@@ -28,8 +28,11 @@ GB/s is that over the median time; the fraction of the copy bandwidth is how
 close it comes to the speed of light. The results file also says, for the
 course's fastest kernel, the launch its launcher took and what the compiler
 made of it and of every other launch it weighed (registers, spills, programs
-per multiprocessor), how long its second reduction takes alone, and which of
-issue 12's targets were met, and by how much each miss fell short.
+per multiprocessor), how long each of its two kernels takes alone (the first
+pass, and the second reduction that sums the partial rows), how long the host
+takes to issue each implementation's call beside how long the L2 flush keeps
+the GPU busy, and which of issue 12's targets were met, and by how much each
+miss fell short.
 
 Results go to `--out` (chapters/data/ by default) as bench-<gpu>-<date>.json,
 read and written here (`read_results`, `write_results`), so the tests and the
@@ -181,11 +184,14 @@ def targets(results: dict) -> list[dict]:
         k = kernels.get((d, m, n))
         if k is None:
             return {}
+        mine = ours[(d, m, n)]
         return {"rows_per_step": k.get("ROWS"), "num_warps": k.get("num_warps"),
                 "registers": k.get("registers"), "spilled_words": k.get("spilled_words"),
                 "resident_warps": k.get("resident_warps"), "programs": k.get("programs"),
-                "second_reduction_share": k["second_reduction_ms"] / ours[(d, m, n)]["ms"]
-                if k.get("second_reduction_ms") else None}
+                "second_reduction_share": k["second_reduction_ms"] / mine["ms"]
+                if k.get("second_reduction_ms") else None,
+                "first_pass_share": k["first_pass_ms"] / mine["ms"] if k.get("first_pass_ms") else None,
+                "host_ms": mine.get("host_ms")}
 
     found = []
 
@@ -245,6 +251,136 @@ def summary(results: dict) -> dict:
             if ratios:
                 out["speedup"].setdefault(rival, {})[dtype] = _geomean(ratios)
     return out
+
+
+def _best_rung_sentence(fastest, rungs, wins, shapes, large, best, times, copy) -> str:
+    """`shortfalls`' first sentence: the rung fastest by geometric mean is not the fastest everywhere."""
+    line = (f"{fastest} has the highest geometric mean of GB/s, yet it is the fastest rung at only {wins[fastest]} "
+            f"of {len(shapes)} shapes (" + ", ".join(f"{impl} at {wins[impl]}" for impl in rungs if impl != fastest)
+            + ").")
+    eager = [s for s in shapes if ("torch", *s) in times]
+    if large and eager:
+        line += (" Had each shape been run by its best rung, a choice this run could make only after timing them "
+                 f"all, the lowest fraction of the copy bandwidth over the large bfloat16 shapes would be "
+                 f"{min(times[(best[s], *s)]['gb_per_s'] for s in large) / copy:.2f}, and the geometric-mean "
+                 f"speedup over eager PyTorch {_geomean(times[('torch', *s)]['ms'] / times[(best[s], *s)]['ms'] for s in eager):.2f}.")
+    return line
+
+
+def shortfalls(results: dict) -> list[str]:
+    """Sentences, each computed from the results, that say why the fastest rung fell short where it did: which
+    rung was fastest where, what the compiler made of the widest rows, what the second reduction and the host
+    cost at the smallest shapes, and where Liger-Kernel won. A sentence appears only where the figures it
+    needs were measured; every number in it is read from the results."""
+    fastest, copy = results["fastest"], results["copy_gb_per_s"]
+    times = {(r["impl"], r["dtype"], r["M"], r["N"]): r for r in results["rows"]}
+    kernels = {(k["impl"], k["dtype"], k["M"], k["N"]): k for k in results.get("kernels", [])}
+    rungs = [impl for impl in PERSISTENT if any(k[0] == impl for k in times)]
+    shapes = sorted({k[1:] for k in times if all((impl, *k[1:]) in times for impl in rungs)})
+    said = []
+    if not shapes or fastest not in rungs:
+        return said
+
+    # 1. the fastest by geometric mean is not the fastest at every shape
+    best = {s: min(rungs, key=lambda impl: times[(impl, *s)]["ms"]) for s in shapes}
+    wins = {impl: sum(b == impl for b in best.values()) for impl in rungs}
+    large = [s for s in shapes if s[0] == "bfloat16" and s[2] >= 1024 and s[1] * s[2] >= 2**26]
+    if wins[fastest] < len(shapes):
+        said.append(_best_rung_sentence(fastest, rungs, wins, shapes, large, best, times, copy))
+
+    # 2. the widest rows: spills, and what splitting them costs instead
+    widest = max(s[2] for s in shapes)
+    m = max(s[1] for s in shapes if s[0] == "bfloat16" and s[2] == widest) if any(
+        s[0] == "bfloat16" and s[2] == widest for s in shapes) else None
+    wide = {impl: kernels.get((impl, "bfloat16", m, widest)) for impl in rungs} if m else {}
+    spilling = {impl: k["spilled_words"] for impl, k in wide.items() if k and k.get("spilled_words")}
+    split = wide.get("v5 split")
+    if spilling:
+        line = (f"At N = {widest} (bfloat16, M = {m}) a row no longer fits in one program's registers: "
+                + " and ".join(f"{impl} spills {words} 32-bit words per thread" for impl, words in spilling.items())
+                + ", reaching " + " and ".join(f"{times[(impl, 'bfloat16', m, widest)]['gb_per_s'] / copy:.2f}"
+                                                for impl in spilling) + " of the copy bandwidth.")
+        if split and split.get("split") and split.get("spilled_words") == 0 and split.get("resident_warps"):
+            line += (f" v5 splits each row between two programs and spills nothing, but reaches only "
+                     f"{times[('v5 split', 'bfloat16', m, widest)]['gb_per_s'] / copy:.2f}: each of its programs "
+                     f"runs {split['num_warps']} warps, {split['resident_warps']} resident per multiprocessor of "
+                     "the 64 a Hopper multiprocessor holds, loads no step ahead, and reads its partner's half of x "
+                     "and dy as well as its own for the row sums.")
+        said.append(line)
+
+    # 3. the second reduction: alone, and what that says about it inside the call
+    shares = [(k["second_reduction_ms"] / times[(fastest, *s)]["ms"], s, k) for s in shapes
+              for k in [kernels.get((fastest, *s))] if k and k.get("second_reduction_ms")]
+    if shares:
+        share, (d, m, n), k = max(shares)
+        whole = times[(fastest, d, m, n)]["ms"]
+        least = traffic_bytes(m, n, d) / (copy * 1e6)  # ms to move the counted bytes at the copy rate
+        line = (f"{fastest}'s second reduction, timed alone with the L2 cache flushed, takes up to {share:.0%} of "
+                f"a whole call's time: {k['second_reduction_ms'] * 1e3:.1f} us of {whole * 1e3:.1f} us at {d}, "
+                f"M = {m}, N = {n}, summing {k['programs'] // (2 if k.get('split') else 1)} partial rows")
+        if "reduction" in k:
+            line += (f" in {k['reduction']['programs']} programs of {k['reduction']['BLOCK_COLS']} columns, "
+                     f"{k['reduction']['BLOCK_P']} partial rows a step.")
+        else:  # files written before the launch was recorded: it was fixed then
+            line += (f" in {-(-n // 32)} programs of 32 columns, 64 partial rows a step (the launch of the code that "
+                     "wrote these results).")
+        if k["second_reduction_ms"] + least > whole:
+            part_mb = 2 * (k["programs"] // (2 if k.get("split") else 1)) * n * 4 / 1e6
+            line += (f" Inside the call it takes less: that time plus the {least * 1e3:.1f} us the counted bytes "
+                     f"need at the copy rate exceeds the whole call. There the {part_mb:.1f} MB of partial rows "
+                     "have just been written, and can still be in the L2 cache that the timing flushes.")
+        if k.get("first_pass_ms"):
+            line += (f" The first pass alone takes {k['first_pass_ms'] * 1e3:.1f} us, "
+                     f"{k['first_pass_ms'] / whole:.0%} of the call.")
+        said.append(line)
+
+    # 4. the smallest shapes: a floor under every rung
+    small = min(s[1] for s in shapes)
+    at_small = [s for s in shapes if s[1] == small]
+    floor = min(times[(impl, *s)]["ms"] for impl in rungs for s in at_small)
+    torch_small = [times[("torch", *s)]["ms"] for s in at_small if ("torch", *s) in times]
+    narrow = min(at_small, key=lambda s: traffic_bytes(*s[1:], s[0]))
+    line = (f"At M = {small} no rung takes less than {floor * 1e3:.1f} us, where moving the counted bytes at "
+            f"the copy rate would take {traffic_bytes(narrow[1], narrow[2], narrow[0]) / (copy * 1e6) * 1e3:.1f} us "
+            f"at the narrowest ({narrow[0]}, N = {narrow[2]})")
+    if torch_small:
+        line += f" and eager PyTorch takes {min(torch_small) * 1e3:.1f} us"
+    line += "."
+    reductions = [kernels[(fastest, *s)]["second_reduction_ms"] for s in at_small
+                  if kernels.get((fastest, *s), {}).get("second_reduction_ms")]
+    if reductions:
+        line += (f" {fastest}'s second reduction alone takes {min(reductions) * 1e3:.1f} to "
+                 f"{max(reductions) * 1e3:.1f} us there.")
+    same_kernel = [s for s in at_small if kernels.get(("v5 split", *s), {}).get("split") is False
+                   and ("v4 prefetch", *s) in times and ("v5 split", *s) in times]
+    if same_kernel:
+        late = sorted(times[("v5 split", *s)]["ms"] - times[("v4 prefetch", *s)]["ms"] for s in same_kernel)
+        big = [s for s in shapes if s[1] == max(x[1] for x in shapes)
+               and kernels.get(("v5 split", *s), {}).get("split") is False and ("v4 prefetch", *s) in times]
+        line += (f" v5 runs v4's kernel wherever it does not split, yet there it takes a median {late[len(late) // 2] * 1e3:.1f} us "
+                 f"longer than v4 at M = {small}")
+        if big:
+            gap = sorted(abs(times[("v5 split", *s)]["ms"] - times[("v4 prefetch", *s)]["ms"]) for s in big)
+            line += f" and a median {gap[len(gap) // 2] * 1e3:.1f} us apart at M = {big[0][1]}"
+        line += ": the only difference there is the host's work in deciding whether to split, which a long call hides."
+    host = [times[(fastest, *s)]["host_ms"] for s in at_small if "host_ms" in times[(fastest, *s)]]
+    torch_host = [times[("torch", *s)]["host_ms"] for s in at_small if "host_ms" in times.get(("torch", *s), {})]
+    if host and results.get("flush_ms"):
+        line += (f" The host takes {min(host) * 1e3:.1f} to {max(host) * 1e3:.1f} us to issue its call"
+                 + (f" (eager PyTorch {min(torch_host) * 1e3:.1f} to {max(torch_host) * 1e3:.1f} us)" if torch_host
+                    else "")
+                 + f", and the L2 flush before it keeps the GPU busy for {results['flush_ms'] * 1e3:.1f} us: "
+                 "host work beyond that is timed as the call's.")
+    said.append(line)
+
+    # 5. where Liger-Kernel is faster
+    lost = [s for s in shapes if ("liger", *s) in times and times[("liger", *s)]["ms"] < times[(fastest, *s)]["ms"]]
+    if lost:
+        by_n = sorted({s[2] for s in lost})
+        said.append(f"Liger-Kernel is faster than {fastest} at {len(lost)} of {len(shapes)} shapes, at N in "
+                    f"{{{', '.join(map(str, by_n))}}}; "
+                    f"{sum(s[2] == widest for s in lost)} of them at N = {widest}.")
+    return said
 
 
 def figure(results: dict):
@@ -514,18 +650,22 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
     impls, notes = implementations()
     timer = DeviceTimer(device)
     copy, copy_ms = copy_bandwidth(timer, device, (1 << 30) if not dry_run else (64 << 20))
-    log(f"device-to-device copy: {copy:.0f} GB/s")
+    flush_ms = timer.median_ms(timer.flush, reps=1 if dry_run else 20)  # what hides a call's host work
+    log(f"device-to-device copy: {copy:.0f} GB/s; the L2 flush takes {flush_ms * 1e3:.0f} us")
 
     results = {"schema": SCHEMA, "gpu": env["gpu"], "date": datetime.date.today().isoformat(), "dry_run": dry_run,
                "environment": env, "fastest": None, "copy_gb_per_s": copy,
-               "copy": {"bytes": (1 << 30) if not dry_run else (64 << 20), "ms": copy_ms},
+               "copy": {"bytes": (1 << 30) if not dry_run else (64 << 20), "ms": copy_ms}, "flush_ms": flush_ms,
                "sweep": {"dtypes": list(dtypes), "M": list(rows), "N": list(columns), "check_rows": check_rows},
                "traffic": "3 M N e + 3 N e + 8 M bytes: x, dy read and dx written; gamma read, dgamma and dbeta "
                           "written; float32 mean and rstd read (e: the element size)",
                "timing": "CUDA events around each call, 256 MB written before each to flush the L2 cache; the "
                          "median of `reps` calls after at least 3 untimed ones (two to compare dgamma and dbeta bit for "
                          "bit, one to estimate the time); reps from the time budget "
-                         "(timing.repetitions)" if not dry_run else "wall clock on the CPU (a dry run)",
+                         "(timing.repetitions). host_ms: the median time the host takes to issue one call, "
+                         "5 calls queued behind a flush; a call whose host_ms exceeds the flush's time (flush_ms) "
+                         "leaves the GPU idle and is timed for it" if not dry_run
+                         else "wall clock on the CPU (a dry run)",
                "torch_compile": "torch.compile(aten.native_layer_norm_backward), default mode: one graph per "
                                 "(dtype, N) with M dynamic, compiled at the largest M",
                "budget_s": budget_s, "checks": {}, "kernels": [], "skipped": [], "notes": notes, "rows": []}
@@ -568,6 +708,7 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
                         share = 1e3 * max(0.0, deadline - time.monotonic()) / (pending + 1)
                         reps = repetitions(estimate, 0.7 * share, **({"least": 1, "most": 2} if dry_run else {}))
                         ms = timer.median_ms(lambda: fn(*args), reps=reps, warmup=0 if dry_run else 1)
+                        host = timer.host_ms(lambda: fn(*args), reps=1 if dry_run else 5)
                     except Exception as e:  # out of memory, or a third-party kernel that refuses this shape
                         results["skipped"].append({"dtype": dtype, "M": m, "N": n, "impl": name,
                                                    "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
@@ -576,15 +717,15 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
                         continue
                     gbs = traffic_bytes(m, n, dtype) / (ms * 1e6)
                     results["rows"].append({"impl": name, "dtype": dtype, "M": m, "N": n, "ms": ms, "gb_per_s": gbs,
-                                            "fraction_of_copy": gbs / copy, "reps": reps,
+                                            "fraction_of_copy": gbs / copy, "reps": reps, "host_ms": host,
                                             "deterministic": deterministic})
                     line.append(f"{name} {ms * 1e3:.1f}us {gbs / copy:.0%}{'' if deterministic else ' (nondet)'}")
                 for version in PERSISTENT:
                     if verdicts[version] != "pass":
                         continue
                     plan = triton_layernorm.persistent_plan(*args, version=version)
-                    second = plan.pop("second_reduction")
-                    plan["second_reduction_ms"] = timer.median_ms(second, reps=1 if dry_run else 10, warmup=1)
+                    for part in ("first_pass", "second_reduction"):  # each kernel alone, the L2 flushed
+                        plan[f"{part}_ms"] = timer.median_ms(plan.pop(part), reps=1 if dry_run else 10, warmup=1)
                     results["kernels"].append({"impl": version, "dtype": dtype, "M": m, "N": n, **plan})
                 log(f"{dtype:>8} M={m:<5} N={n:<5}  " + ", ".join(line))
                 del args

@@ -144,6 +144,19 @@ class DeviceTimer:
         torch.cuda.synchronize()
         return [start.elapsed_time(end) for start, end in events]
 
+    def host_ms(self, fn, reps: int = 5) -> float:
+        """The median milliseconds the host spends issuing fn() (checks, allocations, launches), over `reps`
+        calls queued behind a flush. On a GPU, a call whose host time exceeds the flush's time leaves the GPU
+        idle for the difference, which `times_ms` then counts; on the CPU it is the whole call."""
+        self.flush()
+        found = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            found.append(1e3 * (time.perf_counter() - start))
+        _synchronize(self.device)
+        return statistics.median(found)
+
     def median_ms(self, fn, reps: int, warmup: int = 2) -> float:
         """The median of `reps` timed calls of fn(), after `warmup` untimed ones (compilation, caches)."""
         for _ in range(warmup):

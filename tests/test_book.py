@@ -184,13 +184,15 @@ def test_chapter_six_checked_every_rung_and_shows_no_invented_timings(site):
     assert len(re.findall(r"\(tolerance \d\.\de-\d\d\)", page)) == 5 * 3  # five rungs (the fifth split), 3 dtypes
     assert re.search(r"BLOCK_N = 16384, ROWS = 1, 32 warps: +\d+ registers", page)  # compiled for sm_90 at build time
     assert re.search(r"BLOCK_N = +4096: v3 ROWS = \d+, +\d+ warps, +\d+ registers.*v4 ROWS = \d+", page)  # and v4
-    from normgrad.benchmark import find_results, read_results
+    from normgrad.benchmark import find_results, read_results, shortfalls
 
     shown = "No GPU measurement has been recorded yet. This page"  # the cell's output; its source has **...**
     if find_results() is None:
         assert shown in page
     else:
         assert f"Measured on {read_results(find_results())['gpu']} on" in page and shown not in page
+        said = shortfalls(read_results(find_results()))  # why the targets were missed, each sentence shown
+        assert said and all(" ".join(x.split()) in " ".join(page.replace("\u2019", "'").split()) for x in said)
 
 
 # ---- Every page at 1280 px: no display equation scrolls sideways, every figure is there ----
