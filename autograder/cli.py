@@ -23,7 +23,7 @@ from normgrad.cases import ASSIGNMENTS
 from . import release, report, safe, summary
 from .cells import MAX_FILE_BYTES
 from .grading import CaseResult, Report, default_sandbox, grade, new_seed, not_graded
-from .outputs import Outputs
+from .outputs import Outputs, rows_without_notebook
 from .private import PrivateCasesError, resolve, with_private
 from .sandbox import Limits, SandboxError
 from .submissions import SubmissionError, Submission, scan
@@ -257,6 +257,13 @@ def cmd_grade(args) -> int:
     for assignment, a in figures.items():
         print(f"  {assignment}: {len(a.scores)} graded in all, mean {report.fmt_points(round(sum(a.scores) / len(a.scores), 2))}"
               f" / {report.fmt_points(a.max_score)}")
+    if not args.student:  # the whole class was scanned: a row nobody was found for is worth a look
+        absent = rows_without_notebook(out, {(safe.name(s.student), safe.name(s.assignment)) for s in found})
+        if absent:
+            print(f"NOTE: grades.csv keeps {len(absent)} row(s) of students with no notebook under {safe.name(root)} "
+                  "this run (renamed, withdrawn, or filed under another name by an earlier grader); kept, as "
+                  "every row is: " + ", ".join(f"{s} ({a})" for s, a in absent[:20])
+                  + (f" and {len(absent) - 20} more" if len(absent) > 20 else ""), file=sys.stderr)
     if failed:
         print(f"ERROR: the results of {len(failed)} notebook(s) could not be written: {', '.join(failed)}; "
               "see above, fix, and grade them again with --student", file=sys.stderr)

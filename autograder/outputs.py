@@ -50,6 +50,16 @@ def merge_rows(out: Path, rows: list[dict]) -> None:
         safe.write_atomic(path, fmt.csv_text(kept + rows))
 
 
+def rows_without_notebook(out: Path, found: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (student, assignment) rows of out/grades.csv, for the assignments in `found`, of students this run
+    found no notebook of: renamed, withdrawn, or filed under another name by an earlier grader. They are kept,
+    as every row is; the caller says which they are, so that an instructor can delete them on purpose."""
+    cells = {(safe.csv_cell(s), safe.csv_cell(a)) for s, a in found}
+    assignments = {a for _, a in cells}
+    return sorted((r.get("student", ""), r.get("assignment", "")) for r in read_rows(out / "grades.csv")
+                  if r.get("assignment") in assignments and (r.get("student"), r.get("assignment")) not in cells)
+
+
 @dataclass
 class Outputs:
     """Where a batch's results go."""

@@ -234,6 +234,7 @@ def test_folders_whose_names_show_alike_keep_their_own_rows_on_every_run(tmp_pat
         feedback = tmp_path / out / "feedback"
         runs.append(((tmp_path / out / "grades.csv").read_text(encoding="utf-8"),
                      sorted(str(p.relative_to(feedback)) for p in feedback.rglob("*") if p.is_file())))
+        assert "NOTE: grades.csv keeps" not in done.stderr  # every row's student was found again, however named
     assert runs[0] == runs[1] == runs[2]
     grades = rows(tmp_path / "one")
     assert len(grades) == 4 and len({p.split(os.sep)[0] for p in runs[0][1]}) == 4
@@ -246,3 +247,21 @@ def test_folders_whose_names_show_alike_keep_their_own_rows_on_every_run(tmp_pat
         assert len(student.encode()) < 200
         results = json.loads((tmp_path / "one" / "feedback" / student / "01-forward" / "results.json").read_text())
         assert results["score"] == float(row["score"])
+
+
+def test_a_row_whose_student_is_no_longer_found_is_kept_and_named(tmp_path):
+    """A student renamed between two runs: the old row stays (nothing is deleted), and the run says so; a run
+    of another assignment, or of one student, says nothing of it."""
+    root = tmp_path / "submitted"
+    for student in ("ann", "bob"):
+        write(solved("01-forward"), root, student, "01-forward")
+    out = tmp_path / "out"
+    assert grader("grade", str(root), "--out", str(out), "--seed", "3", cwd=tmp_path).returncode == 0
+    (root / "bob").rename(root / "robert")
+    done = grader("grade", str(root), "--out", str(out), "--seed", "3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert set(rows(out)) == {"ann", "bob", "robert"}
+    assert "NOTE: grades.csv keeps 1 row(s) of students with no notebook" in done.stderr
+    assert done.stderr.rstrip().endswith("kept, as every row is: bob (01-forward)")
+    done = grader("grade", str(root), "--out", str(out), "--seed", "3", "--student", "ann", cwd=tmp_path)
+    assert done.returncode == 0 and "NOTE" not in done.stderr
