@@ -260,10 +260,11 @@ def _best_rung_sentence(fastest, rungs, wins, shapes, large, best, times, copy) 
             + ").")
     eager = [s for s in shapes if ("torch", *s) in times]
     if large and eager:
+        lowest = min(times[(best[s], *s)]["gb_per_s"] for s in large) / copy
+        speedup = _geomean(times[("torch", *s)]["ms"] / times[(best[s], *s)]["ms"] for s in eager)
         line += (" Had each shape been run by its best rung, a choice this run could make only after timing them "
                  f"all, the lowest fraction of the copy bandwidth over the large bfloat16 shapes would be "
-                 f"{min(times[(best[s], *s)]['gb_per_s'] for s in large) / copy:.2f}, and the geometric-mean "
-                 f"speedup over eager PyTorch {_geomean(times[('torch', *s)]['ms'] / times[(best[s], *s)]['ms'] for s in eager):.2f}.")
+                 f"{lowest:.2f}, and the geometric-mean speedup over eager PyTorch {speedup:.2f}.")
     return line
 
 
@@ -357,8 +358,8 @@ def shortfalls(results: dict) -> list[str]:
         late = sorted(times[("v5 split", *s)]["ms"] - times[("v4 prefetch", *s)]["ms"] for s in same_kernel)
         big = [s for s in shapes if s[1] == max(x[1] for x in shapes)
                and kernels.get(("v5 split", *s), {}).get("split") is False and ("v4 prefetch", *s) in times]
-        line += (f" v5 runs v4's kernel wherever it does not split, yet there it takes a median {late[len(late) // 2] * 1e3:.1f} us "
-                 f"longer than v4 at M = {small}")
+        line += (" v5 runs v4's kernel wherever it does not split, yet there it takes a median "
+                 f"{late[len(late) // 2] * 1e3:.1f} us longer than v4 at M = {small}")
         if big:
             gap = sorted(abs(times[("v5 split", *s)]["ms"] - times[("v4 prefetch", *s)]["ms"]) for s in big)
             line += f" and a median {gap[len(gap) // 2] * 1e3:.1f} us apart at M = {big[0][1]}"

@@ -301,7 +301,7 @@ COMPILE = textwrap.dedent('''
                                    (T._dx_persistent_kernel, {"BLOCK_N": 512, "ROWS": 8}),
                                    (T._dx_prefetch_kernel, {"BLOCK_N": 2048, "ROWS": 2}),
                                    (T._dx_split_kernel, {"BLOCK_N": 8192, "ROWS": 1}),
-                                   (T._sum_partials_kernel, {"BLOCK_P": 32, "BLOCK_COLS": 64}),
+                                   (T._sum_partials_kernel, {"BLOCK_P": 256, "BLOCK_COLS": 16}),  # an H200's, N = 512
                                    (cell["_ln_bwd_rows"], {"CHUNK": 1024}),
                                    (cell["_ln_bwd_columns"], {"WIDTH": 128, "DEPTH": 8})]:
             for aligned in (False, True):  # the JIT's two builds: N a multiple of 16 (16-byte loads) or not
