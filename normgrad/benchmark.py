@@ -325,14 +325,22 @@ def shortfalls(results: dict) -> list[str]:
         else:  # files written before the launch was recorded: it was fixed then
             line += (f" in {-(-n // 32)} programs of 32 columns, 64 partial rows a step (the launch of the code that "
                      "wrote these results).")
-        if k["second_reduction_ms"] + least > whole:
-            part_mb = 2 * (k["programs"] // (2 if k.get("split") else 1)) * n * 4 / 1e6
-            line += (f" Inside the call it takes less: that time plus the {least * 1e3:.1f} us the counted bytes "
-                     f"need at the copy rate exceeds the whole call. There the {part_mb:.1f} MB of partial rows "
-                     "have just been written, and can still be in the L2 cache that the timing flushes.")
+        # where the reduction alone leaves the first pass least time, the rate the first pass would need
         if k.get("first_pass_ms"):
-            line += (f" The first pass alone takes {k['first_pass_ms'] * 1e3:.1f} us, "
+            line += (f" The first pass alone takes {k['first_pass_ms'] * 1e3:.1f} us there, "
                      f"{k['first_pass_ms'] / whole:.0%} of the call.")
+        # where the reduction alone leaves the first pass least time, the rate the first pass would need
+        need, (d, m, n), k = max((traffic_bytes(*s[1:], s[0]) / (copy * 1e6) / (call - k["second_reduction_ms"])
+                                  if call > k["second_reduction_ms"] else math.inf, s, k)
+                                 for _, s, k in shares for call in [times[(fastest, *s)]["ms"]])
+        if need >= 1.5:  # no memory-bound kernel moves its bytes half as fast again as a copy
+            part_mb = 2 * (k["programs"] // (2 if k.get("split") else 1)) * n * 4 / 1e6
+            line += (f" Inside a call it takes less than alone, at least where that can be checked: at {d}, M = {m}, "
+                     f"N = {n}, the call lasts {times[(fastest, d, m, n)]['ms'] * 1e3:.1f} us and the reduction "
+                     f"alone {k['second_reduction_ms'] * 1e3:.1f} us, which would leave the first pass to move its "
+                     "bytes " + ("in no time" if need == math.inf else f"at {need:.2f} times the copy rate")
+                     + f". There the {part_mb:.1f} MB of partial rows have just been written, and can still be in "
+                     "the L2 cache that the timing flushes.")
         said.append(line)
 
     # 4. the smallest shapes: a floor under every rung

@@ -225,7 +225,7 @@ def test_the_shortfalls_say_why_from_what_was_measured_and_only_that():
     assert "v3 persistent spills 40 32-bit words per thread and v4 prefetch spills 40" in wide
     assert "v5 splits each row between two programs and spills nothing, but reaches only 0.50" in wide
     second = sentence(said, "v4 prefetch's second reduction, timed alone")
-    assert "takes up to 5% of a whole call's time" in second and "Inside the call" not in second  # 0.05 + 0.9 < 1
+    assert "takes up to 5% of a whole call's time" in second and "Inside a call" not in second  # 0.05 + 0.9 < 1
     assert ("a median 10.0 us longer than v4 at M = 4096 and a median 0.0 us apart at M = 65536"
             in sentence(said, "At M = 4096"))
     assert len(said) == 3  # Liger-Kernel's 0.8 of the copy rate never beats v4's 0.9
@@ -237,14 +237,15 @@ def test_the_shortfalls_say_why_from_what_was_measured_and_only_that():
         if (r["impl"], r["dtype"], r["N"]) == ("v3 persistent", "float32", 768):
             r["ms"] /= 2  # v3 the fastest rung at three shapes
     for k in results["kernels"]:
-        k["first_pass_ms"], k["second_reduction_ms"] = 0.5 * k["second_reduction_ms"], 3 * k["second_reduction_ms"]
+        k["first_pass_ms"], k["second_reduction_ms"] = 0.5 * k["second_reduction_ms"], 15 * k["second_reduction_ms"]
         k["reduction"] = {"programs": 32, "BLOCK_COLS": 16, "BLOCK_P": 256}
     said = benchmark.shortfalls(results)
     assert sentence(said, "v4 prefetch has the highest geometric mean of GB/s, yet it is the fastest rung at only "
                           "69 of 72 shapes (v3 persistent at 3, v5 split at 0).")
     second = sentence(said, "v4 prefetch's second reduction")
-    assert "in 32 programs of 16 columns, 256 partial rows a step. Inside the call it takes less" in second
-    assert "The first pass alone takes" in second
+    assert "in 32 programs of 16 columns, 256 partial rows a step. The first pass alone takes" in second
+    assert "would leave the first pass to move its bytes at 3.60 times the copy rate" in second  # 0.9 / 0.25
+    assert "The first pass alone takes" in second and second.index("first pass alone") < second.index("Inside")
     assert ("The host takes 90.0 to 90.0 us to issue its call (eager PyTorch 30.0 to 30.0 us), and the L2 flush "
             "before it keeps the GPU busy for 64.0 us") in sentence(said, "At M = 4096")
     assert sentence(said, "Liger-Kernel is faster than v4 prefetch at 72 of 72 shapes")
@@ -257,7 +258,7 @@ def test_the_shortfalls_of_the_first_h200_run_point_at_the_spills_and_the_second
     wide = sentence(said, "At N = 16384 (bfloat16, M = 65536)")
     assert "v3 persistent spills 52 32-bit words per thread" in wide and "reaches only 0.49" in wide
     # alone, with the L2 flushed, the second reduction would not fit in the call's time beside the bytes
-    assert "Inside the call it takes less" in sentence(said, "v3 persistent's second reduction")
+    assert "the first pass to move its bytes at 2.14 times the copy rate" in sentence(said, "v3 persistent's second")
     assert ("a median 17.7 us longer than v4 at M = 4096 and a median 0.3 us apart at M = 65536"
             in sentence(said, "At M = 4096"))
     assert sentence(said, "Liger-Kernel is faster than v3 persistent at 16 of 72 shapes")
