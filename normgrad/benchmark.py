@@ -746,10 +746,16 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
     return results
 
 
+REDUCTION_COLUMNS = (16, 32, 64)  # the second reduction's column blocks and entries a step, swept
+REDUCTION_STEPS = (1024, 4096, 8192)
+
+
 def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=print) -> dict:
     """Time v3, v4 and (where it splits rows) v5 in bfloat16 at every launch their launcher weighs and at the
-    neighbours of the one it takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor;
-    the median of `runs` calls each, the L2 flushed before every call. Prints the best per rung and shape and
+    neighbours of the one it takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor,
+    and their second reduction alone at the launch `reduction_launch` takes and at every pair of
+    REDUCTION_COLUMNS and REDUCTION_STEPS; the median of `runs` calls each, the L2 flushed before every
+    call. Prints the best per rung and shape and
     returns everything timed (written by `main` to sweep-<gpu>-<date>.json). Shapes reached after `budget_s`
     are listed as skipped. A dry run goes through the same launches on the CPU, interpreted, on tiny shapes,
     as if with 2 SMs.
@@ -795,13 +801,22 @@ def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=
                                         "ms": timer.median_ms(run, runs)})
                 best = min(timings, key=lambda t: t["ms"])
                 gbs = traffic_bytes(m, n, "bfloat16") / (best["ms"] * 1e6)
+                reduction = {"taken": {**plan["reduction"], "ms": timer.median_ms(plan["second_reduction"], runs)},
+                             "timings": [{"BLOCK_P": step // cols, "BLOCK_COLS": cols,
+                                          "ms": timer.median_ms(lambda launch=(step // cols, cols):
+                                                                plan["second_reduction"](launch), runs)}
+                                         for cols in REDUCTION_COLUMNS for step in REDUCTION_STEPS]}
+                reduction["best"] = min(reduction["timings"], key=lambda t: t["ms"])
                 results["shapes"].append({"impl": version, "M": m, "N": n, "taken": taken,
-                                          "best": {**best, "gb_per_s": gbs}, "timings": timings})
+                                          "best": {**best, "gb_per_s": gbs}, "timings": timings,
+                                          "reduction": reduction})
                 per = best["programs_per_multiprocessor"]
                 log(f"{version} M={m:<5} N={n:<5} the launcher's rows={r}, num_warps={w}, {plan['programs']} "
                     f"programs: {taken['ms'] * 1e3:7.1f} us; best {best['ms'] * 1e3:7.1f} us ({gbs:.0f} GB/s) with "
                     f"rows={best['ROWS']}, num_warps={best['num_warps']}, "
-                    f"programs={f'{per} x SMs' if per else 'as fit'}")
+                    f"programs={f'{per} x SMs' if per else 'as fit'}; second reduction "
+                    f"{reduction['taken']['ms'] * 1e3:.1f} us, best {reduction['best']['ms'] * 1e3:.1f} us with "
+                    f"{reduction['best']['BLOCK_COLS']} columns, {reduction['best']['BLOCK_P']} partial rows a step")
             del args
     return results
 

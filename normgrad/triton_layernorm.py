@@ -381,10 +381,11 @@ def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
-def _sum_partials(part, p, n, gamma):
+def _sum_partials(part, p, n, gamma, launch: tuple[int, int] | None = None):
+    """dgamma and dbeta from P partial rows; `launch` (BLOCK_P, BLOCK_COLS) overrides `reduction_launch`."""
     dgamma = torch.empty_like(gamma)
     dbeta = torch.empty_like(gamma)
-    block_p, block_cols = reduction_launch(p, n, _multiprocessors(part.device))
+    block_p, block_cols = launch or reduction_launch(p, n, _multiprocessors(part.device))
     _sum_partials_kernel[(triton.cdiv(n, block_cols),)](dgamma, dbeta, part, p, n, BLOCK_P=block_p,
                                                           BLOCK_COLS=block_cols)
     return dgamma, dbeta
@@ -687,7 +688,7 @@ def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") ->
                                               "programs_per_multiprocessor")} for c in candidates if c],
             "reduction": {"BLOCK_P": block_p, "BLOCK_COLS": block_cols, "programs": triton.cdiv(n, block_cols)},
             "first_pass": lambda: kernel[(p,)](*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps),
-            "second_reduction": lambda: _sum_partials(part, part.shape[1], n, gamma)}
+            "second_reduction": lambda launch=None: _sum_partials(part, part.shape[1], n, gamma, launch)}
 
 
 VERSIONS = {

@@ -631,7 +631,11 @@ def test_the_sweep_runs_each_launch_through_the_interpreter_and_writes_what_it_t
         assert set(weighed) <= timed and (shape["taken"]["ROWS"], shape["taken"]["num_warps"]) in timed
         assert all(t["ms"] > 0 for t in shape["timings"]) and shape["taken"]["ms"] > 0
         assert shape["best"]["ms"] == min(t["ms"] for t in shape["timings"])
-    assert all("the launcher's rows=" in line and "; best " in line for line in lines[:-1]), lines
+        reduction = shape["reduction"]  # the second reduction alone, at its launch and at every one swept
+        assert len(reduction["timings"]) == len(benchmark.REDUCTION_COLUMNS) * len(benchmark.REDUCTION_STEPS)
+        assert reduction["taken"]["ms"] > 0 and reduction["best"]["ms"] == min(t["ms"] for t in reduction["timings"])
+    assert all("the launcher's rows=" in line and "; best " in line and "; second reduction " in line
+               for line in lines[:-1]), lines
 
 
 def test_a_sweep_out_of_time_lists_the_shapes_it_did_not_reach():
