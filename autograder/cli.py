@@ -262,7 +262,7 @@ def cmd_grade(args) -> int:
         if absent:
             print(f"NOTE: grades.csv keeps {len(absent)} row(s) of students with no notebook under {safe.name(root)} "
                   "this run (renamed, withdrawn, or filed under another name by an earlier grader); kept, as "
-                  "every row is: " + ", ".join(f"{s} ({a})" for s, a in absent[:20])
+                  "every row is: " + ", ".join(f"{safe.name(s)} ({safe.name(a)})" for s, a in absent[:20])
                   + (f" and {len(absent) - 20} more" if len(absent) > 20 else ""), file=sys.stderr)
     if failed:
         print(f"ERROR: the results of {len(failed)} notebook(s) could not be written: {', '.join(failed)}; "

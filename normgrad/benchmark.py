@@ -47,6 +47,7 @@ import json
 import math
 import platform
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -291,8 +292,7 @@ def shortfalls(results: dict) -> list[str]:
 
     # 2. the widest rows: spills, and what splitting them costs instead
     widest = max(s[2] for s in shapes)
-    m = max(s[1] for s in shapes if s[0] == "bfloat16" and s[2] == widest) if any(
-        s[0] == "bfloat16" and s[2] == widest for s in shapes) else None
+    m = max((s[1] for s in shapes if s[0] == "bfloat16" and s[2] == widest), default=None)
     wide = {impl: kernels.get((impl, "bfloat16", m, widest)) for impl in rungs} if m else {}
     spilling = {impl: k["spilled_words"] for impl, k in wide.items() if k and k.get("spilled_words")}
     split = wide.get("v5 split")
@@ -310,6 +310,9 @@ def shortfalls(results: dict) -> list[str]:
         said.append(line)
 
     # 3. the second reduction: alone, and what that says about it inside the call
+    def partial_rows(k: dict) -> int:  # one per program, or per pair where v5 splits rows
+        return k["programs"] // (2 if k.get("split") else 1)
+
     shares = [(k["second_reduction_ms"] / times[(fastest, *s)]["ms"], s, k) for s in shapes
               for k in [kernels.get((fastest, *s))] if k and k.get("second_reduction_ms")]
     if shares:
@@ -318,14 +321,13 @@ def shortfalls(results: dict) -> list[str]:
         least = traffic_bytes(m, n, d) / (copy * 1e6)  # ms to move the counted bytes at the copy rate
         line = (f"{fastest}'s second reduction, timed alone with the L2 cache flushed, takes up to {share:.0%} of "
                 f"a whole call's time: {k['second_reduction_ms'] * 1e3:.1f} us of {whole * 1e3:.1f} us at {d}, "
-                f"M = {m}, N = {n}, summing {k['programs'] // (2 if k.get('split') else 1)} partial rows")
+                f"M = {m}, N = {n}, summing {partial_rows(k)} partial rows")
         if "reduction" in k:
             line += (f" in {k['reduction']['programs']} programs of {k['reduction']['BLOCK_COLS']} columns, "
                      f"{k['reduction']['BLOCK_P']} partial rows a step.")
         else:  # files written before the launch was recorded: it was fixed then
             line += (f" in {-(-n // 32)} programs of 32 columns, 64 partial rows a step (the launch of the code that "
                      "wrote these results).")
-        # where the reduction alone leaves the first pass least time, the rate the first pass would need
         if k.get("first_pass_ms"):
             line += (f" The first pass alone takes {k['first_pass_ms'] * 1e3:.1f} us there, "
                      f"{k['first_pass_ms'] / whole:.0%} of the call.")
@@ -334,7 +336,7 @@ def shortfalls(results: dict) -> list[str]:
                                   if call > k["second_reduction_ms"] else math.inf, s, k)
                                  for _, s, k in shares for call in [times[(fastest, *s)]["ms"]])
         if need >= 1.5:  # no memory-bound kernel moves its bytes half as fast again as a copy
-            part_mb = 2 * (k["programs"] // (2 if k.get("split") else 1)) * n * 4 / 1e6
+            part_mb = 2 * partial_rows(k) * n * 4 / 1e6  # float32 dgamma and dbeta rows
             line += (f" Inside a call it takes less than alone, at least where that can be checked: at {d}, M = {m}, "
                      f"N = {n}, the call lasts {times[(fastest, d, m, n)]['ms'] * 1e3:.1f} us and the reduction "
                      f"alone {k['second_reduction_ms'] * 1e3:.1f} us, which would leave the first pass to move its "
@@ -363,14 +365,14 @@ def shortfalls(results: dict) -> list[str]:
     same_kernel = [s for s in at_small if kernels.get(("v5 split", *s), {}).get("split") is False
                    and ("v4 prefetch", *s) in times and ("v5 split", *s) in times]
     if same_kernel:
-        late = sorted(times[("v5 split", *s)]["ms"] - times[("v4 prefetch", *s)]["ms"] for s in same_kernel)
+        late = statistics.median(times[("v5 split", *s)]["ms"] - times[("v4 prefetch", *s)]["ms"] for s in same_kernel)
         big = [s for s in shapes if s[1] == max(x[1] for x in shapes)
                and kernels.get(("v5 split", *s), {}).get("split") is False and ("v4 prefetch", *s) in times]
         line += (" v5 runs v4's kernel wherever it does not split, yet there it takes a median "
-                 f"{late[len(late) // 2] * 1e3:.1f} us longer than v4 at M = {small}")
+                 f"{late * 1e3:.1f} us longer than v4 at M = {small}")
         if big:
-            gap = sorted(abs(times[("v5 split", *s)]["ms"] - times[("v4 prefetch", *s)]["ms"]) for s in big)
-            line += f" and a median {gap[len(gap) // 2] * 1e3:.1f} us apart at M = {big[0][1]}"
+            gap = statistics.median(abs(times[("v5 split", *s)]["ms"] - times[("v4 prefetch", *s)]["ms"]) for s in big)
+            line += f" and a median {gap * 1e3:.1f} us apart at M = {big[0][1]}"
         line += ": the only difference there is the host's work in deciding whether to split, which a long call hides."
     host = [times[(fastest, *s)]["host_ms"] for s in at_small if "host_ms" in times[(fastest, *s)]]
     torch_host = [times[("torch", *s)]["host_ms"] for s in at_small if "host_ms" in times.get(("torch", *s), {})]

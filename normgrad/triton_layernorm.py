@@ -600,10 +600,8 @@ def _choose_persistent_launch(kernel, args: tuple, m, n, block_n, programs, num_
 
 def _persistent(kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows, split=False):
     """Launch a persistent rung; `kernel` None is v5's choice (`split`: None to let `splits` decide)."""
-    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
-    if kernel is None:
-        kernel = _dx_split_kernel if (_splits(dy, x, gamma, mean, rstd, m, n, block_n) if split is None
-                                      else split) else _dx_prefetch_kernel
+    dy, x, gamma, mean, rstd, m, n, block_n = prepared = _prepared(dy, x, gamma, mean, rstd)
+    kernel = _v5_kernel(prepared, split) if kernel is None else kernel
     dx = torch.empty_like(x)
     args, p, block_n, rows, num_warps, _ = _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n,
                                                               programs, num_warps, rows)
@@ -653,6 +651,12 @@ def layernorm_backward_split(dy, x, gamma, mean, rstd, programs: int | None = No
     return _persistent(None, dy, x, gamma, mean, rstd, programs, num_warps, rows, split)
 
 
+def _v5_kernel(prepared: tuple, split: bool | None = None):
+    """The kernel v5 runs on `_prepared` inputs: the split kernel where `split` (by default `splits`) says
+    so, else v4's."""
+    return _dx_split_kernel if (_splits(*prepared) if split is None else split) else _dx_prefetch_kernel
+
+
 def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") -> dict:
     """What v3's (v4's, v5's) launcher chooses for these inputs, and what the compiler made of it (on a GPU).
 
@@ -668,10 +672,10 @@ def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") ->
     inputs: `first_pass` (dx and the partial rows) and `second_reduction` (the sum of
     the partial rows), so that a benchmark can time them apart.
     """
+    dy, x, gamma, mean, rstd, m, n, block_n = prepared = _prepared(dy, x, gamma, mean, rstd)
     kernel = PERSISTENT[version]
     if kernel is _dx_split_kernel:
-        kernel = _dx_split_kernel if splits(dy, x, gamma, mean, rstd) else _dx_prefetch_kernel  # v4's where rows fit
-    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+        kernel = _v5_kernel(prepared)  # v4's where rows fit
     args, p, block_n, rows, num_warps, usage = _persistent_launch(kernel, torch.empty_like(x), dy, x, gamma, mean,
                                                                   rstd, m, n, block_n, None, None, None)
     usage = usage or {}

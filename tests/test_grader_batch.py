@@ -265,3 +265,11 @@ def test_a_row_whose_student_is_no_longer_found_is_kept_and_named(tmp_path):
     assert done.stderr.rstrip().endswith("kept, as every row is: bob (01-forward)")
     done = grader("grade", str(root), "--out", str(out), "--seed", "3", "--student", "ann", cwd=tmp_path)
     assert done.returncode == 0 and "NOTE" not in done.stderr
+    # a row written into grades.csv by hand, with a terminal escape and a line break in its name: named escaped
+    with open(out / "grades.csv", "a", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerow(["eve\x1b[2J\nFAKE: all graded", "01-forward", "forward.ipynb"])
+    done = grader("grade", str(root), "--out", str(out), "--seed", "3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    note = next(line for line in done.stderr.splitlines() if line.startswith("NOTE"))
+    assert "\x1b" not in done.stderr and "FAKE" not in done.stderr.replace(note, "")
+    assert note.endswith("bob (01-forward), eve\\x1b[2J\\nFAKE: all graded (01-forward)")
