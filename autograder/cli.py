@@ -254,16 +254,22 @@ def cmd_grade(args) -> int:
     if autograded:
         where += f", {autograded}/"
     print(f"graded {written} notebook(s); wrote {where}")
+    # the whole class was scanned: a row nobody was found for is worth a look (a --student run looks at no other row)
+    absent = [] if args.student else rows_without_notebook(out, {(safe.name(s.student), safe.name(s.assignment))
+                                                                  for s in found})
+    named = set(absent)
     for assignment, a in figures.items():
-        print(f"  {assignment}: {len(a.scores)} graded in all, mean {report.fmt_points(round(sum(a.scores) / len(a.scores), 2))}"
-              f" / {report.fmt_points(a.max_score)}")
-    if not args.student:  # the whole class was scanned: a row nobody was found for is worth a look
-        absent = rows_without_notebook(out, {(safe.name(s.student), safe.name(s.assignment)) for s in found})
-        if absent:
-            print(f"NOTE: grades.csv keeps {len(absent)} row(s) of students with no notebook under {safe.name(root)} "
-                  "this run (renamed, withdrawn, or filed under another name by an earlier grader); kept, as "
-                  "every row is: " + ", ".join(f"{safe.name(s)} ({safe.name(a)})" for s, a in absent[:20])
-                  + (f" and {len(absent) - 20} more" if len(absent) > 20 else ""), file=sys.stderr)
+        # the summary counts every student's results.json; say how many of them the NOTE below names
+        gone = sum((safe.csv_cell(s), safe.csv_cell(assignment)) in named for s in a.students)
+        mean = report.fmt_points(round(sum(a.scores) / len(a.scores), 2))
+        print(f"  {assignment}: {len(a.scores)} graded in all"
+              + (f" ({gone} of them with no notebook this run: see the NOTE below)" if gone else "")
+              + f", mean {mean} / {report.fmt_points(a.max_score)}", flush=True)  # before the NOTE, on stderr
+    if absent:
+        print(f"NOTE: grades.csv keeps {len(absent)} row(s) of students with no notebook under {safe.name(root)} "
+              "this run (renamed, withdrawn, or filed under another name by an earlier grader); kept, as "
+              "every row is: " + ", ".join(f"{safe.name(s)} ({safe.name(a)})" for s, a in absent[:20])
+              + (f" and {len(absent) - 20} more" if len(absent) > 20 else ""), file=sys.stderr)
     if failed:
         print(f"ERROR: the results of {len(failed)} notebook(s) could not be written: {', '.join(failed)}; "
               "see above, fix, and grade them again with --student", file=sys.stderr)

@@ -28,6 +28,7 @@ SUMMARY_COLUMNS = ("assignment", "kind", "name", "count", "of", "rate")
 @dataclass
 class Assignment:
     scores: list[float] = field(default_factory=list)
+    students: list[str] = field(default_factory=list)  # the feedback folder of each score, in its order
     max_score: float = 0.0
     passed: Counter = field(default_factory=Counter)  # test name -> students who passed it
     graded: Counter = field(default_factory=Counter)  # test name -> students it ran for
@@ -58,6 +59,7 @@ def collect(out: Path) -> dict[str, Assignment]:
             continue
         a = found[assignment]
         a.scores.append(score)
+        a.students.append(path.parent.parent.name)
         a.max_score = max(a.max_score, sum(float(t.get("max_score", 0)) for t in tests))
         seen = set()
         for t in tests:

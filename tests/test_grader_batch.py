@@ -189,7 +189,7 @@ def test_the_class_summary(batch):
     assert sum(int(r["count"]) for r in scores) == len(EXPECTED)
     assert any(r["kind"] == "mistake" and r["name"] == "layernorm_forward: gamma-forgotten" for r in summary)
     assert "Pass rate per test" in (out / "summary.html").read_text()
-    assert f"01-forward: {len(EXPECTED)} graded in all" in done.stdout
+    assert f"01-forward: {len(EXPECTED)} graded in all, mean " in done.stdout  # nobody missing: no parenthesis
 
 
 def test_regrading_one_student_keeps_the_others_and_replays_with_the_seed(batch, capsys):
@@ -256,15 +256,20 @@ def test_a_row_whose_student_is_no_longer_found_is_kept_and_named(tmp_path):
     for student in ("ann", "bob"):
         write(solved("01-forward"), root, student, "01-forward")
     out = tmp_path / "out"
-    assert grader("grade", str(root), "--out", str(out), "--seed", "3", cwd=tmp_path).returncode == 0
+    done = grader("grade", str(root), "--out", str(out), "--seed", "3", cwd=tmp_path)
+    assert done.returncode == 0 and "01-forward: 2 graded in all, mean " in done.stdout  # nobody missing yet
     (root / "bob").rename(root / "robert")
     done = grader("grade", str(root), "--out", str(out), "--seed", "3", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert set(rows(out)) == {"ann", "bob", "robert"}
     assert "NOTE: grades.csv keeps 1 row(s) of students with no notebook" in done.stderr
     assert done.stderr.rstrip().endswith("kept, as every row is: bob (01-forward)")
+    # the summary still counts bob's kept results, and says that one of the three has no notebook this run
+    assert "01-forward: 3 graded in all (1 of them with no notebook this run: see the NOTE below), mean " \
+        in done.stdout
     done = grader("grade", str(root), "--out", str(out), "--seed", "3", "--student", "ann", cwd=tmp_path)
     assert done.returncode == 0 and "NOTE" not in done.stderr
+    assert "01-forward: 3 graded in all, mean " in done.stdout  # a run of one student looks at no other row
     # a row written into grades.csv by hand, with a terminal escape and a line break in its name: named escaped
     with open(out / "grades.csv", "a", newline="", encoding="utf-8") as f:
         csv.writer(f, lineterminator="\n").writerow(["eve\x1b[2J\nFAKE: all graded", "01-forward", "forward.ipynb"])
@@ -273,3 +278,5 @@ def test_a_row_whose_student_is_no_longer_found_is_kept_and_named(tmp_path):
     note = next(line for line in done.stderr.splitlines() if line.startswith("NOTE"))
     assert "\x1b" not in done.stderr and "FAKE" not in done.stderr.replace(note, "")
     assert note.endswith("bob (01-forward), eve\\x1b[2J\\nFAKE: all graded (01-forward)")
+    # eve has a row but no results.json, so she is not among the three the summary counts
+    assert "01-forward: 3 graded in all (1 of them with no notebook this run: see the NOTE below)" in done.stdout
