@@ -20,14 +20,15 @@ import json
 import os
 import resource
 import signal
-import stat
 import sys
 
 if __package__:  # imported by the grader, which reads the Landlock ABI
-    from .inside.confine import PR_SET_NO_NEW_PRIVS, install_filter
+    from .inside.confine import (FS_EXECUTE, FS_READ_DIR, FS_READ_FILE, SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL,
+                                 fs_rights, install_filter, landlock_abi, restrict)
 else:  # run by path with -I: its own folder is not on sys.path
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "inside"))
-    from confine import PR_SET_NO_NEW_PRIVS, install_filter
+    from confine import (FS_EXECUTE, FS_READ_DIR, FS_READ_FILE, SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL, fs_rights,
+                         install_filter, landlock_abi, restrict)
 
 PR_SET_PDEATHSIG = 1
 KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING = 7, -4, -5
@@ -44,37 +45,6 @@ def clear_keyrings() -> None:
         libc.syscall(number, KEYCTL_CLEAR, keyring)
 
 
-# Landlock (linux/landlock.h): one syscall number on every architecture
-SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
-LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_RULE_PATH_BENEATH = 1, 1
-FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-FS_TRUNCATE, FS_IOCTL_DEV, FS_RESOLVE_UNIX = 1 << 14, 1 << 15, 1 << 16
-FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV | FS_RESOLVE_UNIX
-SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
-
-
-def landlock_abi() -> int:
-    """The Landlock ABI this kernel offers (1 and up), or 0 where it has none or has it switched off."""
-    return max(ctypes.CDLL(None, use_errno=True).syscall(SYS_LANDLOCK_CREATE_RULESET, None, 0,
-                                                         LANDLOCK_CREATE_RULESET_VERSION), 0)
-
-
-def fs_rights(abi: int) -> int:
-    """Every file-system right an ABI knows: 13 in ABI 1, then REFER (2), TRUNCATE (3), IOCTL_DEV (5) and
-    RESOLVE_UNIX (9: connecting to a unix socket in the file system)."""
-    return (1 << (13 + (abi >= 2) + (abi >= 3) + (abi >= 5) + (abi >= 9))) - 1
-
-
-class RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]
-
-
-class PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
 def restrict_paths(rules: dict) -> None:
     """Confine this process and all it starts to `rules`: {"read": [...], "write": [...]} (paths that do not
     exist are skipped). Beneath a "read" path it may read and execute, beneath a "write" path do anything;
@@ -84,30 +54,11 @@ def restrict_paths(rules: dict) -> None:
     abi = landlock_abi()
     if abi < 1:
         raise SystemExit("this kernel has no Landlock")
-    libc = ctypes.CDLL(None, use_errno=True)
     handled = fs_rights(abi)
     read = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
-    attr = RulesetAttr(handled, 0, SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL)
-    size = ctypes.sizeof(RulesetAttr) if abi >= 6 else 8  # the fields an older kernel knows
-    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
-    if ruleset < 0:
-        raise SystemExit(f"could not make a Landlock ruleset: {os.strerror(ctypes.get_errno())}")
-    for rights, paths in ((read, rules.get("read", [])), (handled, rules.get("write", []))):
-        for path in paths:
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            allowed = rights if stat.S_ISDIR(os.fstat(fd).st_mode) else rights & FILE_RIGHTS  # a file takes fewer
-            rule = PathBeneathAttr(allowed & handled, fd)
-            done = libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0)
-            os.close(fd)
-            if done != 0:
-                raise SystemExit(f"could not add the Landlock rule for {path}: {os.strerror(ctypes.get_errno())}")
-    if (libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            or libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0):
-        raise SystemExit(f"could not apply the Landlock rules: {os.strerror(ctypes.get_errno())}")
-    os.close(ruleset)
+    restrict(handled, [(path, read) for path in rules.get("read", [])]
+             + [(path, handled) for path in rules.get("write", [])],
+             SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0)  # scopes: ABI 6 and up
 
 
 def main() -> None:

@@ -399,6 +399,7 @@ class Sandbox:
             self.python, self.paths = self._fallback_python()
         self.fallback_filter, self.filter_problem = self._fallback_filter() if self.mode == "fallback" else (None, "")
         self.landlock, self.landlock_problem = self._fallback_landlock() if self.mode == "fallback" else (0, "")
+        self.hides_torch = launch.landlock_abi() >= 1  # a job hides PyTorch's compiled parts (confine.hide)
         # Without root the fallback's jobs run as the grader's user: the grader adopts what they orphan,
         # to kill it (kill_leftovers).
         self.reaper = self.mode == "fallback" and not self.root and become_subreaper()
@@ -514,6 +515,10 @@ class Sandbox:
                 text += "; the code can " + " and ".join(can)
         if not gpu and seccomp.no_exec() is not None:
             text += "; exec refused before the answer runs (it starts no other program)"
+        if self.hides_torch:
+            text += "; PyTorch's compiled parts unreadable before the answer runs (nothing it starts can load PyTorch)"
+        elif gpu:
+            text += "; no Landlock: a Python the answer starts (exec stays for Triton) can import PyTorch unlocked"
         limits = ["CPU time", "file size", "open files"]
         if memory_rlimit:
             limits.append("memory per process")

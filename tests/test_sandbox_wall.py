@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import cgroup, grading, launch, sandbox, seccomp
-from autograder.inside import protocol, wire
+from autograder import cgroup, grading, sandbox, seccomp
+from autograder.inside import confine, protocol, wire
 from helpers import child_env
 
 INSIDE = Path(sandbox.__file__).parent / "inside"
@@ -170,14 +170,15 @@ def fallback_box():
 
 
 def run(box, source: str, calls: list[tuple[str, tuple]], torch_job: bool = False, seconds: float = 10.0,
-        **options) -> tuple[sandbox.JobResult, dict]:
-    """One job: a cell, and calls fn(*args); returns the result and, per call, (status, returned or None)."""
+        gpu: bool = False, **options) -> tuple[sandbox.JobResult, dict]:
+    """One job: a cell, and calls fn(*args); returns the result and, per call, (status, returned or None).
+    `gpu`: run it as a GPU job (the GPU's devices bound, exec kept)."""
     specs = tuple(protocol.CallSpec(f"c{i:03d}", fn, "call", "cpu", seconds) for i, (fn, _) in enumerate(calls))
     inputs = {f"{protocol.inputs(s.id)}/{n}": d for s, (_, args) in zip(specs, calls)
               for n, d in wire.pack((list(args), {})).items()}
     job = protocol.Job((protocol.Cell("k0", "cell", textwrap.dedent(source)),), specs, torch=torch_job, reap=True,
                        **options)
-    result = sandbox.run_job(box, job, inputs, sandbox.Limits(memory_bytes=2 << 30), env_extra=options.get(
+    result = sandbox.run_job(box, job, inputs, sandbox.Limits(memory_bytes=2 << 30), gpu=gpu, env_extra=options.get(
         "count_kernels") and {"TRITON_INTERPRET": "1"} or None)
     out = {}
     for spec, (fn, _) in zip(specs, calls):
@@ -314,6 +315,57 @@ def test_a_cpu_job_starts_no_other_program(mode, request):
     assert "exec refused" in result.isolation
 
 
+TORCH_FILES = """
+import glob, os, subprocess, sys, torch
+def torch_files(x):
+    got = []
+    library = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libc10*.so*"))[0]
+    try:
+        open(library, "rb").read(1)
+        got.append("read")
+    except PermissionError:
+        pass
+    from torch.utils import show_pickle  # noqa: F401  (not imported with torch: its Python stays readable)
+    loader = (glob.glob("/lib64/ld-linux-*.so*") + glob.glob("/lib/ld-linux-*.so*") + [""])[0]
+    import_torch = "import sys; sys.path[:0] = %r; import torch" % sys.path
+    for how in ([sys.executable], [loader, sys.executable]):  # the dynamic loader runs what an exec list skips
+        try:
+            if subprocess.run([*how, "-c", import_torch], capture_output=True).returncode == 0:
+                got.append(" ".join(how) + " imported torch")
+        except (PermissionError, FileNotFoundError):
+            got.append("no exec: " + " ".join(how))
+    for move in (os.link, os.symlink, os.rename):
+        try:
+            move(library, "/tmp/libc10.so")
+            open("/tmp/libc10.so", "rb").read(1)
+            got.append(move.__name__)
+        except OSError:
+            pass
+    if torch.cuda.is_available() and torch.ones(3, device="cuda").sum().item() != 3:  # CUDA starts after it
+        got.append("CUDA")
+    return got
+"""
+
+
+@pytest.mark.skipif(sandbox.launch.landlock_abi() < 1, reason="this kernel has no Landlock")
+@pytest.mark.parametrize("mode", ["bwrap", "fallback"])
+def test_no_process_a_job_starts_can_load_torch(mode, request, monkeypatch):
+    """A GPU job keeps exec (Triton runs ptxas and a C compiler), so the answer can start another Python, even
+    through the dynamic loader, which an allow-list of programs would not see; but once the seal is on, none
+    of PyTorch's compiled parts can be read, linked or moved, so that Python cannot import a PyTorch the seal
+    never locked, while the job can still import torch's Python modules. Here on the CPU, with exec left as a
+    GPU job leaves it; on a GPU, as a GPU job (`make gpu-check` runs it there), which also starts CUDA."""
+    box = request.getfixturevalue({"bwrap": "box", "fallback": "fallback_box"}[mode])
+    gpu = torch.cuda.is_available()
+    if not gpu:
+        monkeypatch.setattr(sandbox.seccomp, "no_exec", lambda machine=None: None)  # a GPU job's exec
+    result, out = run(box, TORCH_FILES, [("torch_files", (0,))], torch_job=True, gpu=gpu)
+    got = out["torch_files"][1]
+    assert got is not None, out["torch_files"][0]
+    assert got == [], got  # nor "no exec": the Pythons started, and failed to import torch
+    assert "PyTorch's compiled parts unreadable" in result.isolation
+
+
 @as_root
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe uses x86-64 syscall numbers")
 def test_a_sandbox_uids_keyrings_are_emptied_after_each_job():
@@ -421,9 +473,9 @@ def test_the_launchers_landlock_confines_what_the_fallback_may_touch(tmp_path):
 
 def test_the_launcher_handles_every_file_right_its_abi_knows():
     """A right the ruleset does not handle is allowed everywhere: from ABI 9, connecting to a unix socket."""
-    assert launch.fs_rights(1) == (1 << 13) - 1 and launch.fs_rights(5) == (1 << 16) - 1
-    assert not launch.fs_rights(8) & launch.FS_RESOLVE_UNIX
-    assert launch.fs_rights(9) & launch.FS_RESOLVE_UNIX and launch.FILE_RIGHTS & launch.FS_RESOLVE_UNIX
+    assert confine.fs_rights(1) == (1 << 13) - 1 and confine.fs_rights(5) == (1 << 16) - 1
+    assert not confine.fs_rights(8) & confine.FS_RESOLVE_UNIX
+    assert confine.fs_rights(9) & confine.FS_RESOLVE_UNIX and confine.FILE_RIGHTS & confine.FS_RESOLVE_UNIX
 
 
 @pytest.mark.parametrize("landlock,gpu,seccomp_hex,says,can", [
@@ -432,6 +484,7 @@ def test_the_launcher_handles_every_file_right_its_abi_knows():
     (5, False, "00", "Landlock ABI 5 (", "open the unix sockets that user may open"),
     (7, True, "00", "no Landlock (a GPU job)", "read whatever that user may read"),
     (0, False, "00", "no Landlock (no Landlock here)", "read whatever that user may read"),
+    (0, True, "00", "no Landlock (no Landlock here)", "read whatever that user may read"),
     (7, False, None, "no seccomp filter (no filter here)", "reach the network"),
 ])
 def test_the_fallbacks_line_says_what_held_and_what_the_code_can_still_do(landlock, gpu, seccomp_hex, says, can):
@@ -439,12 +492,15 @@ def test_the_fallbacks_line_says_what_held_and_what_the_code_can_still_do(landlo
     box.mode, box.reason, box.root, box.options, box.cgroups = "fallback", "chosen", False, set(), []
     box.fallback_filter, box.filter_problem = seccomp_hex, "no filter here"
     box.landlock, box.landlock_problem = landlock, "no Landlock here"
+    box.hides_torch = bool(landlock)
     line = box.describe(gpu=gpu)
     assert line.startswith("FALLBACK without bubblewrap") and says in line and can in line
     assert ("read whatever" in line) == (not landlock or gpu)
     assert ("abstract unix socket outside the job" in line) == (6 <= landlock < 9 and not gpu)
     assert ("the code can" in line) == bool(can)
     assert ("exec refused" in line) == (not gpu)
+    assert ("PyTorch's compiled parts unreadable" in line) == bool(landlock)
+    assert ("can import PyTorch unlocked" in line) == (gpu and not landlock)
 
 
 # --- autograd, however a call reaches for it --------------------------------------------------------

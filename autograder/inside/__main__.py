@@ -74,10 +74,29 @@ def _after_student_code(reap: bool) -> None:
         pass
 
 
+LOCKED = ("torch", "functorch", "torchgen")  # the packages whose autograd the seal locks
+
+
+def _installed(packages) -> list:
+    """The folders of these packages on sys.path."""
+    return [os.path.join(folder, name) for folder in sys.path[1:] for name in packages
+            if os.path.isdir(os.path.join(folder, name))]
+
+
+def _compiled_parts(packages) -> list:
+    """These packages' compiled parts, which `import torch` loads first and this process already has: their
+    extension modules, lib/ (libtorch, libc10: what a C++ program links) and bin/."""
+    found = []
+    for package in _installed(packages):
+        found += [os.path.join(package, "lib"), os.path.join(package, "bin")]
+        found += [entry.path for entry in os.scandir(package) if ".so" in entry.name and entry.is_file()]
+    return found
+
+
 class _NoTorch(importlib.abc.MetaPathFinder):
     """A NumPy exercise's job: torch and its kin cannot be imported (the grader also hides their folders)."""
 
-    BLOCKED = ("torch", "triton", "functorch", "torchgen")
+    BLOCKED = (*LOCKED, "triton")
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in self.BLOCKED:
@@ -123,8 +142,14 @@ def main(job_fd: int, out_fd: int) -> None:
         if job.count_kernels:
             _count_kernel_launches()
             calling.fit_triton_interpreter()  # an older Triton's interpreter beside a newer NumPy
+        hidden = _compiled_parts(LOCKED)
     else:
         sys.meta_path.insert(0, _NoTorch())
+        hidden = _installed(_NoTorch.BLOCKED)
+    # From here on, no process started from the answer (a GPU job keeps exec: Triton runs its compilers)
+    # can load PyTorch, so none has a PyTorch the seal never locked; this one keeps what it loaded and can
+    # still import torch's Python modules. A NumPy exercise's job cannot read torch or Triton at all.
+    confine.hide(hidden)
     if job.seccomp:
         confine.install_filter(bytes.fromhex(job.seccomp))
 
