@@ -12,7 +12,8 @@ fresh temporary folder):
    check` on its solution notebook: the grader's sandbox with the GPU bound,
    and which sandbox it was (bubblewrap, or the fallback without it);
 2. the project's tests of those exercises (tests/test_<NN>_*.py), whose cases
-   run on CUDA when a GPU is present; steps 1 and 2 run side by side;
+   run on CUDA when a GPU is present, and the sandbox's test that nothing a GPU
+   job starts can load PyTorch; steps 1 and 2 run side by side;
 3. the benchmark (python -m normgrad.benchmark) in one process, with the time
    that is left, and copies its results file to chapters/data/. While steps 1
    and 2 run, three processes compile its kernels (`--warm-only`): Triton and
@@ -239,12 +240,18 @@ def check_notebook(assignment: str, notebook: str, env, timeout: float) -> dict:
             "passed": code == 0 and score is not None and got == best, "output": out}
 
 
+# Beside the exercises' tests: the sandbox's own test that nothing a GPU job starts (exec stays there, for
+# Triton's compilers) can load PyTorch, which on a GPU runs as a GPU job and starts CUDA after the lock
+SANDBOX_TESTS = ("tests/test_sandbox_wall.py::test_no_process_a_job_starts_can_load_torch",)
+
+
 def test_files(assignments) -> list[str]:
-    """tests/test_<NN>_*.py of each assignment <NN>-...: the tests whose cases run on CUDA with a GPU."""
+    """tests/test_<NN>_*.py of each assignment <NN>-...: the tests whose cases run on CUDA with a GPU; and,
+    where there are any, SANDBOX_TESTS."""
     files = []
     for assignment in assignments:
         files += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob(f"test_{assignment[:2]}_*.py"))
-    return files
+    return files + list(SANDBOX_TESTS) if files else files
 
 
 def run_tests(files, env, timeout: float, collect_only: bool) -> dict:
