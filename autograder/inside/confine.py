@@ -102,7 +102,8 @@ def hide(paths: list) -> bool:
     library path. A file opened through another path (a symbolic link, /proc) is checked where it lies,
     and no hard link to it can be made elsewhere.
     """
-    if landlock_abi() < 1:
+    abi = landlock_abi()
+    if abi < 1:
         return False
     hidden = {os.path.realpath(p) for p in paths if os.path.exists(p)}
     if not hidden:
@@ -129,6 +130,6 @@ def hide(paths: list) -> bool:
         if path and os.path.exists(path):
             allow(os.path.realpath(path))
     # REFER (ABI 2 and up; ABI 1 refuses it everywhere): no hard link or move takes a hidden file elsewhere
-    rights = FS_READ_FILE | FS_EXECUTE | (FS_REFER if landlock_abi() >= 2 else 0)
+    rights = FS_READ_FILE | FS_EXECUTE | (FS_REFER if abi >= 2 else 0)
     restrict(rights, [(path, rights) for path in dict.fromkeys(allowed)])
     return True
