@@ -18,8 +18,8 @@ A CPU job also puts a second filter on itself once torch is imported, before
 the student's first cell (`no_exec`): it refuses execve, so the answer cannot
 start another Python, whose PyTorch the seal never locked. A GPU job keeps
 exec: Triton runs ptxas and a C compiler when it builds a kernel. There,
-what holds is that PyTorch's compiled parts cannot be read by then, so
-nothing started can load it (confine.hide; CPU jobs too).
+what holds is that the compiled parts PyTorch has loaded cannot be read by
+then, so nothing started can load it (confine.hide; CPU jobs too).
 """
 
 from __future__ import annotations

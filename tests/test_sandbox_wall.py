@@ -325,6 +325,16 @@ def torch_files(x):
         got.append("read")
     except PermissionError:
         pass
+    # what PyTorch loads or runs later (on a GPU: its linear algebra, the ptxas TorchInductor hands Triton)
+    loaded = {line.split(maxsplit=5)[5].strip() for line in open("/proc/self/maps") if len(line.split()) == 6}
+    folder = os.path.dirname(torch.__file__)
+    compiled = glob.glob(os.path.join(folder, "lib", "*.so*")) + glob.glob(os.path.join(folder, "bin", "*"))
+    later = [path for path in compiled if os.path.isfile(path) and os.path.realpath(path) not in loaded]
+    for path in later or ["nothing PyTorch loads later"]:
+        try:
+            open(path, "rb").read(1)
+        except OSError:
+            got.append("hid " + os.path.basename(path))
     from torch.utils import show_pickle  # noqa: F401  (not imported with torch: its Python stays readable)
     loader = (glob.glob("/lib64/ld-linux-*.so*") + glob.glob("/lib/ld-linux-*.so*") + [""])[0]
     import_torch = "import sys; sys.path[:0] = %r; import torch" % sys.path
@@ -352,8 +362,9 @@ def torch_files(x):
 def test_no_process_a_job_starts_can_load_torch(mode, request, monkeypatch):
     """A GPU job keeps exec (Triton runs ptxas and a C compiler), so the answer can start another Python, even
     through the dynamic loader, which an allow-list of programs would not see; but once the seal is on, none
-    of PyTorch's compiled parts can be read, linked or moved, so that Python cannot import a PyTorch the seal
-    never locked, while the job can still import torch's Python modules. Here on the CPU, with exec left as a
+    of the compiled parts PyTorch has loaded can be read, linked or moved, so that Python cannot import a
+    PyTorch the seal never locked, while the job can still import torch's Python modules and load or run
+    what PyTorch has not loaded yet. Here on the CPU, with exec left as a
     GPU job leaves it; on a GPU, as a GPU job (`make gpu-check` runs it there), which also starts CUDA."""
     box = request.getfixturevalue({"bwrap": "box", "fallback": "fallback_box"}[mode])
     gpu = torch.cuda.is_available()

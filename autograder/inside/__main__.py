@@ -14,6 +14,7 @@ plain data, in the order it expects them, and judges them against an oracle
 this process never sees.
 """
 
+import glob
 import importlib.abc
 import json
 import linecache
@@ -83,14 +84,21 @@ def _installed(packages) -> list:
             if os.path.isdir(os.path.join(folder, name))]
 
 
-def _compiled_parts(packages) -> list:
-    """These packages' compiled parts, which `import torch` loads first and this process already has: their
-    extension modules, lib/ (libtorch, libc10: what a C++ program links) and bin/."""
-    found = []
-    for package in _installed(packages):
-        found += [os.path.join(package, "lib"), os.path.join(package, "bin")]
-        found += [entry.path for entry in os.scandir(package) if ".so" in entry.name and entry.is_file()]
-    return found
+def _loaded_parts(packages) -> list:
+    """The compiled files of these packages that this process has loaded: their extension modules, libtorch
+    and libc10, which any other process needs to import torch or link a program against it. What PyTorch
+    loads later, or runs (on a GPU: its linear algebra, its NVRTC wrapper, the ptxas TorchInductor hands
+    Triton), stays readable: without these it loads nowhere else. Where /proc cannot be read: the packages'
+    extension modules and lib/."""
+    folders = tuple(os.path.realpath(package) + "/" for package in _installed(packages))
+    try:
+        with open("/proc/self/maps") as maps:  # address, rights, offset, device, inode, then the file, if any
+            mapped = {fields[5] for fields in (line.rstrip("\n").split(maxsplit=5) for line in maps)
+                      if len(fields) == 6}
+    except OSError:
+        return [path for package in _installed(packages) for path in
+                [os.path.join(package, "lib"), *glob.glob(os.path.join(package, "*.so"))]]
+    return sorted(path for path in mapped if path.startswith(folders))
 
 
 class _NoTorch(importlib.abc.MetaPathFinder):
@@ -142,7 +150,7 @@ def main(job_fd: int, out_fd: int) -> None:
         if job.count_kernels:
             _count_kernel_launches()
             calling.fit_triton_interpreter()  # an older Triton's interpreter beside a newer NumPy
-        hidden = _compiled_parts(LOCKED)
+        hidden = _loaded_parts(LOCKED)
     else:
         sys.meta_path.insert(0, _NoTorch())
         hidden = _installed(_NoTorch.BLOCKED)
