@@ -67,7 +67,7 @@ from pathlib import Path
 
 from . import cgroup, launch, seccomp
 from .cgroup import JobGroup
-from .inside import protocol, wire
+from .inside import confine, protocol, wire
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -399,7 +399,7 @@ class Sandbox:
             self.python, self.paths = self._fallback_python()
         self.fallback_filter, self.filter_problem = self._fallback_filter() if self.mode == "fallback" else (None, "")
         self.landlock, self.landlock_problem = self._fallback_landlock() if self.mode == "fallback" else (0, "")
-        self.hides_torch = launch.landlock_abi() >= 1  # a job hides PyTorch's compiled parts (confine.hide)
+        self.hides_torch = confine.can_hide()  # a job hides PyTorch's compiled parts (confine.hide)
         # Without root the fallback's jobs run as the grader's user: the grader adopts what they orphan,
         # to kill it (kill_leftovers).
         self.reaper = self.mode == "fallback" and not self.root and become_subreaper()
@@ -518,7 +518,8 @@ class Sandbox:
         if self.hides_torch:
             text += "; PyTorch's compiled parts unreadable before the answer runs (nothing it starts can load PyTorch)"
         elif gpu:
-            text += "; no Landlock: a Python the answer starts (exec stays for Triton) can import PyTorch unlocked"
+            text += ("; no Landlock ABI 2 (Linux 5.19): a Python the answer starts (exec stays for Triton) can import "
+                     "PyTorch unlocked")
         limits = ["CPU time", "file size", "open files"]
         if memory_rlimit:
             limits.append("memory per process")

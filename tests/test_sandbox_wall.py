@@ -317,6 +317,14 @@ def test_a_cpu_job_starts_no_other_program(mode, request):
 
 TORCH_FILES = """
 import glob, os, subprocess, sys, torch
+import triton
+import triton.language as tl
+
+@triton.jit
+def add_one(x_ptr, n, BLOCK: tl.constexpr):
+    offsets = tl.arange(0, BLOCK)
+    tl.store(x_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < n) + 1, mask=offsets < n)
+
 def torch_files(x):
     got = []
     library = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libc10*.so*"))[0]
@@ -351,13 +359,21 @@ def torch_files(x):
             got.append(move.__name__)
         except OSError:
             pass
-    if torch.cuda.is_available() and torch.ones(3, device="cuda").sum().item() != 3:  # CUDA starts after it
-        got.append("CUDA")
+    if torch.cuda.is_available():  # CUDA starts after the lock, and Triton builds, caches and runs a kernel
+        ones = torch.ones(3, device="cuda")
+        if ones.sum().item() != 3:
+            got.append("CUDA")
+        try:
+            add_one[(1,)](ones, 3, BLOCK=4)
+            if ones.sum().item() != 6:
+                got.append("Triton's kernel")
+        except Exception as e:
+            got.append(f"Triton: {type(e).__name__}: {e}"[:400])
     return got
 """
 
 
-@pytest.mark.skipif(sandbox.launch.landlock_abi() < 1, reason="this kernel has no Landlock")
+@pytest.mark.skipif(not confine.can_hide(), reason="this kernel has no Landlock ABI 2")
 @pytest.mark.parametrize("mode", ["bwrap", "fallback"])
 def test_no_process_a_job_starts_can_load_torch(mode, request, monkeypatch):
     """A GPU job keeps exec (Triton runs ptxas and a C compiler), so the answer can start another Python, even
@@ -365,18 +381,41 @@ def test_no_process_a_job_starts_can_load_torch(mode, request, monkeypatch):
     of the compiled parts PyTorch has loaded can be read, linked or moved, so that Python cannot import a
     PyTorch the seal never locked, while the job can still import torch's Python modules and load or run
     what PyTorch has not loaded yet. Here on the CPU, with exec left as a
-    GPU job leaves it; on a GPU, as a GPU job (`make gpu-check` runs it there), which also starts CUDA."""
+    GPU job leaves it; on a GPU, as a GPU job (`make gpu-check` runs it there), which also starts CUDA and
+    compiles a Triton kernel, whose cache moves each file it writes into place."""
     box = request.getfixturevalue({"bwrap": "box", "fallback": "fallback_box"}[mode])
     gpu = torch.cuda.is_available()
     if not gpu:
         monkeypatch.setattr(sandbox.seccomp, "no_exec", lambda machine=None: None)  # a GPU job's exec
     # the grader's own memory limit: a CUDA build of torch (the GPU machine's) maps more than 2 GiB
-    result, out = run(box, TORCH_FILES, [("torch_files", (0,))], torch_job=True, gpu=gpu,
+    result, out = run(box, TORCH_FILES, [("torch_files", (0,))], torch_job=True, gpu=gpu, seconds=60.0,
                       memory_bytes=sandbox.Limits.memory_bytes)
     got = out["torch_files"][1]
     assert got is not None, (out["torch_files"][0], result.cell_errors, result.notes)
     assert got == [], got  # nor "no exec": the Pythons started, and failed to import torch
     assert "PyTorch's compiled parts unreadable" in result.isolation
+
+
+def test_nothing_is_hidden_under_landlock_abi_1_where_no_file_could_move_to_another_folder(tmp_path):
+    """Under ABI 1 a confined process can move no file to another folder, and Triton's cache does so with
+    every file it writes: there the job hides nothing, and its `sandbox:` line says so."""
+    (tmp_path / "kept").write_text("readable")
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(INSIDE)!r})
+        import confine
+        confine.landlock_abi = lambda: 1
+        assert not confine.can_hide() and confine.hide([{str(tmp_path / "kept")!r}]) is False
+        os.mkdir({str(tmp_path / "cache")!r})
+        os.replace({str(tmp_path / "kept")!r}, {str(tmp_path / "cache" / "kept")!r})
+        print(open({str(tmp_path / "cache" / "kept")!r}).read())
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "readable", done.stderr
+    box = object.__new__(sandbox.Sandbox)
+    box.mode, box.reason, box.root, box.options, box.cgroups = "bwrap", "", True, set(), []
+    box.hides_torch = False
+    assert "no Landlock ABI 2 (Linux 5.19)" in box.describe(gpu=True)
 
 
 @as_root

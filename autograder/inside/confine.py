@@ -91,9 +91,15 @@ def restrict(handled: int, rules: list, scoped: int = 0) -> None:
 NEEDED = ("/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/dev", "/sys", "/tmp", "/run", "/var")
 
 
+def can_hide() -> bool:
+    """Whether `hide` works on this kernel: from Landlock ABI 2. Under ABI 1 a confined process can move no
+    file to another folder (EXDEV), and Triton's cache moves every file it writes into place."""
+    return landlock_abi() >= 2
+
+
 def hide(paths: list) -> bool:
     """Make `paths` (files, and everything beneath folders) unreadable and unrunnable for this process and
-    all it starts, and leave every other file as it was; False where this kernel has no Landlock.
+    all it starts, and leave every other file as it was; False where it cannot (`can_hide`).
 
     Landlock only allows, so the rule goes to everything else: walking down from / to each path, each
     entry beside the way gets its own rule (symbolic links none: a rule would follow one, and what it
@@ -102,8 +108,7 @@ def hide(paths: list) -> bool:
     library path. A file opened through another path (a symbolic link, /proc) is checked where it lies,
     and no hard link to it can be made elsewhere.
     """
-    abi = landlock_abi()
-    if abi < 1:
+    if not can_hide():
         return False
     hidden = {os.path.realpath(p) for p in paths if os.path.exists(p)}
     if not hidden:
@@ -129,7 +134,7 @@ def hide(paths: list) -> bool:
     for path in ("/", *NEEDED, *sys.path, sys.prefix, sys.base_prefix, os.getcwd(), *environment):
         if path and os.path.exists(path):
             allow(os.path.realpath(path))
-    # REFER (ABI 2 and up; ABI 1 refuses it everywhere): no hard link or move takes a hidden file elsewhere
-    rights = FS_READ_FILE | FS_EXECUTE | (FS_REFER if abi >= 2 else 0)
+    # REFER: no hard link or move takes a hidden file elsewhere
+    rights = FS_READ_FILE | FS_EXECUTE | FS_REFER
     restrict(rights, [(path, rights) for path in dict.fromkeys(allowed)])
     return True
