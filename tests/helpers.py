@@ -14,7 +14,7 @@ import nbformat
 import numpy as np
 
 from autograder.cells import defined_names
-from autograder.course import notebooks, read, solved_release
+from autograder.course import nbgrader_meta, notebooks, read, solved_release
 from autograder.release import nbgrader  # noqa: F401  (the tests run nbgrader through it)
 from normgrad.cases import VISIBLE_SEED, judge, loosened
 
@@ -78,6 +78,13 @@ def case_names(case_ids) -> set[str]:
 def report(verdicts: dict[str, list[str]]) -> str:
     """The failed cases of a verdict as text: what assertion messages show and the named mistakes are found in."""
     return "\n".join(f"FAIL {case}:\n  " + "\n  ".join(problems) for case, problems in failures(verdicts).items())
+
+
+def solution_source(assignment: str, function: str) -> str:
+    """The source notebook's solution cell of `function`, markers removed: what mutants start from."""
+    cell = next(c for c in read(notebooks(assignment).source).cells if nbgrader_meta(c).get("grade_id") == function)
+    return "\n".join(line for line in cell.source.splitlines()
+                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
 
 
 def solved(assignment: str) -> nbformat.NotebookNode:

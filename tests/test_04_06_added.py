@@ -28,8 +28,7 @@ import torch
 
 import helpers
 from autograder.cli import main as autograder_main
-from autograder.course import nbgrader_meta, notebooks, read
-from helpers import chapter_cells, judged, submission, times_tolerance, write
+from helpers import chapter_cells, judged, solution_source, submission, times_tolerance, write
 from normgrad import calling
 from normgrad.cases import ASSIGNMENTS, _float64, case_rng, load
 
@@ -38,13 +37,6 @@ ADDED = {
     "05-thnn": {"shard_sums", "shard_grad_in"},
     "06-triton": {"layernorm_dx_triton", "rmsnorm_backward_triton"},
 }
-
-
-def solution_source(assignment: str, function: str) -> str:
-    """The source notebook's solution cell of `function`, markers removed."""
-    cell = next(c for c in read(notebooks(assignment).source).cells if nbgrader_meta(c).get("grade_id") == function)
-    return "\n".join(line for line in cell.source.splitlines()
-                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
 
 
 def mutated(assignment: str, function: str, replacements: dict[str, str]) -> str:
@@ -402,7 +394,7 @@ CHILD = textwrap.dedent('''
     import numpy as np
     from normgrad.cases import TestsFailed, run_tests
     sys.path.insert(0, "tests")
-    from helpers import run_cell
+    from helpers import run_cell, solution_source
     from test_04_06_added import correct_excess, mistake_excess, SUBMISSIONS
 
     crashing = run_cell(SUBMISSIONS["06-triton"]["m1"]["layernorm_dx_triton"][1](), "<crash>")
@@ -411,7 +403,6 @@ CHILD = textwrap.dedent('''
     except TestsFailed as e:
         print("FAILED:", e)
     print("the notebook goes on")
-    from test_04_06_added import solution_source
     solved = {}
     for f in ("layernorm_dx_triton", "rmsnorm_backward_triton"):
         solved.update(run_cell(solution_source("06-triton", f), f"<{f}>"))
@@ -466,8 +457,7 @@ COMPILE = textwrap.dedent('''
     import json, sys
     from normgrad.gpu_compile import compile_for_gpu
     sys.path.insert(0, "tests")
-    from helpers import run_cell
-    from test_04_06_added import solution_source
+    from helpers import run_cell, solution_source
 
     cell = {}
     for function in ("layernorm_dx_triton", "rmsnorm_backward_triton"):

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import child_env
+from helpers import child_env, solution_source
 from normgrad import triton_layernorm
 from normgrad.cases.torch_trials import backward_trial
-from test_06_triton import solution_source
 
 # --- chapter 6's ladder, under the interpreter (compiled, on CUDA tensors, where there is a GPU) --------
 
@@ -77,7 +76,8 @@ COMPILE = textwrap.dedent('''
 def test_every_kernel_compiles_for_a_gpu(root):
     """Triton in compiled mode (TRITON_INTERPRET=0) builds each kernel for sm_90, with no GPU needed."""
     env = child_env(TRITON_INTERPRET="0")
-    done = subprocess.run([sys.executable, "-c", COMPILE], input=solution_source(), cwd=root, env=env,
+    source = solution_source("06-triton", "layernorm_backward_triton")
+    done = subprocess.run([sys.executable, "-c", COMPILE], input=source, cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 10 * 2

@@ -20,23 +20,16 @@ import torch
 
 from autograder import sandbox
 from autograder.inside import protocol
-from autograder.course import nbgrader_meta, notebooks, read
-from helpers import case_names, child_env, failures, judged, report, solved, submission, write
+from autograder.course import nbgrader_meta
+from helpers import case_names, child_env, failures, judged, report, solution_source, solved, submission, write
 from normgrad.cases import load
 
 ASSIGNMENT = "06-triton"
 FUNCTION = "layernorm_backward_triton"
 
 
-def solution_source() -> str:
-    """The source notebook's solution cell, markers removed: the reference the mutants start from."""
-    cell = next(c for c in read(notebooks(ASSIGNMENT).source).cells if nbgrader_meta(c).get("grade_id") == FUNCTION)
-    return "\n".join(line for line in cell.source.splitlines()
-                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
-
-
 def mutated(replacements: dict[str, str]) -> str:
-    source = solution_source()
+    source = solution_source(ASSIGNMENT, FUNCTION)
     for old, new in replacements.items():
         assert old in source, f"the solution no longer contains {old!r}: update this mutant"
         source = source.replace(old, new)
