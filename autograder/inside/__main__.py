@@ -90,14 +90,15 @@ def _loaded_parts(packages) -> list:
     loads later, or runs (on a GPU: its linear algebra, its NVRTC wrapper, the ptxas TorchInductor hands
     Triton), stays readable: without these it loads nowhere else. Where /proc cannot be read: the packages'
     extension modules and lib/."""
-    folders = tuple(os.path.realpath(package) + "/" for package in _installed(packages))
+    installed = _installed(packages)
     try:
         with open("/proc/self/maps") as maps:  # address, rights, offset, device, inode, then the file, if any
             mapped = {fields[5] for fields in (line.rstrip("\n").split(maxsplit=5) for line in maps)
                       if len(fields) == 6}
     except OSError:
-        return [path for package in _installed(packages) for path in
+        return [path for package in installed for path in
                 [os.path.join(package, "lib"), *glob.glob(os.path.join(package, "*.so"))]]
+    folders = tuple(os.path.realpath(package) + "/" for package in installed)
     return sorted(path for path in mapped if path.startswith(folders))
 
 
