@@ -46,6 +46,17 @@ def compile_for_gpu(kernel, pointers: dict[str, str], constexprs: dict, num_warp
                           target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
 
 
+def compile_both_builds(kernels: list[tuple], pointers: dict[str, str], num_warps: int = 8) -> list[str]:
+    """Compile each (kernel, constexprs) for sm_90 in both of the JIT's builds (every pointer and integer a
+    multiple of 16, and none; see compile_for_gpu); returns "kernel/aligned" for each build, in order."""
+    built = []
+    for kernel, constexprs in kernels:
+        for aligned in (False, True):
+            compile_for_gpu(kernel, pointers, constexprs, num_warps, aligned=aligned)
+            built.append(f"{kernel.fn.__name__}/{aligned}")
+    return built
+
+
 def ptxas_usage(compiled) -> tuple[int, int]:
     """(registers per thread, bytes of spill stores per thread) that Triton's bundled ptxas reports."""
     import triton

@@ -455,23 +455,21 @@ def test_each_triton_mistake_is_far_outside_the_tolerance_and_the_kernels_inside
 
 COMPILE = textwrap.dedent('''
     import json, sys
-    from normgrad.gpu_compile import compile_for_gpu
+    from normgrad.gpu_compile import compile_both_builds
     sys.path.insert(0, "tests")
     from helpers import run_cell, solution_source
 
     cell = {}
     for function in ("layernorm_dx_triton", "rmsnorm_backward_triton"):
         cell.update(run_cell(solution_source("06-triton", function), f"<{function}>"))
+    kernels = [(cell["_dx_rows"], {"CHUNK": 1024}), (cell["_rms_rows"], {"CHUNK": 1024}),
+               (cell["_rms_columns"], {"WIDTH": 128, "DEPTH": 8})]
     built = []
     for dtype in ("fp64", "fp32", "bf16"):
         wide = "*fp64" if dtype == "fp64" else "*fp32"
         p = {name: "*" + dtype for name in ("DX", "DY", "X", "W", "DW")}
         p.update(MU=wide, RS=wide, PARTIAL=wide)
-        for kernel, constexprs in [(cell["_dx_rows"], {"CHUNK": 1024}), (cell["_rms_rows"], {"CHUNK": 1024}),
-                                   (cell["_rms_columns"], {"WIDTH": 128, "DEPTH": 8})]:
-            for aligned in (False, True):  # the JIT's two builds: N a multiple of 16 (16-byte loads) or not
-                compile_for_gpu(kernel, p, constexprs, num_warps=8, aligned=aligned)
-                built.append(f"{kernel.fn.__name__}/{dtype}/{aligned}")
+        built += [f"{dtype}/{name}" for name in compile_both_builds(kernels, p)]
     print(json.dumps(built))
 ''')
 

@@ -47,28 +47,26 @@ def test_the_ladder_refuses_what_it_cannot_do():
 COMPILE = textwrap.dedent('''
     import json, sys
     from normgrad import triton_layernorm as T
-    from normgrad.gpu_compile import compile_for_gpu
+    from normgrad.gpu_compile import compile_both_builds
     sys.path.insert(0, "tests")
     from helpers import run_cell
 
     cell = run_cell(sys.stdin.read())  # the exercise's solution cell, loaded as the grader's sandbox loads it
+    kernels = [(T._dx_row_kernel, {"BLOCK_N": 4096}),
+               (T._column_sums_kernel, {"BLOCK_M": 32, "BLOCK_COLS": 32}),
+               (T._dx_locked_kernel, {"BLOCK_N": 4096}),
+               (T._dx_persistent_kernel, {"BLOCK_N": 16384, "ROWS": 1}),
+               (T._dx_persistent_kernel, {"BLOCK_N": 512, "ROWS": 8}),
+               (T._dx_prefetch_kernel, {"BLOCK_N": 2048, "ROWS": 2}),
+               (T._dx_split_kernel, {"BLOCK_N": 8192, "ROWS": 1}),
+               (T._sum_partials_kernel, {"BLOCK_P": 256, "BLOCK_COLS": 16}),  # an H200's, N = 512
+               (cell["_ln_bwd_rows"], {"CHUNK": 1024}),
+               (cell["_ln_bwd_columns"], {"WIDTH": 128, "DEPTH": 8})]
     built = []
     for dtype in ("fp32", "fp16", "bf16"):
         p = {name: "*" + dtype for name in ("DX", "DY", "X", "GAMMA", "DGAMMA", "DBETA", "W", "DW", "DB")}
         p.update({name: "*fp32" for name in ("MEAN", "RSTD", "PART", "MU", "RS", "PARTIAL")}, LOCKS="*i32")
-        for kernel, constexprs in [(T._dx_row_kernel, {"BLOCK_N": 4096}),
-                                   (T._column_sums_kernel, {"BLOCK_M": 32, "BLOCK_COLS": 32}),
-                                   (T._dx_locked_kernel, {"BLOCK_N": 4096}),
-                                   (T._dx_persistent_kernel, {"BLOCK_N": 16384, "ROWS": 1}),
-                                   (T._dx_persistent_kernel, {"BLOCK_N": 512, "ROWS": 8}),
-                                   (T._dx_prefetch_kernel, {"BLOCK_N": 2048, "ROWS": 2}),
-                                   (T._dx_split_kernel, {"BLOCK_N": 8192, "ROWS": 1}),
-                                   (T._sum_partials_kernel, {"BLOCK_P": 256, "BLOCK_COLS": 16}),  # an H200's, N = 512
-                                   (cell["_ln_bwd_rows"], {"CHUNK": 1024}),
-                                   (cell["_ln_bwd_columns"], {"WIDTH": 128, "DEPTH": 8})]:
-            for aligned in (False, True):  # the JIT's two builds: N a multiple of 16 (16-byte loads) or not
-                compile_for_gpu(kernel, p, constexprs, num_warps=8, aligned=aligned)
-                built.append(f"{kernel.fn.__name__}/{dtype}/{aligned}")
+        built += [f"{dtype}/{name}" for name in compile_both_builds(kernels, p)]
     print(json.dumps(built))
 ''')
 
