@@ -13,8 +13,11 @@ STAMP  := $(VENV)/.installed
 book: $(STAMP)
 	$(BIN)/python scripts/book.py
 
+# Two pytest-xdist workers, a test file each at a time (a file's module fixtures are built once): the
+# suite waits on graders, browsers and compilers, and a second worker fills those waits.
+TEST_WORKERS ?= 2
 test: $(STAMP) system-packages
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Regenerate the student notebooks in exercises/ from solutions/ with nbgrader.
 release: $(STAMP)
