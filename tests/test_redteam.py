@@ -28,8 +28,10 @@ assignment id to aim it elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -52,8 +55,8 @@ from autograder.cells import defined_names
 from autograder.course import ROOT, notebooks
 from autograder.cgroup import leftover_groups
 from autograder.private import with_private
-from autograder.sandbox import (UID_BASE, UID_COUNT, Sandbox, SandboxError, _inside_files, held_by_live_grader,
-                                processes_of)
+from autograder.sandbox import (UID_BASE, UID_COUNT, Sandbox, SandboxError, _inside_files, _uid_locks,
+                                held_by_live_grader, processes_of)
 from helpers import nbgrader_course, solved, write
 from normgrad.cases import load
 
@@ -538,18 +541,28 @@ def snapshot(folder: Path, skip=()) -> dict[str, tuple]:
 
 
 def sandbox_leftovers() -> list[str]:
-    """Processes of the sandbox users, and files they own in the machine's temporary folders."""
-    left = [f"process {pid} of uid {uid}" for uid in range(UID_BASE, UID_BASE + UID_COUNT)
-            for pid in processes_of(uid)]
+    """Processes of the sandbox users, and files they own in the machine's temporary folders.
+
+    A uid another grader holds is that grader's job at work (`make test` runs two pytest workers), not a
+    leftover: each uid is looked at while this test holds its lock, as a grader would, one at a time."""
+    left, owned = [], defaultdict(list)
     for folder in ("/tmp", "/var/tmp", "/dev/shm"):
         for entry in os.scandir(folder):
-            try:
-                if UID_BASE <= entry.stat(follow_symlinks=False).st_uid < UID_BASE + UID_COUNT:
-                    left.append(entry.path)
-            except FileNotFoundError:
-                pass
+            with contextlib.suppress(FileNotFoundError):
+                owned[entry.stat(follow_symlinks=False).st_uid].append(entry.path)
             if entry.name.startswith("rt-poison"):
                 left.append(entry.path)
+    for uid in range(UID_BASE, UID_BASE + UID_COUNT):
+        with contextlib.ExitStack() as held:
+            if os.geteuid() == 0:  # only root's graders take sandbox uids, each under a lock
+                fd = os.open(_uid_locks() / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+                held.callback(os.close, fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue
+            left += [f"process {pid} of uid {uid}" for pid in processes_of(uid)]
+            left += [path for path in owned[uid] if os.path.lexists(path)]
     return left + [g for g in leftover_groups() if not held_by_live_grader(g)]  # another grader's may be running
 
 
