@@ -265,10 +265,21 @@ def _uid_locks() -> Path:
     return UID_LOCKS
 
 
+def lock_uid(uid: int) -> int | None:
+    """Take the lock on sandbox uid `uid` (held until the returned descriptor is closed); None where a job,
+    of this grader or another on the machine, holds it."""
+    fd = os.open(_uid_locks() / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 @contextlib.contextmanager
 def sandbox_user():
     """A sandbox uid no other job (of this grader or another on the machine) is using: held while the job runs."""
-    locks = _uid_locks()
     with _slot_lock:
         for uid in range(UID_BASE, UID_BASE + UID_COUNT):
             try:
@@ -276,13 +287,9 @@ def sandbox_user():
                 continue  # a real account: not ours to use
             except KeyError:
                 pass
-            fd = os.open(locks / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                continue
-            break
+            fd = lock_uid(uid)
+            if fd is not None:
+                break
         else:
             raise SandboxError(f"no free sandbox uid in {UID_BASE}..{UID_BASE + UID_COUNT - 1}")
     try:

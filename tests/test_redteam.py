@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -55,8 +54,8 @@ from autograder.cells import defined_names
 from autograder.course import ROOT, notebooks
 from autograder.cgroup import leftover_groups
 from autograder.private import with_private
-from autograder.sandbox import (UID_BASE, UID_COUNT, Sandbox, SandboxError, _inside_files, _uid_locks,
-                                held_by_live_grader, processes_of)
+from autograder.sandbox import (UID_BASE, UID_COUNT, Sandbox, SandboxError, _inside_files, held_by_live_grader,
+                                lock_uid, processes_of)
 from helpers import nbgrader_course, solved, write
 from normgrad.cases import load
 
@@ -552,17 +551,17 @@ def sandbox_leftovers() -> list[str]:
                 owned[entry.stat(follow_symlinks=False).st_uid].append(entry.path)
             if entry.name.startswith("rt-poison"):
                 left.append(entry.path)
+    root = os.geteuid() == 0  # only root's graders take sandbox uids, each under its lock
     for uid in range(UID_BASE, UID_BASE + UID_COUNT):
-        with contextlib.ExitStack() as held:
-            if os.geteuid() == 0:  # only root's graders take sandbox uids, each under a lock
-                fd = os.open(_uid_locks() / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-                held.callback(os.close, fd)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue
+        fd = lock_uid(uid) if root else None
+        if root and fd is None:
+            continue  # a grader's job at work
+        try:
             left += [f"process {pid} of uid {uid}" for pid in processes_of(uid)]
             left += [path for path in owned[uid] if os.path.lexists(path)]
+        finally:
+            if fd is not None:
+                os.close(fd)
     return left + [g for g in leftover_groups() if not held_by_live_grader(g)]  # another grader's may be running
 
 
