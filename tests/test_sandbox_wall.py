@@ -12,6 +12,7 @@ import re
 import resource
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -705,11 +706,14 @@ def test_graders_with_different_tmpdirs_take_different_uids(tmp_path):
 
 
 @as_root
-def test_a_grader_sweeps_what_killed_graders_left_and_nothing_of_live_ones(tmp_path):
+def test_a_grader_sweeps_what_killed_graders_left_and_nothing_of_live_ones(tmp_path, monkeypatch):
+    # The folders go in a temporary folder of this test's own: a grader another test worker starts
+    # sweeps /tmp too, and would otherwise remove `gone` before this sweep can show that it does.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen(["true"])
     dead.wait()
-    gone = Path("/tmp") / f"{sandbox.PRIVATE_PREFIX}{dead.pid}-x1"
-    live = Path("/tmp") / f"{sandbox.PRIVATE_PREFIX}{os.getpid()}-x2"
+    gone = tmp_path / f"{sandbox.PRIVATE_PREFIX}{dead.pid}-x1"
+    live = tmp_path / f"{sandbox.PRIVATE_PREFIX}{os.getpid()}-x2"
     for folder in (gone, live):
         (folder / "home").mkdir(parents=True)
     group = cgroup.JobGroup(1 << 30, 16)
