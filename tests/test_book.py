@@ -195,6 +195,20 @@ def test_chapter_six_checked_every_rung_and_shows_no_invented_timings(site):
         assert said and all(" ".join(x.split()) in " ".join(page.replace("\u2019", "'").split()) for x in said)
 
 
+def test_the_tables_cells_draw_render_as_tables(site):
+    """display(Markdown(...)) tables are parsed as MyST: as CommonMark they showed their pipes."""
+    def headers(page: str) -> list[str]:
+        raw = (site / "chapters" / page).read_text()
+        return [text_of(h) for h in re.findall(r"<th\b.*?</th>", raw, flags=re.S)]
+
+    from normgrad.benchmark import find_results
+
+    instructors = headers("instructors.html")
+    assert {"stock nbgrader", "test cases", "seconds per notebook, all in"} <= set(instructors), instructors
+    if find_results() is not None:  # chapter 6 draws its targets' table from the results file
+        assert {"target", "shortfall"} <= set(headers("06-triton.html"))
+
+
 # ---- Every page at 1280 px: no display equation scrolls sideways, every figure is there ----
 
 WIDTH = 1280
