@@ -1,6 +1,6 @@
 """Grading throughput: this course's sandboxed grader beside stock `nbgrader autograde`, on one batch.
 
-    python scripts/bench_grading.py [--n 40] [--jobs N] [--keep DIR]
+    python scripts/bench_grading.py [--n 40] [--jobs N] [--class-size 6] [--json FILE] [--keep DIR]
 
 Builds a throwaway nbgrader course (source directory: the repository's
 solutions/; a gradebook from `nbgrader generate_assignment`), puts N
@@ -16,12 +16,19 @@ fresh copy of the gradebook:
 and prints seconds per submission for each (wall time of the whole command,
 start-up included), and the scores both gave, which agree on this batch: it
 holds no hostile submission, so stock nbgrader's grades are right here.
+
+Then it grades a class of --class-size correct notebooks (the solved release)
+of every assignment with this grader alone, and prints the seconds per
+notebook of each. With --json it writes every figure, with the machine's cores
+and load, to FILE; the instructors' page of the book draws
+chapters/data/grading.json (`make bench-grading` writes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -38,6 +45,7 @@ import nbformat  # noqa: E402
 from autograder.cells import defined_names  # noqa: E402
 from autograder.course import notebooks, read, solved_release  # noqa: E402
 from autograder.release import nbgrader  # noqa: E402
+from normgrad.cases import ASSIGNMENTS, load  # noqa: E402
 
 ASSIGNMENT = "01-forward"
 SLIPS = {  # (function, text in the solution, replacement): one slip each
@@ -84,12 +92,47 @@ def scores_from_gradebook(db: Path) -> dict[str, float]:
         return {s.student_id: s.score for s in gb.assignment_submissions(ASSIGNMENT)}
 
 
+def grade_seconds(submitted: Path, out: Path, jobs: int) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds of `python -m autograder grade` on `submitted`, start-up included."""
+    start = time.perf_counter()
+    done = must(subprocess.run([sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(out),
+                                "--jobs", str(jobs)], cwd=out.parent, capture_output=True, text=True),
+                "python -m autograder grade")
+    return time.perf_counter() - start, done
+
+
+def class_times(work: Path, size: int, jobs: int) -> dict[str, dict]:
+    """Each assignment: `size` solved notebooks graded as one class, and the seconds it took."""
+    times = {}
+    for assignment in ASSIGNMENTS:
+        course = work / "classes" / assignment
+        for i in range(size):
+            folder = course / "submitted" / f"s{i:03d}" / assignment
+            folder.mkdir(parents=True)
+            nbformat.write(solved_release(assignment), str(folder / notebooks(assignment).name))
+        seconds, _ = grade_seconds(course / "submitted", course / "grades", jobs)
+        with open(course / "grades" / "grades.csv") as f:
+            full = all(float(r["score"]) == float(r["max_score"]) for r in csv.DictReader(f))
+        if not full:
+            raise SystemExit(f"a solved notebook of {assignment} lost points: see {course / 'grades'}")
+        cases = load(assignment)
+        times[assignment] = {"cases": len(cases.cases), "max_score": cases.max_score, "notebooks": size,
+                             "seconds": round(seconds, 2), "seconds_per_notebook": round(seconds / size, 2)}
+        print(f"class of {size} of {assignment:<24} ({len(cases.cases):>2} cases): {seconds:6.1f} s, "
+              f"{seconds / size:5.2f} s per notebook", flush=True)
+    return times
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40, help="submissions in the batch (default: 40)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="our grader's --jobs (default: cores)")
+    parser.add_argument("--class-size", type=int, default=6,
+                        help="correct notebooks of every assignment graded as a class (default: 6; 0 skips it)")
+    parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--keep", metavar="DIR", help="build the courses in DIR and keep them")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-grading-"))
     try:
@@ -132,6 +175,22 @@ def main(argv=None) -> int:
               + "  (stock nbgrader scores a test cell all or nothing; ours gives each case its points)")
         print(f"our gradebook and grades.csv agree: {our_scores == csv_scores}")
         print(sandbox)
+        classes = class_times(work, args.class_size, args.jobs) if args.class_size > 0 else {}
+        if args.json:
+            figures = {
+                "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "jobs": args.jobs,
+                "load_average": {"before": [round(x, 2) for x in load_before],
+                                 "after": [round(x, 2) for x in os.getloadavg()]},
+                "sandbox": sandbox.removeprefix("sandbox: "),
+                "batch": {"assignment": ASSIGNMENT, "submissions": args.n,
+                          "stock_seconds_per_submission": round(stock_seconds / args.n, 3),
+                          "our_seconds_per_submission": round(our_seconds / args.n, 3),
+                          "scores_by_kind": {kind: sorted(map(list, pairs), key=str) for kind, pairs in by_kind.items()},
+                          "gradebook_and_csv_agree": our_scores == csv_scores},
+                "classes": classes,
+            }
+            Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+            print(f"wrote {args.json}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

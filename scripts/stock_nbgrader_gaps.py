@@ -1,13 +1,15 @@
 """What stock `nbgrader autograde` lets a submission do, shown on 01-forward, beside this course's grader.
 
-    python scripts/stock_nbgrader_gaps.py [--keep DIR]
+    python scripts/stock_nbgrader_gaps.py [--json FILE] [--keep DIR]
 
 Sets up a throwaway nbgrader course in nbgrader's standard layout (source/,
 submitted/, autograded/, gradebook.db in one folder, as `nbgrader quickstart`
 makes it), puts in one honest submission and a few that try tricks, grades
 the batch with stock `nbgrader autograde` and with `python -m autograder
-grade`, and prints each submission's score from both. The instructor's page
-of the book quotes this table; rerun it after upgrading nbgrader.
+grade`, and prints each submission's score from both. With --json it writes
+them to FILE: the instructors' page of the book draws its table from
+chapters/data/stock-nbgrader.json (`make bench-grading` writes it); rerun it
+after upgrading nbgrader.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +95,7 @@ def nbgrader(*args, course: Path) -> subprocess.CompletedProcess:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", metavar="FILE", help="write the scores and what each submission does to FILE")
     parser.add_argument("--keep", metavar="DIR")
     args = parser.parse_args(argv)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="stock-gaps-"))
@@ -136,8 +140,18 @@ def main(argv=None) -> int:
         print(f"the source notebook's hidden tests were read into a stock-graded notebook's output: {leaked}")
         print(f"after stock nbgrader graded {writer}, the others' scores in its gradebook: "
               + ", ".join(f"{s} {after_writer[s]:g}" for s in sorted(after_writer) if s != writer))
-        print(json.dumps({"stock": stock_scores, "stock_after_writer": after_writer, "ours": our_scores,
-                          "hidden_tests_read": leaked}))
+        figures = {"stock": stock_scores, "stock_after_writer": after_writer, "ours": our_scores,
+                   "hidden_tests_read": leaked}
+        print(json.dumps(figures))
+        if args.json:
+            import nbgrader as stock_nbgrader
+
+            figures.update(date=time.strftime("%Y-%m-%d"), nbgrader=stock_nbgrader.__version__,
+                           assignment=ASSIGNMENT, max_score=load(ASSIGNMENT).max_score,
+                           layernorm_forward_points=load(ASSIGNMENT).points_of("layernorm_forward"),
+                           writer=writer, what={student: what for student, (what, _) in TRICKS.items()})
+            Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+            print(f"wrote {args.json}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
