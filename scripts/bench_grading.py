@@ -92,11 +92,11 @@ def scores_from_gradebook(db: Path) -> dict[str, float]:
         return {s.student_id: s.score for s in gb.assignment_submissions(ASSIGNMENT)}
 
 
-def grade_seconds(submitted: Path, out: Path, jobs: int) -> tuple[float, subprocess.CompletedProcess]:
-    """Wall seconds of `python -m autograder grade` on `submitted`, start-up included."""
+def grade_seconds(submitted: Path, out: Path, jobs: int, *extra: str) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds of `python -m autograder grade` on `submitted`, start-up included, run from out's folder."""
     start = time.perf_counter()
     done = must(subprocess.run([sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(out),
-                                "--jobs", str(jobs)], cwd=out.parent, capture_output=True, text=True),
+                                *extra, "--jobs", str(jobs)], cwd=out.parent, capture_output=True, text=True),
                 "python -m autograder grade")
     return time.perf_counter() - start, done
 
@@ -117,7 +117,7 @@ def class_times(work: Path, size: int, jobs: int) -> dict[str, dict]:
             raise SystemExit(f"a solved notebook of {assignment} lost points: see {course / 'grades'}")
         cases = load(assignment)
         times[assignment] = {"cases": len(cases.cases), "max_score": cases.max_score, "notebooks": size,
-                             "seconds": round(seconds, 2), "seconds_per_notebook": round(seconds / size, 2)}
+                             "seconds": round(seconds, 2)}
         print(f"class of {size} of {assignment:<24} ({len(cases.cases):>2} cases): {seconds:6.1f} s, "
               f"{seconds / size:5.2f} s per notebook", flush=True)
     return times
@@ -152,11 +152,7 @@ def main(argv=None) -> int:
         must(nbgrader("autograde", ASSIGNMENT, course=stock), "nbgrader autograde")
         stock_seconds = time.perf_counter() - start
 
-        start = time.perf_counter()
-        done = must(subprocess.run([sys.executable, "-m", "autograder", "grade", str(ours / "submitted"),
-                                    "--out", str(ours / "grades"), "--course-dir", str(ours), "--jobs", str(args.jobs)],
-                                   cwd=ours, capture_output=True, text=True), "python -m autograder grade")
-        our_seconds = time.perf_counter() - start
+        our_seconds, done = grade_seconds(ours / "submitted", ours / "grades", args.jobs, "--course-dir", str(ours))
 
         stock_scores, our_scores = scores_from_gradebook(stock / "gradebook.db"), scores_from_gradebook(ours / "gradebook.db")
         with open(ours / "grades" / "grades.csv") as f:
