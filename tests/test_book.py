@@ -209,6 +209,17 @@ def test_the_tables_cells_draw_render_as_tables(site):
         assert {"target", "shortfall"} <= set(headers("06-triton.html"))
 
 
+def test_the_students_page_lists_each_task_with_its_points(site):
+    """The table is drawn from the cases at build time; each row reaches the page with the cases' points."""
+    rows = {}
+    for row in re.findall(r"<tr\b.*?</tr>", (site / "chapters" / "students.html").read_text(), flags=re.S):
+        cells = [text_of(c) for c in re.findall(r"<td\b.*?</td>", row, flags=re.S)]
+        if len(cells) == 4:
+            rows[cells[1]] = (cells[0], cells[3])
+    expected = {f: (a[:2], f"{load(a).points_of(f):g}") for a in ASSIGNMENTS for f in load(a).functions}
+    assert rows == expected
+
+
 # ---- Every page at 1280 px: no display equation scrolls sideways, every figure is there ----
 
 WIDTH = 1280
