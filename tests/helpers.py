@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import linecache
 import math
 import os
 import re
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import nbformat
 import numpy as np
@@ -26,6 +30,51 @@ def child_env(**extra: str) -> dict[str, str]:
     machine, the wheels that gpu-check carried and installed aside), then `extra`."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+@contextlib.contextmanager
+def readable_fallback():
+    """The fallback sandbox where the sandbox user can read neither this venv nor the Python it came from (a
+    checkout in a folder of mode 0700, as CI's fresh clone is), so that `Sandbox("fallback")` refuses.
+
+    The wall does not depend on where site-packages lie: this Python's are hard-linked (no copy) into a
+    folder the sandbox user can read, and the system's Python of this version runs them, as it would for a
+    grader whose own Python is unreadable. Yields (box, python, pythonpath): the fallback sandbox built on
+    them, that interpreter, and the PYTHONPATH that gives a grader it starts this checkout and those
+    site-packages. Raises OSError (another filesystem) or SandboxError (no such interpreter) where it cannot.
+    """
+    from autograder import sandbox
+
+    folder = Path(tempfile.mkdtemp(prefix="fallback-site-"))
+    try:
+        folder.chmod(0o755)
+        own = sandbox.python_paths()
+        links = {p: str(_link_tree(p, folder / str(i) / "site-packages")) for i, p in enumerate(own)
+                 if os.path.basename(p) in ("site-packages", "dist-packages")}
+
+        def moved(path: str) -> str:  # a folder inside a site-packages (setuptools' _vendor) moves with it
+            source = next((s for s in links if path == s or path.startswith(s + os.sep)), None)
+            return path if source is None else links[source] + path[len(source):]
+
+        with mock.patch.object(sandbox, "python_paths", lambda: [moved(p) for p in own]):
+            box = sandbox.Sandbox("fallback")  # only its construction looks for the interpreter
+        yield box, box.python, os.pathsep.join([str(ROOT), *links.values()])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _link_tree(source: str, target: Path) -> Path:
+    """`target`, a tree of hard links to the files under `source` (symbolic links copied as links)."""
+    for dirpath, dirnames, filenames in os.walk(source):
+        here = target / os.path.relpath(dirpath, source)
+        here.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                os.symlink(os.readlink(path), here / name)
+            else:
+                os.link(path, here / name)
+    return target
 
 
 def submission(assignment: str, answers: dict[str, str] | None = None, base=None) -> nbformat.NotebookNode:

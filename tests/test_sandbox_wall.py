@@ -6,11 +6,11 @@ a call reaches for it."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +24,7 @@ import torch
 
 from autograder import cgroup, grading, sandbox, seccomp
 from autograder.inside import confine, protocol, wire
-from helpers import child_env
+from helpers import child_env, readable_fallback
 
 INSIDE = Path(sandbox.__file__).parent / "inside"
 ROOT = INSIDE.parent.parent
@@ -162,7 +162,7 @@ def box():
 
 
 @pytest.fixture(scope="module")
-def fallback_box(tmp_path_factory):
+def fallback_box():
     if os.geteuid() != 0:
         pytest.skip("the wall is checked in the root set-up (a sandbox uid per job)")
     try:
@@ -172,40 +172,12 @@ def fallback_box(tmp_path_factory):
     if found is not None:
         yield found
         return
-    # A checkout in a folder of mode 0700 (CI's fresh clone): the sandbox user cannot read its venv. The wall
-    # does not depend on where site-packages lie, so give the fallback the same files, hard-linked (no copy)
-    # into a folder it can read; the system's Python of this version then runs them, as it would for a grader
-    # whose own Python is unreadable. Elsewhere the grader refuses, and says why (tests/test_redteam.py).
-    folder = Path(tempfile.mkdtemp(prefix="fallback-site-"))
-    folder.chmod(0o755)
-    try:
-        own = sandbox.python_paths()
-        paths = [str(link_tree(p, folder / f"site{i}")) if os.path.basename(p) in ("site-packages", "dist-packages")
-                 else p for i, p in enumerate(own)]
-        with pytest.MonkeyPatch.context() as patch:  # only while the sandbox finds its interpreter
-            patch.setattr(sandbox, "python_paths", lambda: paths)
-            found = sandbox.Sandbox("fallback")
-    except (OSError, sandbox.SandboxError) as e:
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(f"{unreadable}; and with its site-packages linked into {folder}: {e}")
-    try:
+    with contextlib.ExitStack() as stack:
+        try:  # CI's clone in a folder of mode 0700: the same files, where the sandbox user can read them
+            found, _, _ = stack.enter_context(readable_fallback())
+        except (OSError, sandbox.SandboxError) as e:
+            pytest.skip(f"{unreadable}; and with its site-packages linked where it can read them: {e}")
         yield found
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def link_tree(source: str, target: Path) -> Path:
-    """`target`, a tree of hard links to the files under `source` (symbolic links copied as links)."""
-    for dirpath, dirnames, filenames in os.walk(source):
-        here = target / os.path.relpath(dirpath, source)
-        here.mkdir(mode=0o755, parents=True, exist_ok=True)
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                os.symlink(os.readlink(path), here / name)
-            else:
-                os.link(path, here / name)
-    return target
 
 
 def run(box, source: str, calls: list[tuple[str, tuple]], torch_job: bool = False, seconds: float = 10.0,
