@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,31 +34,42 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def readable_fallback():
-    """The fallback sandbox where the sandbox user can read neither this venv nor the Python it came from (a
-    checkout in a folder of mode 0700, as CI's fresh clone is), so that `Sandbox("fallback")` refuses.
+def fallback_sandbox():
+    """The fallback sandbox, and how a grader started from here gets the same: yields (box, python,
+    pythonpath), where pythonpath is None if this Python serves; raises SandboxError, saying why, if none.
 
-    The wall does not depend on where site-packages lie: this Python's are hard-linked (no copy) into a
-    folder the sandbox user can read, and the system's Python of this version runs them, as it would for a
-    grader whose own Python is unreadable. Yields (box, python, pythonpath): the fallback sandbox built on
-    them, that interpreter, and the PYTHONPATH that gives a grader it starts this checkout and those
-    site-packages. Raises OSError (another filesystem) or SandboxError (no such interpreter) where it cannot.
+    Where the sandbox user can read neither this venv nor the Python it came from (a checkout in a folder
+    of mode 0700, as CI's fresh clone is), the grader refuses the fallback. The wall does not depend on
+    where site-packages lie: this Python's are then hard-linked (no copy) into a folder the sandbox user
+    can read, and the system's Python of this version runs them, as it would for a grader whose own Python
+    is unreadable; pythonpath gives a grader that Python starts this checkout and those site-packages.
     """
     from autograder import sandbox
 
+    try:
+        box, unreadable = sandbox.Sandbox("fallback"), ""
+    except sandbox.SandboxError as e:
+        box, unreadable = None, str(e)
+    if box is not None:
+        yield box, sys.executable, None
+        return
     folder = Path(tempfile.mkdtemp(prefix="fallback-site-"))
     try:
-        folder.chmod(0o755)
-        own = sandbox.python_paths()
-        links = {p: str(_link_tree(p, folder / str(i) / "site-packages")) for i, p in enumerate(own)
-                 if os.path.basename(p) in ("site-packages", "dist-packages")}
+        try:
+            folder.chmod(0o755)
+            own = sandbox.python_paths()
+            links = {p: str(_link_tree(p, folder / str(i) / "site-packages")) for i, p in enumerate(own)
+                     if os.path.basename(p) in ("site-packages", "dist-packages")}
 
-        def moved(path: str) -> str:  # a folder inside a site-packages (setuptools' _vendor) moves with it
-            source = next((s for s in links if path == s or path.startswith(s + os.sep)), None)
-            return path if source is None else links[source] + path[len(source):]
+            def moved(path: str) -> str:  # a folder inside a site-packages (setuptools' _vendor) moves with it
+                source = next((s for s in links if path == s or path.startswith(s + os.sep)), None)
+                return path if source is None else links[source] + path[len(source):]
 
-        with mock.patch.object(sandbox, "python_paths", lambda: [moved(p) for p in own]):
-            box = sandbox.Sandbox("fallback")  # only its construction looks for the interpreter
+            with mock.patch.object(sandbox, "python_paths", lambda: [moved(p) for p in own]):
+                box = sandbox.Sandbox("fallback")  # only its construction looks for the interpreter
+        except (OSError, sandbox.SandboxError) as e:  # hard links across file systems, no such Python
+            raise sandbox.SandboxError(f"{unreadable}; and with its site-packages linked where it can read "
+                                       f"them: {e}") from e
         yield box, box.python, os.pathsep.join([str(ROOT), *links.values()])
     finally:
         shutil.rmtree(folder, ignore_errors=True)

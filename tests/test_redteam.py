@@ -56,7 +56,7 @@ from autograder.cgroup import leftover_groups
 from autograder.private import with_private
 from autograder.sandbox import (UID_BASE, UID_COUNT, Sandbox, SandboxError, _inside_files, held_by_live_grader,
                                 lock_uid, processes_of)
-from helpers import nbgrader_course, readable_fallback, solved, write
+from helpers import fallback_sandbox, nbgrader_course, solved, write
 from normgrad.cases import load
 
 ASSIGNMENT = os.environ.get("REDTEAM_ASSIGNMENT", "01-forward")
@@ -801,16 +801,16 @@ def fallback(setting, tmp_path_factory):
     by_name = {a.name: a for a in ATTACKS}
     ctx = dataclasses.replace(setting[0], control=submitted / "aaa-control" / ASSIGNMENT / notebooks(ASSIGNMENT).name)
     with contextlib.ExitStack() as stack:
-        python, env, refused = sys.executable, None, None
-        try:
-            box = Sandbox("fallback")
-        except SandboxError:  # the sandbox user cannot run the grader's Python: the grader refuses, and says why
+        try:  # in CI's clone (a folder of mode 0700), on this venv's files where the sandbox user can read them
+            box, python, pythonpath = stack.enter_context(fallback_sandbox())
+        except SandboxError:
+            box, python, pythonpath = None, None, None
+        refused = None
+        if box is None or pythonpath is not None:  # the sandbox user cannot run the grader's own Python
             refused = run_grader(submitted, base / "refused", ctx, "--sandbox", "fallback")
-            try:  # CI's clone in a folder of mode 0700: the attacks meet the fallback on a Python it can read
-                box, python, pythonpath = stack.enter_context(readable_fallback())
-                env = {**os.environ, "PYTHONPATH": pythonpath}
-            except (OSError, SandboxError):
-                return None, None, None, None, [], refused
+        if box is None:
+            return None, None, None, None, [], refused
+        env = None if pythonpath is None else {**os.environ, "PYTHONPATH": pythonpath}
         attacks = FALLBACK_ATTACKS + (LANDLOCK_ATTACKS if box.landlock else [])
         for name in attacks:
             write_submission(by_name[name].build(ctx), submitted, name)

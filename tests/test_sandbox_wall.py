@@ -24,7 +24,7 @@ import torch
 
 from autograder import cgroup, grading, sandbox, seccomp
 from autograder.inside import confine, protocol, wire
-from helpers import child_env, readable_fallback
+from helpers import child_env, fallback_sandbox
 
 INSIDE = Path(sandbox.__file__).parent / "inside"
 ROOT = INSIDE.parent.parent
@@ -165,18 +165,11 @@ def box():
 def fallback_box():
     if os.geteuid() != 0:
         pytest.skip("the wall is checked in the root set-up (a sandbox uid per job)")
-    try:
-        found, unreadable = sandbox.Sandbox("fallback"), ""
-    except sandbox.SandboxError as e:  # no interpreter the sandbox user can run
-        found, unreadable = None, str(e)
-    if found is not None:
-        yield found
-        return
     with contextlib.ExitStack() as stack:
-        try:  # CI's clone in a folder of mode 0700: the same files, where the sandbox user can read them
-            found, _, _ = stack.enter_context(readable_fallback())
-        except (OSError, sandbox.SandboxError) as e:
-            pytest.skip(f"{unreadable}; and with its site-packages linked where it can read them: {e}")
+        try:  # in CI's clone (a folder of mode 0700), on this venv's files where the sandbox user can read them
+            found, _, _ = stack.enter_context(fallback_sandbox())
+        except sandbox.SandboxError as e:
+            pytest.skip(str(e))
         yield found
 
 
