@@ -495,7 +495,7 @@ class Sandbox:
         if self.mode == "bwrap":
             text = (f"bubblewrap: {who}, own pid/net/ipc namespaces, no network, read-only system and Python, "
                     f"no repository, a private tmpfs" + ("" if "--size" in self.options else " (of unbounded size: "
-                                                         "bubblewrap older than 0.8)"))
+                                                         "this bubblewrap has no --size)"))
         else:
             landlock = self.landlock and not gpu  # a GPU job's devices and driver are not in its rules
             confined, can = ["resource limits"], []
@@ -655,7 +655,7 @@ def _torch_folders(mounts: list[tuple[str, str]]) -> list[str]:
 
 
 def _bwrap_options(bwrap: str) -> set[str]:
-    """The options this bubblewrap knows (--size and --disable-userns came in 0.8)."""
+    """The options this bubblewrap knows (older ones lack --size, which bounds a tmpfs, and --disable-userns)."""
     try:
         text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
