@@ -16,8 +16,8 @@ One process does everything on one GPU, in this order:
    not timed there;
 3. for each M in ROWS: inputs are made, each implementation runs twice and its
    dgamma and dbeta must agree bit for bit (recorded), then it is timed: CUDA
-   events around each call, the L2 cache (60 MB on an H200) flushed by writing
-   256 MB before every call, the median of as many calls as the time budget
+   events around each call, the L2 cache (60 MiB on an H200) flushed by writing
+   256 MiB before every call, the median of as many calls as the time budget
    allows (`timing.repetitions`). Shapes that do not fit in the GPU's free
    memory are skipped and listed.
 
@@ -670,7 +670,7 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
                "sweep": {"dtypes": list(dtypes), "M": list(rows), "N": list(columns), "check_rows": check_rows},
                "traffic": "3 M N e + 3 N e + 8 M bytes: x, dy read and dx written; gamma read, dgamma and dbeta "
                           "written; float32 mean and rstd read (e: the element size)",
-               "timing": "CUDA events around each call, 256 MB written before each to flush the L2 cache; the "
+               "timing": "CUDA events around each call, 256 MiB written before each to flush the L2 cache; the "
                          "median of `reps` calls after at least 3 untimed ones (two to compare dgamma and dbeta bit for "
                          "bit, one to estimate the time); reps from the time budget "
                          "(timing.repetitions). host_ms: the median time the host takes to issue one call, "

@@ -105,7 +105,7 @@ def cpu_name() -> str:
 
 # --- on a GPU (and, for dry runs, the same calls on the CPU) ----------------------------------------
 
-FLUSH_BYTES = 256 << 20  # written before each timed call: far more than any GPU's L2 cache (an H200's is 60 MB)
+FLUSH_BYTES = 256 << 20  # written before each timed call: far more than any GPU's L2 cache (an H200's is 60 MiB)
 
 
 class DeviceTimer:
