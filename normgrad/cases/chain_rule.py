@@ -79,7 +79,7 @@ def _cases(function: str) -> list[Case]:
         c("one-feature", 1, True, "a single feature (D = 1)", m((7, 1))),
         c("two-features", 1, True, "two features (D = 2)", m((7, 2))),
         c("tiny-variance", 2, True, "groups whose variance is far below eps", m((6, 17), "tiny-variance")),
-        c("large-offset", 1, True, "groups with a mean near 1e3 and unit spread", m((9, 10), "large-offset")),
+        c("large-offset", 1, True, "groups with a mean of 1e3 to 2e3 and unit spread", m((9, 10), "large-offset")),
         c("constant", 1, True, "groups whose values are all equal (zero variance)", m((5, 7), "constant")),
         c("eps", 1, True, "a cache made with eps = 1e-2", m((7, 9), "tiny-variance", eps=1e-2)),
         c("float32", 1, True, "float32 inputs: results in float32", m((10, 13), dtype=np.float32)),

@@ -83,15 +83,15 @@ def _backward_cases(function: str, norm: str) -> list[Case]:
           m(shape(24, 70), f32, contiguous=False)),
         c("tiny-variance", 2, True, "groups whose variance is far below eps", m(shape(6, 17), f64, "tiny-variance")),
         c("constant", 1, True, "groups whose values are all equal (zero variance)", m(shape(5, 9), f64, "constant")),
-        c("large-offset", 1, True, "float32 groups with a mean near 1e3 and unit spread",
+        c("large-offset", 1, True, "float32 groups with a mean of 1e3 to 2e3 and unit spread",
           m(shape(9, 40), f32, "large-offset")),
         # Means of 10 to 20 beside a spread of 0.5 to 2, and an upstream gradient with a mean of 3:
         # rounding the mean to 16 bits shifts every x_hat of a group alike, and batch norm's
         # dgamma = sum(dy * x_hat) adds that shift up 3000 times (at least 4 times the tolerance
         # in 100 draws; layer norm's shifts cancel, and its error stays below half of it).
-        c("bfloat16", 2, True, f"bfloat16, a {size(16, 3000)} with means near 10",
+        c("bfloat16", 2, True, f"bfloat16, a {size(16, 3000)} with means of 10 to 20",
           m(shape(16, 3000), bf16, "large-offset", contiguous=False, offset=10.0, dy_offset=3.0)),
-        c("float16", 2, True, f"float16, a {size(16, 3000)} with means near 10",
+        c("float16", 2, True, f"float16, a {size(16, 3000)} with means of 10 to 20",
           m(shape(16, 3000), f16, "large-offset", offset=10.0, dy_offset=3.0)),
         c("bfloat16-long-sums", 2, True, f"bfloat16, a {size(4, 5000)}: sums of 5000 terms",
           m(shape(4, 5000), bf16, dy_offset=2.0), seconds=20.0),
@@ -99,7 +99,7 @@ def _backward_cases(function: str, norm: str) -> list[Case]:
           m(shape(4, 5000), f16, dy_offset=2.0), seconds=20.0),
         # A visible 16-bit case: means near 10 beside a spread of 0.5 to 2, dy shifted; statistics
         # rounded to 16 bits or arithmetic done in 16 bits fail it.
-        c("float16-visible", 1, False, f"float16, a {size(12, 700)} with means near 10",
+        c("float16-visible", 1, False, f"float16, a {size(12, 700)} with means of 10 to 20",
           m(shape(12, 700), f16, "large-offset", offset=10.0, dy_offset=3.0)),
         # Tall: every column sum over 3000 rows (30000 on a GPU) of dy near 1.
         c("float16-tall", 2, True, "float16, 3000 x 24 (30000 x 24 on a GPU), dy near 1: column sums of "
@@ -121,14 +121,14 @@ def _function_cases() -> list[Case]:
           function_trial((6, 17), kind="tiny-variance")),
         c("eps", 1, True, "eps = 1e-2 passed to apply", function_trial((7, 9), kind="tiny-variance", eps=1e-2)),
         # forward computes the statistics: E[x^2] - E[x]^2 in float32 fails here (chapter 4b)
-        c("large-offset", 1, True, "float32 groups with a mean near 1e3 and unit spread",
+        c("large-offset", 1, True, "float32 groups with a mean of 1e3 to 2e3 and unit spread",
           function_trial((9, 40), f32, "large-offset")),
         c("bfloat16", 1, True, "bfloat16 inputs", function_trial((12, 80), bf16)),
         c("float16", 1, True, "float16 inputs", function_trial((8, 70), f16)),
         # exercise 04's 16-bit case for layernorm_backward: the mean dwarfs the spread, dy is shifted
-        c("bfloat16-large-offset", 2, True, "bfloat16, 16 x 3000 with means near 10",
+        c("bfloat16-large-offset", 2, True, "bfloat16, 16 x 3000 with means of 10 to 20",
           function_trial((16, 3000), bf16, "large-offset", offset=10.0, dy_offset=3.0)),
-        c("float16-large-offset", 2, True, "float16, 16 x 3000 with means near 10",
+        c("float16-large-offset", 2, True, "float16, 16 x 3000 with means of 10 to 20",
           function_trial((16, 3000), f16, "large-offset", offset=10.0, dy_offset=3.0)),
     ]
 

@@ -94,7 +94,8 @@ def judge(returned, expected=None) -> list[str]:
                     f"a * x_hat + b, and what the snippet gets wrong is roundoff or nothing. Relative to the "
                     f"direct path's size the snippet is off by {error:.3g}; it should be off by at least "
                     f"{NEEDED:g}: find an input where eps itself changes dx"]
-        return [f"the snippet is off by {error:.3g} relative to the largest entry of the true dx on this input; "
+        return [f"the snippet is off by {error:.3g} relative to the larger of the true dx's largest entry and "
+                f"the direct path's (rstd * dy) on this input; "
                 f"it should be off by at least {NEEDED:g}"]
     return []
 

@@ -98,7 +98,7 @@ def _cases(path: str) -> list[Case]:
         c(f"{path}-one-sample", 1, True, f"{the}, a single sample (N = 1)", t((1, 9))),
         c(f"{path}-two-features", 1, True, f"{the}, rows of two values (D = 2)", t((7, 2))),
         c(f"{path}-tiny-variance", 1, True, f"{the}, rows whose variance is far below eps", t((6, 17), "tiny-variance")),
-        c(f"{path}-large-offset", 1, True, f"{the}, rows with a mean near 1e3 and unit spread",
+        c(f"{path}-large-offset", 1, True, f"{the}, rows with a mean of 1e3 to 2e3 and unit spread",
           t((9, 10), "large-offset")),
         c(f"{path}-constant", 1, True, f"{the}, rows whose values are all equal", t((5, 7), "constant")),
         c(f"{path}-float32", 2, True, f"{the}, float32 inputs: dy in float32", t((10, 13), dtype=np.float32)),

@@ -144,12 +144,12 @@ CASES = [
     _sums("one-sample", 1, True, "float64 (9, 4, 6), a shard of a single sample", sums_trial((9, 4, 6), part=(8, 9))),
     _sums("non-contiguous", 1, True, "float32 (10, 3, 8) as transposed views",
           sums_trial((10, 3, 8), f32, contiguous=False, part=(2, 7))),
-    _sums("large-offset", 1, True, "float32 channels with means near 1e3", sums_trial((9, 3, 6), f32, "large-offset")),
+    _sums("large-offset", 1, True, "float32 channels with means of 1e3 to 2e3", sums_trial((9, 3, 6), f32, "large-offset")),
     _sums("bfloat16", 1, True, "bfloat16 images (8, 4, 6, 7): float32 sums",
           sums_trial((8, 4, 6, 7), bf16, part=(0, 5))),
     # Channels' means near 10: a mean rounded to 16 bits, or products x - mean formed in 16 bits, are off by
     # 10x their tolerance or more (at means near 0 the latter passed on some seeds, 2x at worst)
-    _sums("float16", 1, True, "float16 (40, 3, 50) with means near 10: float32 sums",
+    _sums("float16", 1, True, "float16 (40, 3, 50) with means of 10 to 20: float32 sums",
           sums_trial((40, 3, 50), f16, "large-offset", part=(3, 33), offset=10.0)),
     _grad("one-shard", 2, False, "float64 (12, 5): rows 1 to 3, the whole batch's sums given",
           grad_in_trial((12, 5))),
@@ -166,7 +166,7 @@ CASES = [
           split_trial((8, 5, 7), (4, 1, 3), f32, contiguous=False)),
     _grad("split-tiny-variance", 2, True, "float64 channels whose variance is far below eps, shards of 3, 1, 5",
           split_trial((9, 4, 3, 5), (3, 1, 5), kind="tiny-variance")),
-    _grad("split-large-offset", 1, True, "float32 channels with means near 1e3, shards of 6, 1, 3",
+    _grad("split-large-offset", 1, True, "float32 channels with means of 1e3 to 2e3, shards of 6, 1, 3",
           split_trial((10, 3, 4, 5), (6, 1, 3), f32, "large-offset")),
     # Shards whose own means stray from the batch's. (In 16 bits, with every sample drawn alike, a shard's
     # own mean is too close to the batch's for its use to show: a tenth of the tolerance.)

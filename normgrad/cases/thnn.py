@@ -51,14 +51,14 @@ def _cases() -> list[Case]:
           trial((9, 4, 3, 5), kind="tiny-variance")),
         c("constant", 1, True, "channels whose values are all equal (zero variance)",
           trial((6, 3, 4, 2), kind="constant")),
-        c("large-offset", 1, True, "float32 channels with a mean near 1e3 and unit spread",
+        c("large-offset", 1, True, "float32 channels with a mean of 1e3 to 2e3 and unit spread",
           trial((10, 3, 4, 5), f32, "large-offset")),
         # Means of 10 to 20 and an upstream gradient with a mean of 3: statistics rounded to 16
         # bits shift every x_hat of a channel alike, and grad_weight adds the shift up 3120 times
         # (at least 2.8 times the tolerance in 120 draws).
-        c("bfloat16", 2, True, "bfloat16 images (20, 16, 12, 13) with means near 10",
+        c("bfloat16", 2, True, "bfloat16 images (20, 16, 12, 13) with means of 10 to 20",
           trial((20, 16, 12, 13), bf16, "large-offset", contiguous=False, offset=10.0, dy_offset=3.0)),
-        c("float16", 2, True, "float16 images (20, 16, 12, 13) with means near 10",
+        c("float16", 2, True, "float16 images (20, 16, 12, 13) with means of 10 to 20",
           trial((20, 16, 12, 13), f16, "large-offset", offset=10.0, dy_offset=3.0)),
         c("bfloat16-eval", 1, True, "bfloat16 images (20, 16, 12, 13), evaluation mode",
           trial((20, 16, 12, 13), bf16, "large-offset", train=False, offset=10.0, dy_offset=3.0)),

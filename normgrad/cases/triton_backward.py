@@ -97,7 +97,7 @@ CASES = [
     _case("one-row", 2, True, "a single row, float16, 1 x 1234", trial((1, 1234), F16)),
     _case("tiny-variance", 2, True, "float32 rows whose variance is far below eps",
           trial((17, 600), F32, kind="tiny-variance")),
-    _case("large-offset", 2, True, "float32 rows with means near 1e3 and unit spread",
+    _case("large-offset", 2, True, "float32 rows with means of 1e3 to 2e3 and unit spread",
           trial((17, 600), F32, kind="large-offset")),
     _case("strided", 2, True, "float32 inputs that are transposed views (not contiguous)",
           trial((20, 513), F32, contiguous=False)),
@@ -113,7 +113,7 @@ CASES = [
           sized((3000, 24), (30_000, 24), F16, dy_offset=1.0), seconds=90.0),
     # Means near 10 beside a spread of 0.5 to 2: statistics rounded to 16 bits, or arithmetic done in
     # them, shift every x_hat of a row; a kernel that reads float16 through bfloat16 loses 3 bits.
-    _case("float16-large-offset", 2, True, "float16, 16 x 700 (1024 x 3000 on a GPU) with means near 10",
+    _case("float16-large-offset", 2, True, "float16, 16 x 700 (1024 x 3000 on a GPU) with means of 10 to 20",
           sized((16, 700), (1024, 3000), F16, kind="large-offset", offset=10.0, dy_offset=3.0)),
 ]
 
