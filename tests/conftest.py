@@ -1,6 +1,6 @@
-import fcntl
 import os
-import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,6 +9,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+
+from book_site import built_site  # noqa: E402  (tests/ is on the path: pytest puts it there)
 
 # The tests judge small tensors in this process while graders, kernels and the book run beside it on
 # a machine of two cores: PyTorch's second thread only fights them for a core (ten times slower under load).
@@ -24,20 +26,32 @@ def root() -> Path:
 def site(tmp_path_factory) -> Path:
     """The book built once for the run (every chapter run), as the tests of the book and of its buttons read it.
 
-    `make test` runs the tests on two pytest-xdist workers: the first to ask builds the book in the folder
-    both share, and the other waits for it under a lock instead of building it a second time."""
-    import book
-
+    `make test` runs the tests on two pytest-xdist workers: they share one build (tests/book_site.py),
+    which the run's controller has already started."""
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # each worker's own folder is a child of the run's
-    out = shared / "book"
-    with open(shared / "book.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (out / "built").exists():
-            shutil.rmtree(out, ignore_errors=True)  # what a build that failed left
-            out.mkdir()
-            done = book.build(out, capture_output=True, text=True)
-            assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
-            (out / "built").touch()
-    return out / "_build" / "html"
+    return built_site(shared)
+
+
+BOOK_BUILDER = pytest.StashKey[subprocess.Popen]()
+
+
+def pytest_sessionstart(session):
+    """The whole suite on workers: the controller starts the book's build now, in a process of its own."""
+    config = session.config
+    whole_suite = (config.args_source == pytest.Config.ArgsSource.TESTPATHS
+                   and not config.option.markexpr and not config.option.keyword)
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None) or not whole_suite:
+        return
+    shared = config._tmp_path_factory.getbasetemp()  # the folder that xdist makes the workers' parent
+    config.stash[BOOK_BUILDER] = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "book_site.py"), str(shared)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def pytest_sessionfinish(session):
+    builder = session.config.stash.get(BOOK_BUILDER, None)
+    if builder is not None and builder.poll() is None:  # the run ended first (-x, or no test read the book)
+        os.killpg(builder.pid, signal.SIGKILL)
+        builder.wait()
