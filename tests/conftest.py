@@ -40,10 +40,12 @@ BOOK_BUILDER = pytest.StashKey[subprocess.Popen]()
 def pytest_sessionstart(session):
     """The whole suite on workers: the controller starts the book's build now, in a process of its own."""
     config = session.config
-    whole_suite = (config.args_source == pytest.Config.ArgsSource.TESTPATHS
-                   and not config.option.markexpr and not config.option.keyword)
-    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None) or not whole_suite:
-        return
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return  # a worker, or no workers at all
+    args_source = getattr(pytest.Config, "ArgsSource", None)  # pytest 7.2 and later
+    if (args_source is None or config.args_source != args_source.TESTPATHS
+            or config.option.markexpr or config.option.keyword):
+        return  # not the whole suite: the book is built, if at all, when a test first reads it
     shared = config._tmp_path_factory.getbasetemp()  # the folder that xdist makes the workers' parent
     config.stash[BOOK_BUILDER] = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "book_site.py"), str(shared)],
