@@ -20,11 +20,14 @@ from .course import Notebooks, nbgrader_meta, read
 from .pycode import bound_names, defined_names, without_ipython
 from .submissions import SubmissionError, read_regular
 
-__all__ = ["MAX_NOTEBOOK_BYTES", "MAX_FILE_BYTES", "Picked", "Slot", "SubmissionError", "defined_names", "pick",
+__all__ = ["MAX_CELL_CHARS", "MAX_NOTEBOOK_BYTES", "MAX_FILE_BYTES", "Picked", "Slot", "SubmissionError", "defined_names", "pick",
            "read_submission", "slots"]
 
 MAX_NOTEBOOK_BYTES = 4 << 20  # the notebook without its outputs
 MAX_FILE_BYTES = 64 << 20  # the file as handed in, plots and all
+# A solution cell is a few kilobytes. A larger one is not read: parsing megabytes of code takes the
+# trusted side seconds a time, under a lock that every student's grading shares.
+MAX_CELL_CHARS = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,8 @@ def read_submission(path=None, data: bytes | None = None) -> nbformat.NotebookNo
     if not isinstance(nb.get("cells"), list):
         raise SubmissionError("the file is JSON but not a notebook (no list of cells)")
     for cell in nb.cells:
-        if not isinstance(cell.get("source", ""), str) or cell.get("cell_type") not in ("code", "markdown", "raw"):
-            raise SubmissionError("the notebook has a malformed cell")
+        if not isinstance(cell.get("source"), str) or cell.get("cell_type") not in ("code", "markdown", "raw"):
+            raise SubmissionError("the notebook has a malformed cell (every cell needs a cell_type and a source)")
     return nb
 
 
@@ -107,12 +110,17 @@ def pick(submission, trusted: Notebooks) -> tuple[list[Picked], list[str]]:
     locked = {_normalized(c.source) for c in read(trusted.release).cells
               if c.cell_type == "code" and not nbgrader_meta(c).get("solution")}
     candidates = []
+    problems = []
     for i, cell in enumerate(submission.cells):
-        if cell.cell_type == "code" and _normalized(cell.source) not in locked:
+        if cell.cell_type != "code":
+            continue
+        if len(cell.source) > MAX_CELL_CHARS:
+            problems.append(f"code cell {i + 1} holds {len(cell.source)} characters, more than the "
+                            f"{MAX_CELL_CHARS >> 10} KiB a solution cell may hold: it was not read")
+        elif _normalized(cell.source) not in locked:
             source, removed = without_ipython(cell.source)
             candidates.append((i, source, removed))
     chosen: dict[int, tuple[Picked, list[str]]] = {}
-    problems = []
     for slot in slots(read(trusted.source)):
         wanted = set(slot.names)
         defining = ([c for c in candidates if wanted & defined_names(c[1])]

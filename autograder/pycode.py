@@ -7,6 +7,7 @@ submission's cells (`cells`), so that neither imports the other.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import threading
 
@@ -26,16 +27,27 @@ def parse(source: str) -> ast.Module | None:
 
 def defined_names(source: str) -> set[str]:
     """Functions and classes a cell defines at top level; by regex if it does not parse."""
-    tree = parse(source)
-    if tree is None:
-        return set(re.findall(r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", source, re.M))
-    return {node.name for node in tree.body
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    return set(_defined_names(source))
 
 
 def bound_names(source: str) -> set[str]:
     """defined_names, plus names bound at top level by assignment or import (`f = _impl`, `from m import g as f`)."""
-    names = defined_names(source)
+    return set(_bound_names(source))
+
+
+# A submission's cells are read once per solution slot: each cell is parsed once, not once per slot.
+@functools.lru_cache(maxsize=64)
+def _defined_names(source: str) -> frozenset[str]:
+    tree = parse(source)
+    if tree is None:
+        return frozenset(re.findall(r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", source, re.M))
+    return frozenset(node.name for node in tree.body
+                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
+
+
+@functools.lru_cache(maxsize=64)
+def _bound_names(source: str) -> frozenset[str]:
+    names = set(_defined_names(source))
     tree = parse(source)
     for node in tree.body if tree is not None else ():
         targets = []
@@ -49,7 +61,7 @@ def bound_names(source: str) -> set[str]:
             for t in ast.walk(target):
                 if isinstance(t, ast.Name):
                     names.add(t.id)
-    return names
+    return frozenset(names)
 
 
 # A line IPython reads as a command rather than Python: `%magic`, `!shell`, `x = !ls`, `y = %time f()`.

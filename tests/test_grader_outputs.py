@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import multiprocessing
 import os
 import subprocess
@@ -20,7 +21,7 @@ import nbformat
 import pytest
 
 from autograder import flags, outputs, report, safe, summary
-from autograder.cells import MAX_NOTEBOOK_BYTES, SubmissionError, pick, read_submission
+from autograder.cells import MAX_CELL_CHARS, MAX_NOTEBOOK_BYTES, SubmissionError, pick, read_submission
 from autograder.course import book_url, notebooks, solved_release
 from autograder.grading import CaseResult, Report
 from autograder.pycode import without_ipython
@@ -111,6 +112,24 @@ def test_two_notebooks_one_rule_and_a_warning(tmp_path):
     assert sub.notebook == "forward (1).ipynb"
 
 
+def test_without_the_assignments_name_a_folder_a_link_or_a_resource_fork_is_not_preferred(tmp_path):
+    root = tmp_path / "submitted"
+    path = write(solved("01-forward"), root, "bob", "01-forward")
+    path = path.rename(path.parent / "my_forward.ipynb")
+    os.utime(path, (1, 1))  # older than everything beside it
+    (path.parent / "zz.ipynb").mkdir()
+    (path.parent / "zy.ipynb").symlink_to("/nonexistent")
+    (path.parent / "._my_forward.ipynb").write_bytes(b"\x00\x05\x16\x07")  # what macOS leaves in a zip
+    [sub] = scan(root, lambda a: "forward.ipynb", print)
+    assert sub.notebook == "my_forward.ipynb"
+    assert set(sub.others) == {"zz.ipynb", "zy.ipynb", "._my_forward.ipynb"}
+    path.unlink()  # only a folder and a link left: one of them is picked, and reading it says why it is none
+    (path.parent / "._my_forward.ipynb").unlink()
+    [sub] = scan(root, lambda a: "forward.ipynb", print)
+    with pytest.raises(SubmissionError):
+        sub.read_notebook(1 << 20)
+
+
 # --- honest work that used to score zero ------------------------------------------------------
 
 def test_outputs_do_not_count_toward_the_size_limit():
@@ -126,6 +145,23 @@ def test_outputs_do_not_count_toward_the_size_limit():
     with pytest.raises(SubmissionError, match="even without its outputs"):
         read_submission(data=nbformat.writes(nb).encode())
 
+
+
+def test_a_code_cell_of_megabytes_is_not_read_and_the_others_are():
+    nb = solved("01-forward")
+    nb.cells.append(nbformat.v4.new_code_cell("x=1;" * (MAX_CELL_CHARS // 4 + 1)))  # parses in seconds, each time
+    picked, problems = pick(read_submission(data=nbformat.writes(nb).encode()), notebooks("01-forward"))
+    assert len(picked) == len(load("01-forward").functions)
+    assert problems == [f"code cell {len(nb.cells)} holds {MAX_CELL_CHARS + 4} characters, more than the "
+                        f"{MAX_CELL_CHARS >> 10} KiB a solution cell may hold: it was not read"]
+
+
+def test_a_cell_without_a_source_is_a_malformed_notebook():
+    nb = nbformat.writes(solved("01-forward"))
+    raw = json.loads(nb)
+    del raw["cells"][-1]["source"]
+    with pytest.raises(SubmissionError, match="malformed cell"):
+        read_submission(data=json.dumps(raw).encode())
 
 def test_nbformat_3_notebooks_are_converted():
     v3 = nbformat.v3.new_notebook(worksheets=[nbformat.v3.new_worksheet(cells=[
