@@ -13,7 +13,8 @@ leaves it. A student controls what is inside their folder, so:
 - with several notebooks in one assignment folder (`forward.ipynb` and
   `forward (1).ipynb`), one rule picks the one graded, everywhere: the
   notebook named as the assignment's, as nbgrader grades it; failing that,
-  the most recently modified one. The others are named in a warning;
+  the most recently modified regular file (not a folder, a link or a macOS
+  `._` resource fork). The others are named in a warning;
 - two folders are never filed under one name: a student's grades (row of
   grades.csv, feedback folder, gradebook id) are filed under
   `safe.distinct_names` of the class's folder names, which is the name itself
@@ -188,10 +189,18 @@ def _filed(entries: list[os.DirEntry], kind: str, warn) -> dict[str, str]:
 
 
 def pick_notebook(entries: list[os.DirEntry], expected: str | None) -> os.DirEntry:
-    """The rule for a folder of several notebooks: the expected name, else the newest (then the first by name)."""
+    """The rule for a folder of several notebooks: the expected name, else the newest regular file (then the
+    first by name). A folder, a link or a macOS resource fork (`._forward.ipynb`) is no notebook to prefer:
+    it is picked only where nothing else is, and then reported."""
     for e in entries:
         if e.name == expected:
             return e
+
+    def regular(e: os.DirEntry) -> bool:
+        try:
+            return e.is_file(follow_symlinks=False) and not e.name.startswith("._")
+        except OSError:
+            return False
 
     def modified(e: os.DirEntry) -> float:
         try:
@@ -199,4 +208,4 @@ def pick_notebook(entries: list[os.DirEntry], expected: str | None) -> os.DirEnt
         except OSError:
             return float("-inf")
 
-    return max(entries, key=lambda e: (modified(e), [-ord(c) for c in e.name]))
+    return max([e for e in entries if regular(e)] or entries, key=lambda e: (modified(e), [-ord(c) for c in e.name]))
