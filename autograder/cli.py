@@ -231,21 +231,44 @@ def cmd_grade(args) -> int:
     written, failed = 0, []
     progress = Progress(len(found))
     lock = threading.Lock()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for future in as_completed([pool.submit(work, sub) for sub in found]):
-            sub, result = future.result()
-            with lock:  # the gradebook and the files are written here only, one submission at a time
-                try:
-                    result = outputs.write(result, sub.timestamp(), known=sub.folder[1] in ASSIGNMENTS)
-                    written += 1
-                    first = result.notes[0].splitlines()[0][:200] if result.notes and result.notes[0].strip() else ""
-                    print(f"{result.student:<20} {result.assignment:<24} {report.fmt_points(result.score):>6} / "
-                          f"{report.fmt_points(result.max_score):<6} {first}", flush=True)
-                except Exception:  # this student's outputs only: the class goes on
-                    failed.append(sub.student)
-                    print(f"could not write the results of {sub.student} ({sub.assignment}):\n"
-                          f"{safe.text(traceback.format_exc())}", file=sys.stderr)
-                progress.step()
+
+    def record(future) -> None:
+        nonlocal written
+        sub, result = future.result()
+        with lock:  # the gradebook and the files are written here only, one submission at a time
+            try:
+                result = outputs.write(result, sub.timestamp(), known=sub.folder[1] in ASSIGNMENTS)
+                written += 1
+                first = result.notes[0].splitlines()[0][:200] if result.notes and result.notes[0].strip() else ""
+                print(f"{result.student:<20} {result.assignment:<24} {report.fmt_points(result.score):>6} / "
+                      f"{report.fmt_points(result.max_score):<6} {first}", flush=True)
+            except Exception:  # this student's outputs only: the class goes on
+                failed.append(sub.student)
+                print(f"could not write the results of {sub.student} ({sub.assignment}):\n"
+                      f"{safe.text(traceback.format_exc())}", file=sys.stderr)
+            progress.step()
+
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    futures = [pool.submit(work, sub) for sub in found]
+    pending = set(futures)
+    interrupted = False
+    try:
+        for future in as_completed(futures):
+            record(future)
+            pending.discard(future)
+    except KeyboardInterrupt:
+        # Ctrl-C: start no one new, and write what is being graded now; a second Ctrl-C leaves that too
+        interrupted = True
+        started = [f for f in pending if not f.cancel()]
+        print(f"\ninterrupted: grading no more notebooks; writing the {len(started)} being graded "
+              "(Ctrl-C again to leave them)", file=sys.stderr, flush=True)
+        try:
+            for future in as_completed(started):
+                record(future)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    pool.shutdown(wait=True)
     figures = summary.write(out)
     where = (f"{out / 'grades.csv'}, {out / 'feedback'}/ (feedback pages and Gradescope results.json), "
              f"{out / 'summary.html'} and summary.csv")
@@ -270,11 +293,14 @@ def cmd_grade(args) -> int:
               "this run (renamed, withdrawn, or filed under another name by an earlier grader); kept, as "
               "every row is: " + ", ".join(f"{safe.name(s)} ({safe.name(a)})" for s, a in absent[:20])
               + (f" and {len(absent) - 20} more" if len(absent) > 20 else ""), file=sys.stderr)
+    if interrupted:
+        print(f"INTERRUPTED: {written} of {len(found)} notebook(s) graded and written, every earlier row kept; "
+              "the same command grades the class again", file=sys.stderr)
     if failed:
         print(f"ERROR: the results of {len(failed)} notebook(s) could not be written: {', '.join(failed)}; "
               "see above, fix, and grade them again with --student", file=sys.stderr)
         return 1
-    return 0
+    return 130 if interrupted else 0
 
 
 def cmd_release(args) -> int:

@@ -280,3 +280,26 @@ def test_a_row_whose_student_is_no_longer_found_is_kept_and_named(tmp_path):
     assert note.endswith("bob (01-forward), eve\\x1b[2J\\nFAKE: all graded (01-forward)")
     # eve has a row but no results.json, so she is not among the three the summary counts
     assert "01-forward: 3 graded in all (1 of them with no notebook this run: see the NOTE below)" in done.stdout
+
+
+def test_ctrl_c_grades_no_one_new_and_writes_who_was_being_graded(tmp_path):
+    """An instructor's Ctrl-C: the queued students are not started, the ones in the sandbox are finished and
+    written, and the run says how far it got (it used to grade the whole class and then write nothing)."""
+    root, out = tmp_path / "submitted", tmp_path / "out"
+    class_size = 6
+    for i in range(class_size):
+        write(solved("01-forward"), root, f"student{i}", "01-forward")
+    # Python's own Ctrl-C handler, whatever the test runner's process does with SIGINT
+    run = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "runpy.run_module('autograder', run_name='__main__', alter_sys=True)")
+    batch = subprocess.Popen([sys.executable, "-c", run, "grade", str(root), "--out", str(out), "--jobs", "1"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = batch.stdout.readline()  # a row is printed once it is written
+    assert first.startswith("student"), first
+    batch.send_signal(signal.SIGINT)
+    said, complaints = batch.communicate(timeout=300)
+    assert batch.returncode == 130, complaints
+    graded = rows(out)
+    assert 1 <= len(graded) < class_size and all(row["score"] == F for row in graded.values())
+    assert f"INTERRUPTED: {len(graded)} of {class_size} notebook(s) graded and written" in complaints
+    assert "Traceback" not in complaints
