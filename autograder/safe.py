@@ -10,8 +10,9 @@ screen, and a huge message is cut with a note of how much was left out.
 `text` is not one to one (a folder named `b'jos\\xe9'` and one named
 `jos\\udce9` both show as `jos\\udce9`), so what files a student's grades (their
 row of grades.csv, their feedback folder, their id in the gradebook) is
-`distinct_names`: the name itself when `name` leaves it as it is, else the
-escaped name with a hash of its bytes, made longer while two still agree.
+`distinct_names`: the name itself when it is `plain` (shown as itself, in
+composed form, no space at either end), else the escaped name with a hash of
+its bytes, made longer while two hashed names still agree.
 `csv_cell` quotes a cell that starts with a quote too, so that `=x` and `'=x`
 stay two cells. `markdown` escapes text put into a notebook's Markdown.
 """
@@ -26,6 +27,7 @@ import os
 import re
 import string
 import tempfile
+import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,8 +36,11 @@ MAX_NAME = 120  # characters of a name kept
 KEY_BYTES = 120  # UTF-8 bytes of an escaped name kept before its hash, in a key (a file name holds 255)
 KEY_HASHES = (8, 16, 32)  # hex digits of a key's hash, longer while keys of two names still agree
 
-# C0 and C1 controls but newline and tab; bidirectional overrides and isolates (they reorder what a reader sees)
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls but newline and tab; bidirectional overrides, isolates and marks (they reorder what a reader
+# sees); characters that show as nothing (zero-width space, word joiner, byte order mark, soft hyphen). The zero-width
+# (non-)joiners stay: words of several scripts need them.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u061c\u180e\u200b\u200e\u200f\u202a-\u202e"
+                     "\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
 def _escape(match: re.Match) -> str:
@@ -71,16 +76,21 @@ def _raw(value: str) -> bytes:
         return value.encode("utf-8", "surrogatepass")
 
 
+def plain(value: str) -> bool:
+    """A name that shows as itself and like no other: `name` leaves it as it is, it is in Unicode's composed
+    form (NFC: 'é' as one character, not 'e' and an accent), and it has no space at either end."""
+    return name(value) == value and unicodedata.is_normalized("NFC", value) and value.strip() == value
+
+
 def key(value: str, level: int = 0) -> str:
-    """What a name (a student's folder) is filed under: `name(value)` when that is `value` itself and level is 0;
+    """What a name (a student's folder) is filed under: the name itself when it is `plain` and level is 0;
     else its escape, cut to KEY_BYTES, `~` and KEY_HASHES[level - 1] hex digits of the SHA-256 of its bytes.
 
     The same name always gives the same key; `distinct_names` raises the level of names whose keys agree.
     """
     if level == 0:
-        shown = name(value)
-        if shown == value:
-            return shown
+        if plain(value):
+            return value
         level = 1
     full = escaped(value)
     cut = full.encode("utf-8")[:KEY_BYTES].decode("utf-8", "ignore")
@@ -93,11 +103,13 @@ def key(value: str, level: int = 0) -> str:
 def distinct_names(values) -> dict[str, str]:
     """name -> key for a set of names (a class's folders): one key per name, whatever the order they come in.
 
-    A name keeps the key `key` gives it unless another name's key is the same; then both take longer hashes
-    (an escaped name and a hash of its bytes, which differ for two different names).
+    A name keeps the key `key` gives it unless another name's key is the same. Then a plain name that reads as
+    the other's key yields (it takes an escape and a hash of its own), so that no folder added beside a
+    student's changes that student's key; two keys of hashed names that agree both take longer hashes (an
+    escaped name and a hash of its bytes, which differ for two different names).
     """
     values = sorted(set(values))
-    level = {v: 0 if name(v) == v else 1 for v in values}
+    level = {v: 0 if plain(v) else 1 for v in values}
     keys: dict[str, str] = {}
     for _ in range(len(KEY_HASHES) * len(values) + 1):  # each round raises a level: it ends
         keys = {v: key(v, level[v]) for v in values}
@@ -108,7 +120,7 @@ def distinct_names(values) -> dict[str, str]:
         if not clashes:
             break
         for vs in clashes:
-            for v in vs:
+            for v in [v for v in vs if level[v] == 0] or vs:
                 level[v] = min(level[v] + 1, len(KEY_HASHES))
     return keys
 

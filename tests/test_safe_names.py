@@ -27,7 +27,12 @@ COLLIDING = [  # pairs of folder names that `safe.name` shows alike
     (LONG + "a", LONG + "b"),  # differ past the cut
     ("a\nb", "a\\nb"),  # equal after escaping
     ("\u202e" * 85, "\\u202e" * 20),  # escapes longer than a file name may be
+    ("alice", "alice\u200b"),  # a zero-width space
+    ("alice", "alice "),  # a space at the end
+    ("jos\u00e9", "jose\u0301"),  # composed and decomposed: one word on screen
 ]
+# In the pairs above whose first name is plain, that student keeps their own name as their key
+PLAIN_FIRST = {("alice", "alice\u200b"), ("alice", "alice "), ("jos\u00e9", "jose\u0301")}
 
 
 @pytest.mark.parametrize("pair", COLLIDING)
@@ -35,6 +40,8 @@ def test_names_that_show_alike_get_keys_of_their_own_the_same_in_any_order(pair)
     keys = safe.distinct_names(pair)
     assert len(set(keys.values())) == 2
     assert safe.distinct_names(reversed(pair)) == keys
+    if pair in PLAIN_FIRST:
+        assert keys[pair[0]] == pair[0] and keys[pair[1]].startswith(safe.escaped(pair[1]) + "~")
     for raw, key in keys.items():
         assert safe.name(key) == key  # a second pass (Report.made_safe) keeps it
         assert len(key.encode()) < 200 and "/" not in key and key not in ("", ".", "..")
@@ -45,11 +52,14 @@ def test_ordinary_names_are_their_own_keys():
     assert safe.distinct_names(names) == {n: n for n in names}
 
 
-def test_a_name_made_to_look_like_anothers_key_still_gets_its_own():
+def test_a_name_made_to_look_like_anothers_key_gets_its_own_and_leaves_the_others_key_alone():
     forged = safe.key(NOT_UTF8)  # 'jos\\udce9~' and the hash of b'jos\xe9', as a plain name
     keys = safe.distinct_names([NOT_UTF8, forged, "jos\\udce9"])
     assert len(set(keys.values())) == 3
     assert keys["jos\\udce9"] == "jos\\udce9"
+    # the student whose name is not UTF-8 keeps the key of every earlier run: the forged folder yields
+    assert keys[NOT_UTF8] == safe.distinct_names([NOT_UTF8])[NOT_UTF8] == forged
+    assert keys[forged].startswith(forged + "~")
 
 
 def test_scan_files_each_folder_under_its_own_name(tmp_path):
