@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import nbformat
 
+from . import safe
 from .course import Notebooks, nbgrader_meta, read
 from .pycode import bound_names, defined_names, without_ipython
 from .submissions import SubmissionError, read_regular
@@ -73,6 +74,9 @@ def read_submission(path=None, data: bytes | None = None) -> nbformat.NotebookNo
         raise SubmissionError(f"the file is not valid notebook JSON ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(raw, dict) or not (isinstance(raw.get("cells"), list) or isinstance(raw.get("worksheets"), list)):
         raise SubmissionError("the file is JSON but not a notebook (no list of cells)")
+    if "nbformat" in raw and (type(raw["nbformat"]) is not int or type(raw.get("nbformat_minor", 0)) is not int):
+        raise SubmissionError(f"the notebook's version, nbformat {safe.text(repr(raw['nbformat']), 40)}, is not "
+                              "a whole number, as Jupyter writes it")
     for cell in _raw_cells(raw):
         if isinstance(cell, dict):
             for key in ("outputs", "attachments"):

@@ -115,6 +115,7 @@ def test_pick_reports_a_deleted_cell_and_takes_the_last_definition():
     (b"{not json", "not valid notebook JSON"),
     (b'{"cells": 3}', "not a notebook"),
     (b"\xff\xfe", "not valid notebook JSON"),
+    (b'{"cells": [], "metadata": {}, "nbformat": "4", "nbformat_minor": 5}', "nbformat '4', is not a whole number"),
 ])
 def test_unreadable_submissions_are_refused_with_a_reason(tmp_path, content, reason):
     path = tmp_path / "nb.ipynb"
