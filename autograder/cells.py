@@ -21,8 +21,8 @@ from .course import Notebooks, nbgrader_meta, read
 from .pycode import bound_names, defined_names, without_ipython
 from .submissions import SubmissionError, read_regular
 
-__all__ = ["MAX_CELL_CHARS", "MAX_NOTEBOOK_BYTES", "MAX_FILE_BYTES", "Picked", "Slot", "SubmissionError", "defined_names", "pick",
-           "read_submission", "slots"]
+__all__ = ["MAX_CELL_CHARS", "MAX_NOTEBOOK_BYTES", "MAX_FILE_BYTES", "Picked", "Slot", "SubmissionError",
+           "defined_names", "pick", "read_submission", "slots"]
 
 MAX_NOTEBOOK_BYTES = 4 << 20  # the notebook without its outputs
 MAX_FILE_BYTES = 64 << 20  # the file as handed in, plots and all
