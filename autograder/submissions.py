@@ -128,8 +128,8 @@ class Submission:
         if self.others:
             others = ", ".join(repr(safe.name(o)) for o in self.others)
             notes.append(f"this folder holds more than one notebook: {self.notebook_name!r} was graded, not {others} "
-                         "(the grader grades the notebook named as the assignment's, else the most recently modified; "
-                         "hand in one notebook)")
+                         "(the grader grades the notebook named as the assignment's, else the most recently modified "
+                         "file that is not a folder, a link or a ._ fork; hand in one notebook)")
         return notes
 
 
