@@ -12,6 +12,7 @@ submission runs. Reordered, inserted or deleted cells do no harm.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import nbformat
@@ -21,11 +22,14 @@ from .course import Notebooks, nbgrader_meta, read
 from .pycode import bound_names, defined_names, without_ipython
 from .submissions import SubmissionError, read_regular
 
-__all__ = ["MAX_CELL_CHARS", "MAX_NOTEBOOK_BYTES", "MAX_FILE_BYTES", "Picked", "Slot", "SubmissionError",
-           "defined_names", "pick", "read_submission", "slots"]
+__all__ = ["MAX_CELL_CHARS", "MAX_JSON_VALUES", "MAX_NOTEBOOK_BYTES", "MAX_FILE_BYTES", "Picked", "Slot",
+           "SubmissionError", "defined_names", "pick", "read_submission", "slots"]
 
 MAX_NOTEBOOK_BYTES = 4 << 20  # the notebook without its outputs
 MAX_FILE_BYTES = 64 << 20  # the file as handed in, plots and all
+# Parsed JSON costs some 30 to 60 bytes of memory per value: 64 MiB of `{},` alone would take 1.7 GB on the
+# trusted side. A notebook holds a few values per cell and output line; a file of more is not parsed.
+MAX_JSON_VALUES = 2_000_000
 # A solution cell is a few kilobytes. A larger one is not read: parsing megabytes of code takes the
 # trusted side seconds a time, under a lock that every student's grading shares.
 MAX_CELL_CHARS = 256 << 10
@@ -69,19 +73,29 @@ def read_submission(path=None, data: bytes | None = None) -> nbformat.NotebookNo
     if len(data) > MAX_FILE_BYTES:
         raise SubmissionError(f"the file is larger than {MAX_FILE_BYTES >> 20} MiB")
     try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SubmissionError(f"the file is not valid notebook JSON ({type(e).__name__}: {str(e)[:200]})") from None
+    if _json_values(text) > MAX_JSON_VALUES:
+        raise SubmissionError(f"the file holds more than {MAX_JSON_VALUES:,} JSON values (lists, objects, numbers, "
+                              "strings): it was not read (clear its outputs and hand it in again)")
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as e:
         raise SubmissionError(f"the file is not valid notebook JSON ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(raw, dict) or not (isinstance(raw.get("cells"), list) or isinstance(raw.get("worksheets"), list)):
         raise SubmissionError("the file is JSON but not a notebook (no list of cells)")
     if "nbformat" in raw and (type(raw["nbformat"]) is not int or type(raw.get("nbformat_minor", 0)) is not int):
         raise SubmissionError(f"the notebook's version, nbformat {safe.text(repr(raw['nbformat']), 40)}, is not "
                               "a whole number, as Jupyter writes it")
-    for cell in _raw_cells(raw):
+    with_ids = raw.get("nbformat") == 4 and raw.get("nbformat_minor", 0) >= 5
+    for i, cell in enumerate(_raw_cells(raw)):
         if isinstance(cell, dict):
             for key in ("outputs", "attachments"):
                 if key in cell:
                     cell[key] = [] if key == "outputs" else {}
+            if with_ids:  # the student's ids are never read; a missing or repeated one would make nbformat warn
+                cell["id"] = f"cell-{i}"
     stripped = json.dumps(raw)
     if len(stripped) > MAX_NOTEBOOK_BYTES:
         raise SubmissionError(f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MiB even without its outputs")
@@ -95,6 +109,23 @@ def read_submission(path=None, data: bytes | None = None) -> nbformat.NotebookNo
         if not isinstance(cell.get("source"), str) or cell.get("cell_type") not in ("code", "markdown", "raw"):
             raise SubmissionError("the notebook has a malformed cell (every cell needs a cell_type and a source)")
     return nb
+
+
+_STRING = re.compile(r'"[^"]*"')
+
+
+def _json_values(text: str) -> int:
+    """An upper bound on the values in a JSON text: each follows a comma or a colon, or opens a container.
+
+    Counting over the whole text is quick but counts the commas and brackets inside strings too; only a
+    text over the limit by that count is counted again with its strings taken out (escapes first).
+    """
+    def count(t: str) -> int:
+        return t.count(",") + t.count(":") + t.count("[") + t.count("{") + 1
+
+    if count(text) <= MAX_JSON_VALUES:
+        return count(text)
+    return count(_STRING.sub("", text.replace("\\\\", "").replace('\\"', "")))
 
 
 def _raw_cells(raw: dict) -> list:

@@ -16,12 +16,14 @@ import multiprocessing
 import os
 import subprocess
 import time
+import warnings
 
 import nbformat
 import pytest
 
 from autograder import flags, outputs, report, safe, summary
-from autograder.cells import MAX_CELL_CHARS, MAX_NOTEBOOK_BYTES, SubmissionError, pick, read_submission
+from autograder.cells import (MAX_CELL_CHARS, MAX_JSON_VALUES, MAX_NOTEBOOK_BYTES, SubmissionError, pick,
+                              read_submission)
 from autograder.course import book_url, notebooks, solved_release
 from autograder.grading import CaseResult, Report
 from autograder.pycode import without_ipython
@@ -146,7 +148,6 @@ def test_outputs_do_not_count_toward_the_size_limit():
         read_submission(data=nbformat.writes(nb).encode())
 
 
-
 def test_a_code_cell_of_megabytes_is_not_read_and_the_others_are():
     nb = solved("01-forward")
     nb.cells.append(nbformat.v4.new_code_cell("x=1;" * (MAX_CELL_CHARS // 4 + 1)))  # parses in seconds, each time
@@ -162,6 +163,36 @@ def test_a_cell_without_a_source_is_a_malformed_notebook():
     del raw["cells"][-1]["source"]
     with pytest.raises(SubmissionError, match="malformed cell"):
         read_submission(data=json.dumps(raw).encode())
+
+
+def test_a_file_of_millions_of_tiny_values_is_not_parsed_and_one_of_commas_in_strings_is():
+    """Parsed, 64 MiB of `{},` took 1.7 GB on the trusted side; a text output of the same size is a few strings."""
+    raw = json.loads(nbformat.writes(solved("01-forward")))
+    code = next(c for c in raw["cells"] if c["cell_type"] == "code")
+    code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["a, [b], {c}: d\n" * 100_000] * 10}]
+    text = json.dumps(raw)
+    assert sum(map(text.count, ",:[{")) > 2 * MAX_JSON_VALUES  # twice the commas and brackets of the file below
+    picked, problems = pick(read_submission(data=text.encode()), notebooks("01-forward"))
+    assert len(picked) == len(load("01-forward").functions) and not problems
+    code["outputs"] = [{"output_type": "display_data", "metadata": {}, "data": {"x": [{}] * (MAX_JSON_VALUES // 2)}}]
+    start = time.perf_counter()
+    with pytest.raises(SubmissionError, match="more than 2,000,000 JSON values"):
+        read_submission(data=json.dumps(raw).encode())
+    assert time.perf_counter() - start < 5  # counted, not parsed: a tenth of a second here
+
+
+def test_cell_ids_missing_or_repeated_make_nbformat_print_nothing():
+    """nbformat warns of them on the grader's terminal, once per run; the student's ids are never read."""
+    raw = json.loads(nbformat.writes(solved("01-forward")))
+    for cell in raw["cells"]:
+        cell.pop("id", None)
+    raw["cells"][1]["id"] = raw["cells"][2]["id"] = "twice"
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        picked, problems = pick(read_submission(data=json.dumps(raw).encode()), notebooks("01-forward"))
+    assert len(picked) == len(load("01-forward").functions) and not problems
+    assert [str(w.message) for w in heard] == []
+
 
 def test_nbformat_3_notebooks_are_converted():
     v3 = nbformat.v3.new_notebook(worksheets=[nbformat.v3.new_worksheet(cells=[
