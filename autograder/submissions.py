@@ -21,7 +21,9 @@ leaves it. A student controls what is inside their folder, so:
   for a name that is plain text, and for any other (not UTF-8, a control
   character, too long, or shown like another's) its escape and a hash of its
   bytes, the same on every run. Such a folder's full escaped name is in a
-  note of its feedback.
+  note of its feedback;
+- a notebook that is one file (a hard link) with another student's is
+  graded, and both students' feedback and the instructor's warnings say so.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import safe
@@ -98,6 +100,7 @@ class Submission:
     folder: tuple[str, str]  # the student's and the assignment's folder names as on disk
     notebook: str | None  # the graded notebook's file name as on disk; None when there is none
     others: tuple[str, ...] = field(default=())  # notebooks in the folder that are not graded
+    same_file_as: tuple[str, ...] = field(default=())  # other submissions whose notebook is this very file
 
     @property
     def notebook_name(self) -> str:
@@ -130,6 +133,10 @@ class Submission:
             notes.append(f"this folder holds more than one notebook: {self.notebook_name!r} was graded, not {others} "
                          "(the grader grades the notebook named as the assignment's, else the most recently modified "
                          "file that is not a folder, a link or a ._ fork; hand in one notebook)")
+        if self.same_file_as:
+            notes.append(f"the graded notebook, {self.notebook_name!r}, is one file on disk (a hard link) with "
+                         f"the notebook of {', '.join(self.same_file_as)}: each was graded as handed in, and the "
+                         "instructor is told so")
         return notes
 
 
@@ -148,7 +155,7 @@ def scan(root: Path, expected_name, warn) -> list[Submission]:
 
     `warn(message)` hears of folders skipped.
     """
-    found = []
+    found, files = [], []
     students = []
     for student in _entries(root, warn):
         if student.is_symlink():
@@ -175,6 +182,34 @@ def scan(root: Path, expected_name, warn) -> list[Submission]:
             found.append(Submission(student_keys[student.name], assignment_keys[folder.name], root,
                                     (student.name, folder.name), chosen.name,
                                     tuple(e.name for e in notebooks if e is not chosen)))
+            files.append(_linked_file(chosen))
+    return _told_of_links(found, files, warn)
+
+
+def _linked_file(entry: os.DirEntry) -> tuple[int, int] | None:
+    """The (device, inode) of a regular file with more than one name, else None."""
+    try:
+        info = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) and info.st_nlink > 1 else None
+
+
+def _told_of_links(found: list[Submission], files: list, warn) -> list[Submission]:
+    """A student can hard-link another's notebook into their own folder (no link to refuse, as with a symbolic
+    one): each submission whose notebook is the same file as another's is told whose, and so is the instructor."""
+    by_file: dict[tuple[int, int], list[int]] = {}
+    for i, key in enumerate(files):
+        if key is not None:
+            by_file.setdefault(key, []).append(i)
+    for shared in by_file.values():
+        if len(shared) < 2:
+            continue
+        names = [f"{found[i].student}/{found[i].assignment}" for i in shared]
+        warn(f"one notebook file is handed in by {', '.join(names)} (hard links): each was graded")
+        for i in shared:
+            others = tuple(n for j, n in zip(shared, names) if j != i)
+            found[i] = replace(found[i], same_file_as=others)
     return found
 
 

@@ -101,6 +101,24 @@ def test_links_are_not_followed_and_folders_that_are_links_are_skipped(tmp_path)
         found["mallory"].read_notebook(1 << 20)
 
 
+def test_a_notebook_hard_linked_into_another_students_folder_is_graded_and_both_are_told(tmp_path):
+    root = tmp_path / "submitted"
+    alice = write(solved("01-forward"), root, "alice", "01-forward")
+    (root / "mallory" / "01-forward").mkdir(parents=True)
+    os.link(alice, root / "mallory" / "01-forward" / alice.name)
+    bob = write(solved("01-forward"), root, "bob", "01-forward")
+    os.link(bob, tmp_path / "backup.ipynb")  # a second name outside the class is no one else's notebook
+    warnings = []
+    found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", warnings.append)}
+    assert found["mallory"].read_notebook(1 << 20) == alice.read_bytes()  # no link to refuse: it is a file
+    assert found["alice"].same_file_as == ("mallory/01-forward",)
+    assert found["mallory"].same_file_as == ("alice/01-forward",)
+    assert found["bob"].same_file_as == () and found["bob"].warnings() == []
+    assert "a hard link" in found["mallory"].warnings()[0] and "alice/01-forward" in found["mallory"].warnings()[0]
+    assert warnings == ["one notebook file is handed in by alice/01-forward, mallory/01-forward (hard links): "
+                        "each was graded"]
+
+
 def test_two_notebooks_one_rule_and_a_warning(tmp_path):
     root = tmp_path / "submitted"
     path = write(solved("01-forward"), root, "bob", "01-forward")
