@@ -7,7 +7,9 @@ machine that built it.
 - `median_seconds(fn, *args)`: the median wall time of a call, after a warm-up;
 - `traffic(fn, *args)`: the bytes each PyTorch operator of a call reads and
   writes, counted at the operator boundary (what eager code moves between
-  operators; what a fused kernel does inside itself is invisible here).
+  operators; what a fused kernel does inside itself is invisible here);
+  with `resident=`, only the bytes of the tensors named, as if the call's
+  temporaries stayed in registers (what a C loop over the same expression moves).
 """
 
 from __future__ import annotations
@@ -50,21 +52,30 @@ class Traffic:
 
 
 class _Counter(TorchDispatchMode):
-    def __init__(self):
+    def __init__(self, resident=None):
         super().__init__()
         self.traffic = Traffic()
+        self.resident = None if resident is None else {t.untyped_storage().data_ptr() for t in resident}
+
+    def _bytes(self, tensors) -> int:
+        return sum(_nbytes(t) for t in tensors
+                   if self.resident is None or t.untyped_storage().data_ptr() in self.resident)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func.is_view or func.overloadpacket in _NO_DATA:
             return out
         self.traffic.operators += 1
-        self.traffic.read += sum(_nbytes(a) for a in _tensors(args) + _tensors(kwargs))
-        self.traffic.written += sum(_nbytes(t) for t in _tensors(out))
+        inputs = _tensors(args) + _tensors(kwargs)
+        if func.overloadpacket in _OVERWRITES:
+            inputs = inputs[1:]  # x.copy_(y) writes x without reading it
+        self.traffic.read += self._bytes(inputs)
+        self.traffic.written += self._bytes(_tensors(out))
         return out
 
 
 _NO_DATA = {torch.ops.aten.detach, torch.ops.aten.empty_like, torch.ops.aten.empty, torch.ops.aten.lift_fresh}
+_OVERWRITES = {torch.ops.aten.copy_, torch.ops.aten.fill_, torch.ops.aten.zero_}
 
 
 def _tensors(tree) -> list[torch.Tensor]:
@@ -81,9 +92,14 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def traffic(fn, *args) -> Traffic:
-    """The bytes fn(*args) moves between PyTorch operators (one call, no gradient tracking)."""
-    counter = _Counter()
+def traffic(fn, *args, resident=None) -> Traffic:
+    """The bytes fn(*args) moves between PyTorch operators (one call, no gradient tracking).
+
+    With `resident` (tensors), only reads and writes of their memory (views included) count: the
+    call's temporaries are taken to stay in registers, as in a C loop that computes the same expression.
+    Each operator's read counts, so a tensor used twice in one expression is counted twice.
+    """
+    counter = _Counter(resident)
     with torch.no_grad(), counter:
         fn(*args)
     return counter.traffic

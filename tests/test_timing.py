@@ -14,6 +14,16 @@ def test_traffic_counts_each_operator_s_reads_and_writes():
     assert two_ops.passes(a) == 6.0 and two_ops.operators == 2
 
 
+def test_resident_counts_only_the_named_tensors_memory_and_copy_does_not_read_its_target():
+    a, b, out = torch.ones(1000), torch.ones(1000), torch.empty(1000)
+    fused = traffic(lambda u, v: out.copy_(u * 2 + v), a, b, resident=(a, b, out))
+    assert fused.passes(a) == 3.0  # a and b read, out written: the temporaries stay in registers
+    assert traffic(lambda u, v: out.copy_(u * 2 + v), a, b).passes(a) == 7.0  # at operator boundaries
+    assert traffic(lambda u, v: out.copy_((u + v) * v), a, b, resident=(a, b, out)).passes(a) == 4.0  # per use
+    halves = traffic(lambda u: [out[:500].copy_(u[:500]), out[500:].copy_(u[500:] * 2)], a, resident=(a, out))
+    assert halves.passes(a) == 2.0  # views of resident tensors count, by their own size
+
+
 def test_views_move_no_data():
     a = torch.ones(10, 100)
     assert traffic(lambda u: u.t().reshape(-1, 10)[:3], a).operators == 0
