@@ -12,17 +12,21 @@ by its handle (`_execution_engine`, `run_backward`, `_ImperativeEngine`, a bound
 method's `__self__`) or through the sandbox's own modules (`import calling`),
 another program or Python started (`subprocess`, `os.system`, `os.fork`: its PyTorch
 is not locked), the guards of the calls reached around (`torch.overrides`, a
-dispatch mode switched off, a tensor's memory read through `dlpack`, `ctypes` or
-`frombuffer`, a Triton launch hook), PyTorch's own decompositions and other
-tensor layouts (nested, MKL-DNN, sparse), the interpreter's insides
-(`gc.get_objects`, frames, `sys.modules`), modules or attributes found by
-computed names (`importlib`, `__import__`, `getattr(m, 'a' + 'b')`, `eval`,
-`operator.attrgetter`; `getattr(m, 'name')` is read as `m.name`),
-a framework the exercise's own solution does not import, and, where the
-course's solution is a Triton kernel, solution cells without one.
+dispatch mode switched off, a tensor's memory read through `dlpack`, `ctypes` (imported,
+or as `torch.ctypes`, `array.ctypes`) or `frombuffer`, a Triton launch hook), PyTorch's
+own decompositions and other tensor layouts (nested, MKL-DNN, sparse), TorchScript
+(`torch.jit`: its autodiff differentiates without the engine), code run from a
+module's files (`__file__`, `runpy`, a path into site-packages), the interpreter's
+insides (`gc.get_objects`, frames, `sys.modules`, `__dict__`), modules or attributes
+found by computed names (`importlib`, `__import__`, `getattr(m, 'a' + 'b')`, `eval`,
+`operator.attrgetter`, `getattr` passed around under another name; `getattr(m, 'name')`
+is read as `m.name`), a cell too deeply nested for this read to parse, a framework the
+exercise's own solution does not import, and, where the course's solution is a Triton
+kernel, solution cells without one. The exercise's own names are not suspicious: a
+string `'layernorm_backward'` or `LayerNormFunction.backward` is the student's own.
 
 A flag scores nothing: it is a line in `grades.csv`'s `flags` column and in
-the feedback, and the course's solutions raise none (tests/test_flags.py).
+the feedback, and the course's solutions raise none (tests/test_grader_outputs.py).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import ast
 import re
 
 from .course import nbgrader_meta, notebooks, read
-from .pycode import parse
+from .pycode import defined_names, parse, unreadable
 
 NO_KERNEL = "no @triton.jit kernel in the solution cells, yet tests passed: the exercise asks for the work in Triton"
 FRAMEWORKS = {"torch", "jax", "tensorflow", "triton", "functorch", "autograd", "cupy", "numba"}
@@ -54,7 +58,14 @@ _INTERNALS = {
     ("sys", "settrace"), ("sys", "setprofile"), ("sys", "addaudithook"),
 }
 _DUNDERS = {"__import__", "__builtins__", "__subclasses__", "__globals__", "__code__", "__closure__", "__self__",
-            "f_back", "f_globals", "f_locals", "gi_frame", "tb_frame", "__loader__", "__spec__"}
+            "f_back", "f_globals", "f_locals", "gi_frame", "tb_frame", "__loader__", "__spec__", "__dict__",
+            "__getattribute__"}
+# A module's own files, read or run again: a fresh copy of PyTorch's Python derivative formulas is not sealed
+_FILES = {"__file__", "__path__", "__cached__", "run_path", "run_module", "spec_from_file_location",
+          "SourceFileLoader", "get_data"}
+# TorchScript differentiates scripted code itself (DifferentiableGraph, ReverseSubgraph), without the engine
+_TORCHSCRIPT = {"CompilationUnit", "last_executed_optimized_graph", "ReverseSubgraph", "DifferentiableGraph",
+                "create_function", "graph_for"}
 _DYNAMIC = {"eval", "exec", "compile", "__import__"}
 # Another process: a Python started from the answer imports a PyTorch nothing has locked
 _SPAWNING_MODULES = {"subprocess", "multiprocessing", "pty", "concurrent"}
@@ -63,7 +74,11 @@ _SPAWNING_CALLS = re.compile(r"os\.(system|popen|fork|forkpty|exec\w*|spawn\w*|p
 _AROUND_GUARDS = {"_disable_current_modes", "DisableTorchFunction", "DisableTorchFunctionSubclass",
                   "_python_dispatch", "to_dlpack", "from_dlpack", "dlpack", "from_address", "frombuffer",
                   "ctypeslib", "_set_torch_function_mode", "_pop_mode", "_push_mode", "_DisableTorchDispatch",
-                  "add_pre_run_hook"}
+                  "add_pre_run_hook", "ctypes", "_ctypes", "pythonapi", "PyDescr_NewMethod", "CDLL", "PyDLL",
+                  "cdll", "pydll"}
+# Modules an answer has no reason to import; each reaches what the other flags watch by another road
+_NEVER_IMPORTED = {"importlib", "gc", "ctypes", "_ctypes", "inspect", "functorch", "runpy", "pkgutil", "builtins",
+                   "zipimport"}
 _LOOKUPS = {"getattr", "setattr", "delattr", "hasattr", "vars", "globals", "locals"}
 _ATTRIBUTE_CALLS = {"getattr", "setattr", "delattr", "hasattr"}  # with a constant name: read as `obj.name`
 _ATTRGETTERS = {"attrgetter", "methodcaller", "operator.attrgetter", "operator.methodcaller"}
@@ -108,10 +123,10 @@ def _kernels(tree: ast.AST) -> int:
     return count
 
 
-def _trusted(assignment: str) -> tuple[set[str], int]:
-    """(modules the course's notebooks import, Triton kernels in its solution cells)."""
+def _trusted(assignment: str) -> tuple[set[str], int, frozenset[str]]:
+    """(modules the course's notebooks import, Triton kernels in its solution cells, the names those define)."""
     pair = notebooks(assignment)
-    imports, kernels = set(), 0
+    imports, kernels, own = set(), 0, set()
     for path in (pair.source, pair.release):
         for cell in read(path).cells:
             tree = parse(cell.source) if cell.cell_type == "code" else None
@@ -119,7 +134,8 @@ def _trusted(assignment: str) -> tuple[set[str], int]:
                 imports |= _imports(tree)
                 if path == pair.source and nbgrader_meta(cell).get("solution"):
                     kernels += _kernels(tree)
-    return imports, kernels
+                    own |= defined_names(cell.source)
+    return imports, kernels, frozenset(own)
 
 
 def _assembled(node: ast.AST) -> bool:
@@ -131,12 +147,16 @@ def _assembled(node: ast.AST) -> bool:
 _DERIVED = ("torch._decomp", "torch._refs", "torch._prims")
 
 
-def read_cell(source: str) -> list[tuple[int, str]]:
-    """(line, what) for each suspicious thing in one cell's code."""
+def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int, str]]:
+    """(line, what) for each suspicious thing in one cell's code; `own`: the exercise's names (functions, classes)."""
     tree = parse(source)
     if tree is None:
-        return []
+        why = unreadable(source)
+        return [(0, f"the cell is too deeply nested or too large for the grader to read ({why}), yet it ran: "
+                    "nothing in it was checked")] if why else []
     found = []
+    own = own | defined_names(source)
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
 
     def flag(node, what):
         found.append((getattr(node, "lineno", 0), what))
@@ -163,10 +183,15 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"uses forward-mode automatic differentiation ({name or node.attr})")
             elif node.attr in ("grad_fn", "_grad_fn", "next_functions"):
                 flag(node, f"reads autograd's graph ({node.attr})")
-            elif node.attr == "backward" and not (isinstance(node.value, ast.Name) and node.value.id == "ctx"):
+            elif node.attr == "backward" and not (isinstance(node.value, ast.Name)
+                                                  and (node.value.id == "ctx" or node.value.id in own)):
                 flag(node, f"calls autograd's backward ({name or '.backward'})")
             elif len(parts) >= 2 and (parts[-2], parts[-1]) in _INTERNALS:
                 flag(node, f"looks into the interpreter ({name})")
+            elif node.attr in _FILES:
+                flag(node, f"reads or runs a module's files ({name or node.attr})")
+            elif name == "torch.jit" or name.startswith("torch.jit.") or node.attr in _TORCHSCRIPT:
+                flag(node, f"uses TorchScript, whose autodiff differentiates for the answer ({name or node.attr})")
             elif node.attr in _DUNDERS:
                 flag(node, f"looks into the interpreter (.{node.attr})")
             elif name.startswith("torch.func") or name.startswith("functorch"):
@@ -179,8 +204,10 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 flag(node, f"uses PyTorch's own derivative formulas ({name or node.attr})")
             elif node.attr in _OTHER_LAYOUTS:
                 flag(node, f"uses another tensor layout ({name or node.attr}), whose kernels the lock may not reach")
-        elif isinstance(node, ast.Name) and node.id in _DUNDERS:
+        elif isinstance(node, ast.Name) and node.id in _DUNDERS | _FILES:
             flag(node, f"uses {node.id}")
+        elif isinstance(node, ast.Name) and node.id in _LOOKUPS | _DYNAMIC and id(node) not in called:
+            flag(node, f"passes {node.id} around under another name, which hides what it looks up")
         elif isinstance(node, ast.Name) and node.id in _ENGINE:
             flag(node, f"reaches autograd's engine ({node.id})")
         elif isinstance(node, ast.Name) and node.id in _FORWARD_AD:
@@ -188,8 +215,8 @@ def read_cell(source: str) -> list[tuple[int, str]]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             for m in modules:
-                if m.split(".")[0] in ("importlib", "gc", "ctypes", "inspect", "functorch") \
-                        or m.startswith("torch._") or m in ("torch.ops", "torch.func") \
+                if m.split(".")[0] in _NEVER_IMPORTED \
+                        or m.startswith("torch._") or m in ("torch.ops", "torch.func", "torch.jit") \
                         or m.startswith(("torch.func.", "torch.ops.")) \
                         or (m.startswith("torch.autograd.") and m != _AUTOGRAD_ALLOWED
                             and not m.startswith(_AUTOGRAD_ALLOWED + ".")):
@@ -208,9 +235,13 @@ def read_cell(source: str) -> list[tuple[int, str]]:
                 if names & _AUTOGRAD:
                     flag(node, f"imports {', '.join(sorted(names & _AUTOGRAD))} from {node.module}")
             if isinstance(node, ast.ImportFrom) and node.module == "torch" and not node.level:
-                names = {a.name for a in node.names} & {"func", "_C", "ops", "_functorch"}
+                names = {a.name for a in node.names} & {"func", "_C", "ops", "_functorch", "jit"}
                 if names:
                     flag(node, f"imports {', '.join(sorted(names))} from torch")
+            if isinstance(node, ast.ImportFrom):
+                names = {a.name for a in node.names} & (_AROUND_GUARDS | _FILES | _TORCHSCRIPT | _NEVER_IMPORTED)
+                if names:
+                    flag(node, f"imports {', '.join(sorted(names))} from {node.module or '.'}")
         elif isinstance(node, ast.Call):
             fn = dotted(node.func)
             if fn in _DYNAMIC or fn.endswith("import_module"):
@@ -224,18 +255,25 @@ def read_cell(source: str) -> list[tuple[int, str]]:
             elif _SPAWNING_CALLS.fullmatch(fn):
                 flag(node, f"starts another process ({fn}): its PyTorch is not locked")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
+            if node.value in own:
+                continue
             if re.fullmatch(r"[\w.]+", node.value) and _BACKWARD_OP.search(node.value) \
                     and ("backward" in node.value or "aten" in node.value):
                 flag(node, f"names a PyTorch operator in a string ({node.value!r})")
+            elif node.value in _ENGINE | _FORWARD_AD | _TORCHSCRIPT | _FILES:
+                flag(node, f"names autograd's or TorchScript's insides in a string ({node.value!r})")
+            elif re.search(r"(site|dist)-packages", node.value) or (re.search(r"[/\\]torch[/\\]", node.value)
+                                                                    and "://" not in node.value):  # not a link
+                flag(node, f"names a path into the installed packages ({node.value[:60]!r})")
     return found
 
 
 def read_submission(assignment: str, picked) -> list[str]:
     """The flags of a submission's picked cells (`Picked`s, in the order they ran), one line each."""
-    imports, kernels = _trusted(assignment)
+    imports, kernels, own = _trusted(assignment)
     flags, their_imports, their_kernels = [], set(), 0
     for p in picked:
-        for line, what in read_cell(p.source):
+        for line, what in read_cell(p.source, own):
             flags.append(f"cell {p.label!r} line {line}: {what}")
         tree = parse(p.source)
         if tree is not None:

@@ -25,6 +25,19 @@ def parse(source: str) -> ast.Module | None:
         return None
 
 
+def unreadable(source: str) -> str | None:
+    """Why `parse` gives None for a cell that Python itself may still run: too deeply nested or too large to
+    build a tree of here, where the stack is deeper than in the sandbox. None when it parses, or is no Python."""
+    try:
+        with _AST_LOCK:
+            ast.parse(source)
+    except (RecursionError, MemoryError) as e:
+        return type(e).__name__
+    except (SyntaxError, ValueError):
+        return None
+    return None
+
+
 def defined_names(source: str) -> set[str]:
     """Functions and classes a cell defines at top level; by regex if it does not parse."""
     return set(_defined_names(source))

@@ -391,6 +391,32 @@ SUSPICIOUS = {
                                  "layernorm_backward",
                                  "import torch._decomp\ndef layernorm_backward(dy, x, gamma, mean, rstd):\n"
                                  "    return torch._decomp.decomposition_table"),
+    # a fresh copy of PyTorch's Python backward formulas, run from its file, is not sealed
+    "PyTorch's formulas run from their file": ("reads or runs a module's files (torch.__file__)", "04-code-mapping",
+                                               "layernorm_backward",
+                                               "import os, runpy, torch\n"
+                                               "_f = os.path.join(os.path.dirname(torch.__file__), 'x.py')\n"
+                                               "def layernorm_backward(dy, x, gamma, mean, rstd):\n"
+                                               "    return runpy.run_path(_f)['f'](dy)"),
+    "ctypes without importing it": ("reaches around the grader's guards (torch.ctypes)", "04-code-mapping",
+                                    "layernorm_backward",
+                                    "import torch\n_api = torch.ctypes.pythonapi\n"
+                                    "def layernorm_backward(dy, x, gamma, mean, rstd):\n    return _api"),
+    "TorchScript's autodiff": ("uses TorchScript", "04-code-mapping", "layernorm_backward",
+                               "import torch\n_cu = torch.jit.CompilationUnit('def f(a):\\n    return a')\n"
+                               "def layernorm_backward(dy, x, gamma, mean, rstd):\n"
+                               "    return _cu.f(dy)"),
+    "the engine from a class's __dict__": ("'_execution_engine'", "04-code-mapping", "layernorm_backward",
+                                           "import torch\n"
+                                           "_e = torch.autograd.Variable.__dict__['_execution_engine']\n"
+                                           "def layernorm_backward(dy, x, gamma, mean, rstd):\n    return _e"),
+    "getattr under another name": ("passes getattr around", "04-code-mapping", "layernorm_backward",
+                                   "import torch\nga = getattr\n"
+                                   "def layernorm_backward(dy, x, gamma, mean, rstd):\n"
+                                   "    return ga(ga(torch, 'fu' + 'nc'), 'v' + 'jp')"),
+    "too deep to read": ("too deeply nested or too large for the grader to read", "01-forward", "layernorm_forward",
+                         "import numpy as np\n_pad = 0" + "+0" * 3000 + "\n"
+                         "def layernorm_forward(x, gamma, beta, eps=1e-5):\n    return x"),
     "06 without a kernel": ('no @triton.jit kernel', "06-triton", "layernorm_backward_triton",
                             "import torch\ndef layernorm_backward_triton(dy, x, gamma, mean, rstd):\n"
                             "    return dy * rstd[:, None], dy.sum(0), dy.sum(0)"),
@@ -405,6 +431,19 @@ def test_what_a_static_read_flags(what):
     picked, _ = pick(nb, notebooks(assignment))
     found = flags.read_submission(assignment, picked)
     assert any(needle in f for f in found), found
+
+
+def test_the_exercises_own_names_raise_no_flag():
+    """Lines an honest student pastes from the notebook: its own test call, a table of its functions."""
+    assignment = "04-code-mapping"
+    nb = solved(assignment)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "def rmsnorm_backward" in c.source)
+    cell.source += ('\n\nif __name__ == "__main__":\n    run_tests("04-code-mapping", "layernorm_backward", '
+                    'layernorm_backward)\nSOLUTIONS = {"rmsnorm_backward": rmsnorm_backward}\n'
+                    "layernorm_function_backward = LayerNormFunction.backward\n")
+    picked, problems = pick(nb, notebooks(assignment))
+    assert not problems
+    assert flags.read_submission(assignment, picked) == []
 
 
 def test_a_write_removes_what_a_killed_writer_of_the_same_file_left(tmp_path):
