@@ -148,15 +148,22 @@ _DERIVED = ("torch._decomp", "torch._refs", "torch._prims")
 
 
 def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int, str]]:
-    """(line, what) for each suspicious thing in one cell's code; `own`: the exercise's names (functions, classes)."""
+    """(line, what) for each suspicious thing in one cell's code.
+
+    `own`: the names the course's solution defines (its functions and classes), which a string or a
+    `.backward` may name without suspicion.
+    """
     tree = parse(source)
     if tree is None:
         why = unreadable(source)
         return [(0, f"the cell is too deeply nested or too large for the grader to read ({why}), yet it ran: "
                     "nothing in it was checked")] if why else []
     found = []
-    own = own | defined_names(source)
     called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    # a course name that the cell binds to something else (`LayerNormFunction = loss`) is no longer the course's
+    rebound = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}
+    rebound |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+    own_classes = own - rebound
 
     def flag(node, what):
         found.append((getattr(node, "lineno", 0), what))
@@ -184,7 +191,7 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
             elif node.attr in ("grad_fn", "_grad_fn", "next_functions"):
                 flag(node, f"reads autograd's graph ({node.attr})")
             elif node.attr == "backward" and not (isinstance(node.value, ast.Name)
-                                                  and (node.value.id == "ctx" or node.value.id in own)):
+                                                  and (node.value.id == "ctx" or node.value.id in own_classes)):
                 flag(node, f"calls autograd's backward ({name or '.backward'})")
             elif len(parts) >= 2 and (parts[-2], parts[-1]) in _INTERNALS:
                 flag(node, f"looks into the interpreter ({name})")

@@ -417,6 +417,11 @@ SUSPICIOUS = {
     "too deep to read": ("too deeply nested or too large for the grader to read", "01-forward", "layernorm_forward",
                          "import numpy as np\n_pad = 0" + "+0" * 3000 + "\n"
                          "def layernorm_forward(x, gamma, beta, eps=1e-5):\n    return x"),
+    "a course name rebound to a tensor": ("calls autograd's backward (LayerNormFunction.backward)",
+                                          "04-code-mapping", "layernorm_backward",
+                                          "def layernorm_backward(dy, x, gamma, mean, rstd):\n"
+                                          "    LayerNormFunction = (x * dy).sum()\n"
+                                          "    LayerNormFunction.backward()\n    return x.grad"),
     "06 without a kernel": ('no @triton.jit kernel', "06-triton", "layernorm_backward_triton",
                             "import torch\ndef layernorm_backward_triton(dy, x, gamma, mean, rstd):\n"
                             "    return dy * rstd[:, None], dy.sum(0), dy.sum(0)"),
