@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import threading
 import time
@@ -29,13 +30,18 @@ from .sandbox import Limits, SandboxError
 from .submissions import SubmissionError, Submission, scan
 
 
+# The names copies get: Colab's "Copy of forward.ipynb", a browser's "forward (1).ipynb"
+_COPY_NAME = re.compile(r"^(?:Copy of )*(?P<stem>.+?)(?: ?\(\d+\))?\.ipynb$")
+
+
 def infer_assignment(notebook: Path) -> str:
-    """The assignment a notebook belongs to, from its folder or its file name."""
+    """The assignment a notebook belongs to, from its folder or its file name (or a copy's name)."""
     if notebook.parent.name in ASSIGNMENTS:
         return notebook.parent.name
+    match = _COPY_NAME.match(notebook.name)
     for assignment in ASSIGNMENTS:
         source = release.notebooks(assignment).source
-        if source.name == notebook.name:
+        if source.name in (notebook.name, f"{match['stem']}.ipynb" if match else None):
             return assignment
     raise SystemExit(f"cannot tell which assignment {notebook} belongs to; pass --assignment "
                      f"(one of {', '.join(ASSIGNMENTS)})")

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from autograder.cli import infer_assignment
 from helpers import solved, submission, write
 from normgrad.cases import load
 
@@ -29,6 +30,15 @@ def test_check_explains_a_failure_on_the_release(root):
     done = run("check", "exercises/01-forward/forward.ipynb", cwd=root)
     assert done.returncode == 0
     assert "NotImplementedError" in done.stdout and f"score: 0/{FULL:g}" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["Copy of forward.ipynb", "forward (1).ipynb", "Copy of Copy of forward (2).ipynb",
+                                  "forward(3).ipynb"])
+def test_a_copy_of_an_exercise_notebook_is_known_by_its_name(name, tmp_path):
+    """Colab saves "Copy of forward.ipynb"; a browser downloads a second "forward (1).ipynb"."""
+    assert infer_assignment(tmp_path / name) == "01-forward"
+    with pytest.raises(SystemExit, match="--assignment"):
+        infer_assignment(tmp_path / name.replace("forward", "backward"))
 
 
 def test_check_refuses_a_notebook_of_no_known_assignment(root, tmp_path):
