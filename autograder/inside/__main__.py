@@ -16,6 +16,7 @@ this process never sees.
 
 import glob
 import importlib.abc
+import importlib.machinery
 import json
 import linecache
 import os
@@ -23,6 +24,7 @@ import signal
 import sys
 import time
 import traceback
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Only the folders the grader names (the standard library, numpy, torch, triton), and this package's
@@ -102,15 +104,42 @@ def _loaded_parts(packages) -> list:
     return sorted(path for path in mapped if path.startswith(folders))
 
 
-class _NoTorch(importlib.abc.MetaPathFinder):
-    """A NumPy exercise's job: torch and its kin cannot be imported (the grader also hides their folders)."""
+class _NoTorch(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """A NumPy exercise's job: torch and its kin are not there (the grader also hides their folders).
+
+    `import torch` alone binds a stand-in, so that an import the answer never uses costs it nothing (a
+    notebook's cell often starts with one); any use of it, or a submodule's import, raises ImportError.
+    """
 
     BLOCKED = (*LOCKED, "triton")
 
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.BLOCKED:
-            raise ImportError(f"{name} cannot be imported in this exercise: it is answered with NumPy")
-        return None
+        if name.split(".")[0] not in self.BLOCKED:
+            return None
+        if "." in name:
+            raise ImportError(_absent(name))
+        return importlib.machinery.ModuleSpec(name, self)
+
+    def create_module(self, spec):
+        module = _Absent(spec.name)
+        module.__path__ = []  # a package, so that `import torch.nn` reaches find_spec and its message
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+def _absent(name: str) -> str:
+    return f"{name} cannot be used in this exercise: it is answered with NumPy"
+
+
+class _Absent(types.ModuleType):
+    """The stand-in for a blocked package: it has nothing, and says why."""
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):  # what the import system and introspection ask of any module: absent
+            raise AttributeError(attr)
+        raise ImportError(_absent(f"{self.__name__}.{attr}"))
 
 
 _LAUNCHES = [0]

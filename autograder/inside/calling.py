@@ -102,9 +102,16 @@ def _owner(torch, path: str):
     return owner
 
 
+def loaded_torch():
+    """torch, where this process imported it; None in a NumPy exercise, whose `torch` is a stand-in without a
+    file (the sandbox's `_NoTorch`). wire.py, which does not import this module, asks the same way."""
+    torch = sys.modules.get("torch")
+    return torch if getattr(torch, "__file__", None) else None
+
+
 def lock_autograd():
     """Make torch's autograd entry points raise; returns what it replaced (for `no_autograd` to restore)."""
-    torch = sys.modules.get("torch")
+    torch = loaded_torch()
     if torch is None:  # NumPy exercises: nothing to lock
         return []
     saved = []
@@ -122,7 +129,7 @@ def lock_autograd():
 @contextlib.contextmanager
 def no_autograd():
     """Autograd locked and grad mode off for the duration (the notebook's test cells use this)."""
-    torch = sys.modules.get("torch")
+    torch = loaded_torch()
     saved = [] if _SEALED else lock_autograd()
     try:
         with (torch.no_grad() if torch is not None else contextlib.nullcontext()):
@@ -150,7 +157,7 @@ def _refusing_code(free: int):
 
 def seal() -> None:
     """Lock autograd in this process for good (the sandbox does, before the student's first cell)."""
-    torch = sys.modules.get("torch")
+    torch = loaded_torch()
     if torch is None or _SEALED:
         return
     for path, name in _SEALED_DOORS:

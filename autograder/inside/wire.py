@@ -142,8 +142,10 @@ def unpack(files, max_bytes: int = 1 << 30, allow_devices=("cpu", "cuda")):
 
 
 def _torch_if_loaded():
+    """torch, where this process imported it; not a NumPy exercise's stand-in without a file (calling.loaded_torch)."""
     import sys
-    return sys.modules.get("torch")
+    torch = sys.modules.get("torch")
+    return torch if getattr(torch, "__file__", None) else None
 
 
 def _read_array(read, name, dtypes, budget) -> np.ndarray:
