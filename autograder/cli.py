@@ -203,6 +203,10 @@ def cmd_grade(args) -> int:
         raise SystemExit(f"no notebooks under {root} (expected {root}/<student>/<assignment>/<notebook>.ipynb); "
                          "nothing graded, nothing written")
     known = sorted({s.folder[1] for s in found if s.folder[1] in ASSIGNMENTS})
+    stamped = sum(s.timestamp_kind is not None for s in found)
+    if stamped and not db:
+        warn(f"{stamped} of the submissions have a timestamp.txt, but no gradebook was given (--course-dir or "
+             "--gradebook): no due date is known, so no late penalty is applied")
     private = _check_private(args, known)
     penalties = None
     if db or autograded:

@@ -101,6 +101,7 @@ class Submission:
     notebook: str | None  # the graded notebook's file name as on disk; None when there is none
     others: tuple[str, ...] = field(default=())  # notebooks in the folder that are not graded
     same_file_as: tuple[str, ...] = field(default=())  # other submissions whose notebook is this very file
+    timestamp_kind: str | None = None  # what the folder's timestamp.txt is ("a regular file", ...); None: none
 
     @property
     def notebook_name(self) -> str:
@@ -133,6 +134,9 @@ class Submission:
             notes.append(f"this folder holds more than one notebook: {self.notebook_name!r} was graded, not {others} "
                          "(the grader grades the notebook named as the assignment's, else the most recently modified "
                          "file that is not a folder, a link or a ._ fork; hand in one notebook)")
+        if self.timestamp_kind not in (None, "a regular file"):
+            notes.append(f"timestamp.txt is {self.timestamp_kind}, not a regular file: it was not read, so no "
+                         "submission time is known and no late penalty was applied; the instructor is told")
         if self.same_file_as:
             notes.append(f"the graded notebook, {self.notebook_name!r}, is one file on disk (a hard link) with "
                          f"the notebook of {', '.join(self.same_file_as)}: each was graded as handed in, and the "
@@ -179,11 +183,27 @@ def scan(root: Path, expected_name, warn) -> list[Submission]:
             if not notebooks:
                 continue
             chosen = pick_notebook(notebooks, expected_name(folder.name))
+            stamp = _kind(Path(folder.path) / "timestamp.txt")
+            if stamp not in (None, "a regular file"):
+                warn(f"{safe.name(Path(folder.path) / 'timestamp.txt')} is {stamp}: not read, no late penalty applied")
             found.append(Submission(student_keys[student.name], assignment_keys[folder.name], root,
                                     (student.name, folder.name), chosen.name,
-                                    tuple(e.name for e in notebooks if e is not chosen)))
+                                    tuple(e.name for e in notebooks if e is not chosen), timestamp_kind=stamp))
             files.append(_linked_file(chosen))
     return _told_of_links(found, files, warn)
+
+
+def _kind(path: Path) -> str | None:
+    """What is at path, not following a link: "a regular file", "a symbolic link", ...; None if nothing is."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return kind
+    return "a device or socket"
 
 
 def _linked_file(entry: os.DirEntry) -> tuple[int, int] | None:

@@ -64,6 +64,15 @@ def test_in_a_numpy_exercise_an_unused_import_of_torch_costs_nothing_and_a_use_c
     assert f"score: {FULL - lost:g}/{FULL:g}" in done.stdout
 
 
+def test_grading_timestamped_work_without_a_gradebook_says_no_late_penalty_is_applied(tmp_path):
+    folder = write(solved("01-forward"), tmp_path / "submitted", "alice", "01-forward").parent
+    (folder / "timestamp.txt").write_text("2026-01-15 10:30:00.000000 UTC")
+    done = run("grade", "submitted", "--out", "grades", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert ("WARNING: 1 of the submissions have a timestamp.txt, but no gradebook was given (--course-dir or "
+            "--gradebook): no due date is known, so no late penalty is applied") in done.stderr
+
+
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     """A class of submissions, most of them broken in some way, graded in one command."""

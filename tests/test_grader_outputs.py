@@ -119,6 +119,27 @@ def test_a_notebook_hard_linked_into_another_students_folder_is_graded_and_both_
                         "each was graded"]
 
 
+def test_a_timestamp_that_is_not_a_regular_file_is_named_not_silently_dropped(tmp_path):
+    """Else a late student escapes the penalty with a linked or FIFO timestamp.txt, and no one hears of it."""
+    root = tmp_path / "submitted"
+    for student in ("alice", "bob", "carol", "dan"):
+        write(solved("01-forward"), root, student, "01-forward")
+    (root / "alice" / "01-forward" / "timestamp.txt").write_text("2026-01-15 10:30:00.000000 UTC")
+    os.mkfifo(root / "bob" / "01-forward" / "timestamp.txt")
+    (root / "carol" / "01-forward" / "timestamp.txt").symlink_to(root / "alice" / "01-forward" / "timestamp.txt")
+    warnings = []
+    found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", warnings.append)}
+    assert [found[s].timestamp_kind for s in ("alice", "bob", "carol", "dan")] == [
+        "a regular file", "a FIFO", "a symbolic link", None]
+    assert found["alice"].warnings() == found["dan"].warnings() == []
+    for student, kind in (("bob", "a FIFO"), ("carol", "a symbolic link")):
+        assert found[student].timestamp() is None
+        assert found[student].warnings() == [f"timestamp.txt is {kind}, not a regular file: it was not read, so no "
+                                             "submission time is known and no late penalty was applied; the "
+                                             "instructor is told"]
+        assert any(f"{student}/01-forward/timestamp.txt is {kind}" in w for w in warnings)
+
+
 def test_two_notebooks_one_rule_and_a_warning(tmp_path):
     root = tmp_path / "submitted"
     path = write(solved("01-forward"), root, "bob", "01-forward")
