@@ -249,7 +249,7 @@ def cmd_grade(args) -> int:
             try:
                 result = outputs.write(result, sub.timestamp(), known=sub.folder[1] in ASSIGNMENTS)
                 written += 1
-                first = result.notes[0].splitlines()[0][:200] if result.notes and result.notes[0].strip() else ""
+                first = report.one_line(result.notes[0])[:200] if result.notes else ""
                 print(f"{result.student:<20} {result.assignment:<24} {report.fmt_points(result.score):>6} / "
                       f"{report.fmt_points(result.max_score):<6} {first}", flush=True)
             except Exception:  # this student's outputs only: the class goes on
@@ -359,7 +359,8 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("check", help="grade one notebook and print per-test results and a score")
     p.add_argument("notebook")
-    p.add_argument("--assignment", choices=list(ASSIGNMENTS))
+    p.add_argument("--assignment", choices=list(ASSIGNMENTS),
+                   help="the assignment the notebook answers (default: from its folder or file name)")
     p.add_argument("--gradescope", metavar="PATH", help="also write Gradescope's results.json to PATH (its folder must exist)")
     common(p)
     p.set_defaults(run=cmd_check)

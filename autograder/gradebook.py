@@ -47,7 +47,7 @@ from nbgrader.utils import parse_utc
 
 from .course import nbgrader_meta, notebooks, read
 from .grading import Report
-from .report import fmt_points, function_output
+from .report import fmt_points, function_output, one_line
 from .safe import markdown, write_atomic
 
 
@@ -164,7 +164,7 @@ def autograded_notebook(report: Report, book_url: str = "") -> nbformat.Notebook
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
                                                    text=function_output(report, function, book_url))]
     # a note can quote the submission (a file name, an IPython line): Markdown that renders as text, no HTML
-    notes = [markdown(n.splitlines()[0]) for n in report.notes if n.strip()]
+    notes = [markdown(one_line(n)) for n in report.notes if n.strip()]
     if notes:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(
             "**The grader's notes:**\n\n" + "\n".join(f"- {n}" for n in notes)))

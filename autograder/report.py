@@ -89,8 +89,14 @@ def text(report: Report, show_hidden_problems: bool = True, book_url: str = "") 
     return "\n".join(lines)
 
 
+def one_line(note: str) -> str:
+    """A note for one line of a table: its first line, and, for a traceback, its last (the exception)."""
+    lines = [line.strip() for line in note.splitlines() if line.strip()]
+    return " ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else (lines[0] if lines else note)
+
+
 def csv_row(report: Report) -> dict:
-    notes = [n.splitlines()[0] if n.strip() else n for n in report.notes] + adjustment_lines(report)
+    notes = [one_line(n) for n in report.notes] + adjustment_lines(report)
     row = {
         "student": report.student,
         "assignment": report.assignment,

@@ -119,6 +119,15 @@ def test_a_notebook_hard_linked_into_another_students_folder_is_graded_and_both_
                         "each was graded"]
 
 
+def test_a_notes_cell_in_the_csv_keeps_a_tracebacks_exception():
+    """The table has one line per note: a traceback's first line alone said only that the cell raised."""
+    error = ('cell \'rmsnorm_forward\' raised when it ran:\n  File "<cell rmsnorm_forward>", line 2, in <module>\n'
+             "    _zeros = torch.zeros\nImportError: torch.zeros cannot be used in this exercise\n")
+    row = report.csv_row(Report("alice", "01-forward", "forward.ipynb", 40.0, notes=[error, "one line"]))
+    assert row["notes"] == ("cell 'rmsnorm_forward' raised when it ran: ImportError: torch.zeros cannot be used in "
+                            "this exercise | one line")
+
+
 def test_a_timestamp_that_is_not_a_regular_file_is_named_not_silently_dropped(tmp_path):
     """Else a late student escapes the penalty with a linked or FIFO timestamp.txt, and no one hears of it."""
     root = tmp_path / "submitted"
