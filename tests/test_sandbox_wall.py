@@ -631,19 +631,23 @@ def test_autograd_and_backward_operators_stay_locked_however_reached(box):
         torch.testing.assert_close(returned, xr.grad, rtol=1e-9, atol=1e-9)
 
 
-def test_a_numpy_exercise_cannot_import_torch_at_all(box):
+def test_a_numpy_exercise_can_use_neither_torch_nor_triton(box):
+    """`import torch` binds a stand-in (an unused import costs nothing); nothing in it, or under it, is there."""
     source = """
     import importlib, sys
     def sneaky(x):
         got = []
-        for attempt in (lambda: importlib.import_module("to" + "rch"), lambda: __import__("tri" + "ton")):
+        for attempt in (lambda: importlib.import_module("to" + "rch").ones(3),
+                        lambda: importlib.import_module("to" + "rch.nn"),
+                        lambda: __import__("tri" + "ton").jit, lambda: __import__("tri" + "ton.language")):
             try:
                 attempt()
-                got.append("imported")
+                got.append("used")
             except ImportError:
                 pass
         sys.meta_path.clear()  # even without the grader's import hook, the files are not there
         sys.modules.pop("torch", None)
+        sys.modules.pop("triton", None)
         try:
             importlib.import_module("to" + "rch")
             got.append("imported without the hook")
