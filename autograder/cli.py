@@ -238,17 +238,20 @@ def cmd_grade(args) -> int:
             result = Report(sub.student, sub.assignment, sub.notebook_name, 0.0, notes=[INTERNAL_ERROR], seed=seed)
             return sub, result
 
-    written, failed = 0, []
+    written, failed = set(), []  # the futures whose results are written
     progress = Progress(len(found))
     lock = threading.Lock()
 
     def record(future) -> None:
-        nonlocal written
+        """Write one notebook's results. A Ctrl-C can cut this short in the main thread; the record is then
+        done again (each file is written whole, so again is harmless) and counted once."""
         sub, result = future.result()
         with lock:  # the gradebook and the files are written here only, one submission at a time
+            if future in written:
+                return
             try:
                 result = outputs.write(result, sub.timestamp(), known=sub.folder[1] in ASSIGNMENTS)
-                written += 1
+                written.add(future)
                 first = report.one_line(result.notes[0])[:200] if result.notes else ""
                 print(f"{result.student:<20} {result.assignment:<24} {report.fmt_points(result.score):>6} / "
                       f"{report.fmt_points(result.max_score):<6} {first}", flush=True)
@@ -269,7 +272,7 @@ def cmd_grade(args) -> int:
     except KeyboardInterrupt:
         # Ctrl-C: start no one new, and write what is being graded now; a second Ctrl-C leaves that too
         interrupted = True
-        started = [f for f in pending if not f.cancel()]
+        started = [f for f in pending if not f.cancel()]  # with the one whose record the Ctrl-C cut short
         print(f"\ninterrupted: grading no more notebooks; writing the {len(started)} being graded "
               "(Ctrl-C again to leave them)", file=sys.stderr, flush=True)
         try:
@@ -286,7 +289,7 @@ def cmd_grade(args) -> int:
         where += f", the gradebook {db}"
     if autograded:
         where += f", {autograded}/"
-    print(f"graded {written} notebook(s); wrote {where}")
+    print(f"graded {len(written)} notebook(s); wrote {where}")
     # the whole class was scanned: a row nobody was found for is worth a look (a --student run looks at no other row)
     absent = [] if args.student else rows_without_notebook(out, {(safe.name(s.student), safe.name(s.assignment))
                                                                   for s in found})
@@ -304,7 +307,7 @@ def cmd_grade(args) -> int:
               "every row is: " + ", ".join(f"{safe.name(s)} ({safe.name(a)})" for s, a in absent[:20])
               + (f" and {len(absent) - 20} more" if len(absent) > 20 else ""), file=sys.stderr)
     if interrupted:
-        print(f"INTERRUPTED: {written} of {len(found)} notebook(s) graded and written, every earlier row kept; "
+        print(f"INTERRUPTED: {len(written)} of {len(found)} notebook(s) graded and written, every earlier row kept; "
               "the same command grades the class again", file=sys.stderr)
     if failed:
         print(f"ERROR: the results of {len(failed)} notebook(s) could not be written: {', '.join(failed)}; "

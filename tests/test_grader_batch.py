@@ -282,15 +282,20 @@ def test_a_row_whose_student_is_no_longer_found_is_kept_and_named(tmp_path):
     assert "01-forward: 3 graded in all (1 of them with no notebook this run: see the NOTE below)" in done.stdout
 
 
-def test_ctrl_c_grades_no_one_new_and_writes_who_was_being_graded(tmp_path):
+@pytest.mark.parametrize("while_recording", [False, True])
+def test_ctrl_c_grades_no_one_new_and_writes_who_was_being_graded(tmp_path, while_recording):
     """An instructor's Ctrl-C: the queued students are not started, the ones in the sandbox are finished and
-    written, and the run says how far it got (it used to grade the whole class and then write nothing)."""
+    written, and the run says how far it got (it used to grade the whole class and then write nothing).
+    `while_recording`: the Ctrl-C lands while a row is being recorded (its progress step made slow), whose
+    record is then done again and was counted twice."""
     root, out = tmp_path / "submitted", tmp_path / "out"
     class_size = 6
     for i in range(class_size):
         write(solved("01-forward"), root, f"student{i}", "01-forward")
     # Python's own Ctrl-C handler, whatever the test runner's process does with SIGINT
-    run = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    slow = ("import autograder.cli as c, time; step = c.Progress.step; "
+            "c.Progress.step = lambda self: (time.sleep(1.0), step(self)); ") if while_recording else ""
+    run = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); " + slow +
            "runpy.run_module('autograder', run_name='__main__', alter_sys=True)")
     batch = subprocess.Popen([sys.executable, "-c", run, "grade", str(root), "--out", str(out), "--jobs", "1"],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
