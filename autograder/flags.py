@@ -14,7 +14,8 @@ another program or Python started (`subprocess`, `os.system`, `os.fork`: its PyT
 is not locked), the guards of the calls reached around (`torch.overrides`, a
 dispatch mode switched off, a tensor's memory read through `dlpack`, `ctypes` (imported,
 or as `torch.ctypes`, `array.ctypes`) or `frombuffer`, a Triton launch hook), PyTorch's
-own decompositions and other tensor layouts (nested, MKL-DNN, sparse), TorchScript
+own decompositions and other tensor layouts (nested, MKL-DNN, sparse), the library's own
+normalizations (`F.batch_norm`, `nn.LayerNorm`: their forward under finite differences is a gradient), TorchScript
 (`torch.jit`: its autodiff differentiates without the engine), code run from a
 module's files (`__file__`, `runpy`, a path into site-packages), the interpreter's
 insides (`gc.get_objects`, frames, `sys.modules`, `__dict__`), modules or attributes
@@ -87,6 +88,11 @@ _DECOMPOSITIONS = {"default_decompositions", "core_aten_decompositions", "get_de
                    "decomposition_table", "global_decomposition_table", "register_decomposition"}
 # Tensor layouts with kernels of their own, which a lock on the dense kernels may not reach
 _OTHER_LAYOUTS = {"nested", "to_mkldnn", "to_sparse", "to_sparse_csr", "to_sparse_coo", "_nested_tensor_from_tensor_list"}
+# The library's own normalizations: their forward under finite differences is a gradient not derived by hand
+_LIBRARY_NORMS = {"layer_norm", "batch_norm", "group_norm", "instance_norm", "rms_norm", "native_layer_norm",
+                  "native_batch_norm", "native_group_norm", "_batch_norm_impl_index", "LayerNorm", "BatchNorm1d",
+                  "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
+                  "InstanceNorm3d", "RMSNorm", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d"}
 
 
 def dotted(node: ast.AST) -> str:
@@ -211,6 +217,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 flag(node, f"uses PyTorch's own derivative formulas ({name or node.attr})")
             elif node.attr in _OTHER_LAYOUTS:
                 flag(node, f"uses another tensor layout ({name or node.attr}), whose kernels the lock may not reach")
+            elif node.attr in _LIBRARY_NORMS and node.attr not in own:
+                flag(node, f"calls the library's own normalization ({name or node.attr}): the exercise asks "
+                           "for it by hand")
         elif isinstance(node, ast.Name) and node.id in _DUNDERS | _FILES:
             flag(node, f"uses {node.id}")
         elif isinstance(node, ast.Name) and node.id in _LOOKUPS | _DYNAMIC and id(node) not in called:
@@ -246,7 +255,8 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 if names:
                     flag(node, f"imports {', '.join(sorted(names))} from torch")
             if isinstance(node, ast.ImportFrom):
-                names = {a.name for a in node.names} & (_AROUND_GUARDS | _FILES | _TORCHSCRIPT | _NEVER_IMPORTED)
+                names = {a.name for a in node.names} & (_AROUND_GUARDS | _FILES | _TORCHSCRIPT | _NEVER_IMPORTED
+                                                        | _LIBRARY_NORMS)
                 if names:
                     flag(node, f"imports {', '.join(sorted(names))} from {node.module or '.'}")
         elif isinstance(node, ast.Call):

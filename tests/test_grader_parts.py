@@ -531,6 +531,12 @@ def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, ne
     ("table = torch.export.default_decompositions()\n", "PyTorch's own derivative formulas"),
     ("rows = torch.nested.nested_tensor(list(x))\n", "another tensor layout"),
     ("y = x.to_mkldnn()\n", "another tensor layout"),
+    # finite differences on the library's forward (Richardson on F.batch_norm earned 16/22 unflagged)
+    ("import torch.nn.functional as F\nup = F.batch_norm(x + h * e, None, None, w, b, training=True)\n",
+     "the library's own normalization (F.batch_norm)"),
+    ("from torch.nn.functional import layer_norm as ln\n", "imports layer_norm from torch.nn.functional"),
+    ("norm = torch.nn.GroupNorm(3, 6)\n", "the library's own normalization (torch.nn.GroupNorm)"),
+    ("y = getattr(torch, 'rms_norm')(x, [8])\n", "the library's own normalization (torch.rms_norm)"),
 ])
 def test_other_processes_and_reaching_around_the_guards_are_flagged(source, needle):
     """A Python started from the answer imports an unlocked PyTorch; the Triton exercise's guard
@@ -546,6 +552,7 @@ def test_other_processes_and_reaching_around_the_guards_are_flagged(source, need
     "import torch\nfrom torch.autograd import Function\n",
     "import torch.autograd\nimport torch.autograd.function\nfrom torch.autograd.function import once_differentiable\n",
     "import torch\nclass F(torch.autograd.Function):\n    @staticmethod\n    def backward(ctx, dy):\n        return dy\n",
+    "y = layernorm_forward(x, gamma, beta)\nnorm = x.norm(dim=1)\nz = torch.nn.functional.normalize(x)\n",
 ])
 def test_the_function_machinery_is_not_flagged(source):
     from autograder.flags import read_cell
