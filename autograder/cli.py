@@ -250,7 +250,7 @@ def cmd_grade(args) -> int:
             if future in written:
                 return
             try:
-                result = outputs.write(result, sub.timestamp(), known=sub.folder[1] in ASSIGNMENTS)
+                result = outputs.write(result, sub.timestamp, known=sub.folder[1] in ASSIGNMENTS)
                 written.add(future)
                 first = report.one_line(result.notes[0])[:200] if result.notes else ""
                 print(f"{result.student:<20} {result.assignment:<24} {report.fmt_points(result.score):>6} / "

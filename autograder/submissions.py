@@ -102,6 +102,7 @@ class Submission:
     others: tuple[str, ...] = field(default=())  # notebooks in the folder that are not graded
     same_file_as: tuple[str, ...] = field(default=())  # other submissions whose notebook is this very file
     timestamp_kind: str | None = None  # what the folder's timestamp.txt is ("a regular file", ...); None: none
+    timestamp: str | None = None  # its text, read once when the folder was scanned (as nbgrader writes it)
 
     @property
     def notebook_name(self) -> str:
@@ -113,14 +114,6 @@ class Submission:
 
     def read_notebook(self, limit: int) -> bytes:
         return read_regular(Path(*self.folder, self.notebook), limit, root=self.root)
-
-    def timestamp(self) -> str | None:
-        """The text of the folder's timestamp.txt (as nbgrader writes it), if it is a regular file; else None."""
-        try:
-            raw = read_regular(Path(*self.folder, "timestamp.txt"), 200, root=self.root)
-        except SubmissionError:
-            return None
-        return raw[:200].decode("utf-8", "replace").strip() or None
 
     def warnings(self) -> list[str]:
         notes = []
@@ -135,7 +128,7 @@ class Submission:
                          "(the grader grades the notebook named as the assignment's, else the most recently modified "
                          "file that is not a folder, a link or a ._ fork; hand in one notebook)")
         if self.timestamp_kind not in (None, "a regular file"):
-            notes.append(f"timestamp.txt is {self.timestamp_kind}, not a regular file: it was not read, so no "
+            notes.append(f"timestamp.txt is {self.timestamp_kind}: it was not read, so no "
                          "submission time is known and no late penalty was applied; the instructor is told")
         if self.same_file_as:
             notes.append(f"the graded notebook, {self.notebook_name!r}, is one file on disk (a hard link) with "
@@ -183,27 +176,38 @@ def scan(root: Path, expected_name, warn) -> list[Submission]:
             if not notebooks:
                 continue
             chosen = pick_notebook(notebooks, expected_name(folder.name))
-            stamp = _kind(Path(folder.path) / "timestamp.txt")
-            if stamp not in (None, "a regular file"):
-                warn(f"{safe.name(Path(folder.path) / 'timestamp.txt')} is {stamp}: not read, no late penalty applied")
+            kind, text = _timestamp(root, (student.name, folder.name))
+            if kind not in (None, "a regular file"):
+                warn(f"{safe.name(Path(folder.path) / 'timestamp.txt')} is {kind}: not read, no late penalty applied")
             found.append(Submission(student_keys[student.name], assignment_keys[folder.name], root,
                                     (student.name, folder.name), chosen.name,
-                                    tuple(e.name for e in notebooks if e is not chosen), timestamp_kind=stamp))
+                                    tuple(e.name for e in notebooks if e is not chosen), timestamp_kind=kind,
+                                    timestamp=text))
             files.append(_linked_file(chosen))
     return _told_of_links(found, files, warn)
 
 
-def _kind(path: Path) -> str | None:
-    """What is at path, not following a link: "a regular file", "a symbolic link", ...; None if nothing is."""
+def _timestamp(root: Path, folder: tuple[str, str]) -> tuple[str | None, str | None]:
+    """(what the folder's timestamp.txt is, its text), looked at once: (None, None) if there is none.
+
+    The text is read only from a regular file; what it is otherwise ("a symbolic link, not a regular file",
+    ...) is named for the student's feedback and the instructor, since a late submission that hides its
+    time escapes the penalty.
+    """
     try:
-        mode = os.lstat(path).st_mode
+        mode = os.lstat(root.joinpath(*folder, "timestamp.txt")).st_mode
     except OSError:
-        return None
-    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISDIR, "a folder")):
-        if test(mode):
-            return kind
-    return "a device or socket"
+        return None, None
+    if not stat.S_ISREG(mode):
+        for test, kind in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder")):
+            if test(mode):
+                return f"{kind}, not a regular file", None
+        return "a device or socket, not a regular file", None
+    try:  # read_regular: swapped for a link or a FIFO since the look above, it is refused all the same
+        raw = read_regular(Path(*folder, "timestamp.txt"), 200, root=root)
+    except SubmissionError as e:
+        return f"unreadable ({e})", None
+    return "a regular file", raw[:200].decode("utf-8", "replace").strip() or None
 
 
 def _linked_file(entry: os.DirEntry) -> tuple[int, int] | None:

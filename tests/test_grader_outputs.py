@@ -95,7 +95,7 @@ def test_links_are_not_followed_and_folders_that_are_links_are_skipped(tmp_path)
     found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", warnings.append)}
     assert set(found) == {"alice", "mallory"}
     assert any("eve" in w for w in warnings) and any("trent" in w for w in warnings)
-    assert found["alice"].timestamp() is None  # the link is not followed
+    assert found["alice"].timestamp is None  # the link is not followed
     assert found["alice"].read_notebook(1 << 20).startswith(b"{")
     with pytest.raises(SubmissionError, match="symbolic link"):
         found["mallory"].read_notebook(1 << 20)
@@ -139,14 +139,19 @@ def test_a_timestamp_that_is_not_a_regular_file_is_named_not_silently_dropped(tm
     warnings = []
     found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", warnings.append)}
     assert [found[s].timestamp_kind for s in ("alice", "bob", "carol", "dan")] == [
-        "a regular file", "a FIFO", "a symbolic link", None]
+        "a regular file", "a FIFO, not a regular file", "a symbolic link, not a regular file", None]
     assert found["alice"].warnings() == found["dan"].warnings() == []
     for student, kind in (("bob", "a FIFO"), ("carol", "a symbolic link")):
-        assert found[student].timestamp() is None
+        assert found[student].timestamp is None
         assert found[student].warnings() == [f"timestamp.txt is {kind}, not a regular file: it was not read, so no "
                                              "submission time is known and no late penalty was applied; the "
                                              "instructor is told"]
         assert any(f"{student}/01-forward/timestamp.txt is {kind}" in w for w in warnings)
+    # looked at once: what the scan read is what is graded, whatever the file becomes afterwards
+    stamp = root / "alice" / "01-forward" / "timestamp.txt"
+    stamp.unlink()
+    os.mkfifo(stamp)
+    assert found["alice"].timestamp == "2026-01-15 10:30:00.000000 UTC"
 
 
 def test_two_notebooks_one_rule_and_a_warning(tmp_path):
