@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from autograder import cgroup, grading, sandbox, seccomp
-from autograder.inside import confine, protocol, wire
+from autograder.inside import calling, confine, protocol, wire
 from helpers import child_env, fallback_sandbox
 
 INSIDE = Path(sandbox.__file__).parent / "inside"
@@ -680,6 +680,42 @@ def test_each_call_reports_the_launches_of_the_students_triton_kernels(box):
                  seconds=60.0, count_kernels=True)
     assert out["with_kernel"][0]["kernel_launches"] == 1 and torch.equal(out["with_kernel"][1], 2 * x)
     assert out["without_kernel"][0]["kernel_launches"] == 0
+
+
+THREADED = """
+import _thread, threading, time
+from concurrent.futures import ThreadPoolExecutor
+import torch
+def by_thread(x):
+    box = {}
+    t = threading.Thread(target=lambda: box.update(v=x * 2))
+    t.start()
+    t.join()
+    return box["v"]
+def by_start_new_thread(x):
+    box = {}
+    _thread.start_new_thread(lambda: box.update(v=x * 2), ())
+    while "v" not in box:
+        time.sleep(0.01)
+    return box["v"]
+def by_pool(x):
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: x * 2).result()
+"""
+
+
+def test_a_triton_exercise_starts_no_threads(box):
+    """kernel_work's guard is torch's per-thread state: a thread the answer starts would compute in torch
+    outside it (a red team's 120/120). A Triton job refuses threads however started; a torch job keeps them."""
+    x = torch.arange(5.0)
+    names = ["by_thread", "by_start_new_thread", "by_pool"]
+    _, out = run(box, THREADED, [(n, (x,)) for n in names], torch_job=True, seconds=60.0, count_kernels=True)
+    for name in names:
+        status, returned = out[name]
+        assert returned is None and calling.NO_THREADS in status["error"], (name, status)
+    _, out = run(box, THREADED, [(n, (x,)) for n in names], torch_job=True, seconds=60.0)
+    for name in names:
+        assert torch.equal(out[name][1], 2 * x), (name, out[name][0])
 
 
 def test_a_kernel_exercise_gives_no_credit_to_a_call_without_a_kernel():

@@ -180,6 +180,7 @@ def main(job_fd: int, out_fd: int) -> None:
         if job.count_kernels:
             _count_kernel_launches()
             calling.fit_triton_interpreter()  # an older Triton's interpreter beside a newer NumPy
+            calling.refuse_threads()  # torch's guard on a launcher's work holds per thread
         hidden = _loaded_parts(LOCKED)
     else:
         sys.meta_path.insert(0, _NoTorch())

@@ -638,6 +638,30 @@ def kernel_work():
     return stack
 
 
+NO_THREADS = ("this exercise's answer starts no threads: torch's guard around your launchers (the kernels do the "
+              "arithmetic) holds in the thread that calls them, not in one you start")
+
+
+def _no_thread(*args, **kwargs):
+    raise RuntimeError(NO_THREADS)
+
+
+def refuse_threads() -> None:
+    """Let no thread start in this process from now on (a Triton exercise's job does, before the student's code).
+
+    kernel_work's modes are torch's per-thread state, so a thread started by the answer, or one waiting for its
+    work, would compute in torch outside them. Both ways in are replaced: `_thread`'s functions, and the copy
+    `threading` took at its import (what Thread.start, Timer and thread pools call).
+    """
+    import _thread
+    import threading
+
+    for module, name in ((_thread, "start_new_thread"), (_thread, "start_new"), (_thread, "start_joinable_thread"),
+                         (threading, "_start_new_thread"), (threading, "_start_joinable_thread")):
+        if hasattr(module, name):
+            setattr(module, name, _no_thread)
+
+
 def invoke(protocol: str, target, args: tuple, kwargs: dict):
     """Drive `target` (a function or an autograd.Function class) the way `protocol` says."""
     if protocol == "call":
