@@ -15,7 +15,9 @@ is not locked), the guards of the calls reached around (`torch.overrides`, a
 dispatch mode switched off, a tensor's memory read through `dlpack`, `ctypes` (imported,
 or as `torch.ctypes`, `array.ctypes`) or `frombuffer`, a Triton launch hook), PyTorch's
 own decompositions and other tensor layouts (nested, MKL-DNN, sparse), the library's own
-normalizations (`F.batch_norm`, `nn.LayerNorm`: their forward under finite differences is a gradient), TorchScript
+normalizations (`F.batch_norm`, `nn.LayerNorm`: their forward under finite differences is a gradient), complex
+numbers (a complex step differentiates a forward numerically), threads (`threading`: a Triton launcher's guard
+holds per thread), TorchScript
 (`torch.jit`: its autodiff differentiates without the engine), code run from a
 module's files (`__file__`, `runpy`, a path into site-packages), the interpreter's
 insides (`gc.get_objects`, frames, `sys.modules`, `__dict__`), modules or attributes
@@ -88,11 +90,16 @@ _DECOMPOSITIONS = {"default_decompositions", "core_aten_decompositions", "get_de
                    "decomposition_table", "global_decomposition_table", "register_decomposition"}
 # Tensor layouts with kernels of their own, which a lock on the dense kernels may not reach
 _OTHER_LAYOUTS = {"nested", "to_mkldnn", "to_sparse", "to_sparse_csr", "to_sparse_coo", "_nested_tensor_from_tensor_list"}
-# The library's own normalizations: their forward under finite differences is a gradient not derived by hand
-_LIBRARY_NORMS = {"layer_norm", "batch_norm", "group_norm", "instance_norm", "rms_norm", "native_layer_norm",
-                  "native_batch_norm", "native_group_norm", "_batch_norm_impl_index", "LayerNorm", "BatchNorm1d",
-                  "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
-                  "InstanceNorm3d", "RMSNorm", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d"}
+# The library's own normalizations, forwards and their parts (F.batch_norm, torch._native_batch_norm_legit,
+# batch_norm_elemt, nn.LazyInstanceNorm1d, ...): under finite differences a forward is a gradient not derived by hand
+_LIBRARY_NORM = re.compile(r"_*(native_|cudnn_|miopen_|fused_)?(layer|batch|group|instance|rms)_norm(_\w+)?|"
+                           r"(Lazy)?(Sync)?(Layer|Batch|Group|Instance|RMS)Norm(\dd)?")
+# Complex numbers: a complex step (f(x + ih).imag / h) differentiates the answer's own forward to rounding,
+# with no derivation; no exercise has a use for them
+_COMPLEX = {"complex", "complex32", "complex64", "complex128", "complex256", "cfloat", "cdouble", "chalf", "csingle",
+            "clongdouble", "complexfloating", "view_as_complex", "imag", "polar"}
+# Threads: torch's modes that hold a Triton launcher to allocating and copying are per thread (calling.kernel_work)
+_THREADING = {"threading", "_thread"}
 
 
 def dotted(node: ast.AST) -> str:
@@ -217,9 +224,18 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 flag(node, f"uses PyTorch's own derivative formulas ({name or node.attr})")
             elif node.attr in _OTHER_LAYOUTS:
                 flag(node, f"uses another tensor layout ({name or node.attr}), whose kernels the lock may not reach")
-            elif node.attr in _LIBRARY_NORMS and node.attr not in own:
+            elif _LIBRARY_NORM.fullmatch(node.attr) and node.attr not in own:
                 flag(node, f"calls the library's own normalization ({name or node.attr}): the exercise asks "
                            "for it by hand")
+            elif node.attr in _COMPLEX:
+                flag(node, f"computes with complex numbers ({name or node.attr}): a complex step differentiates "
+                           "numerically, not by hand")
+        elif isinstance(node, ast.Name) and node.id in _COMPLEX and id(node) in called:
+            flag(node, f"computes with complex numbers ({node.id}(...)): a complex step differentiates "
+                       "numerically, not by hand")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, complex):
+            flag(node, f"computes with complex numbers ({node.value!r}): a complex step differentiates "
+                       "numerically, not by hand")
         elif isinstance(node, ast.Name) and node.id in _DUNDERS | _FILES:
             flag(node, f"uses {node.id}")
         elif isinstance(node, ast.Name) and node.id in _LOOKUPS | _DYNAMIC and id(node) not in called:
@@ -243,6 +259,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                     flag(node, f"imports the grader's own module {m}")
                 elif m.split(".")[0] in _SPAWNING_MODULES:
                     flag(node, f"imports {m}, which starts other processes (their PyTorch is not locked)")
+                elif m.split(".")[0] in _THREADING:
+                    flag(node, f"imports {m}, which runs code in other threads (a Triton launcher's guard holds "
+                               "per thread)")
                 elif m == "torch.overrides" or any(part.startswith("_") for part in m.split(".")[1:]) \
                         and m.split(".")[0] == "torch":
                     flag(node, f"imports {m}, which reaches around the grader's guards")
@@ -255,8 +274,8 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 if names:
                     flag(node, f"imports {', '.join(sorted(names))} from torch")
             if isinstance(node, ast.ImportFrom):
-                names = {a.name for a in node.names} & (_AROUND_GUARDS | _FILES | _TORCHSCRIPT | _NEVER_IMPORTED
-                                                        | _LIBRARY_NORMS)
+                names = {a.name for a in node.names if a.name in _AROUND_GUARDS | _FILES | _TORCHSCRIPT
+                         | _NEVER_IMPORTED | _COMPLEX or _LIBRARY_NORM.fullmatch(a.name)}
                 if names:
                     flag(node, f"imports {', '.join(sorted(names))} from {node.module or '.'}")
         elif isinstance(node, ast.Call):
@@ -279,6 +298,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 flag(node, f"names a PyTorch operator in a string ({node.value!r})")
             elif node.value in _ENGINE | _FORWARD_AD | _TORCHSCRIPT | _FILES:
                 flag(node, f"names autograd's or TorchScript's insides in a string ({node.value!r})")
+            elif node.value in _COMPLEX:
+                flag(node, f"computes with complex numbers ({node.value!r}): a complex step differentiates "
+                           "numerically, not by hand")
             elif re.search(r"(site|dist)-packages", node.value) or (re.search(r"[/\\]torch[/\\]", node.value)
                                                                     and "://" not in node.value):  # not a link
                 flag(node, f"names a path into the installed packages ({node.value[:60]!r})")

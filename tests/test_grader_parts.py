@@ -537,6 +537,16 @@ def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, ne
     ("from torch.nn.functional import layer_norm as ln\n", "imports layer_norm from torch.nn.functional"),
     ("norm = torch.nn.GroupNorm(3, 6)\n", "the library's own normalization (torch.nn.GroupNorm)"),
     ("y = getattr(torch, 'rms_norm')(x, [8])\n", "the library's own normalization (torch.rms_norm)"),
+    ("y = torch._native_batch_norm_legit(x, w, b, True, 0.0, 1e-5)\n",  # 17/51 once, unflagged
+     "the library's own normalization (torch._native_batch_norm_legit)"),
+    ("n = nn.LazyInstanceNorm1d()\n", "the library's own normalization (nn.LazyInstanceNorm1d)"),
+    # a complex step: f(x + ih).imag / h is the derivative of the answer's own forward (51/51 once, unflagged)
+    ("z = fwd(torch.complex(u, 1e-30 * g)).imag / 1e-30\n", "complex numbers (torch.complex)"),
+    ("z = fwd(u + 1e-30j * g)\n", "complex numbers (1e-30j)"),
+    ("z = np.asarray(u, dtype='complex128')\n", "complex numbers ('complex128')"),
+    # torch's guard around a Triton launcher holds per thread (120/120 once, unflagged; the job now refuses)
+    ("import threading\n", "imports threading, which runs code in other threads"),
+    ("from _thread import start_new_thread\n", "imports _thread"),
 ])
 def test_other_processes_and_reaching_around_the_guards_are_flagged(source, needle):
     """A Python started from the answer imports an unlocked PyTorch; the Triton exercise's guard
