@@ -63,9 +63,11 @@ def sized(cpu_shape, cuda_shape, dtype, **options):
 
 # --- Known slips, in float64 (arguments are float64 CPU tensors; results NumPy arrays). ----------
 
-SLIPS = ("mean-subtracted", "no-projection", "half-dgamma", "partials-overwritten")
+SLIPS = ("mean-subtracted", "mean-term-kept", "no-projection", "half-dgamma", "partials-overwritten")
 """
 mean-subtracted       layer norm's backward: x centered by its row mean, and the - mean(g) term
+mean-term-kept        layer norm's - mean(g) term kept, x not centered (a layer-norm kernel with its
+                      mean's load taken out)
 no-projection         dx = rstd * g: the term - x_hat * mean(g * x_hat), through rstd, dropped
 half-dgamma           dgamma a running sum over the rows kept in the inputs' 16-bit type (each
                       row's term added in float32, the total rounded back)
@@ -89,7 +91,7 @@ def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1, trunca
     centered = x - x.mean(dim=1, keepdim=True) if slip == "mean-subtracted" else x
     x_hat = centered * rstd
     g = dy * gamma
-    if slip == "mean-subtracted":
+    if slip in ("mean-subtracted", "mean-term-kept"):
         dx = rstd * (g - g.mean(dim=1, keepdim=True) - x_hat * (g * x_hat).mean(dim=1, keepdim=True))
     elif slip == "no-projection":
         dx = rstd * g
@@ -114,6 +116,8 @@ def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1, trunca
 MESSAGES = {
     "mean-subtracted": ("layer norm's backward: RMSNorm subtracts no mean, so x is not centered and there is no "
                         "- mean(g) term", "02-chain-rule.html#three-paths"),
+    "mean-term-kept": ("layer norm's - mean(g) term kept in dx: RMSNorm subtracts no mean, so no path runs "
+                       "through one", "02-chain-rule.html#three-paths"),
     "no-projection": ("dx = rstd * g: the term - x_hat * mean(g * x_hat), the path through rstd, is missing",
                       "02-chain-rule.html#slip-no-variance-path"),
     "half-dgamma": ("dgamma summed in the 16-bit type: a long sum stalls where float32 accumulation keeps every "

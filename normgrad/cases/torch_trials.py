@@ -177,7 +177,7 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
 SLIPS = ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten",
          "half-statistics", "half-sums", "dgamma-from-x", "padded-count", "bessel", "count-from-wrong-axis",
          "reduced-over-dim-1", "half-arithmetic", "through-bfloat16", "through-bfloat16-truncated",
-         "half-partials", "half-partials-truncated")
+         "half-partials", "half-partials-truncated", "partials-overwritten")
 """
 var-without-eps   the third term divided by var where var + eps belongs (source 000's snippet)
 no-mean-path      dx without the term through the mean, - mean(g)
@@ -197,6 +197,8 @@ count-from-wrong-axis  batch norm's m taken from the channel axis (x.shape[1] fo
 reduced-over-dim-1     batch norm's group sums taken over dim 1 (layer norm's axis), m = C:
                   x_hat and the parameters' sums are right, dx's two means are not, at any shape
 half-arithmetic   every operation in the inputs' 16-bit type (statistics, products and all)
+partials-overwritten  layer norm's dgamma and dbeta from the last `groups` rows only: each program's
+                  partial row stored over instead of added to (rows r, r + G, ... per program)
 through-bfloat16  float16 inputs rounded through bfloat16 on the way in, then float32 arithmetic
 half-partials     dgamma's and dbeta's sums over the rows kept in a 16-bit buffer: each float32 term
                   added to it and the total stored back rounded (the Triton tutorial's partial sums in
@@ -250,14 +252,18 @@ def truncated_bfloat16(t: torch.Tensor) -> torch.Tensor:
     return (t.float().view(torch.int32) & ~0xFFFF).view(torch.float32).double()
 
 
-def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = None, eps: float = 1e-5):
+def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = None, eps: float = 1e-5,
+                     groups: int = 1):
     """(dx, dgamma, dbeta) by the compact formula in float64, with one known slip (None: no slip).
 
     norm='layer': x (M, N), statistics per row; norm='batch': x (N, C, *), statistics per channel.
-    Arguments are float64 CPU tensors; results are float64 NumPy arrays.
+    Arguments are float64 CPU tensors; results are float64 NumPy arrays. `groups`: the programs
+    (groups of rows) of 'partials-overwritten'.
     """
     if slip is not None and slip not in SLIPS:
         raise ValueError(f"unknown slip {slip!r}")
+    if slip == "partials-overwritten" and (norm != "layer" or groups >= x.shape[0]):
+        raise ValueError("a slip of layer norm's row groups, with fewer programs than rows")
     axes = inputs.group_axes(tuple(x.shape), norm)
     param_axes = (0,) if norm == "layer" else axes
     across = [1 if a in axes else n for a, n in enumerate(x.shape)]  # mean, rstd broadcast
@@ -323,6 +329,8 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
         dx = g * rstd * (1 - 1 / m - x_hat**2 / m)
     else:
         dx = rstd * (g - mean_g - x_hat * mean_gx)
+    if slip == "partials-overwritten":  # each program's last row, rows r, r + G, ...: the last G rows
+        dy, x_hat = dy[-groups:], x_hat[-groups:]
     dgamma = total(dy * (x if slip == "dgamma-from-x" else x_hat), param_axes).reshape(-1)
     dbeta = total(dy, param_axes).reshape(-1)
     return dx.numpy(), dgamma.numpy(), dbeta.numpy()

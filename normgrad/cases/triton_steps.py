@@ -139,7 +139,7 @@ MISTAKES = [
     *[Mistake(DX, slip, message, f"{CHAPTER}#{anchor}", _dx_slip(slip))
       for slip, (message, anchor) in DX_SLIPS.items()],
     *[Mistake(f, "missing-mask", *MISSING_MASK, impl=None, raises=CRASH) for f in (DX, RMS)],
-    *rms.mistakes(RMS, ("mean-subtracted", "no-projection")),
+    *rms.mistakes(RMS, ("mean-subtracted", "mean-term-kept", "no-projection")),
     Mistake(RMS, "half-dgamma", *HALF_PARTIALS, partial(rms.slipped, slip="half-dgamma")),
     # The same, as Triton's interpreter stores a float32 into bfloat16: rounded toward zero.
     Mistake(RMS, "half-dgamma", *HALF_PARTIALS, partial(rms.slipped, slip="half-dgamma", truncate=True)),
