@@ -16,7 +16,8 @@ dispatch mode switched off, a tensor's memory read through `dlpack`, `ctypes` (i
 or as `torch.ctypes`, `array.ctypes`) or `frombuffer`, a Triton launch hook), PyTorch's
 own decompositions and other tensor layouts (nested, MKL-DNN, sparse), the library's own
 normalizations (`F.batch_norm`, `nn.LayerNorm`: their forward under finite differences is a gradient), complex
-numbers (a complex step differentiates a forward numerically), threads (`threading`: a Triton launcher's guard
+numbers (a complex step differentiates a forward numerically), symbolic or extended-precision arithmetic
+(`sympy`, `mpmath`, `decimal`, `np.longdouble`), threads (`threading`: a Triton launcher's guard
 holds per thread), TorchScript
 (`torch.jit`: its autodiff differentiates without the engine), code run from a
 module's files (`__file__`, `runpy`, a path into site-packages), the interpreter's
@@ -98,6 +99,10 @@ _LIBRARY_NORM = re.compile(r"_*(native_|cudnn_|miopen_|fused_)?(layer|batch|grou
 # with no derivation; no exercise has a use for them
 _COMPLEX = {"complex", "complex32", "complex64", "complex128", "complex256", "cfloat", "cdouble", "chalf", "csingle",
             "clongdouble", "complexfloating", "view_as_complex", "imag", "polar"}
+# Symbolic and extended-precision arithmetic (sympy and mpmath come with torch): they differentiate a forward, or
+# take finite differences of it to float64's accuracy, with no derivation; no exercise has a use for them
+_PRECISION_MODULES = {"sympy", "mpmath", "decimal", "fractions", "gmpy2", "numdifftools", "findiff"}
+_EXTENDED_FLOATS = {"longdouble", "float128", "float96", "longfloat", "clongfloat", "complex192"}
 # Threads: torch's modes that hold a Triton launcher to allocating and copying are per thread (calling.kernel_work)
 _THREADING = {"threading", "_thread"}
 
@@ -227,6 +232,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
             elif _LIBRARY_NORM.fullmatch(node.attr) and node.attr not in own:
                 flag(node, f"calls the library's own normalization ({name or node.attr}): the exercise asks "
                            "for it by hand")
+            elif node.attr in _EXTENDED_FLOATS:
+                flag(node, f"computes in extended precision ({name or node.attr}), where finite differences reach "
+                           "float64's accuracy with no derivation")
             elif node.attr in _COMPLEX:
                 flag(node, f"computes with complex numbers ({name or node.attr}): a complex step differentiates "
                            "numerically, not by hand")
@@ -259,6 +267,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                     flag(node, f"imports the grader's own module {m}")
                 elif m.split(".")[0] in _SPAWNING_MODULES:
                     flag(node, f"imports {m}, which starts other processes (their PyTorch is not locked)")
+                elif m.split(".")[0] in _PRECISION_MODULES:
+                    flag(node, f"imports {m}: symbolic or extended-precision arithmetic differentiates a forward "
+                               "(or takes its finite differences to float64's accuracy) with no derivation")
                 elif m.split(".")[0] in _THREADING:
                     flag(node, f"imports {m}, which runs code in other threads (a Triton launcher's guard holds "
                                "per thread)")
@@ -298,6 +309,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 flag(node, f"names a PyTorch operator in a string ({node.value!r})")
             elif node.value in _ENGINE | _FORWARD_AD | _TORCHSCRIPT | _FILES:
                 flag(node, f"names autograd's or TorchScript's insides in a string ({node.value!r})")
+            elif node.value in _EXTENDED_FLOATS:
+                flag(node, f"computes in extended precision ({node.value!r}), where finite differences reach "
+                           "float64's accuracy with no derivation")
             elif node.value in _COMPLEX:
                 flag(node, f"computes with complex numbers ({node.value!r}): a complex step differentiates "
                            "numerically, not by hand")

@@ -547,6 +547,12 @@ def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, ne
     # torch's guard around a Triton launcher holds per thread (120/120 once, unflagged; the job now refuses)
     ("import threading\n", "imports threading, which runs code in other threads"),
     ("from _thread import start_new_thread\n", "imports _thread"),
+    # a five-point stencil in np.longdouble comes within 5.8e-15 of layer norm's dx, inside float64's tolerance;
+    # sympy and mpmath come with torch
+    ("X = x.astype(np.longdouble)\n", "extended precision (np.longdouble)"),
+    ("import sympy as sp\n", "imports sympy: symbolic or extended-precision arithmetic"),
+    ("from mpmath import diff\n", "imports mpmath"),
+    ("from decimal import Decimal, getcontext\n", "imports decimal"),
 ])
 def test_other_processes_and_reaching_around_the_guards_are_flagged(source, needle):
     """A Python started from the answer imports an unlocked PyTorch; the Triton exercise's guard
