@@ -16,7 +16,8 @@ dispatch mode switched off, a tensor's memory read through `dlpack`, `ctypes` (i
 or as `torch.ctypes`, `array.ctypes`) or `frombuffer`, a Triton launch hook), PyTorch's
 own decompositions and other tensor layouts (nested, MKL-DNN, sparse), the library's own
 normalizations (`F.batch_norm`, `nn.LayerNorm`: their forward under finite differences is a gradient), complex
-numbers (a complex step differentiates a forward numerically), symbolic or extended-precision arithmetic
+numbers (a complex step differentiates a forward numerically), arithmetic defined on a class of the answer's own
+(`__mul__`: dual numbers), symbolic or extended-precision arithmetic
 (`sympy`, `mpmath`, `decimal`, `np.longdouble`), threads (`threading`: a Triton launcher's guard
 holds per thread), TorchScript
 (`torch.jit`: its autodiff differentiates without the engine), code run from a
@@ -94,11 +95,17 @@ _OTHER_LAYOUTS = {"nested", "to_mkldnn", "to_sparse", "to_sparse_csr", "to_spars
 # The library's own normalizations, forwards and their parts (F.batch_norm, torch._native_batch_norm_legit,
 # batch_norm_elemt, nn.LazyInstanceNorm1d, ...): under finite differences a forward is a gradient not derived by hand
 _LIBRARY_NORM = re.compile(r"_*(native_|cudnn_|miopen_|fused_)?(layer|batch|group|instance|rms)_norm(_\w+)?|"
-                           r"(Lazy)?(Sync)?(Layer|Batch|Group|Instance|RMS)Norm(\dd)?")
+                           r"(Lazy)?(Sync)?(Layer|Batch|Group|Instance|RMS)Norm(\dd)?|"
+                           r"Transformer(Encoder|Decoder)?(Layer)?|norm\d")  # a Transformer's LayerNorms: .norm1
 # Complex numbers: a complex step (f(x + ih).imag / h) differentiates the answer's own forward to rounding,
 # with no derivation; no exercise has a use for them
 _COMPLEX = {"complex", "complex32", "complex64", "complex128", "complex256", "cfloat", "cdouble", "chalf", "csingle",
-            "clongdouble", "complexfloating", "view_as_complex", "imag", "polar"}
+            "clongdouble", "complexfloating", "complex_", "view_as_complex", "imag", "real", "polar", "emath",
+            "scimath", "cmath", "c8", "c16", "c32"}  # np.emath.sqrt(-1) is 1j by another name
+# Arithmetic defined on a class of the answer's own: dual numbers or a tape, automatic differentiation by hand
+_ARITHMETIC_DUNDERS = {"__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+                       "__rtruediv__", "__pow__", "__rpow__", "__neg__", "__matmul__", "__array_ufunc__",
+                       "__array_function__", "__torch_function__", "__torch_dispatch__"}
 # Symbolic and extended-precision arithmetic (sympy and mpmath come with torch): they differentiate a forward, or
 # take finite differences of it to float64's accuracy, with no derivation; no exercise has a use for them
 _PRECISION_MODULES = {"sympy", "mpmath", "decimal", "fractions", "gmpy2", "numdifftools", "findiff"}
@@ -238,6 +245,12 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
             elif node.attr in _COMPLEX:
                 flag(node, f"computes with complex numbers ({name or node.attr}): a complex step differentiates "
                            "numerically, not by hand")
+        elif isinstance(node, ast.ClassDef) and {f.name for f in node.body if isinstance(
+                f, (ast.FunctionDef, ast.AsyncFunctionDef))} & _ARITHMETIC_DUNDERS:
+            defined = sorted({f.name for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+                             & _ARITHMETIC_DUNDERS)
+            flag(node, f"defines arithmetic on a class of its own ({node.name}.{defined[0]}): dual numbers or a "
+                       "tape differentiate the forward automatically, with no derivation")
         elif isinstance(node, ast.Name) and node.id in _COMPLEX and id(node) in called:
             flag(node, f"computes with complex numbers ({node.id}(...)): a complex step differentiates "
                        "numerically, not by hand")
@@ -267,6 +280,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                     flag(node, f"imports the grader's own module {m}")
                 elif m.split(".")[0] in _SPAWNING_MODULES:
                     flag(node, f"imports {m}, which starts other processes (their PyTorch is not locked)")
+                elif m.split(".")[0] == "cmath":
+                    flag(node, f"imports {m}: complex numbers, whose complex step differentiates numerically, not "
+                               "by hand")
                 elif m.split(".")[0] in _PRECISION_MODULES:
                     flag(node, f"imports {m}: symbolic or extended-precision arithmetic differentiates a forward "
                                "(or takes its finite differences to float64's accuracy) with no derivation")

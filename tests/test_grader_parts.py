@@ -553,6 +553,13 @@ def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, ne
     ("import sympy as sp\n", "imports sympy: symbolic or extended-precision arithmetic"),
     ("from mpmath import diff\n", "imports mpmath"),
     ("from decimal import Decimal, getcontext\n", "imports decimal"),
+    # a second red team's unflagged full marks: 1j as np.emath.sqrt(-1), a Transformer's LayerNorm, dual numbers
+    ("J = np.emath.sqrt(-1.0)\nd = np.real(-J * f(x + 1e-30 * J))\n", "complex numbers (np.emath)"),
+    ("J = np.emath.sqrt(-1.0)\nd = np.real(-J * f(x + 1e-30 * J))\n", "complex numbers (np.real)"),
+    ("ln = torch.nn.TransformerEncoderLayer(n, 1, layer_norm_eps=eps).norm1\n",
+     "the library's own normalization (torch.nn.TransformerEncoderLayer)"),
+    ("class Dual:\n    def __mul__(s, o):\n        return Dual(s.v * o.v, s.t * o.v + s.v * o.t)\n",
+     "defines arithmetic on a class of its own (Dual.__mul__)"),
 ])
 def test_other_processes_and_reaching_around_the_guards_are_flagged(source, needle):
     """A Python started from the answer imports an unlocked PyTorch; the Triton exercise's guard
