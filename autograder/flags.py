@@ -102,6 +102,7 @@ _LIBRARY_NORM = re.compile(r"_*(native_|cudnn_|miopen_|fused_)?(layer|batch|grou
 _COMPLEX = {"complex", "complex32", "complex64", "complex128", "complex256", "cfloat", "cdouble", "chalf", "csingle",
             "clongdouble", "complexfloating", "complex_", "view_as_complex", "imag", "real", "polar", "emath",
             "scimath", "cmath", "c8", "c16", "c32"}  # np.emath.sqrt(-1) is 1j by another name
+_COMPLEX_NOT_DTYPES = {"imag", "real", "polar", "emath", "scimath", "cmath", "view_as_complex", "complexfloating"}
 # Arithmetic defined on a class of the answer's own: dual numbers or a tape, automatic differentiation by hand
 _ARITHMETIC_DUNDERS = {"__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
                        "__rtruediv__", "__pow__", "__rpow__", "__neg__", "__matmul__", "__array_ufunc__",
@@ -302,7 +303,7 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                     flag(node, f"imports {', '.join(sorted(names))} from torch")
             if isinstance(node, ast.ImportFrom):
                 names = {a.name for a in node.names if a.name in _AROUND_GUARDS | _FILES | _TORCHSCRIPT
-                         | _NEVER_IMPORTED | _COMPLEX or _LIBRARY_NORM.fullmatch(a.name)}
+                         | _NEVER_IMPORTED | _COMPLEX | _EXTENDED_FLOATS or _LIBRARY_NORM.fullmatch(a.name)}
                 if names:
                     flag(node, f"imports {', '.join(sorted(names))} from {node.module or '.'}")
         elif isinstance(node, ast.Call):
@@ -328,7 +329,7 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
             elif node.value in _EXTENDED_FLOATS:
                 flag(node, f"computes in extended precision ({node.value!r}), where finite differences reach "
                            "float64's accuracy with no derivation")
-            elif node.value in _COMPLEX:
+            elif node.value in _COMPLEX - _COMPLEX_NOT_DTYPES:
                 flag(node, f"computes with complex numbers ({node.value!r}): a complex step differentiates "
                            "numerically, not by hand")
             elif re.search(r"(site|dist)-packages", node.value) or (re.search(r"[/\\]torch[/\\]", node.value)
