@@ -145,13 +145,6 @@ MISTAKES = [
               "float16 has 11): convert loads to float32", f"{NUMERICS}#half-precision",
               partial(slipped_backward, norm="layer", slip=slip))
       for slip in ("through-bfloat16", "through-bfloat16-truncated")),  # on a GPU; under the interpreter
-    # Which rows a program's last store came from depends on how the rows were split: the common split,
-    # rows g, g + G, ..., leaves the last G rows, for the numbers of programs launches tend to use.
-    *(Mistake(FUNCTION, "partials-overwritten", "each program's partial rows of dgamma and dbeta stored over "
-              "instead of added to: they hold only the last row each program took",
-              "06-triton.html#rung-2-a-lock-per-group",
-              partial(slipped_backward, norm="layer", slip="partials-overwritten", groups=g))
-      for g in (1, 2, 4, 8, 16, 32)),
 ]
 
 from .second_edition import extend; CASES, MISTAKES = extend("06-triton", CASES, MISTAKES)  # noqa: E402,E702

@@ -127,12 +127,11 @@ DX_SLIPS = {
 }
 HALF_PARTIALS = ("dgamma's partial sums kept in the 16-bit type: a running total stalls where float32 keeps "
                  "every row", "04-numerics.html#half-precision")
-OVERWRITTEN = ("each program's partial row stored over instead of added to: dgamma holds only the last row each "
-               "program took", f"{CHAPTER}#rung-2-a-lock-per-group")
-
-
-def _overwritten(groups):
-    return partial(rms.slipped, slip="partials-overwritten", groups=groups)
+OVERWRITTEN = ("each program's partial rows stored over instead of added to: dgamma (and dbeta) hold only the "
+               "last row each program took", f"{CHAPTER}#rung-2-a-lock-per-group")
+# Which rows a program's last store came from depends on how the rows were split: the common split,
+# rows g, g + G, ..., leaves the last G rows, for the numbers of programs launches tend to use.
+PROGRAMS = (1, 2, 4, 8, 16, 32)
 
 
 MISTAKES = [
@@ -143,7 +142,8 @@ MISTAKES = [
     Mistake(RMS, "half-dgamma", *HALF_PARTIALS, partial(rms.slipped, slip="half-dgamma")),
     # The same, as Triton's interpreter stores a float32 into bfloat16: rounded toward zero.
     Mistake(RMS, "half-dgamma", *HALF_PARTIALS, partial(rms.slipped, slip="half-dgamma", truncate=True)),
-    # Which rows a program's last store came from depends on how the rows were split: the common split,
-    # rows g, g + G, ..., leaves the last G rows, for the numbers of programs launches tend to use.
-    *[Mistake(RMS, "partials-overwritten", *OVERWRITTEN, _overwritten(g)) for g in (1, 2, 4, 8, 16, 32)],
+    *[Mistake(RMS, "partials-overwritten", *OVERWRITTEN, partial(rms.slipped, slip="partials-overwritten", groups=g))
+      for g in PROGRAMS],
+    *[Mistake(LN, "partials-overwritten", *OVERWRITTEN,
+              partial(slipped_backward, norm="layer", slip="partials-overwritten", groups=g)) for g in PROGRAMS],
 ]
