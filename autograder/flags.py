@@ -99,10 +99,12 @@ _LIBRARY_NORM = re.compile(r"_*(native_|cudnn_|miopen_|fused_)?(layer|batch|grou
                            r"Transformer(Encoder|Decoder)?(Layer)?|norm\d")  # a Transformer's LayerNorms: .norm1
 # Complex numbers: a complex step (f(x + ih).imag / h) differentiates the answer's own forward to rounding,
 # with no derivation; no exercise has a use for them
-_COMPLEX = {"complex", "complex32", "complex64", "complex128", "complex256", "cfloat", "cdouble", "chalf", "csingle",
-            "clongdouble", "complexfloating", "complex_", "view_as_complex", "imag", "real", "polar", "emath",
-            "scimath", "cmath", "c8", "c16", "c32"}  # np.emath.sqrt(-1) is 1j by another name
-_COMPLEX_NOT_DTYPES = {"imag", "real", "polar", "emath", "scimath", "cmath", "view_as_complex", "complexfloating"}
+_COMPLEX_DTYPES = {"complex", "complex32", "complex64", "complex128", "complex256", "cfloat", "cdouble", "chalf",
+                   "csingle", "clongdouble", "complex_", "c8", "c16", "c32"}  # a string names only these
+_COMPLEX = _COMPLEX_DTYPES | {"complexfloating", "view_as_complex", "imag", "real", "polar", "emath", "scimath",
+                              "cmath"}  # np.emath.sqrt(-1) is 1j by another name
+_COMPLEX_STEP_WHY = "a complex step differentiates numerically, not by hand"
+_EXTENDED_WHY = "where finite differences reach float64's accuracy with no derivation"
 # Arithmetic defined on a class of the answer's own: dual numbers or a tape, automatic differentiation by hand
 _ARITHMETIC_DUNDERS = {"__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
                        "__rtruediv__", "__pow__", "__rpow__", "__neg__", "__matmul__", "__array_ufunc__",
@@ -241,23 +243,18 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 flag(node, f"calls the library's own normalization ({name or node.attr}): the exercise asks "
                            "for it by hand")
             elif node.attr in _EXTENDED_FLOATS:
-                flag(node, f"computes in extended precision ({name or node.attr}), where finite differences reach "
-                           "float64's accuracy with no derivation")
+                flag(node, f"computes in extended precision ({name or node.attr}), {_EXTENDED_WHY}")
             elif node.attr in _COMPLEX:
-                flag(node, f"computes with complex numbers ({name or node.attr}): a complex step differentiates "
-                           "numerically, not by hand")
-        elif isinstance(node, ast.ClassDef) and {f.name for f in node.body if isinstance(
-                f, (ast.FunctionDef, ast.AsyncFunctionDef))} & _ARITHMETIC_DUNDERS:
-            defined = sorted({f.name for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
-                             & _ARITHMETIC_DUNDERS)
-            flag(node, f"defines arithmetic on a class of its own ({node.name}.{defined[0]}): dual numbers or a "
+                flag(node, f"computes with complex numbers ({name or node.attr}): {_COMPLEX_STEP_WHY}")
+        elif isinstance(node, ast.ClassDef) and (arithmetic := sorted(
+                {f.name for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+                & _ARITHMETIC_DUNDERS)):
+            flag(node, f"defines arithmetic on a class of its own ({node.name}.{arithmetic[0]}): dual numbers or a "
                        "tape differentiate the forward automatically, with no derivation")
         elif isinstance(node, ast.Name) and node.id in _COMPLEX and id(node) in called:
-            flag(node, f"computes with complex numbers ({node.id}(...)): a complex step differentiates "
-                       "numerically, not by hand")
+            flag(node, f"computes with complex numbers ({node.id}(...)): {_COMPLEX_STEP_WHY}")
         elif isinstance(node, ast.Constant) and isinstance(node.value, complex):
-            flag(node, f"computes with complex numbers ({node.value!r}): a complex step differentiates "
-                       "numerically, not by hand")
+            flag(node, f"computes with complex numbers ({node.value!r}): {_COMPLEX_STEP_WHY}")
         elif isinstance(node, ast.Name) and node.id in _DUNDERS | _FILES:
             flag(node, f"uses {node.id}")
         elif isinstance(node, ast.Name) and node.id in _LOOKUPS | _DYNAMIC and id(node) not in called:
@@ -282,8 +279,7 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 elif m.split(".")[0] in _SPAWNING_MODULES:
                     flag(node, f"imports {m}, which starts other processes (their PyTorch is not locked)")
                 elif m.split(".")[0] == "cmath":
-                    flag(node, f"imports {m}: complex numbers, whose complex step differentiates numerically, not "
-                               "by hand")
+                    flag(node, f"imports {m}, for complex numbers: {_COMPLEX_STEP_WHY}")
                 elif m.split(".")[0] in _PRECISION_MODULES:
                     flag(node, f"imports {m}: symbolic or extended-precision arithmetic differentiates a forward "
                                "(or takes its finite differences to float64's accuracy) with no derivation")
@@ -327,11 +323,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
             elif node.value in _ENGINE | _FORWARD_AD | _TORCHSCRIPT | _FILES:
                 flag(node, f"names autograd's or TorchScript's insides in a string ({node.value!r})")
             elif node.value in _EXTENDED_FLOATS:
-                flag(node, f"computes in extended precision ({node.value!r}), where finite differences reach "
-                           "float64's accuracy with no derivation")
-            elif node.value in _COMPLEX - _COMPLEX_NOT_DTYPES:
-                flag(node, f"computes with complex numbers ({node.value!r}): a complex step differentiates "
-                           "numerically, not by hand")
+                flag(node, f"computes in extended precision ({node.value!r}), {_EXTENDED_WHY}")
+            elif node.value in _COMPLEX_DTYPES:
+                flag(node, f"computes with complex numbers ({node.value!r}): {_COMPLEX_STEP_WHY}")
             elif re.search(r"(site|dist)-packages", node.value) or (re.search(r"[/\\]torch[/\\]", node.value)
                                                                     and "://" not in node.value):  # not a link
                 flag(node, f"names a path into the installed packages ({node.value[:60]!r})")
