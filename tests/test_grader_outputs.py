@@ -154,6 +154,37 @@ def test_a_timestamp_that_is_not_a_regular_file_is_named_not_silently_dropped(tm
     assert found["alice"].timestamp == "2026-01-15 10:30:00.000000 UTC"
 
 
+def test_a_timestamp_of_junk_or_swapped_after_its_look_costs_nothing_but_its_time(tmp_path, monkeypatch):
+    """A megabyte of binary junk is read as 200 characters at most; a file swapped for another kind between the
+    look and the read (read_regular refuses it) is named unreadable, and the rest of the scan goes on."""
+    from pathlib import PurePath
+
+    from autograder import submissions
+    from autograder.gradebook import parse_timestamp
+
+    root = tmp_path / "submitted"
+    for student in ("alice", "bob"):
+        write(solved("01-forward"), root, student, "01-forward")
+        (root / student / "01-forward" / "timestamp.txt").write_bytes(os.urandom(1 << 20))
+    found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", lambda w: None)}
+    assert found["alice"].timestamp_kind == "a regular file" and len(found["alice"].timestamp) <= 200
+    assert parse_timestamp(found["alice"].timestamp) is None  # no time known: no penalty, no crash
+
+    def swapped(path, limit, root=None):
+        if PurePath(path).name == "timestamp.txt" and PurePath(path).parts[0] == "bob":
+            raise SubmissionError("timestamp.txt is not a regular file (a FIFO, a device or a folder): not read")
+        return original(path, limit, root)
+
+    original = submissions.read_regular
+    monkeypatch.setattr(submissions, "read_regular", swapped)
+    warnings = []
+    found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", warnings.append)}
+    assert found["alice"].timestamp_kind == "a regular file"
+    assert found["bob"].timestamp_kind.startswith("unreadable (timestamp.txt is not a regular file")
+    assert found["bob"].timestamp is None and "no late penalty was applied" in found["bob"].warnings()[0]
+    assert any("bob/01-forward/timestamp.txt is unreadable" in w for w in warnings)
+
+
 def test_two_notebooks_one_rule_and_a_warning(tmp_path):
     root = tmp_path / "submitted"
     path = write(solved("01-forward"), root, "bob", "01-forward")
