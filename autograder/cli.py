@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from normgrad.cases import ASSIGNMENTS
 from . import release, report, safe, summary
 from .cells import MAX_FILE_BYTES
 from .grading import CaseResult, Report, default_sandbox, grade, new_seed, not_graded
-from .outputs import Outputs, rows_without_notebook
+from .outputs import GradesFileError, Outputs, check_writable, rows_without_notebook
 from .private import PrivateCasesError, resolve, with_private
 from .sandbox import Limits, SandboxError
 from .submissions import SubmissionError, Submission, scan
@@ -224,6 +225,10 @@ def cmd_grade(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SystemExit(f"--out {safe.name(out)}: cannot make this folder ({e.strerror or e})") from None
+    try:  # before any grading, not after the class's last notebook
+        check_writable(out)
+    except GradesFileError as e:
+        raise SystemExit(str(e)) from None
     print(f"sandbox: {box.describe()}", file=sys.stderr)
     if box.mode != "bwrap":
         print("WARNING: the submissions run without bubblewrap; see the sandbox line above", file=sys.stderr)
@@ -264,11 +269,21 @@ def cmd_grade(args) -> int:
     pool = ThreadPoolExecutor(max_workers=args.jobs)
     futures = [pool.submit(work, sub) for sub in found]
     pending = set(futures)
-    interrupted = False
+    interrupted = terminated = False
+    _on_sigterm(_terminate)
     try:
         for future in as_completed(futures):
             record(future)
             pending.discard(future)
+    except Terminated:
+        # SIGTERM (a batch system's time limit, which signals the sandboxes too): start no one new and write
+        # nothing of the notebooks being graded, whose jobs may have been killed; the rows written are kept
+        _on_sigterm(signal.SIG_DFL)
+        interrupted = terminated = True
+        started = [f for f in pending if not f.cancel()]
+        print(f"\nterminated: grading no more notebooks; the {len(started)} being graded are not written",
+              file=sys.stderr, flush=True)
+        pool.shutdown(wait=False, cancel_futures=True)
     except KeyboardInterrupt:
         # Ctrl-C: start no one new, and write what is being graded now; a second Ctrl-C leaves that too
         interrupted = True
@@ -281,8 +296,14 @@ def cmd_grade(args) -> int:
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    pool.shutdown(wait=True)
-    figures = summary.write(out)
+    _on_sigterm(signal.SIG_DFL)
+    pool.shutdown(wait=not terminated)
+    try:
+        figures = summary.write(out)
+    except OSError as e:  # the disk filled, or the folder was taken away, during the run
+        print(f"ERROR: could not write {safe.name(out)}/summary.html and summary.csv ({e.strerror or e}); "
+              f"grades.csv and the feedback written so far are kept", file=sys.stderr)
+        return 1
     where = (f"{out / 'grades.csv'}, {out / 'feedback'}/ (feedback pages and Gradescope results.json), "
              f"{out / 'summary.html'} and summary.csv")
     if db:
@@ -313,7 +334,21 @@ def cmd_grade(args) -> int:
         print(f"ERROR: the results of {len(failed)} notebook(s) could not be written: {', '.join(failed)}; "
               "see above, fix, and grade them again with --student", file=sys.stderr)
         return 1
-    return 130 if interrupted else 0
+    return (143 if terminated else 130) if interrupted else 0
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the grader (a BaseException, as KeyboardInterrupt is: no `except Exception` takes it)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm(handler) -> None:
+    """What SIGTERM does in the grader's main thread (only there can it be set; a caller in a thread keeps its own)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def cmd_release(args) -> int:

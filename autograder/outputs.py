@@ -7,13 +7,24 @@ results.json, nbgrader's autograded notebook, and last its row of
 renamed over the old one), and the CSV is merged under a lock held across
 processes: its rows are keyed by student and assignment, a run replaces only
 the rows of the students it graded, and two graders on one folder lose
-nothing. A grader killed midway leaves a CSV of the students done so far,
-each row matching its feedback.
+nothing. The lock is held across all of one notebook's writes, so that two
+graders of one student leave that student's row and feedback from the same
+run. A grader killed midway leaves a CSV of the students done so far, each
+row matching its feedback, but for the one being written at the kill, whose
+feedback may be a run newer than its row (the rerun writes both).
+
+grades.csv is the instructors' file as much as the grader's: one saved by a
+spreadsheet (with a byte-order mark, CRLF line ends) is read as it is, the
+columns an instructor added are kept (a regraded student keeps their cells),
+and a file whose header lacks the student and assignment columns is never
+written over.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,21 +44,70 @@ def feedback_stem(report: Report) -> str:
         return "feedback"
 
 
-def read_rows(path: Path) -> list[dict]:
+class GradesFileError(Exception):
+    """grades.csv cannot be merged into without losing what it holds; the message says why and what to do."""
+
+
+KEYS = ("student", "assignment")
+
+
+def read_table(path: Path) -> tuple[list[str], list[dict]]:
+    """grades.csv's header and rows ([] and [] when there is none yet). A spreadsheet's byte-order mark is
+    read as one; a header without the key columns raises GradesFileError rather than be merged into."""
     try:
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
-            return list(csv.DictReader(f))
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            reader = csv.DictReader(f)
+            header, rows = list(reader.fieldnames or []), list(reader)
     except FileNotFoundError:
-        return []
+        return [], []
+    if rows and not all(k in header for k in KEYS):
+        raise GradesFileError(f"{safe.name(path)} has no {' and '.join(KEYS)} columns in its first line "
+                              f"({safe.text(', '.join(map(str, header)))[:200]}): it is not merged into or written "
+                              "over; move it aside, or grade into another --out")
+    return header, rows
+
+
+def read_rows(path: Path) -> list[dict]:
+    return read_table(path)[1]
+
+
+def _key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in KEYS)
 
 
 def merge_rows(out: Path, rows: list[dict]) -> None:
     """Put rows into out/grades.csv, replacing those of the same student and assignment, atomically, under a lock."""
-    path = out / "grades.csv"
-    keys = {(r["student"], r["assignment"]) for r in rows}
     with safe.locked(out / LOCK):
-        kept = [r for r in read_rows(path) if (r.get("student"), r.get("assignment")) not in keys]
-        safe.write_atomic(path, fmt.csv_text(kept + rows))
+        _merge_rows_locked(out, rows)
+
+
+def _merge_rows_locked(out: Path, rows: list[dict]) -> None:
+    path = out / "grades.csv"
+    header, old = read_table(path)
+    added = [c for c in header if c and c not in fmt.CSV_COLUMNS]  # an instructor's own columns, kept
+    replaced = {_key(r): r for r in old}
+    keys = {_key(r) for r in rows}
+    rows = [{**{c: replaced.get(_key(r), {}).get(c, "") for c in added}, **r} for r in rows]
+    kept = [r for r in old if _key(r) not in keys]
+    safe.write_atomic(path, fmt.csv_text(kept + rows, added))
+
+
+def check_writable(out: Path) -> None:
+    """Before any grading: out/ takes new files, and its grades.csv (if any) can be read and replaced.
+    Raises GradesFileError, with what to do."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise GradesFileError(f"--out {safe.name(out)}: cannot write there ({e.strerror or e}); nothing graded") from None
+    path = out / "grades.csv"
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise GradesFileError(f"{safe.name(path)} is not a regular file: move it aside, or grade into another --out")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise GradesFileError(f"{safe.name(path)} is read-only (or immutable): make it writable, or grade into "
+                              "another --out; nothing graded")
+    read_table(path)
 
 
 def rows_without_notebook(out: Path, found: set[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -72,6 +132,10 @@ class Outputs:
 
     def write(self, report: Report, timestamp: str | None = None, known: bool = True) -> Report:
         """Write one graded notebook's results everywhere; returns the report as written (adjusted by the gradebook)."""
+        with safe.locked(self.out / LOCK):
+            return self._write_locked(report, timestamp, known)
+
+    def _write_locked(self, report: Report, timestamp: str | None, known: bool) -> Report:
         report = report.made_safe()
         if known and self.db:
             from . import gradebook
@@ -87,5 +151,5 @@ class Outputs:
             from . import gradebook
 
             gradebook.write_autograded(self.autograded, report, timestamp, self.book_url)
-        merge_rows(self.out, [fmt.csv_row(report)])
+        _merge_rows_locked(self.out, [fmt.csv_row(report)])
         return report

@@ -112,13 +112,15 @@ def csv_row(report: Report) -> dict:
     return {k: safe.csv_cell(v) if k in TEXT_COLUMNS else v for k, v in row.items()}
 
 
-def csv_text(rows: list[dict]) -> str:
-    """grades.csv from rows (dicts of CSV_COLUMNS), sorted by student, assignment and notebook."""
+def csv_text(rows: list[dict], added: list[str] = ()) -> str:
+    """grades.csv from rows (dicts of CSV_COLUMNS, and of the columns an instructor `added`), sorted by student,
+    assignment and notebook."""
+    columns = list(CSV_COLUMNS) + [c for c in added if c not in CSV_COLUMNS]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in sorted(rows, key=lambda r: (r.get("student", ""), r.get("assignment", ""), r.get("notebook", ""))):
-        writer.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
+        writer.writerow({k: row.get(k, "") for k in columns})
     return out.getvalue()
 
 

@@ -25,6 +25,7 @@ import hashlib
 import html
 import os
 import re
+import stat
 import string
 import tempfile
 import unicodedata
@@ -148,19 +149,25 @@ def markdown(value, limit: int = MAX_TEXT) -> str:
 
 
 def write_atomic(path: os.PathLike, data: str | bytes) -> None:
-    """Write a file whole or not at all: a temporary file in the same folder, then a rename over the old one."""
+    """Write a file whole or not at all: a temporary file in the same folder, then a rename over the old one,
+    whose permissions it takes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
     prefix = f".{path.name[:40]}."
     _sweep_stale(path.parent, prefix)
+    try:  # a file an instructor made private (or read-only) keeps its mode; a new one is readable by all
+        old = os.lstat(path)
+        mode = stat.S_IMODE(old.st_mode) if stat.S_ISREG(old.st_mode) else 0o644
+    except FileNotFoundError:
+        mode = 0o644
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:

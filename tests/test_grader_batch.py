@@ -308,3 +308,27 @@ def test_ctrl_c_grades_no_one_new_and_writes_who_was_being_graded(tmp_path, whil
     assert 1 <= len(graded) < class_size and all(row["score"] == F for row in graded.values())
     assert f"INTERRUPTED: {len(graded)} of {class_size} notebook(s) graded and written" in complaints
     assert "Traceback" not in complaints
+
+
+def test_sigterm_grades_no_one_new_writes_no_one_half_graded_and_says_so(tmp_path):
+    """A batch system's time limit (Slurm sends SIGTERM to every process of the job, the sandboxes too): no
+    new student is started, none being graded is written (its job may have been killed), the summary is
+    brought up to date, and the run says how far it got. It used to die without a word, the summary stale."""
+    root, out = tmp_path / "submitted", tmp_path / "out"
+    class_size = 6
+    for i in range(class_size):
+        write(solved("01-forward"), root, f"student{i}", "01-forward")
+    batch = subprocess.Popen([sys.executable, "-m", "autograder", "grade", str(root), "--out", str(out), "--jobs", "1"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = batch.stdout.readline()
+    assert first.startswith("student"), first
+    batch.send_signal(signal.SIGTERM)
+    said, complaints = batch.communicate(timeout=300)
+    assert batch.returncode == 143, complaints
+    graded = rows(out)
+    assert 1 <= len(graded) < class_size and all(row["score"] == F for row in graded.values())
+    agree(out)
+    assert "terminated: grading no more notebooks; the 1 being graded are not written" in complaints
+    assert f"INTERRUPTED: {len(graded)} of {class_size} notebook(s) graded and written" in complaints
+    assert "Traceback" not in complaints
+    assert f"01-forward: {len(graded)} graded in all" in said and (out / "summary.csv").exists()

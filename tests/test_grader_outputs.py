@@ -14,6 +14,7 @@ import io
 import json
 import multiprocessing
 import os
+import stat
 import subprocess
 import time
 import warnings
@@ -342,6 +343,55 @@ def test_merging_keeps_other_students_rows_and_two_graders_lose_nothing(tmp_path
     rows = outputs.read_rows(tmp_path / "grades.csv")
     assert len(rows) == 2 + 3 * 15
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_spreadsheets_csv_keeps_its_names_and_an_instructors_column_and_a_regraded_student_their_cells(tmp_path):
+    """grades.csv saved by a spreadsheet: a byte-order mark (which made every name blank on the next merge)
+    and CRLF line ends; a column the instructor added (which the next merge dropped for the whole class)."""
+    (tmp_path / "grades.csv").write_bytes(
+        "student,assignment,notebook,score,TA comment\r\nalice,01-forward,forward.ipynb,24,checked\r\n"
+        "bob,01-forward,forward.ipynb,3,asked for an extension\r\n".encode("utf-8-sig"))
+    outputs.merge_rows(tmp_path, [_row("bob", "20"), _row("carol", "7")])
+    header, table = outputs.read_table(tmp_path / "grades.csv")
+    assert header[-1] == "TA comment"
+    assert {r["student"]: (r["score"], r["TA comment"]) for r in table} == {
+        "alice": ("24", "checked"), "bob": ("20", "asked for an extension"), "carol": ("7", "")}
+
+
+@pytest.mark.parametrize("first_line", ["student;assignment;notebook;score", "name,score"])
+def test_a_csv_without_the_key_columns_is_never_written_over(tmp_path, first_line):
+    path = tmp_path / "grades.csv"
+    path.write_text(f"{first_line}\nalice;01-forward;forward.ipynb;24\n")
+    before = path.read_bytes()
+    with pytest.raises(outputs.GradesFileError, match="no student and assignment columns"):
+        outputs.check_writable(tmp_path)
+    with pytest.raises(outputs.GradesFileError):
+        outputs.merge_rows(tmp_path, [_row("bob", "20")])
+    assert path.read_bytes() == before
+
+
+def test_an_out_folder_that_takes_no_file_or_a_grades_csv_that_is_a_folder_stops_the_grader_first(tmp_path,
+                                                                                                monkeypatch):
+    (tmp_path / "grades.csv").mkdir()
+    with pytest.raises(outputs.GradesFileError, match="not a regular file"):
+        outputs.check_writable(tmp_path)
+    (tmp_path / "grades.csv").rmdir()
+
+    def refused(**kwargs):  # a read-only mount (root writes through a folder's modes, so it is mimicked)
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", refused)
+    with pytest.raises(outputs.GradesFileError, match="cannot write there .Read-only file system.; nothing graded"):
+        outputs.check_writable(tmp_path)
+
+
+def test_a_rewritten_file_keeps_the_mode_an_instructor_gave_it(tmp_path):
+    path = tmp_path / "grades.csv"
+    safe.write_atomic(path, "student,assignment\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    path.chmod(0o600)
+    outputs.merge_rows(tmp_path, [_row("bob", "20")])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 # --- feedback ---------------------------------------------------------------------------------
