@@ -398,3 +398,18 @@ def test_added_functions_carry_at_least_half_of_the_points(assignment):
     cases = load(assignment)
     added = sum(cases.points_of(f) for f in NUMPY_ADDED[assignment])
     assert 2 * added >= cases.max_score
+
+
+def test_a_mistake_whose_output_is_right_on_a_case_is_not_named_there():
+    """With one channel a group GroupNorm is InstanceNorm, with one group it is LayerNorm over (C, H, W), and
+    on constant inputs y is beta whatever the statistics: an answer that failed those cases for another
+    reason (here a cache that keeps the statistics' last axis) was told it had made those slips."""
+    from helpers import solution_source
+
+    source = solution_source("01-forward", "groupnorm_forward")
+    assert '"mean": mu[..., 0], "rstd": rs[..., 0]' in source
+    source = source.replace('"mean": mu[..., 0], "rstd": rs[..., 0]', '"mean": mu, "rstd": rs')
+    verdict = judged("01-forward", "groupnorm_forward", source)
+    assert verdict and all(any("should have shape" in p for p in problems) for problems in verdict.values())
+    named = {case: p for case, problems in verdict.items() for p in problems if "known mistake" in p}
+    assert not named, named

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import calling
-from ..checks import unmodified_problems
+from ..checks import as_float64, unmodified_problems
 
 ASSIGNMENTS = {
     "01-forward": "normgrad.cases.forward",
@@ -179,6 +179,11 @@ def diagnose(assignment: Assignment, function: str, trial: Trial, returned) -> M
                 wrongs.append((mistake, mistake.impl(*_float64(trial.args), **trial.kwargs)))
         except Exception:  # a mistake that cannot apply to these inputs matches nothing
             continue
+    # A mistake whose output passes this case cannot be what failed it: on a group of one channel GroupNorm
+    # is InstanceNorm, on constant rows y is beta whatever the statistics. Naming it there told a student
+    # whose answer failed for another reason (a cache's shape, a modified input) of a slip they had not made.
+    rtol = _smallest_rtol(trial.judge)
+    wrongs = [(mistake, wrong) for mistake, wrong in wrongs if not _passes(wrong, trial.expected, rtol)]
     for factor in MATCH_TOLERANCES:
         judge = loosened(trial.judge, factor)
         if factor > 1 and not loosened(trial.judge, factor * NEARER_BY)(returned, trial.expected):
@@ -189,6 +194,44 @@ def diagnose(assignment: Assignment, function: str, trial: Trial, returned) -> M
                 if not judge(returned, wrong):
                     return mistake
     return None
+
+
+COINCIDE = 1e-9  # where a judge names no tolerance: outputs this near the right one are the same answer
+
+
+def _smallest_rtol(judge) -> float:
+    rtol = getattr(judge, "keywords", {}).get("rtol")
+    if rtol is None:
+        return COINCIDE
+    return min(rtol) if isinstance(rtol, (tuple, list)) else rtol
+
+
+def _passes(wrong, expected, rtol: float) -> bool:
+    """Is a mistake's output the right answer on this case, within `rtol` of each array's largest entry?
+    The entries a mistake leaves None are not compared. It errs towards "no" (no floors, the smallest of a
+    judge's tolerances), which keeps a mistake among the candidates, as before."""
+    if wrong is None:
+        return True
+    if isinstance(expected, dict):  # a key the mistake lacks, or adds, is a difference; one it sets to None is not
+        return (isinstance(wrong, dict) and set(wrong) == set(expected)
+                and all(_passes(wrong[k], v, rtol) for k, v in expected.items()))
+    if isinstance(expected, (tuple, list)):
+        return (isinstance(wrong, (tuple, list)) and len(wrong) == len(expected)
+                and all(_passes(w, e, rtol) for w, e in zip(wrong, expected)))
+    if expected is None:
+        return False
+    try:
+        w, e = as_float64(wrong), as_float64(expected)
+    except (TypeError, ValueError):
+        try:
+            return bool(wrong == expected)
+        except Exception:  # an array-like that compares element by element, or not at all
+            return False
+    if w.shape != e.shape:
+        return False
+    with np.errstate(all="ignore"):
+        worst = float(np.max(np.abs(w - e), initial=0.0))
+    return worst <= rtol * max(float(np.max(np.abs(e), initial=0.0)), np.finfo(np.float64).tiny)
 
 
 def diagnose_error(assignment: Assignment, function: str, error: str) -> Mistake | None:

@@ -110,9 +110,17 @@ CASES = _cases("mean") + _cases("variance")
 OTHER = {"mean": "variance", "variance": "mean"}
 SECTION = "02-chain-rule.html#all-ones"
 
+def _other_path(x, gamma, path):
+    """The wrong-path mistake: a dy that hides the other path. On rows whose values are all equal x_hat is 0,
+    so every dy hides the variance path; there it would name any wrong answer, and so names none."""
+    if OTHER[path] == "variance" and np.ptp(np.asarray(x, dtype=np.float64), axis=1).max(initial=0.0) == 0:
+        raise ValueError("every dy hides the variance path of constant rows")
+    return {"hides": OTHER[path]}
+
+
 MISTAKES = [
     Mistake("hide_path", "wrong-path", "a gradient that hides the other path, not the one asked for", SECTION,
-            lambda x, gamma, path: {"hides": OTHER[path]}),
+            _other_path),
     Mistake("hide_path", "zero-gradient",
             "a zero gradient: it hides every path and so tells nothing; every row's largest |dy| must be between "
             f"{ROW_MAX[0]} and {ROW_MAX[1]}", SECTION, lambda x, gamma, path: {"zero": True}),
