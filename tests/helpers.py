@@ -110,6 +110,15 @@ def run_cell(source: str, name: str = "<cell>") -> dict:
     return namespace
 
 
+def mutated(assignment: str, function: str, replacements: dict[str, str]) -> str:
+    """The solution's cell of `function` with each of `replacements` made: a known mistake, as a student makes it."""
+    source = solution_source(assignment, function)
+    for old, new in replacements.items():
+        assert old in source, f"the solution of {function} no longer contains {old!r}: update this mutant"
+        source = source.replace(old, new)
+    return source
+
+
 def judged(assignment: str, function: str, source: str, seed: int = VISIBLE_SEED,
            isolated: bool = False, names: set[str] | None = None) -> dict[str, list[str]]:
     """Every case of `function` (hidden ones too) judged in this process against the code of one cell.

@@ -28,7 +28,7 @@ import torch
 
 import helpers
 from autograder.cli import main as autograder_main
-from helpers import chapter_cells, judged, solution_source, submission, times_tolerance, write
+from helpers import chapter_cells, judged, mutated, solution_source, submission, times_tolerance, write
 from normgrad import calling
 from normgrad.cases import ASSIGNMENTS, _float64, case_rng, load
 
@@ -37,14 +37,6 @@ ADDED = {
     "05-thnn": {"shard_sums", "shard_grad_in"},
     "06-triton": {"layernorm_dx_triton", "rmsnorm_backward_triton"},
 }
-
-
-def mutated(assignment: str, function: str, replacements: dict[str, str]) -> str:
-    source = solution_source(assignment, function)
-    for old, new in replacements.items():
-        assert old in source, f"the solution of {function} no longer contains {old!r}: update this mutant"
-        source = source.replace(old, new)
-    return source
 
 
 def test_added_functions_carry_half_the_points_and_triton_the_most():

@@ -21,7 +21,8 @@ import torch
 from autograder import sandbox
 from autograder.inside import protocol
 from autograder.course import nbgrader_meta
-from helpers import case_names, child_env, failures, judged, report, solution_source, solved, submission, write
+from helpers import case_names, child_env, failures, judged, report, solved, submission, write
+from helpers import mutated as mutated_solution
 from normgrad import triton_layernorm  # noqa: F401  (without CUDA, Triton's interpreter, before any @jit)
 from normgrad.cases import load
 
@@ -30,11 +31,7 @@ FUNCTION = "layernorm_backward_triton"
 
 
 def mutated(replacements: dict[str, str]) -> str:
-    source = solution_source(ASSIGNMENT, FUNCTION)
-    for old, new in replacements.items():
-        assert old in source, f"the solution no longer contains {old!r}: update this mutant"
-        source = source.replace(old, new)
-    return source
+    return mutated_solution(ASSIGNMENT, FUNCTION, replacements)
 
 
 # A version with a lock per group of rows (chapter 6's second rung, written anew): correct when

@@ -55,23 +55,24 @@ INTERPRETER_NAN = (
     "sums and partial sums in float32, and round only when storing the results")
 
 
-def _with_interpreter_hint(make):
-    """The trial maker `make`, whose judge adds INTERPRETER_NAN to a non-finite bfloat16 answer on the CPU."""
+def with_interpreter_hint(make):
+    """The trial maker `make`, whose judge adds INTERPRETER_NAN to a non-finite bfloat16 answer on the CPU.
+    The judge stays a partial of its tolerance, which `diagnose` loosens to match a mistake."""
     def hinted(rng, device):
         trial = make(rng, device)
         if device != "cpu" or trial.args[1].dtype != BF16:
             return trial
-        judge = trial.judge
-
-        def judge_with_hint(returned, expected):
-            problems = judge(returned, expected)
-            if any("non-finite" in p for p in problems):
-                problems = problems + [INTERPRETER_NAN]
-            return problems
-
-        return replace(trial, judge=judge_with_hint)
+        judge = trial.judge  # a partial of keywords alone (arrays_problems, value_problems)
+        return replace(trial, judge=partial(_hinted, judge.func, **judge.keywords))
 
     return hinted
+
+
+def _hinted(judge, returned, expected, **keywords):
+    problems = judge(returned, expected, **keywords)
+    if any("non-finite" in p for p in problems):
+        problems = problems + [INTERPRETER_NAN]
+    return problems
 
 
 def kernels_do_the_work(make):
@@ -81,7 +82,7 @@ def kernels_do_the_work(make):
 
 
 def _case(name, points, hidden, description, make, seconds=20.0):
-    return Case(FUNCTION, name, points, hidden, description, kernels_do_the_work(_with_interpreter_hint(make)),
+    return Case(FUNCTION, name, points, hidden, description, kernels_do_the_work(with_interpreter_hint(make)),
                 devices=DEVICES, seconds=seconds)
 
 

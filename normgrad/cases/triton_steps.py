@@ -26,7 +26,7 @@ from . import Case, Mistake
 from . import rmsnorm_backward as rms
 from .judging import value_problems
 from .torch_trials import backward_trial, slipped_backward
-from .triton_backward import kernels_do_the_work
+from .triton_backward import kernels_do_the_work, with_interpreter_hint
 
 DEVICES = ("cuda",) if torch.cuda.is_available() else ("cpu",)
 F64, F32, F16, BF16 = torch.float64, torch.float32, torch.float16, torch.bfloat16
@@ -54,8 +54,8 @@ def ln_sized(cpu_shape, cuda_shape, dtype, **options):
 
 
 def _case(function, name, points, hidden, description, make, seconds=20.0):
-    return Case(function, name, points, hidden, description, kernels_do_the_work(make), devices=DEVICES,
-                seconds=seconds)
+    return Case(function, name, points, hidden, description, kernels_do_the_work(with_interpreter_hint(make)),
+                devices=DEVICES, seconds=seconds)
 
 
 _dx = partial(_case, DX)
