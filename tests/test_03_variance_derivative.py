@@ -63,6 +63,7 @@ SLIPS = {
         "sign-error": {"var_part": "np.outer(xc, xc) * rstd**3 / D"},
         "missing-factor-2": {"var_part": "-np.outer(xc, xc) * rstd**3 / (2 * D)"},
         "rstd-squared": {"var_part": "-np.outer(xc, xc) * rstd**2 / D"},
+        "eps-outside-sqrt": {"rstd": "1 / (np.sqrt(var) + eps)"},
     },
 }
 

@@ -121,7 +121,7 @@ def _jacobian(x, eps: float = 1e-5, slip: str | None = None) -> np.ndarray:
     d = x.shape[0]
     centered = x - x.mean()
     var = centered @ centered / (d - 1 if slip == "unbiased-variance" else d)
-    rstd = 1.0 / np.sqrt(var + eps)
+    rstd = 1.0 / (np.sqrt(var) + eps) if slip == "eps-outside-sqrt" else 1.0 / np.sqrt(var + eps)
     direct = rstd * np.eye(d)
     through_mean = np.full((d, d), -rstd / d)
     # d x_hat_i / d sigma^2 times d sigma^2 / d x_j: -(x_i - mu) rstd^3 / 2 times 2 (x_j - mu) / D
@@ -162,6 +162,9 @@ MISTAKES = [
     *(Mistake("layernorm_jacobian", name, message, f"{CHAIN_RULE}#{anchor}",
               lambda x, eps=1e-5, _slip=name: _jacobian(x, eps, _slip))
       for name, (message, anchor) in JACOBIAN_SLIPS.items()),
+    Mistake("layernorm_jacobian", "eps-outside-sqrt",
+            "rstd = 1 / (sqrt(var) + eps) in the right formula: eps belongs inside the square root",
+            "01-forward.html#where-eps-sits", lambda x, eps=1e-5: _jacobian(x, eps, "eps-outside-sqrt")),
 ]
 
 from .second_edition import extend  # noqa: E402  (the second edition's GroupNorm, RMSNorm and hide_path tasks)
