@@ -176,6 +176,9 @@ def cmd_grade(args) -> int:
         raise SystemExit("--jobs must be at least 1")
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out {safe.name(out)} is a file, not a folder: give a folder for grades.csv and feedback/")
+    if out.is_symlink() and not out.exists():
+        raise SystemExit(f"--out {safe.name(out)} is a link to nothing (or a loop of links): give a folder for "
+                         "grades.csv and feedback/")
     inner = one_student_folder(root)
     if inner is not None:
         raise SystemExit(f"{root}/{safe.name(inner)}/ holds notebooks: {root} looks like one student's folder, not "

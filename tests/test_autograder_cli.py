@@ -206,3 +206,15 @@ def test_grade_refuses_an_out_that_is_a_file_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match="is a file, not a folder") as stop:
         main(["grade", str(tmp_path / "submitted"), "--out", str(taken)])
     assert "\n" not in str(stop.value.code) and taken.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("target", ["nowhere", "loop"])
+def test_grade_refuses_an_out_that_links_to_nothing_in_one_line(tmp_path, target):
+    from autograder.cli import main
+
+    (tmp_path / "submitted").mkdir()
+    link = tmp_path / "grades"
+    link.symlink_to(tmp_path / target if target == "nowhere" else link)
+    with pytest.raises(SystemExit, match="is a link to nothing") as stop:  # it said "cannot make this folder (File exists)"
+        main(["grade", str(tmp_path / "submitted"), "--out", str(link)])
+    assert "\n" not in str(stop.value.code)
