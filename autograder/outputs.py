@@ -60,6 +60,9 @@ def read_table(path: Path) -> tuple[list[str], list[dict]]:
             header, rows = list(reader.fieldnames or []), list(reader)
     except FileNotFoundError:
         return [], []
+    except (csv.Error, OSError) as e:  # not a table at all (a field past csv's size limit), or unreadable
+        raise GradesFileError(f"{safe.name(path)} cannot be read as a table ({safe.text(str(e))[:200]}): it is not "
+                              "merged into or written over; move it aside, or grade into another --out") from None
     if rows and not all(k in header for k in KEYS):
         raise GradesFileError(f"{safe.name(path)} has no {' and '.join(KEYS)} columns in its first line "
                               f"({safe.text(', '.join(map(str, header)))[:200]}): it is not merged into or written "

@@ -370,6 +370,14 @@ def test_a_csv_without_the_key_columns_is_never_written_over(tmp_path, first_lin
     assert path.read_bytes() == before
 
 
+def test_a_csv_that_is_not_a_table_is_never_written_over(tmp_path):
+    path = tmp_path / "grades.csv"
+    path.write_text("student,assignment\n" + "a" * 200_000 + ",01-forward\n")  # past csv's field limit
+    with pytest.raises(outputs.GradesFileError, match="cannot be read as a table"):
+        outputs.check_writable(tmp_path)
+    assert path.read_text().startswith("student,assignment\naaa")
+
+
 def test_an_out_folder_that_takes_no_file_or_a_grades_csv_that_is_a_folder_stops_the_grader_first(tmp_path,
                                                                                                 monkeypatch):
     (tmp_path / "grades.csv").mkdir()
