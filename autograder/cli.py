@@ -263,6 +263,9 @@ def cmd_grade(args) -> int:
                 first = report.one_line(result.notes[0])[:200] if result.notes else ""
                 print(f"{result.student:<20} {result.assignment:<24} {report.fmt_points(result.score):>6} / "
                       f"{report.fmt_points(result.max_score):<6} {first}", flush=True)
+            except GradesFileError as e:  # grades.csv changed under the run: said in a line, not a traceback
+                failed.append(sub.student)
+                print(f"could not write the results of {sub.student} ({sub.assignment}): {e}", file=sys.stderr)
             except Exception:  # this student's outputs only: the class goes on
                 failed.append(sub.student)
                 print(f"could not write the results of {sub.student} ({sub.assignment}):\n"
@@ -315,8 +318,11 @@ def cmd_grade(args) -> int:
         where += f", {autograded}/"
     print(f"graded {len(written)} notebook(s); wrote {where}")
     # the whole class was scanned: a row nobody was found for is worth a look (a --student run looks at no other row)
-    absent = [] if args.student else rows_without_notebook(out, {(safe.name(s.student), safe.name(s.assignment))
-                                                                  for s in found})
+    try:
+        absent = [] if args.student else rows_without_notebook(out, {(safe.name(s.student), safe.name(s.assignment))
+                                                                      for s in found})
+    except GradesFileError:  # grades.csv changed under the run; each student it stopped was named above
+        absent = []
     named = set(absent)
     for assignment, a in figures.items():
         # the summary counts every student's results.json; say how many of them the NOTE below names

@@ -16,15 +16,19 @@ feedback may be a run newer than its row (the rerun writes both).
 grades.csv is the instructors' file as much as the grader's: one saved by a
 spreadsheet (with a byte-order mark, CRLF line ends) is read as it is, the
 columns an instructor added are kept (a regraded student keeps their cells),
-and a file whose header lacks the student and assignment columns is never
-written over.
+and a file that could not be written back as it was read (not UTF-8, no
+student and assignment columns, a column named twice, cells under no name,
+two rows of one student and assignment) is never written over. The grader's
+own columns are the grader's: a regraded student's score is this run's.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,24 +53,65 @@ class GradesFileError(Exception):
 
 
 KEYS = ("student", "assignment")
+MAX_CELL = 1 << 24  # csv's own limit, 128 KiB a cell, would stop at an instructor's long comment
+
+
+def _refuse(path: Path, why: str) -> GradesFileError:
+    return GradesFileError(f"{safe.name(path)} {why}: it is not merged into or written over; fix it, move it "
+                           "aside, or grade into another --out")
 
 
 def read_table(path: Path) -> tuple[list[str], list[dict]]:
-    """grades.csv's header and rows ([] and [] when there is none yet). A spreadsheet's byte-order mark is
-    read as one; a header without the key columns raises GradesFileError rather than be merged into."""
+    """grades.csv's header and rows ([] and [] when there is none yet), read strictly: whatever could not be
+    written back as it was read raises GradesFileError, before anything is written. A spreadsheet's
+    byte-order mark and CRLF are read as such; a row shorter than the header is padded, and a column with
+    neither a name nor a value is dropped, which loses nothing."""
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-            reader = csv.DictReader(f)
-            header, rows = list(reader.fieldnames or []), list(reader)
+        raw = path.read_bytes()
     except FileNotFoundError:
         return [], []
-    except (csv.Error, OSError) as e:  # not a table at all (a field past csv's size limit), or unreadable
-        raise GradesFileError(f"{safe.name(path)} cannot be read as a table ({safe.text(str(e))[:200]}): it is not "
-                              "merged into or written over; move it aside, or grade into another --out") from None
-    if rows and not all(k in header for k in KEYS):
-        raise GradesFileError(f"{safe.name(path)} has no {' and '.join(KEYS)} columns in its first line "
-                              f"({safe.text(', '.join(map(str, header)))[:200]}): it is not merged into or written "
-                              "over; move it aside, or grade into another --out")
+    except OSError as e:
+        raise _refuse(path, f"cannot be read ({e.strerror or e})") from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise _refuse(path, "is UTF-16 (a spreadsheet's \"Unicode text\"): save it as CSV, UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise _refuse(path, f"is not UTF-8 (byte {e.start}; saved as Latin-1 or Windows-1252?): save it as CSV, "
+                            "UTF-8") from None
+    limit = csv.field_size_limit()
+    try:
+        csv.field_size_limit(MAX_CELL)
+        table = [row for row in csv.reader(io.StringIO(text, newline=""), strict=True) if row]
+    except csv.Error as e:
+        raise _refuse(path, f"cannot be read as a table ({safe.text(str(e))[:200]}; a quote left open?)") from None
+    finally:
+        csv.field_size_limit(limit)
+    if not table:
+        return [], []
+    header, rows = table[0], table[1:]
+    width = max(map(len, table))
+    header = header + [""] * (width - len(header))
+    rows = [row + [""] * (width - len(row)) for row in rows]
+    unnamed = [i for i, name in enumerate(header) if not name.strip()]
+    if any(row[i] for row in rows for i in unnamed):
+        raise _refuse(path, f"has cells under no column name (column {unnamed[0] + 1}; or a quote left open)")
+    named = [i for i in range(width) if i not in unnamed]
+    header = [header[i] for i in named]
+    if not all(k in header for k in KEYS):
+        raise _refuse(path, f"has no {' and '.join(KEYS)} columns in its first line "
+                            f"({safe.text(', '.join(header))[:200]})")
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise _refuse(path, f"names a column twice ({safe.text(', '.join(twice))[:200]})")
+    rows = [{header[j]: row[i] for j, i in enumerate(named)} for row in rows]
+    for row in rows:  # a formula's quote stripped by a spreadsheet: the cell as the grader writes it again
+        for column in fmt.TEXT_COLUMNS:
+            if row.get(column, "")[:1] in safe.FORMULA_STARTS:
+                row[column] = "'" + row[column]
+    again = sorted(k for k, n in Counter(_key(row) for row in rows).items() if n > 1)
+    if again:
+        raise _refuse(path, "has two rows for " + safe.text(", ".join(f"{s} ({a})" for s, a in again[:5]))[:200])
     return header, rows
 
 
@@ -107,7 +152,8 @@ def check_writable(out: Path) -> None:
     path = out / "grades.csv"
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise GradesFileError(f"{safe.name(path)} is not a regular file: move it aside, or grade into another --out")
-    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+    # a file with no write bit is read-only to the instructor, whom root's access would not stop
+    if path.exists() and (not os.access(path, os.R_OK | os.W_OK) or not path.stat().st_mode & 0o222):
         raise GradesFileError(f"{safe.name(path)} is read-only (or immutable): make it writable, or grade into "
                               "another --out; nothing graded")
     read_table(path)

@@ -126,7 +126,8 @@ def distinct_names(values) -> dict[str, str]:
     return keys
 
 
-_FORMULA = ("=", "+", "-", "@", "\t", "\r", "'")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs, or shows as something else
+_FORMULA = FORMULA_STARTS + ("'",)
 
 
 def csv_cell(value) -> str:

@@ -358,24 +358,46 @@ def test_a_spreadsheets_csv_keeps_its_names_and_an_instructors_column_and_a_regr
         "alice": ("24", "checked"), "bob": ("20", "asked for an extension"), "carol": ("7", "")}
 
 
-@pytest.mark.parametrize("first_line", ["student;assignment;notebook;score", "name,score"])
-def test_a_csv_without_the_key_columns_is_never_written_over(tmp_path, first_line):
+HEAD = "student,assignment,notebook,score,TA\r\n"
+REFUSED = {  # what a spreadsheet or a hand can make of grades.csv, that could not be written back as read
+    "semicolons": ("student;assignment;notebook;score\r\nann;01-forward;forward.ipynb;24\r\n".encode(),
+                   "no student and assignment columns"),
+    "header-alone": (b"name;assignment;score;TA\r\n", "no student and assignment columns"),
+    "windows-1252": ((HEAD + "zo\u00eb,01-forward,forward.ipynb,52,tr\u00e8s bien\r\n").encode("cp1252"), "not UTF-8"),
+    "utf-16": ((HEAD + "ann,01-forward,forward.ipynb,52,ok\r\n").replace(",", "\t").encode("utf-16"), "UTF-16"),
+    "column-twice": (b"student,assignment,score,comment,comment\nann,01-forward,52,one,two\n", "names a column twice"),
+    "cells-unnamed": (b"student,assignment,score,\nann,01-forward,52,a TA's note\n", "cells under no column name"),
+    "cells-past-header": (b"student,assignment,score\nann,01-forward,52,a TA's note\n", "cells under no column name"),
+    "quote-left-open": ((HEAD + 'bob,01-forward,forward.ipynb,3,"see me\r\nann,01-forward,forward.ipynb,52,ok\r\n')
+                        .encode(), "quote left open"),
+    "row-twice": ((HEAD + "ann,01-forward,forward.ipynb,52,one\r\nann,01-forward,forward.ipynb,52,two\r\n").encode(),
+                  "two rows for ann .01-forward."),
+}
+
+
+@pytest.mark.parametrize("kind", list(REFUSED))
+def test_a_csv_that_could_not_be_written_back_as_read_is_never_written_over(tmp_path, kind):
+    """Each of these was merged into, losing cells, rows or characters, or writing a row twice."""
+    content, why = REFUSED[kind]
     path = tmp_path / "grades.csv"
-    path.write_text(f"{first_line}\nalice;01-forward;forward.ipynb;24\n")
-    before = path.read_bytes()
-    with pytest.raises(outputs.GradesFileError, match="no student and assignment columns"):
+    path.write_bytes(content)
+    with pytest.raises(outputs.GradesFileError, match=why):
         outputs.check_writable(tmp_path)
     with pytest.raises(outputs.GradesFileError):
         outputs.merge_rows(tmp_path, [_row("bob", "20")])
-    assert path.read_bytes() == before
+    assert path.read_bytes() == content
 
 
-def test_a_csv_that_is_not_a_table_is_never_written_over(tmp_path):
+def test_what_a_spreadsheet_adds_and_takes_away_without_loss_is_read(tmp_path):
+    """A trailing empty column, blank lines, short rows, a long comment and a formula's quote stripped:
+    merged, nothing lost, and the stripped name still keys its row (it was written again under a new key)."""
     path = tmp_path / "grades.csv"
-    path.write_text("student,assignment\n" + "a" * 200_000 + ",01-forward\n")  # past csv's field limit
-    with pytest.raises(outputs.GradesFileError, match="cannot be read as a table"):
-        outputs.check_writable(tmp_path)
-    assert path.read_text().startswith("student,assignment\naaa")
+    path.write_text("student,assignment,notebook,score,TA,\r\n\r\n=cmd,01-forward,forward.ipynb,5,ok,\r\n"
+                    f"ann,01-forward,forward.ipynb,52,{'x' * 200_000}\r\nbob,01-forward\r\n\r\n")
+    outputs.merge_rows(tmp_path, [_row("'=cmd", "9")])
+    header, table = outputs.read_table(path)
+    assert header[-1] == "TA" and [r["student"] for r in table] == ["'=cmd", "ann", "bob"]
+    assert [(r["score"], len(r["TA"])) for r in table] == [("9", 2), ("52", 200_000), ("", 0)]
 
 
 def test_an_out_folder_that_takes_no_file_or_a_grades_csv_that_is_a_folder_stops_the_grader_first(tmp_path,
@@ -393,13 +415,16 @@ def test_an_out_folder_that_takes_no_file_or_a_grades_csv_that_is_a_folder_stops
         outputs.check_writable(tmp_path)
 
 
-def test_a_rewritten_file_keeps_the_mode_an_instructor_gave_it(tmp_path):
+def test_a_rewritten_file_keeps_the_mode_an_instructor_gave_it_and_a_read_only_one_stops_the_grader(tmp_path):
     path = tmp_path / "grades.csv"
     safe.write_atomic(path, "student,assignment\n")
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     path.chmod(0o600)
     outputs.merge_rows(tmp_path, [_row("bob", "20")])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o444)  # as root too, whom os.access lets write it
+    with pytest.raises(outputs.GradesFileError, match="is read-only"):
+        outputs.check_writable(tmp_path)
 
 
 # --- feedback ---------------------------------------------------------------------------------
