@@ -287,7 +287,7 @@ def cmd_grade(args) -> int:
         _on_sigterm(signal.SIG_DFL)
         interrupted = terminated = True
         started = [f for f in pending if not f.cancel()]
-        print(f"\nterminated: grading no more notebooks; the {len(started)} being graded are not written",
+        print(f"\nterminated: grading no more notebooks, and writing none of the {len(started)} being graded",
               file=sys.stderr, flush=True)
         pool.shutdown(wait=False, cancel_futures=True)
     except KeyboardInterrupt:

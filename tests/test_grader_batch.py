@@ -328,7 +328,7 @@ def test_sigterm_grades_no_one_new_writes_no_one_half_graded_and_says_so(tmp_pat
     graded = rows(out)
     assert 1 <= len(graded) < class_size and all(row["score"] == F for row in graded.values())
     agree(out)
-    assert "terminated: grading no more notebooks; the 1 being graded are not written" in complaints
+    assert "terminated: grading no more notebooks, and writing none of the 1 being graded" in complaints
     assert f"INTERRUPTED: {len(graded)} of {class_size} notebook(s) graded and written" in complaints
     assert "Traceback" not in complaints
     assert f"01-forward: {len(graded)} graded in all" in said and (out / "summary.csv").exists()
