@@ -64,7 +64,7 @@ def trial(shape, dtype: torch.dtype = f64, affine: bool = True, kind: str = "nor
         check = partial(judge, dtype=dtype, rtol=tolerances.rtol(dtype, kappa), device=device,
                         floors=(0.0, 0.0, dgamma_floor, 0.0))
         w, b = (weight.to(device), bias.to(device)) if affine else (None, None)
-        args = (strided(x, device, contiguous), w, b, eps, strided(dy, device, contiguous))
+        args = (strided(x, device, contiguous), w, b, eps, strided(dy, device, contiguous, spaced=True))
         return Trial(args=args, expected=expected, arg_names=("x", "weight", "bias", "eps", "dy"), judge=check,
                      protocol="autograd_function")
 
@@ -79,7 +79,7 @@ CASES = [
     _c("nc", 2, True, "float64 (37, 5)", trial((37, 5))),
     _c("ncdhw-no-affine", 2, True, "float64 volumes (3, 2, 4, 5, 3), no weight and bias",
        trial((3, 2, 4, 5, 3), affine=False)),
-    _c("non-contiguous", 3, True, "float32 images (5, 3, 7, 9) as transposed views",
+    _c("non-contiguous", 3, True, "float32 images (5, 3, 7, 9) as views (x transposed, dy's rows spaced apart)",
        trial((5, 3, 7, 9), f32, contiguous=False)),
     _c("tiny-variance", 3, True, "channels whose variance is far below eps", trial((9, 4, 3, 5), kind="tiny-variance")),
     _c("eps", 2, True, "eps = 1e-2 passed to apply", trial((8, 3, 5), kind="tiny-variance", eps=1e-2)),

@@ -50,7 +50,7 @@ def function_trial(shape, dtype: torch.dtype = f64, kind: str = "normal", contig
         judge = partial(arrays_problems, names=("y", "dx", "dgamma", "dbeta"), dtypes=(dtype,) * 4,
                         rtol=rtols, device=device, floors=(0.0, 0.0, dgamma_floor, 0.0))
         args = (strided(x, device, contiguous), gamma.to(device), beta.to(device), eps,
-                strided(dy, device, contiguous))
+                strided(dy, device, contiguous, spaced=True))
         return Trial(args=args, expected=(ref.y, ref.dx, ref.dgamma, ref.dbeta),
                      arg_names=("x", "gamma", "beta", "eps", "dy"), judge=judge, protocol="autograd_function")
 
@@ -79,7 +79,7 @@ def _backward_cases(function: str, norm: str) -> list[Case]:
         c("float32", 1, False, "float32, results in float32", m(shape(7, 33), f32)),
         c("odd-shape", 1, True, f"float64, a {size(13, 37)}", m(shape(13, 37), f64)),
         c("few-values", 1, True, f"float64, a {size(9, 3)}: groups of only 3 values", m(shape(9, 3), f64)),
-        c("non-contiguous", 1, True, "float32 inputs that are transposed views",
+        c("non-contiguous", 1, True, "float32 views, not contiguous: x transposed, dy's rows spaced apart",
           m(shape(24, 70), f32, contiguous=False)),
         c("tiny-variance", 2, True, "groups whose variance is far below eps", m(shape(6, 17), f64, "tiny-variance")),
         c("constant", 1, True, "groups whose values are all equal (zero variance)", m(shape(5, 9), f64, "constant")),
@@ -115,7 +115,7 @@ def _function_cases() -> list[Case]:
         c("small", 1, False, "float64, a 6 x 10 input", function_trial((6, 10))),
         c("float32", 1, False, "float32, results in float32", function_trial((5, 24), f32)),
         c("odd-shape", 1, True, "float64, an 11 x 23 input", function_trial((11, 23))),
-        c("non-contiguous", 1, True, "float32 inputs that are transposed views",
+        c("non-contiguous", 1, True, "float32 views, not contiguous: x transposed, dy's rows spaced apart",
           function_trial((20, 45), f32, contiguous=False)),
         c("tiny-variance", 2, True, "rows whose variance is far below eps",
           function_trial((6, 17), kind="tiny-variance")),

@@ -83,7 +83,7 @@ def sums_trial(shape, dtype=f64, kind="normal", contiguous=True, part=(1, 4), of
         out = stats_dtype(dtype)
         judge = partial(arrays_problems, names=("sum_dy", "sum_dy_xmu"), dtypes=(out, out),
                         rtol=tolerances.rtol(out, kappa), device=device, floors=floors)
-        args = (strided(dy[rows], device, contiguous), strided(x[rows], device, contiguous), mean.to(device))
+        args = (strided(dy[rows], device, contiguous, spaced=True), strided(x[rows], device, contiguous), mean.to(device))
         return Trial(args=args, expected=expected, judge=judge, arg_names=("grad_out", "x", "mean"))
 
     return make
@@ -106,7 +106,7 @@ def grad_in_trial(shape, dtype=f64, kind="normal", contiguous=True, weighted=Tru
         count = x.numel() // shape[1]
         judge = partial(value_problems, name="grad_in", dtype=dtype, rtol=tolerances.rtol(dtype, kappa),
                         device=device)
-        args = (strided(dy[rows], device, contiguous), strided(x[rows], device, contiguous),
+        args = (strided(dy[rows], device, contiguous, spaced=True), strided(x[rows], device, contiguous),
                 None if weight is None else weight.to(device), mean.to(device), invstd.to(device),
                 sum_dy.to(device), sum_dy_xmu.to(device), count)
         return Trial(args=args, expected=ref.dx[rows], judge=judge,
@@ -128,7 +128,7 @@ def split_trial(shape, sizes, dtype=f64, kind="normal", contiguous=True, weighte
         expected = tuple(ref.dx[rows] for rows in _cut(sizes, shape[0]))
         judge = partial(arrays_problems, names=names, dtypes=(dtype,) * len(sizes),
                         rtol=tolerances.rtol(dtype, kappa), device=device)
-        args = (strided(dy, device, contiguous), strided(x, device, contiguous),
+        args = (strided(dy, device, contiguous, spaced=True), strided(x, device, contiguous),
                 None if weight is None else weight.to(device), mean.to(device), invstd.to(device), tuple(sizes))
         return Trial(args=args, expected=expected, judge=judge, protocol="shards",
                      arg_names=("grad_out", "x", "weight", "mean", "invstd", "sizes"))
@@ -142,7 +142,7 @@ CASES = [
     _sums("nc", 1, False, "float64 (12, 5), rows 1 to 3 of the batch", sums_trial((12, 5))),
     _sums("nchw", 2, True, "float32 images (7, 3, 4, 5), rows 1 to 3", sums_trial((7, 3, 4, 5), f32)),
     _sums("one-sample", 1, True, "float64 (9, 4, 6), a shard of a single sample", sums_trial((9, 4, 6), part=(8, 9))),
-    _sums("non-contiguous", 1, True, "float32 (10, 3, 8) as transposed views",
+    _sums("non-contiguous", 1, True, "float32 (10, 3, 8) as views (x transposed, dy's rows spaced apart)",
           sums_trial((10, 3, 8), f32, contiguous=False, part=(2, 7))),
     _sums("large-offset", 1, True, "float32 channels with means of 1e3 to 2e3", sums_trial((9, 3, 6), f32, "large-offset")),
     _sums("bfloat16", 1, True, "bfloat16 images (8, 4, 6, 7): float32 sums",
@@ -162,7 +162,7 @@ CASES = [
     _grad("split-nc", 1, True, "float64 (13, 6) cut into 1 and 12 samples", split_trial((13, 6), (1, 12))),
     _grad("split-no-weight", 1, True, "float32 images (6, 3, 5, 4) in shards of 2, 1, 3, weight None",
           split_trial((6, 3, 5, 4), (2, 1, 3), f32, weighted=False)),
-    _grad("split-non-contiguous", 1, True, "float32 (8, 5, 7) as transposed views, shards of 4, 1, 3",
+    _grad("split-non-contiguous", 1, True, "float32 (8, 5, 7) as views (x transposed, dy's rows spaced apart), shards of 4, 1, 3",
           split_trial((8, 5, 7), (4, 1, 3), f32, contiguous=False)),
     _grad("split-tiny-variance", 2, True, "float64 channels whose variance is far below eps, shards of 3, 1, 5",
           split_trial((9, 4, 3, 5), (3, 1, 5), kind="tiny-variance")),

@@ -41,11 +41,11 @@ def _cases() -> list[Case]:
         c("eval", 1, False, "float32 (6, 4), evaluation mode (running statistics)", trial((6, 4), f32, train=False)),
         c("nc", 1, True, "float64 (37, 5), training mode", trial((37, 5), how="positional")),
         c("ncl", 1, True, "float32 sequences (9, 4, 13), training mode", trial((9, 4, 13), f32)),
-        c("nchw-non-contiguous", 1, True, "float32 images (5, 3, 7, 9) as transposed views",
+        c("nchw-non-contiguous", 1, True, "float32 images (5, 3, 7, 9) as views (x transposed, dy's rows spaced apart)",
           trial((5, 3, 7, 9), f32, contiguous=False)),
         c("ncdhw", 1, True, "float64 volumes (3, 2, 4, 5, 3)", trial((3, 2, 4, 5, 3))),
         c("eval-nchw", 2, True, "float64 images (4, 3, 6, 5), evaluation mode", trial((4, 3, 6, 5), train=False)),
-        c("eval-non-contiguous", 1, True, "float32 (6, 5, 7) as transposed views, evaluation mode, train passed "
+        c("eval-non-contiguous", 1, True, "float32 (6, 5, 7) as views (x transposed, dy's rows spaced apart), evaluation mode, train passed "
           "positionally", trial((6, 5, 7), f32, contiguous=False, train=False, how="positional")),
         c("tiny-variance", 2, True, "channels whose variance is far below eps",
           trial((9, 4, 3, 5), kind="tiny-variance")),

@@ -38,11 +38,19 @@ def rounded(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
 
-def strided(t: torch.Tensor, device: str, contiguous: bool) -> torch.Tensor:
-    """`t` on `device`; when not `contiguous`, a view with the same values and transposed strides."""
+def strided(t: torch.Tensor, device: str, contiguous: bool, spaced: bool = False) -> torch.Tensor:
+    """`t` on `device`; when not `contiguous`, a view with the same values and transposed strides, or when
+    `spaced`, rows that sit apart in a wider buffer, its gaps NaN (a read past a row's end shows).
+
+    A case's x is transposed and its dy spaced, so that code which takes dy's strides from x, or assumes
+    either is contiguous, reads the wrong values."""
     t = t.to(device)
     if contiguous or t.dim() < 2:
         return t
+    if spaced:
+        wide = torch.full((*t.shape[:-1], t.shape[-1] + 3), float("nan"), dtype=t.dtype, device=t.device)
+        wide[..., :t.shape[-1]] = t
+        return wide[..., :t.shape[-1]]
     return t.transpose(0, -1).contiguous().transpose(0, -1)
 
 
@@ -161,7 +169,7 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
                                            eps, dy=dy)
             across = (1, -1) + (1,) * (len(shape) - 2)
             kappa = max(kappa, float((x.double().abs() * rstd.double().reshape(across)).max()))
-        args = (strided(dy, device, contiguous), strided(x, device, contiguous), gamma.to(device),
+        args = (strided(dy, device, contiguous, spaced=True), strided(x, device, contiguous), gamma.to(device),
                 mean.to(device), rstd.to(device), *extra_args)
         judge = partial(arrays_problems, names=result_names, dtypes=(dtype, dtype, dtype),
                         rtol=tolerances.backward_rtols(dtype, kappa, truncated), device=device,

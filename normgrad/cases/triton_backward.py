@@ -101,7 +101,7 @@ CASES = [
           trial((17, 600), F32, kind="tiny-variance")),
     _case("large-offset", 2, True, "float32 rows with means of 1e3 to 2e3 and unit spread",
           trial((17, 600), F32, kind="large-offset")),
-    _case("strided", 2, True, "float32 inputs that are transposed views (not contiguous)",
+    _case("strided", 2, True, "float32 views, not contiguous: x transposed, dy's rows spaced apart",
           trial((20, 513), F32, contiguous=False)),
     # A bfloat16 running sum of positive terms stalls after a few hundred of them (the increments fall
     # below half a unit in the last place): dgamma and dbeta summed in 16 bits over ~800 rows per program

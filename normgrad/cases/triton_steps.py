@@ -74,7 +74,7 @@ CASES = [
         dx_only(backward_trial("layer", (9, 300), F32, kind="tiny-variance"))),
     _dx("large-offset", 3, True, "float32 rows with means of 1e3 to 2e3 and unit spread",
         dx_only(backward_trial("layer", (9, 300), F32, kind="large-offset"))),
-    _dx("strided", 3, True, "float32 inputs that are transposed views (not contiguous)",
+    _dx("strided", 3, True, "float32 views, not contiguous: x transposed, dy's rows spaced apart",
         dx_only(backward_trial("layer", (10, 513), F32, contiguous=False))),
     _dx("bfloat16-tall", 2, True, "bfloat16, 40 x 100 (20000 x 100 on a GPU)",
         dx_only(ln_sized((40, 100), (20_000, 100), BF16, truncated=TRUNCATED))),
@@ -96,7 +96,7 @@ CASES = [
          rms.trial((1, 1234), F16, dy_offset=1.0)),
     _rms("tiny-rms", 5, True, "float32 rows whose mean square is far below eps", rms.trial((17, 600), F32, scale=1e-4)),
     _rms("large-values", 4, True, "float32 rows with means of 1e3 to 2e3", rms.trial((17, 600), F32, "large-offset")),
-    _rms("strided", 4, True, "float32 transposed views (not contiguous)", rms.trial((20, 513), F32, contiguous=False)),
+    _rms("strided", 4, True, "float32 views, not contiguous: x transposed, dy's rows spaced apart", rms.trial((20, 513), F32, contiguous=False)),
     # x_hat near 1 and dy near 2 over 400 rows: dgamma's column sums reach about 800, where a bfloat16
     # running total has stopped growing (from 512 up, adding 2 rounds back). On a GPU enough rows that a
     # group of rows still walks about a thousand.
