@@ -20,7 +20,7 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import natural_scales, rounded, sixteen_bit_type, stats_dtype, strided
+from .torch_trials import natural_scales, rounded, running_total, sixteen_bit_type, stats_dtype, strided
 
 EPS = 1e-6
 NAMES = (("dy", "x", "gamma", "rstd"), ("dx", "dgamma"))
@@ -94,16 +94,12 @@ partials-overwritten  dgamma from the last `groups` rows only: each program's pa
 """
 
 
-def to_bfloat16_truncated(t: torch.Tensor) -> torch.Tensor:
-    """t rounded toward zero to bfloat16 (as Triton's interpreter stores float32 into bfloat16), as float64."""
-    return (t.float().view(torch.int32) & -65536).view(torch.float32).double()
-
-
 def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1, truncate: bool = False):
     """(dx, dgamma) by the formula in float64, with one known slip (None: no slip).
 
     `truncate`: for 'half-dgamma' in bfloat16, each rounding toward zero, as Triton's interpreter
-    stores a float32 into a bfloat16 tensor (a GPU and PyTorch round to nearest).
+    stores a float32 into a bfloat16 tensor (a GPU and PyTorch round to nearest). `groups`: the programs
+    (groups of rows r, r + G, ...) of 'half-dgamma' and 'partials-overwritten'.
     """
     half = sixteen_bit_type(x, dy) if slip in ("half-rstd", "half-x-hat", "half-dgamma-terms") else None
     rstd = rstd.reshape(-1, 1)
@@ -122,11 +118,9 @@ def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1, trunca
         dx = rstd * (g - x_hat * (g * x_hat).mean(dim=1, keepdim=True))
     if slip == "half-dgamma":  # each row's term added in float32 (float64 here), the total rounded to 16 bits
         half = sixteen_bit_type(x, dy)
-        dgamma = torch.zeros(x.shape[1], dtype=torch.float64)
         if truncate and half != torch.bfloat16:
             raise ValueError("the interpreter truncates only to bfloat16")
-        for term in dy * x_hat:
-            dgamma = to_bfloat16_truncated(dgamma + term) if truncate else (dgamma + term).to(half).double()
+        dgamma = running_total(dy * x_hat, (0,), half, terms_rounded=False, truncate=truncate, groups=groups)[0]
     elif slip == "half-dgamma-terms":
         dgamma = (dy * x_hat.to(half).double()).to(half).double().sum(dim=0)
     elif slip == "partials-overwritten":

@@ -235,24 +235,28 @@ def sixteen_bit_type(*tensors) -> torch.dtype:
 
 
 def running_total(t: torch.Tensor, axes: tuple[int, ...], dtype: torch.dtype, terms_rounded: bool = True,
-                  truncate: bool = False) -> torch.Tensor:
+                  truncate: bool = False, groups: int = 1) -> torch.Tensor:
     """Sum over `axes` (kept, size 1) as a naive loop does it: one term at a time, the total rounded
     to `dtype` after each addition. Returns float64.
 
     terms_rounded=False: each term is added unrounded (a float32 term added to a 16-bit partial sum
     read from memory, the sum stored back); truncate: the total is stored by dropping bits, as
-    Triton's interpreter stores bfloat16."""
+    Triton's interpreter stores bfloat16. `groups`: G programs each keep such a total of the terms
+    g, g + G, ..., and the G totals are added up exactly (as a float32 second pass would)."""
     rest = [a for a in range(t.dim()) if a not in axes]
     terms = t.permute(*axes, *rest)  # the reduced axes first, in index order
     terms = terms.to(dtype) if terms_rounded else terms.double()
     flat = terms.reshape(-1, *terms.shape[len(axes):])
-    total = torch.zeros_like(flat[0])
-    for term in flat:
+    groups = max(1, min(groups, flat.shape[0]))
+    padding = flat.new_zeros(-flat.shape[0] % groups, *flat.shape[1:])  # adding 0 leaves a total as it is
+    steps = torch.cat([flat, padding]).reshape(-1, groups, *flat.shape[1:])
+    total = torch.zeros_like(steps[0])
+    for term in steps:
         total = total + term
         if not terms_rounded:
             total = truncated_bfloat16(total) if truncate else total.to(dtype).double()
     shape = [1 if a in axes else n for a, n in enumerate(t.shape)]
-    return total.double().reshape(shape)
+    return total.double().sum(dim=0).reshape(shape)
 
 
 def truncated_bfloat16(t: torch.Tensor) -> torch.Tensor:
@@ -266,7 +270,7 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
 
     norm='layer': x (M, N), statistics per row; norm='batch': x (N, C, *), statistics per channel.
     Arguments are float64 CPU tensors; results are float64 NumPy arrays. `groups`: the programs
-    (groups of rows) of 'partials-overwritten'.
+    (groups of rows) of 'partials-overwritten' and 'half-partials'.
     """
     if slip is not None and slip not in SLIPS:
         raise ValueError(f"unknown slip {slip!r}")
@@ -316,7 +320,8 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
         def total(t, over):
             if over != param_axes:  # the row sums of dx stay in float32
                 return t.sum(dim=over, keepdim=True)
-            return running_total(t, over, half, terms_rounded=False, truncate=slip.endswith("truncated"))
+            return running_total(t, over, half, terms_rounded=False, truncate=slip.endswith("truncated"),
+                                 groups=groups)
     else:
         def total(t, over):
             return t.sum(dim=over, keepdim=True)

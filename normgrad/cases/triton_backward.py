@@ -122,6 +122,10 @@ CASES = [
 
 # --- Known mistakes: the shared slips of the backward formula, in float64 (torch_trials). ----------
 
+# A slip of the groups of rows that programs take (rows g, g + G, ...) shows differently for each
+# number G of them, which the student's launcher chooses: each is tried, for the counts launches tend to use.
+PROGRAMS = (1, 2, 4, 8, 16, 32)
+
 def _mistake(slip, message, anchor):
     return Mistake(FUNCTION, slip, message, f"06-triton.html#{anchor}",
                    lambda dy, x, gamma, mean, rstd: slipped_backward(dy, x, gamma, mean, rstd, "layer", slip))
@@ -140,8 +144,9 @@ MISTAKES = [
             partial(slipped_backward, norm="layer", slip="half-statistics")),
     *(Mistake(FUNCTION, slip, "partial sums of dgamma or dbeta kept in the 16-bit type (or accumulated in it): "
               "keep them in float32 and round once, at the end", f"{NUMERICS}#half-precision",
-              partial(slipped_backward, norm="layer", slip=slip))
-      for slip in ("half-sums", "half-partials", "half-partials-truncated")),
+              partial(slipped_backward, norm="layer", slip=slip, groups=groups))
+      for slip, groups in [("half-sums", 1)] + [(s, g) for s in ("half-partials", "half-partials-truncated")
+                                                for g in PROGRAMS]),
     *(Mistake(FUNCTION, slip, "float16 inputs converted to bfloat16 on their way in (8 significant bits where "
               "float16 has 11): convert loads to float32", f"{NUMERICS}#half-precision",
               partial(slipped_backward, norm="layer", slip=slip))

@@ -26,7 +26,7 @@ from . import Case, Mistake
 from . import rmsnorm_backward as rms
 from .judging import value_problems
 from .torch_trials import backward_trial, slipped_backward
-from .triton_backward import kernels_do_the_work, with_interpreter_hint
+from .triton_backward import PROGRAMS, kernels_do_the_work, with_interpreter_hint
 
 DEVICES = ("cuda",) if torch.cuda.is_available() else ("cpu",)
 F64, F32, F16, BF16 = torch.float64, torch.float32, torch.float16, torch.bfloat16
@@ -130,8 +130,7 @@ HALF_PARTIALS = ("dgamma's partial sums kept in the 16-bit type: a running total
 OVERWRITTEN = ("each program's partial rows stored over instead of added to: dgamma (and dbeta) hold only the "
                "last row each program took", f"{CHAPTER}#rung-2-a-lock-per-group")
 # Which rows a program's last store came from depends on how the rows were split: the common split,
-# rows g, g + G, ..., leaves the last G rows, for the numbers of programs launches tend to use.
-PROGRAMS = (1, 2, 4, 8, 16, 32)
+# rows g, g + G, ..., leaves the last G rows, for each number of programs in PROGRAMS.
 
 
 MISTAKES = [
@@ -139,9 +138,9 @@ MISTAKES = [
       for slip, (message, anchor) in DX_SLIPS.items()],
     *[Mistake(f, "missing-mask", *MISSING_MASK, impl=None, raises=CRASH) for f in (DX, RMS)],
     *rms.mistakes(RMS, ("mean-subtracted", "mean-term-kept", "no-projection")),
-    Mistake(RMS, "half-dgamma", *HALF_PARTIALS, partial(rms.slipped, slip="half-dgamma")),
-    # The same, as Triton's interpreter stores a float32 into bfloat16: rounded toward zero.
-    Mistake(RMS, "half-dgamma", *HALF_PARTIALS, partial(rms.slipped, slip="half-dgamma", truncate=True)),
+    # Rounded to nearest, and as Triton's interpreter stores a float32 into bfloat16: rounded toward zero.
+    *[Mistake(RMS, "half-dgamma", *HALF_PARTIALS, partial(rms.slipped, slip="half-dgamma", groups=g, truncate=t))
+      for t in (False, True) for g in PROGRAMS],
     *[Mistake(RMS, "partials-overwritten", *OVERWRITTEN, partial(rms.slipped, slip="partials-overwritten", groups=g))
       for g in PROGRAMS],
     *[Mistake(LN, "partials-overwritten", *OVERWRITTEN,
