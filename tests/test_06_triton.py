@@ -110,6 +110,10 @@ MUTANTS = {
     "half-partials": lambda: mutated({"partial = torch.zeros((2, groups, N), dtype=wide,":
                                       "partial = torch.zeros((2, groups, N), dtype=x.dtype,",
                                       "acc: tl.constexpr = PARTIAL.dtype.element_ty": "acc: tl.constexpr = tl.float32"}),
+    # Partial sums in x's dtype, as a tutorial allocates them: the rows kernel then takes its arithmetic type
+    # from them, and every operation of the 16-bit dtypes is done in 16 bits
+    "partials-in-x-dtype": lambda: mutated({"partial = torch.zeros((2, groups, N), dtype=wide,":
+                                            "partial = torch.zeros((2, groups, N), dtype=x.dtype,"}),
     "lock-never-released": lambda: LOCKED.replace("RELEASE", "pass  # the lock is never released"),
     # float16 read through bfloat16 (a bug Liger-Kernel once had): 3 significant bits lost on the way in
     "through-bfloat16": lambda: mutated({f"{load}.to(acc)": f"{load}.to(tl.bfloat16).to(acc)" for load in ROW_LOADS}),
@@ -135,6 +139,7 @@ THROUGH_THE_GRADER = {"no-masks", "lock-never-released"}
 NAMED_CASES = {
     "overwrites-partials": {"float32-wide", "float16", "bfloat16-wide", "tall-shifted", "one-row"},
     "half-partials": {"tall-shifted", "float16-tall"},
+    "partials-in-x-dtype": {"float16", "float16-large-offset"},
     "through-bfloat16": {"float16-tall", "float16-large-offset"},
     "no-upcast": {"bfloat16", "bfloat16-wide"},
 }
@@ -205,6 +210,13 @@ def test_partials_kept_in_16_bits_are_named_and_fail_the_tall_float16_test(judge
     if torch.cuda.is_available():  # named from the interpreter's groups of rows; a GPU's launch makes others
         return  # (on the H200, 2.5 tolerances out but 0.5 relative on tall-shifted: gpu-results/run-2)
     assert "partial sums of dgamma or dbeta kept in the 16-bit type" in problems, problems
+
+
+def test_arithmetic_in_16_bits_fails_the_float16_tests(judged_mutants):
+    """Not named: PyTorch's float16 arithmetic on the CPU, the slip's model, rounds where Triton's does not,
+    and matched the kernel on some seeds only."""
+    failed, problems = judged_mutants["partials-in-x-dtype"]
+    assert {"float16", "float16-large-offset"} <= failed, problems
 
 
 def test_float16_through_bfloat16_fails_the_float16_tests_and_is_named(judged_mutants):

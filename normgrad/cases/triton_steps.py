@@ -109,8 +109,9 @@ CASES = [
 
 CHAPTER = "06-triton.html"
 CRASH = r"crashed \(SIG(SEGV|BUS|ABRT)\)"  # a stray store can corrupt the heap: abort
-MISSING_MASK = ("a load or store without a mask: it read or wrote past the end of a tensor, which crashes "
-                "Triton's interpreter (on a GPU it reads garbage or faults)", f"{CHAPTER}#masks-and-blocks")
+MISSING_MASK = ("a load or store without a mask, or with one that lets an index reach N (`<=` for `<`): it read or "
+                "wrote past the end of a tensor, which crashes Triton's interpreter (on a GPU it reads garbage or "
+                "faults)", f"{CHAPTER}#masks-and-blocks")
 
 
 def _dx_slip(slip):
