@@ -282,53 +282,50 @@ def test_a_row_whose_student_is_no_longer_found_is_kept_and_named(tmp_path):
     assert "01-forward: 3 graded in all (1 of them with no notebook this run: see the NOTE below)" in done.stdout
 
 
+CLASS_SIZE = 6
+
+
+def interrupt_a_class(tmp_path, how, command):
+    """A class of solved notebooks graded one at a time by `command`, sent the signal `how` once its first row
+    is written: (exit status, rows of grades.csv, the folder, stdout, stderr)."""
+    root, out = tmp_path / "submitted", tmp_path / "out"
+    for i in range(CLASS_SIZE):
+        write(solved("01-forward"), root, f"student{i}", "01-forward")
+    batch = subprocess.Popen(command + ["grade", str(root), "--out", str(out), "--jobs", "1"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = batch.stdout.readline()  # a row is printed once it is written
+    assert first.startswith("student"), first
+    batch.send_signal(how)
+    said, complaints = batch.communicate(timeout=300)
+    graded = rows(out)
+    assert 1 <= len(graded) < CLASS_SIZE and all(row["score"] == F for row in graded.values())
+    assert f"INTERRUPTED: {len(graded)} of {CLASS_SIZE} notebook(s) graded and written" in complaints
+    assert "Traceback" not in complaints
+    return batch.returncode, graded, out, said, complaints
+
+
 @pytest.mark.parametrize("while_recording", [False, True])
 def test_ctrl_c_grades_no_one_new_and_writes_who_was_being_graded(tmp_path, while_recording):
     """An instructor's Ctrl-C: the queued students are not started, the ones in the sandbox are finished and
     written, and the run says how far it got (it used to grade the whole class and then write nothing).
     `while_recording`: the Ctrl-C lands while a row is being recorded (its progress step made slow), whose
     record is then done again and was counted twice."""
-    root, out = tmp_path / "submitted", tmp_path / "out"
-    class_size = 6
-    for i in range(class_size):
-        write(solved("01-forward"), root, f"student{i}", "01-forward")
     # Python's own Ctrl-C handler, whatever the test runner's process does with SIGINT
     slow = ("import autograder.cli as c, time; step = c.Progress.step; "
             "c.Progress.step = lambda self: (time.sleep(1.0), step(self)); ") if while_recording else ""
     run = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); " + slow +
            "runpy.run_module('autograder', run_name='__main__', alter_sys=True)")
-    batch = subprocess.Popen([sys.executable, "-c", run, "grade", str(root), "--out", str(out), "--jobs", "1"],
-                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = batch.stdout.readline()  # a row is printed once it is written
-    assert first.startswith("student"), first
-    batch.send_signal(signal.SIGINT)
-    said, complaints = batch.communicate(timeout=300)
-    assert batch.returncode == 130, complaints
-    graded = rows(out)
-    assert 1 <= len(graded) < class_size and all(row["score"] == F for row in graded.values())
-    assert f"INTERRUPTED: {len(graded)} of {class_size} notebook(s) graded and written" in complaints
-    assert "Traceback" not in complaints
+    status, _, _, _, complaints = interrupt_a_class(tmp_path, signal.SIGINT, [sys.executable, "-c", run])
+    assert status == 130, complaints
 
 
 def test_sigterm_grades_no_one_new_writes_no_one_half_graded_and_says_so(tmp_path):
     """A batch system's time limit (Slurm sends SIGTERM to every process of the job, the sandboxes too): no
     new student is started, none being graded is written (its job may have been killed), the summary is
     brought up to date, and the run says how far it got. It used to die without a word, the summary stale."""
-    root, out = tmp_path / "submitted", tmp_path / "out"
-    class_size = 6
-    for i in range(class_size):
-        write(solved("01-forward"), root, f"student{i}", "01-forward")
-    batch = subprocess.Popen([sys.executable, "-m", "autograder", "grade", str(root), "--out", str(out), "--jobs", "1"],
-                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = batch.stdout.readline()
-    assert first.startswith("student"), first
-    batch.send_signal(signal.SIGTERM)
-    said, complaints = batch.communicate(timeout=300)
-    assert batch.returncode == 143, complaints
-    graded = rows(out)
-    assert 1 <= len(graded) < class_size and all(row["score"] == F for row in graded.values())
+    status, graded, out, said, complaints = interrupt_a_class(tmp_path, signal.SIGTERM,
+                                                              [sys.executable, "-m", "autograder"])
+    assert status == 143, complaints
     agree(out)
     assert "terminated: grading no more notebooks, and writing none of the 1 being graded" in complaints
-    assert f"INTERRUPTED: {len(graded)} of {class_size} notebook(s) graded and written" in complaints
-    assert "Traceback" not in complaints
     assert f"01-forward: {len(graded)} graded in all" in said and (out / "summary.csv").exists()
