@@ -276,7 +276,7 @@ def cmd_grade(args) -> int:
     futures = [pool.submit(work, sub) for sub in found]
     pending = set(futures)
     interrupted = terminated = False
-    _on_sigterm(_terminate)
+    caller_sigterm = _on_sigterm(_terminate)
     try:
         for future in as_completed(futures):
             record(future)
@@ -284,7 +284,7 @@ def cmd_grade(args) -> int:
     except Terminated:
         # SIGTERM (a batch system's time limit, which signals the sandboxes too): start no one new and write
         # nothing of the notebooks being graded, whose jobs may have been killed; the rows written are kept
-        _on_sigterm(signal.SIG_DFL)
+        _on_sigterm(caller_sigterm)  # a second SIGTERM does what it did before the run
         interrupted = terminated = True
         started = [f for f in pending if not f.cancel()]
         print(f"\nterminated: grading no more notebooks, and writing none of the {len(started)} being graded",
@@ -302,7 +302,7 @@ def cmd_grade(args) -> int:
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    _on_sigterm(signal.SIG_DFL)
+    _on_sigterm(caller_sigterm)
     pool.shutdown(wait=not terminated)
     try:
         figures = summary.write(out)
@@ -354,10 +354,13 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
-def _on_sigterm(handler) -> None:
-    """What SIGTERM does in the grader's main thread (only there can it be set; a caller in a thread keeps its own)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+def _on_sigterm(handler):
+    """Make `handler` what SIGTERM does, in the main thread (only there can it be set: a caller in a thread
+    keeps its own); returns what it did before, to be put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    before = signal.signal(signal.SIGTERM, handler)
+    return signal.SIG_DFL if before is None else before
 
 
 def cmd_release(args) -> int:
