@@ -93,14 +93,14 @@ def read_table(path: Path) -> tuple[list[str], list[dict]]:
     width = max(map(len, table))
     header = header + [""] * (width - len(header))
     rows = [row + [""] * (width - len(row)) for row in rows]
+    if not all(k in header for k in KEYS):
+        raise _refuse(path, f"has no {' and '.join(KEYS)} columns in its first line "
+                            f"({safe.text(', '.join(header))[:200]})")
     unnamed = [i for i, name in enumerate(header) if not name.strip()]
     if any(row[i] for row in rows for i in unnamed):
         raise _refuse(path, f"has cells under no column name (column {unnamed[0] + 1}; or a quote left open)")
     named = [i for i in range(width) if i not in unnamed]
     header = [header[i] for i in named]
-    if not all(k in header for k in KEYS):
-        raise _refuse(path, f"has no {' and '.join(KEYS)} columns in its first line "
-                            f"({safe.text(', '.join(header))[:200]})")
     twice = sorted({name for name in header if header.count(name) > 1})
     if twice:
         raise _refuse(path, f"names a column twice ({safe.text(', '.join(twice))[:200]})")
