@@ -132,7 +132,7 @@ def merge_rows(out: Path, rows: list[dict]) -> None:
 def _merge_rows_locked(out: Path, rows: list[dict]) -> None:
     path = out / "grades.csv"
     header, old = read_table(path)
-    added = [c for c in header if c and c not in fmt.CSV_COLUMNS]  # an instructor's own columns, kept
+    added = [c for c in header if c not in fmt.CSV_COLUMNS]  # an instructor's own columns, kept
     replaced = {_key(r): r for r in old}
     keys = {_key(r) for r in rows}
     rows = [{**{c: replaced.get(_key(r), {}).get(c, "") for c in added}, **r} for r in rows]
@@ -148,7 +148,8 @@ def check_writable(out: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise GradesFileError(f"--out {safe.name(out)}: cannot write there ({e.strerror or e}); nothing graded") from None
+        raise GradesFileError(f"--out {safe.name(out)}: cannot write there ({e.strerror or e}); "
+                              "nothing graded") from None
     path = out / "grades.csv"
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise GradesFileError(f"{safe.name(path)} is not a regular file: move it aside, or grade into another --out")

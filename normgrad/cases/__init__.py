@@ -154,7 +154,7 @@ NEARER_BY = 8  # beyond one tolerance, it must sit this many times nearer the mi
 
 def loosened(judge, factor: float):
     """`judge` with its tolerance (one, or one per output) multiplied by `factor`; as it is if it has none."""
-    rtol = getattr(judge, "keywords", {}).get("rtol")
+    rtol = _rtol(judge)
     if rtol is None or factor == 1:
         return judge
     rtol = tuple(r * factor for r in rtol) if isinstance(rtol, (tuple, list)) else rtol * factor
@@ -199,8 +199,13 @@ def diagnose(assignment: Assignment, function: str, trial: Trial, returned) -> M
 COINCIDE = 1e-9  # where a judge names no tolerance: outputs this near the right one are the same answer
 
 
+def _rtol(judge):
+    """A judge's tolerance, one or one per output; None for a judge that names none."""
+    return getattr(judge, "keywords", {}).get("rtol")
+
+
 def _smallest_rtol(judge) -> float:
-    rtol = getattr(judge, "keywords", {}).get("rtol")
+    rtol = _rtol(judge)
     if rtol is None:
         return COINCIDE
     return min(rtol) if isinstance(rtol, (tuple, list)) else rtol

@@ -63,7 +63,8 @@ def trial(shape, dtype: torch.dtype = torch.float32, kind: str = "normal", conti
         _, dgamma_floor, _ = natural_scales(dy, "layer")
         judge = partial(arrays_problems, names=NAMES[1], dtypes=(dtype, dtype), rtol=tolerances.output_rtol(dtype, 1.0, truncated),
                         device=device, floors=(0.0, dgamma_floor))
-        args = (strided(dy, device, contiguous, spaced=True), strided(x, device, contiguous), gamma.to(device), rstd.to(device))
+        args = (strided(dy, device, contiguous, spaced=True), strided(x, device, contiguous), gamma.to(device),
+                rstd.to(device))
         return Trial(args=args, expected=(ref.dx, ref.dgamma), arg_names=NAMES[0], judge=judge)
 
     return make
@@ -101,7 +102,8 @@ def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1, trunca
     stores a float32 into a bfloat16 tensor (a GPU and PyTorch round to nearest). `groups`: the programs
     (groups of rows r, r + G, ...) of 'half-dgamma' and 'partials-overwritten'.
     """
-    half = sixteen_bit_type(x, dy) if slip in ("half-rstd", "half-x-hat", "half-dgamma-terms") else None
+    sixteen = ("half-rstd", "half-x-hat", "half-dgamma", "half-dgamma-terms")
+    half = sixteen_bit_type(x, dy) if slip in sixteen else None
     rstd = rstd.reshape(-1, 1)
     if slip == "half-rstd":
         rstd = rstd.to(half).double()
@@ -117,7 +119,6 @@ def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1, trunca
     else:
         dx = rstd * (g - x_hat * (g * x_hat).mean(dim=1, keepdim=True))
     if slip == "half-dgamma":  # each row's term added in float32 (float64 here), the total rounded to 16 bits
-        half = sixteen_bit_type(x, dy)
         if truncate and half != torch.bfloat16:
             raise ValueError("the interpreter truncates only to bfloat16")
         dgamma = running_total(dy * x_hat, (0,), half, terms_rounded=False, truncate=truncate, groups=groups)[0]
@@ -171,7 +172,8 @@ def _cases():
         c("small", 3, False, "float64, a 5 x 12 input", trial((5, 12), f64)),
         c("float32", 1, False, "float32, a 7 x 33 input", trial((7, 33), f32)),
         c("odd-shape", 2, True, "float64, a 13 x 37 input", trial((13, 37), f64)),
-        c("non-contiguous", 2, True, "float32 views, 24 x 70: x transposed, dy's rows spaced apart", trial((24, 70), f32, contiguous=False)),
+        c("non-contiguous", 2, True, "float32 views, 24 x 70: x transposed, dy's rows spaced apart",
+          trial((24, 70), f32, contiguous=False)),
         c("tiny-rms", 3, True, "float64 rows whose mean square is far below eps", trial((6, 17), f64, scale=1e-4)),
         c("large-values", 2, True, "float32 rows with means of 1e3 to 2e3", trial((9, 40), f32, "large-offset")),
         # dy and x away from zero mean: a term a slip adds or drops (layer norm's mean(g)) is then of dx's own
