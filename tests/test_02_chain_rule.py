@@ -6,6 +6,8 @@ the grader's own `evaluate` and `diagnose` (the course's mutants are trusted cod
 sandboxed end-to-end path, a notebook graded by the autograder, is checked in tests/test_exercises.py.
 """
 
+from itertools import permutations
+
 import numpy as np
 import pytest
 
@@ -197,6 +199,17 @@ def test_eps_taken_from_anywhere_but_the_cache_fails_the_eps_test_only(problems,
 @pytest.mark.parametrize("variant", [*VARIANTS, "correct", "jacobian-product"])
 def test_correct_variants_score_full_marks(problems, function, variant):
     assert failed(problems, variant, function) == {}
+
+
+@pytest.mark.parametrize("order", [order for order in permutations(chain_rule.PATHS) if order != chain_rule.PATHS])
+def test_the_paths_in_another_order_fail_every_case_and_are_named(order):
+    returns = "return direct, via_mean, via_var"
+    source = code("layernorm_grad_paths", {}).replace(returns, "return " + ", ".join(order))
+    fails = failures(judged(ASSIGNMENT, "layernorm_grad_paths", source))
+    assert len(fails) == len(load(ASSIGNMENT).cases_of("layernorm_grad_paths"))
+    name = "paths-as-" + "-".join(order)
+    expected = next(m.message for m in load(ASSIGNMENT).mistakes if m.name == name)
+    assert all(any(expected in line for line in found) for found in fails.values())
 
 
 def test_a_vanishing_path_is_caught_elsewhere(problems):

@@ -22,6 +22,7 @@ tight enough in float64 to tell var + eps from var in a group of variance 1.
 from __future__ import annotations
 
 from functools import partial
+from itertools import permutations
 
 import numpy as np
 
@@ -185,7 +186,19 @@ def _mistakes(function: str) -> list[Mistake]:
             if not (function == "layernorm_grad_paths" and name in PARAMETER_SLIPS)]
 
 
-MISTAKES = [mistake for function in NORMS for mistake in _mistakes(function)]
+PATHS = ("direct", "via_mean", "via_var")
+
+
+def _paths_reordered(order: tuple[str, ...]) -> Mistake:
+    """The three right paths returned in another order (the staged code finds dvar before dmean)."""
+    return Mistake("layernorm_grad_paths", "paths-as-" + "-".join(order),
+                   f"the three paths, each right, returned in the order ({', '.join(order)}): the function "
+                   f"returns ({', '.join(PATHS)})", f"{PAGE}#slip-paths-order",
+                   lambda dy, cache: tuple(staged(dy, cache, 1)[path] for path in order))
+
+
+MISTAKES = [mistake for function in NORMS for mistake in _mistakes(function)] + \
+    [_paths_reordered(order) for order in permutations(PATHS) if order != PATHS]
 
 from .second_edition import extend  # noqa: E402  (the second edition's GroupNorm, RMSNorm and hide_path tasks)
 CASES, MISTAKES = extend("02-chain-rule", CASES, MISTAKES)
