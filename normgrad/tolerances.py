@@ -14,8 +14,8 @@ of u, plus what cancellation exposes:
   spread by 1 loses three digits to cancellation in any correct program; for
   well-scaled inputs kappa is below 10.
 - K counts the roundings of the one number that cancellation magnifies: the
-  mean, whose error relative to the largest |x| is that of one sum. The tree
-  sums of NumPy, PyTorch and Triton keep it under a unit, and a sum carried in
+  mean, whose error relative to the largest |x| is that of one sum. PyTorch's
+  tree sums keep it under a unit, and a sum carried in
   order, term after term, grows it like the square root of the number of terms;
   chapter 4b measures both under one unit at 3000 terms. K = 2**5 leaves room
   for that, and no more: the one-pass variance E[x^2] - E[x]^2 is off by

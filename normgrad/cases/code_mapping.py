@@ -101,10 +101,10 @@ def _backward_cases(function: str, norm: str) -> list[Case]:
         # rounded to 16 bits or arithmetic done in 16 bits fail it.
         c("float16-visible", 1, False, f"float16, a {size(12, 700)} with means of 10 to 20",
           m(shape(12, 700), f16, "large-offset", offset=10.0, dy_offset=3.0)),
-        # Tall: every column sum over 3000 rows (30000 on a GPU) of dy near 1.
-        c("float16-tall", 2, True, "float16, 3000 x 24 (30000 x 24 on a GPU), dy near 1: column sums of "
+        # Tall: every column sum over 3000 rows (30000 on a GPU) of dy of mean 1.
+        c("float16-tall", 2, True, "float16, 3000 x 24 (30000 x 24 on a GPU), dy of mean 1: column sums of "
           "thousands of terms", tall(f16, 3000, 30_000), seconds=30.0),
-        c("bfloat16-tall", 2, True, "bfloat16, 3000 x 24 (30000 x 24 on a GPU), dy near 1: column sums of "
+        c("bfloat16-tall", 2, True, "bfloat16, 3000 x 24 (30000 x 24 on a GPU), dy of mean 1: column sums of "
           "thousands of terms", tall(bf16, 3000, 30_000), seconds=30.0),
     ]
 

@@ -41,8 +41,8 @@ def trial(shape, dtype: torch.dtype = torch.float32, kind: str = "normal", conti
     made before the end. Rows of values near +-offset, their signs alternating (x_hat near +-1), dy near
     `dy_offset` and gamma near 1: dx = rstd * (g - x_hat * mean(g * x_hat)) is a row's small departure
     from g, and dgamma = sum of dy * x_hat adds as many terms near -dy_offset as near +dy_offset. Without
-    it, rstd or x_hat rounded to 16 bits costs about one more rounding, which a 16-bit tolerance of one
-    rounding passes on half the seeds.
+    it, rstd, x_hat or dgamma's terms rounded to 16 bits cost about one more rounding: a 16-bit tolerance
+    of one rounding fails rstd's slip on about half the draws and the other two on almost none (chapter 4b).
     """
     shape = tuple(shape)
 

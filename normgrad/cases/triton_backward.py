@@ -109,9 +109,9 @@ CASES = [
     # that a program per multiprocessor still walks about a thousand.
     _case("tall-shifted", 3, True, "bfloat16, 800 x 24 (300000 x 24 on a GPU), dy shifted away from zero",
           sized((800, 24), (300_000, 24), BF16, dy_offset=2.0), seconds=90.0),
-    # float16 keeps 11 bits: its running sums of terms near 1 stall past 2048. dbeta sums 3000 rows
+    # float16 keeps 11 bits: its running sums of terms of mean 1 stall past 2048. dbeta sums 3000 rows
     # (30000 on a GPU, still below float16's largest value, 65504).
-    _case("float16-tall", 2, True, "float16, 3000 x 24 (30000 x 24 on a GPU), dy near 1",
+    _case("float16-tall", 2, True, "float16, 3000 x 24 (30000 x 24 on a GPU), dy of mean 1",
           sized((3000, 24), (30_000, 24), F16, dy_offset=1.0), seconds=90.0),
     # Means near 10 beside a spread of 0.5 to 2: statistics rounded to 16 bits, or arithmetic done in
     # them, shift every x_hat of a row; a kernel that reads float16 through bfloat16 loses 3 bits.
