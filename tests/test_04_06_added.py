@@ -72,6 +72,8 @@ def mistake_excess(assignment, function, mistake, case_name, seed):
     known = [m for m in cases.mistakes if m.function == function and m.name == mistake]
     trial = case.make(case_rng(seed, case, "cpu"), "cpu")
     wrong = as_returned(trial, known[0].impl(*_float64(trial.args)))
+    if trial.protocol == "shards":  # as the protocol returns it, the right sums (its last two arguments) added
+        wrong = (wrong, trial.args[-2:], wrong)
     return excess(trial, wrong)
 
 
@@ -105,7 +107,6 @@ MARGINS = [
     ("05-thnn", "shard_sums", "local-mean", "nc", 5e11, 0.01),
     ("05-thnn", "shard_grad_in", "own-count", "split", 5e11, 0.01),
     ("05-thnn", "shard_grad_in", "own-count", "split-bfloat16", 1e4, 0.9),
-    ("05-thnn", "shard_grad_in", "averaged", "split", 1e11, 0.01),
     ("05-thnn", "shard_grad_in", "local-mean", "split", 5e9, 0.01),
     ("05-thnn", "shard_grad_in", "local-mean", "split-shifted", 50, 0.01),
 ]
@@ -194,6 +195,25 @@ def shard_grad_in(grad_out, x, weight, mean, invstd, sum_dy, sum_dy_xmu, count):
     return (grad_out - sum_dy.to(x.dtype).view(view) / count
             - (x - mean.to(x.dtype).view(view)) * s * s * sum_dy_xmu.to(x.dtype).view(view) / count) * s * w
 """
+
+
+# A student's shard_sums centred on the shard's own mean: its own tests fail it. The split cases of
+# shard_grad_in ran it too, and a correct shard_grad_in beside it lost 16 of its 19 points, each failure
+# blaming grad_in. Now the split holds shard_grad_in to the right sums where the student's are wrong.
+LOCAL_MEAN_SUMS = {"xmu = x.to(acc) - mean.to(acc).view(view)": "xmu = x.to(acc) - x.to(acc).mean(dim=planes, keepdim=True)"}
+
+
+def test_a_wrong_shard_sums_costs_shard_grad_in_nothing_and_is_named_where_grad_in_fails_too():
+    sums = mutated("05-thnn", "shard_sums", LOCAL_MEAN_SUMS)
+    assert any(judged("05-thnn", "shard_sums", sums).values())
+    right = judged("05-thnn", "shard_grad_in", sums + "\n\n\n" + solution_source("05-thnn", "shard_grad_in"))
+    assert not any(right.values()), right
+    own_count = mutated("05-thnn", "shard_grad_in", {"/ count": "/ (x.numel() // x.shape[1])"})
+    wrong = judged("05-thnn", "shard_grad_in", sums + "\n\n\n" + own_count)
+    split = {case: problems for case, problems in wrong.items() if "/split" in case}
+    assert split and all(problems for problems in split.values())
+    assert all(problems[0].startswith("the sums of your shard_sums, added over the shards, are wrong (sum_dy_xmu ")
+               and "shard_grad_in was called with the right sums instead" in problems[0] for problems in split.values())
 
 
 @pytest.mark.parametrize("case", ["split-float16", "split-bfloat16"])

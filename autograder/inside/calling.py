@@ -698,12 +698,16 @@ def invoke(protocol: str, target, args: tuple, kwargs: dict):
     raise ValueError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")
 
 
-def _shards(shard_grad_in, grad_out, x, weight, mean, invstd, sizes):
+def _shards(shard_grad_in, grad_out, x, weight, mean, invstd, sizes, sum_dy, sum_dy_xmu):
     """Batch norm's backward split across shards as data-parallel training does it (SyncBatchNorm).
 
     `shard_sums` is found beside `shard_grad_in`, in the namespace its code was defined in (the
     notebook's, or the sandbox's). Only the two vectors of C each shard returns are combined, and
     they are combined here, by addition in their own dtype, as an all-reduce would.
+
+    Returns each shard's grad_in from those totals, the totals, and each shard's grad_in from the
+    right totals (`sum_dy`, `sum_dy_xmu`): where the student's sums are wrong, the judge holds
+    shard_grad_in to the right ones, so one wrong function does not cost the other its points.
     """
     shard_sums = getattr(shard_grad_in, "__globals__", {}).get("shard_sums")
     if not callable(shard_sums):
@@ -721,5 +725,7 @@ def _shards(shard_grad_in, grad_out, x, weight, mean, invstd, sizes):
             if any(tuple(s.shape) != (x.shape[1],) for s in sums):
                 raise ValueError(f"shard_sums should return two tensors of shape ({x.shape[1]},)")
             totals = sums if totals is None else tuple(t + s for t, s in zip(totals, sums))
-        return tuple(shard_grad_in(g, xs, weight, mean, invstd, totals[0], totals[1], count) for g, xs in cut)
+        from_yours = tuple(shard_grad_in(g, xs, weight, mean, invstd, totals[0], totals[1], count) for g, xs in cut)
+        from_right = tuple(shard_grad_in(g, xs, weight, mean, invstd, sum_dy, sum_dy_xmu, count) for g, xs in cut)
+        return from_yours, totals, from_right
 

@@ -14,7 +14,8 @@ Cases of `shard_sums` call it on one shard. Cases of `shard_grad_in` either call
 with sums computed here ("call"), or run the whole split under the protocol "shards"
 (`calling._shards`): the batch is cut into uneven shards (one of a single sample), the student's
 `shard_sums` runs on each, the sums are added, and each shard's `grad_in` must match the float64
-oracle of the whole batch (`reference.batchnorm`).
+oracle of the whole batch (`reference.batchnorm`). Where the student's sums are wrong, `grad_in` is
+judged as computed from the right ones: a wrong `shard_sums` costs its own points, not these.
 """
 
 from __future__ import annotations
@@ -66,6 +67,35 @@ def _cut(sizes, n):
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def _exact_sums(dy, x, mean, kappa, device):
+    """The float64 sums (sum_dy, sum_dy_xmu) of dy and x (any rows of a batch), and the judge of a student's."""
+    axes = inputs.group_axes(tuple(x.shape), "batch")
+    across = (1, -1) + (1,) * (x.dim() - 2)
+    g, centered = dy.double(), x.double() - mean.double().reshape(across)
+    sums = (g.sum(dim=axes).numpy(), (g * centered).sum(dim=axes).numpy())
+    terms = g[:, 0].numel()
+    floors = (float(g.pow(2).mean().sqrt()) * terms**0.5, float((g * centered).pow(2).mean().sqrt()) * terms**0.5)
+    out = stats_dtype(x.dtype)
+    judge = partial(arrays_problems, names=("sum_dy", "sum_dy_xmu"), dtypes=(out, out),
+                    rtol=tolerances.rtol(out, kappa), device=device, floors=floors)
+    return sums, judge
+
+
+def split_problems(returned, expected, sums, sums_judge, **judge) -> list[str]:
+    """The protocol "shards" returns (grad_in from the student's added sums, those sums, grad_in from the right ones).
+
+    With right sums the split is judged as it ran. With wrong ones (shard_sums' own tests say how)
+    each grad_in is judged as computed from the right sums, with a line saying so where it fails.
+    """
+    from_yours, totals, from_right = returned
+    wrong_sums = sums_judge(totals, sums)
+    if not wrong_sums:
+        return arrays_problems(from_yours, expected, **judge)
+    problems = arrays_problems(from_right, expected, **judge)
+    return problems and [f"the sums of your shard_sums, added over the shards, are wrong ({wrong_sums[0]}), so "
+                         "shard_grad_in was called with the right sums instead:"] + problems
+
+
 def sums_trial(shape, dtype=f64, kind="normal", contiguous=True, part=(1, 4), offset=1e3):
     """shard_sums on rows part[0]:part[1] of a batch of `shape`, with the whole batch's mean."""
     shape = tuple(shape)
@@ -74,15 +104,7 @@ def sums_trial(shape, dtype=f64, kind="normal", contiguous=True, part=(1, 4), of
         x, dy, _, ref, kappa = _batch(rng, shape, dtype, kind, True, offset=offset)
         rows = slice(*part)
         mean = rounded(ref.mean, stats_dtype(dtype))
-        axes = inputs.group_axes(shape, "batch")
-        across = (1, -1) + (1,) * (len(shape) - 2)
-        g, centered = dy[rows].double(), x[rows].double() - mean.double().reshape(across)
-        expected = (g.sum(dim=axes).numpy(), (g * centered).sum(dim=axes).numpy())
-        terms = g[:, 0].numel()
-        floors = (float(g.pow(2).mean().sqrt()) * terms**0.5, float((g * centered).pow(2).mean().sqrt()) * terms**0.5)
-        out = stats_dtype(dtype)
-        judge = partial(arrays_problems, names=("sum_dy", "sum_dy_xmu"), dtypes=(out, out),
-                        rtol=tolerances.rtol(out, kappa), device=device, floors=floors)
+        expected, judge = _exact_sums(dy[rows], x[rows], mean, kappa, device)
         args = (strided(dy[rows], device, contiguous, spaced=True), strided(x[rows], device, contiguous), mean.to(device))
         return Trial(args=args, expected=expected, judge=judge, arg_names=("grad_out", "x", "mean"))
 
@@ -126,12 +148,14 @@ def split_trial(shape, sizes, dtype=f64, kind="normal", contiguous=True, weighte
         sd = stats_dtype(dtype)
         mean, invstd = rounded(ref.mean, sd), rounded(ref.rstd, sd)
         expected = tuple(ref.dx[rows] for rows in _cut(sizes, shape[0]))
-        judge = partial(arrays_problems, names=names, dtypes=(dtype,) * len(sizes),
-                        rtol=tolerances.rtol(dtype, kappa), device=device)
+        sums, sums_judge = _exact_sums(dy, x, mean, kappa, device)
+        judge = partial(split_problems, sums=sums, sums_judge=sums_judge, names=names,
+                        dtypes=(dtype,) * len(sizes), rtol=tolerances.rtol(dtype, kappa), device=device)
         args = (strided(dy, device, contiguous, spaced=True), strided(x, device, contiguous),
-                None if weight is None else weight.to(device), mean.to(device), invstd.to(device), tuple(sizes))
+                None if weight is None else weight.to(device), mean.to(device), invstd.to(device), tuple(sizes),
+                *(rounded(s, sd).to(device) for s in sums))
         return Trial(args=args, expected=expected, judge=judge, protocol="shards",
-                     arg_names=("grad_out", "x", "weight", "mean", "invstd", "sizes"))
+                     arg_names=("grad_out", "x", "weight", "mean", "invstd", "sizes", "sum_dy", "sum_dy_xmu"))
 
     return make
 
@@ -188,6 +212,7 @@ own-count   shard_grad_in divides by its own shard's number of values, not by `c
 averaged    shard_sums returns each shard's means (divided by its own count), not its sums
 local-mean  the shard's own mean used for x - mean, in shard_sums and shard_grad_in
 """
+SUMS_SLIPS, GRAD_IN_SLIPS = ("averaged", "local-mean"), ("own-count", "local-mean")
 
 
 def _local(slip, x, mean):
@@ -211,13 +236,15 @@ def slipped_grad_in(grad_out, x, weight, mean, invstd, sum_dy, sum_dy_xmu, count
     return (grad_out - sum_dy.reshape(across) / k - centered * s**2 * sum_dy_xmu.reshape(across) / k) * s * w
 
 
-def slipped_split(grad_out, x, weight, mean, invstd, sizes, slip=None):
-    """The whole split with one slip, as the protocol "shards" runs it."""
+def slipped_split(grad_out, x, weight, mean, invstd, sizes, sum_dy, sum_dy_xmu, slip=None):
+    """Each shard's grad_in with one slip, from the right sums: the split as the protocol "shards" judges it.
+
+    (A slip's own sums, where it has wrong ones, are shard_sums' to answer for: `split_problems`.)
+    """
     parts = [(grad_out[rows], x[rows]) for rows in _cut(sizes, x.shape[0])]
-    sums = [slipped_sums(g, xs, mean, slip) for g, xs in parts]
-    totals = [sum(s[i] for s in sums) for i in (0, 1)]
     count = x.numel() // x.shape[1]
-    return tuple(slipped_grad_in(g, xs, weight, mean, invstd, *totals, count, slip).numpy() for g, xs in parts)
+    return tuple(slipped_grad_in(g, xs, weight, mean, invstd, sum_dy, sum_dy_xmu, count, slip).numpy()
+                 for g, xs in parts)
 
 
 def _sums_impl(slip):
@@ -226,10 +253,8 @@ def _sums_impl(slip):
 
 def _grad_impl(slip):
     def impl(*args):
-        if len(args) == 6:  # the protocol "shards"
+        if isinstance(args[5], tuple):  # the protocol "shards": its sixth argument is the shards' sizes
             return slipped_split(*args, slip=slip)
-        if slip == "averaged":
-            raise ValueError("given the sums, shard_grad_in cannot average them")
         return slipped_grad_in(*args, slip=slip).numpy()
 
     return impl
@@ -244,5 +269,5 @@ MESSAGES = {
     "local-mean": ("x - mean taken with the shard's own mean: batch norm's statistics are the whole batch's, "
                    "and every shard must center on the same mean", f"{CHAPTER}#data-parallel"),
 }
-MISTAKES = [Mistake("shard_sums", slip, *MESSAGES[slip], _sums_impl(slip)) for slip in ("averaged", "local-mean")] + \
-    [Mistake("shard_grad_in", slip, *MESSAGES[slip], _grad_impl(slip)) for slip in SLIPS]
+MISTAKES = [Mistake("shard_sums", slip, *MESSAGES[slip], _sums_impl(slip)) for slip in SUMS_SLIPS] + \
+    [Mistake("shard_grad_in", slip, *MESSAGES[slip], _grad_impl(slip)) for slip in GRAD_IN_SLIPS]
