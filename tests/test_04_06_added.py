@@ -269,8 +269,18 @@ SUBMISSIONS = {
                     "dgamma = torch.zeros_like(gamma)\n    for row in d * x_hat:\n        dgamma += row"}))},
         # 16-bit roundings before the end, which only the cancelling case tells from the right answer
         "m4": {"rmsnorm_backward": ("half-rstd", lambda: mutated(
-            "04-code-mapping", "rmsnorm_backward",
-            {"r = rstd.to(work).unsqueeze(1)": "r = rstd.to(x.dtype).to(work).unsqueeze(1)"}))},
+                   "04-code-mapping", "rmsnorm_backward",
+                   {"r = rstd.to(work).unsqueeze(1)": "r = rstd.to(x.dtype).to(work).unsqueeze(1)"})),
+               # source 002's "simplified" backward, which the notebook warns of: the Jacobian's diagonal
+               "BatchNormFunction": ("diagonal-only", lambda: mutated(
+                   "04-code-mapping", "BatchNormFunction",
+                   {"dx = rstd * (g - g.mean(dim=dims, keepdim=True) - x_hat * (g * x_hat).mean(dim=dims, keepdim=True))":
+                    "m = x[:, 0].numel()\n        dx = g * rstd * (1 - 1 / m - x_hat**2 / m)"}))},
+        "m7": {"BatchNormFunction": ("batch-size-count", lambda: mutated(
+            "04-code-mapping", "BatchNormFunction",
+            {"dx = rstd * (g - g.mean(dim=dims, keepdim=True) - x_hat * (g * x_hat).mean(dim=dims, keepdim=True))":
+             "n = x.shape[0]\n        dx = rstd / n * (n * g - g.sum(dim=dims, keepdim=True)"
+             " - x_hat * (g * x_hat).sum(dim=dims, keepdim=True))"}))},
         "m5": {"rmsnorm_backward": ("half-x-hat", lambda: mutated(
             "04-code-mapping", "rmsnorm_backward",
             {"x_hat = x.to(work) * r": "x_hat = (x.to(work) * r).to(x.dtype).to(work)"}))},
@@ -294,6 +304,10 @@ SUBMISSIONS = {
                                              "xmu = x.to(acc) - x.to(acc).mean(dim=planes, keepdim=True)"})),
                "shard_grad_in": ("own-count", lambda: mutated(
                    "05-thnn", "shard_grad_in", {"/ count": "/ (x.numel() // x.shape[1])"}))},
+        # count read as a number of samples (it is N * H * W already)
+        "m3": {"shard_sums": (None, lambda: solution_source("05-thnn", "shard_sums")),
+               "shard_grad_in": ("count-times-spatial", lambda: mutated(
+                   "05-thnn", "shard_grad_in", {"/ count": "/ (count * x[0, 0].numel())"}))},
         "pasted": {
             "shard_sums": (None, lambda: chapter_defs("05-thnn.md", {"per_channel", "one_pass"})
                            + "\n\n\ndef shard_sums(grad_out, x, mean):\n    return one_pass(grad_out, x, mean)\n"),

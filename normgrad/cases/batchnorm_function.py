@@ -109,10 +109,14 @@ def _slipped(x, weight, bias, eps, dy, slip):
     rstd = 1 / torch.sqrt(var + eps)
     x_hat = (x - mean) * rstd
     across = (1, -1) + (1,) * (x.dim() - 2)
-    w = weight.reshape(across) if weight is not None else torch.ones(across, dtype=x.dtype)
+    w = (weight if weight is not None else torch.ones(x.shape[1], dtype=x.dtype)).reshape(across)
     y = w * x_hat + (bias.reshape(across) if bias is not None else 0.0)
     g = dy * w
-    dx = rstd * (g - g.mean(dim=dims, keepdim=True) - x_hat * (g * x_hat).mean(dim=dims, keepdim=True))
+    if slip == "diagonal-only":  # source 002's "simplified" backward: the Jacobian's diagonal, J_ii g_i
+        dx = rstd * g * (1 - 1 / m - x_hat**2 / m)
+    else:
+        n = x.shape[0] if slip == "batch-size-count" else m  # the number the sums over a channel divide by
+        dx = rstd * (g - g.sum(dim=dims, keepdim=True) / n - x_hat * (g * x_hat).sum(dim=dims, keepdim=True) / n)
     params = inputs.group_axes(tuple(x.shape), "batch")
     if weight is None:
         return y.numpy(), dx.numpy(), None, None
@@ -124,6 +128,11 @@ MESSAGES = {
                          "dimension but 1", "05-thnn.html#nchw"),
     "unbiased-variance": ("the unbiased variance (divided by n - 1) used and saved: training-mode batch norm "
                           "divides by n", "01-forward.html#the-variance-is-the-biased-one"),
+    "diagonal-only": ("source 002's 'simplified' backward, which keeps only the Jacobian's diagonal, "
+                      "rstd * g_i * (1 - 1/m - x_hat_i**2 / m): every x_j of a channel moves its mean and variance, "
+                      "so dx_i sums over all of them", "02-chain-rule.html#slip-diagonal-only"),
+    "batch-size-count": ("dx's sums over a channel divided by the batch size N: a channel's mean and variance run "
+                         "over all N * H * W of its values, and so do the sums of its gradient", "05-thnn.html#nchw"),
 }
 NONE_GRADIENTS = (
     "backward mishandles the absent weight and bias: it must return one value per input of forward, "

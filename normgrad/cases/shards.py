@@ -206,13 +206,14 @@ CASES = [
 
 # --- Known mistakes, in float64 (arguments are float64 CPU tensors; results NumPy arrays). -----
 
-SLIPS = ("own-count", "averaged", "local-mean")
+SLIPS = ("own-count", "averaged", "local-mean", "count-times-spatial")
 """
 own-count   shard_grad_in divides by its own shard's number of values, not by `count`
 averaged    shard_sums returns each shard's means (divided by its own count), not its sums
 local-mean  the shard's own mean used for x - mean, in shard_sums and shard_grad_in
+count-times-spatial  shard_grad_in reads count as a number of samples and multiplies it by H * W
 """
-SUMS_SLIPS, GRAD_IN_SLIPS = ("averaged", "local-mean"), ("own-count", "local-mean")
+SUMS_SLIPS, GRAD_IN_SLIPS = ("averaged", "local-mean"), ("own-count", "local-mean", "count-times-spatial")
 
 
 def _local(slip, x, mean):
@@ -230,7 +231,7 @@ def slipped_sums(grad_out, x, mean, slip=None):
 
 def slipped_grad_in(grad_out, x, weight, mean, invstd, sum_dy, sum_dy_xmu, count, slip=None):
     axes, across, centered, n = _local(slip, x, mean)
-    k = n if slip == "own-count" else count
+    k = {"own-count": n, "count-times-spatial": count * x[0, 0].numel()}.get(slip, count)
     s = invstd.reshape(across)
     w = 1.0 if weight is None else weight.reshape(across)
     return (grad_out - sum_dy.reshape(across) / k - centered * s**2 * sum_dy_xmu.reshape(across) / k) * s * w
@@ -266,6 +267,8 @@ MESSAGES = {
                   "so they divide by count", f"{CHAPTER}#what-crosses-between-devices"),
     "averaged": ("each shard's means where its sums belong: means of unequal shards do not add up to the "
                  "batch's, sums do", f"{CHAPTER}#what-crosses-between-devices"),
+    "count-times-spatial": ("count multiplied by the values per sample (H * W): count is already the whole "
+                            "batch's number of values per channel, N * H * W", f"{CHAPTER}#what-crosses-between-devices"),
     "local-mean": ("x - mean taken with the shard's own mean: batch norm's statistics are the whole batch's, "
                    "and every shard must center on the same mean", f"{CHAPTER}#data-parallel"),
 }
