@@ -335,6 +335,19 @@ def test_hide_path_judge_rejects_the_zero_gradient_by_its_rows_not_its_tolerance
     assert not trial.judge(np.zeros_like(trial.args[0]), {"zero": True})
 
 
+def test_hide_path_a_row_just_below_the_bound_is_shown_below_it():
+    """0.5 / max |row| * row peaks at 0.49999999999999994, which 3 digits showed as 0.5: "between 0.5 and 1: 0.5"."""
+    case = load("02-chain-rule").cases_of("hide_path")[0]
+    trial = case.make(case_rng(1, case, "cpu"), "cpu")
+    dy = np.random.default_rng(0).standard_normal(trial.args[0].shape)
+    top = 0.8823814699152238
+    dy[0] = np.full(dy.shape[1], top) * (0.5 / top)  # one row's largest |dy| a hair below 0.5
+    dy[1:] /= np.abs(dy[1:]).max(axis=1, keepdims=True)
+    assert np.abs(dy[0]).max() == 0.49999999999999994
+    problems = trial.judge(dy, trial.expected)
+    assert "row 0's is 0.49999999999999994 (1 of" in problems[0]
+
+
 # --- the book holds no answer --------------------------------------------------------------------
 
 CHAPTERS = {"01-forward": "01-forward.md", "02-chain-rule": "02-chain-rule.md",

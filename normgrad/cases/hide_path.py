@@ -62,7 +62,7 @@ def judge(returned, expected: dict, *, x: np.ndarray, gamma: np.ndarray, dtype, 
     outside = np.flatnonzero((largest < low) | (largest > high))
     if outside.size:
         i = int(outside[0])
-        problems.append(f"every row's largest |dy| must be between {low} and {high}: row {i}'s is {largest[i]:.3g} "
+        problems.append(f"every row's largest |dy| must be between {low} and {high}: row {i}'s is {_shown(largest[i], low, high)} "
                         f"({outside.size} of {len(largest)} rows are outside)")
     path = expected["hides"]
     error, direct = missing_path(dy, x, gamma, path)
@@ -72,6 +72,12 @@ def judge(returned, expected: dict, *, x: np.ndarray, gamma: np.ndarray, dtype, 
                         f"path is off from the true dx by up to {worst:.3g} ({worst / max(direct, 1e-300):.3g} of "
                         f"the direct path's size, rstd * dy * gamma; the tolerance is {rtol:.3g})")
     return problems
+
+
+def _shown(value: float, low: float, high: float) -> str:
+    """A value outside [low, high] to as many digits as it takes not to look inside it (0.49999999999999994)."""
+    short = f"{value:.3g}"
+    return short if not low <= float(short) <= high else repr(float(value))
 
 
 def trial(path: str, shape, kind: str = "normal", dtype=np.float64, offset: float = 1e3):
