@@ -119,6 +119,8 @@ MUTANTS = {
     "through-bfloat16": lambda: mutated({f"{load}.to(acc)": f"{load}.to(tl.bfloat16).to(acc)" for load in ROW_LOADS}),
     # arithmetic on the loaded values in their own dtype: NaN under the interpreter in bfloat16
     "no-upcast": lambda: mutated({f"{load}.to(acc)": load for load in ROW_LOADS}),
+    # the last row never written: dx's torch.empty memory there held whatever it held, zeros often
+    "skips-last-row": lambda: mutated({"for r in range(g, M, G):": "for r in range(g, M - 1, G):"}),
 }
 # On a GPU a kernel spinning on a lock cannot be interrupted between calls: the grader's job runs out of
 # time as a whole instead (minutes). The interpreter's behaviour is what this test pins down.
@@ -142,6 +144,7 @@ NAMED_CASES = {
     "partials-in-x-dtype": {"float16", "float16-large-offset"},
     "through-bfloat16": {"float16-tall", "float16-large-offset"},
     "no-upcast": {"bfloat16", "bfloat16-wide"},
+    "skips-last-row": {"float32", "one-row"},
 }
 NAMED_CASES = {name: cases for name, cases in NAMED_CASES.items() if name in MUTANTS}
 assert set(MUTANTS) <= THROUGH_THE_GRADER | set(NAMED_CASES)
@@ -196,6 +199,14 @@ def from_the_grader(out, student):
 def test_each_other_mutant_is_rejected(judged_mutants, mutant):
     failed, problems = judged_mutants[mutant]
     assert failed, f"{mutant} passed {sorted(NAMED_CASES[mutant])}"
+
+
+def test_a_row_no_program_writes_reads_as_nan_and_is_explained(judged_mutants):
+    """The tests fill the student's torch.empty with NaN: an unwritten entry fails alike on every run."""
+    failed, problems = judged_mutants["skips-last-row"]
+    assert failed == {"float32", "one-row"}, problems
+    assert "dx has 1000 non-finite value(s) (NaN or inf), the first at index (5, 0)" in problems
+    assert "memory made by torch.empty reads as NaN in these tests until a program stores to it" in problems
 
 
 def test_partials_kept_in_16_bits_fail_the_tall_shifted_test(judged_mutants):

@@ -484,6 +484,9 @@ KERNEL_CALL_OPS = frozenset({
 # done with them. Triton's interpreter uses untyped_storage: allowed from triton's own code only. (data_ptr,
 # an address, stays: launchers check alignment with it, as chapter 6's does; reading memory through it takes
 # ctypes or NumPy's buffers, which the static read flags.)
+# Allocations whose memory holds whatever it held: for the student's code they are filled with NaN (as torch's
+# deterministic mode does), so that an entry no program wrote fails the same way on every run, and visibly.
+UNINITIALIZED = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"})
 DATA_EXITS = frozenset({"numpy", "tolist", "item", "untyped_storage", "storage", "_typed_storage", "__array__",
                         "__dlpack__", "__reduce_ex__", "__getstate__", "__deepcopy__"})
 _PACKAGES = {}  # name -> folder of torch and triton as imported before the student's code (seal)
@@ -630,7 +633,11 @@ def kernel_work():
             problem = _op_problem(func, args, kwargs)
             if problem and not (_triton_may(func) and _called_from_triton()):
                 raise RuntimeError(KERNEL_WORK.format(what=problem))
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
+            if func.overloadpacket.__name__ in UNINITIALIZED and out.is_floating_point() \
+                    and not _called_from_triton():
+                out.fill_(float("nan"))
+            return out
 
     stack = contextlib.ExitStack()
     stack.enter_context(_NoDataExits())
