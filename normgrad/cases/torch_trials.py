@@ -56,7 +56,7 @@ def strided(t: torch.Tensor, device: str, contiguous: bool, spaced: bool = False
 
 def backward_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: str = "normal",
                    contiguous: bool = True, eps: float = 1e-5, offset: float = 1e3, dy_offset: float = 0.0,
-                   truncated: bool = False):
+                   truncated: bool = False, cancelling: bool = False):
     """A trial maker for f(dy, x, gamma, mean, rstd) -> (dx, dgamma, dbeta).
 
     norm='layer': x of shape (M, N), statistics per row, shape (M,).
@@ -65,9 +65,11 @@ def backward_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: s
     positive, so that dy * gamma keeps the shift): its sums then grow with the
     number of terms, and a sum carried in 16 bits stalls (in bfloat16, 256 + 1
     rounds back to 256), which is how a reduction in half precision shows. `truncated`: the code
-    under test stores 16-bit results by dropping bits (`tolerances.output_rtol`).
+    under test stores 16-bit results by dropping bits (`tolerances.output_rtol`). `cancelling`: see
+    `statistics_trial`.
     """
-    return statistics_trial(norm, shape, dtype, kind, contiguous, eps, offset, dy_offset, truncated=truncated)
+    return statistics_trial(norm, shape, dtype, kind, contiguous, eps, offset, dy_offset, truncated=truncated,
+                            cancelling=cancelling)
 
 
 def by_device(cpu, cuda):
@@ -135,8 +137,13 @@ def running_statistics(rng: np.random.Generator, mean: np.ndarray, var: np.ndarr
 def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: str = "normal",
                      contiguous: bool = True, eps: float = 1e-5, offset: float = 1e3, dy_offset: float = 0.0,
                      *, running: bool = False, names=COURSE_NAMES, extra_args: tuple = (),
-                     extra_names: tuple = (), kwargs: dict | None = None, truncated: bool = False):
+                     extra_names: tuple = (), kwargs: dict | None = None, truncated: bool = False,
+                     cancelling: bool = False):
     """`backward_trial`, with its argument and result names, the statistics and the call's tail chosen.
+
+    cancelling=True: gamma near 1 and dy near `dy_offset`, each spread by a hundredth of it; dx =
+    rstd * (g - mean(g) - x_hat * mean(g * x_hat)) is then a small difference of terms near dy_offset,
+    which magnifies any 16-bit rounding of g, or of its sums, made before the end.
 
     running=True (batch norm only): the `mean` and `rstd` passed are running statistics
     (`running_statistics`), and the oracle is the evaluation-mode gradient, where they
@@ -155,6 +162,9 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
         gamma = inputs.affine(rng, channels)[0]
         gamma = rounded(np.abs(gamma) if dy_offset else gamma, dtype)
         dy = rounded(dy_offset + inputs.upstream(rng, shape), dtype)
+        if cancelling:
+            gamma = rounded(1.0 + 0.01 * rng.standard_normal(channels), dtype)
+            dy = rounded(dy_offset * (1.0 + 0.01 * inputs.upstream(rng, shape)), dtype)
         ref = oracle(x, gamma, torch.zeros_like(gamma), eps, dy=dy)
         mean = rounded(ref.mean, stats_dtype(dtype))
         rstd = rounded(ref.rstd, stats_dtype(dtype))
