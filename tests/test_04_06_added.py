@@ -519,7 +519,7 @@ def test_each_triton_mistake_is_far_outside_the_tolerance_and_the_kernels_inside
 # tolerance under the interpreter) and, compiled for the H200, bfloat16 (gpu-results/run-2). Where dx is a small
 # difference of terms near 8 (dy near 8, gamma near 1), g = dy * gamma rounded to 16 bits alone sits 15 to 19
 # tolerances out in step 1's float16 case and 4.8 to 6.4 in step 3's (measured under the interpreter; a GPU
-# rounds that product alike); the solutions stay below 0.9 (at most 0.85 over 30 seeds).
+# rounds that product alike); the solutions stay below 1 (steps 1 and 3 at most 0.85 over 30 seeds).
 LOAD = "tl.load({} + r * N + j, mask=ok, other=0.0)"
 DY_W = f"{LOAD.format('DY')}.to(acc) * tl.load(W + j, mask=ok, other=0.0).to(acc)"
 G_16 = f"({LOAD.format('DY')} * tl.load(W + j, mask=ok, other=0.0)).to(acc)"
@@ -530,7 +530,12 @@ SIXTEEN_BIT = [  # (function, case, slip, the replacements that make it, the lea
     ("layernorm_dx_triton", case, "g-in-16-bits", {DY_W: G_16}, 10)
     for case in ("float16-cancelling", "bfloat16-tall-cancelling")] + [
     ("rmsnorm_backward_triton", "float16-cancelling", "g-in-16-bits",
-     {DY_W: G_16, "g = dyj * tl.load(W + j, mask=ok, other=0.0).to(acc)": f"g = {G_16}"}, 4)]
+     {DY_W: G_16, "g = dyj * tl.load(W + j, mask=ok, other=0.0).to(acc)": f"g = {G_16}"}, 4)] + [
+    # step 2's float16 dbeta sums 33 rows near 8 to just above 256: its one rounding costs 0.9 of the tolerance
+    ("layernorm_backward_triton", "float16-cancelling", "loads-not-converted",
+     {f"{load}.to(acc)": load for load in ("dyj = " + LOAD.format("DY"), "xj = " + LOAD.format("X"),
+                                            "wj = tl.load(W + j, mask=ok, other=0.0)")}, 15),
+    ("layernorm_backward_triton", "float16-cancelling", "g-in-16-bits", {"gj = dyj * wj": f"gj = {G_16}"}, 2.5)]
 
 
 @pytest.mark.parametrize("function,case,slip,replacements,least", SIXTEEN_BIT,
@@ -545,7 +550,7 @@ def test_16_bit_arithmetic_in_a_kernel_is_far_outside_the_tolerance_and_the_solu
     for seed in (1, 2):
         excess = {name: correct_excess("06-triton", function, case, seed, kernel, device)
                   for name, kernel in kernels.items()}
-        assert excess["solution"] <= 0.9 and excess["slip"] >= least, (seed, excess)
+        assert excess["solution"] <= 0.96 and excess["slip"] >= least, (seed, excess)
 
 
 COMPILE = textwrap.dedent('''
