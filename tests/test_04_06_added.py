@@ -348,6 +348,14 @@ SUBMISSIONS = {
                         "sum_gx += tl.sum(g * tl.load(X + r * N + j, mask=ok, other=0.0).to(acc) * rs, axis=0)"
                         "\n            sum_g += tl.sum(g, axis=0)",
                     "rs * (g - xhat * (sum_gx / N))": "rs * (g - sum_g / N - xhat * (sum_gx / N))"}))},
+        # batch norm's form, gamma outside the row sums: a student's transfer from chapter 5
+        "m4": {"layernorm_dx_triton": ("gamma-outside-sums", lambda: mutated(
+            "06-triton", "layernorm_dx_triton",
+            {"tl.load(DY + r * N + j, mask=ok, other=0.0).to(acc) * tl.load(W + j, mask=ok, other=0.0).to(acc)":
+                 "tl.load(DY + r * N + j, mask=ok, other=0.0).to(acc)",
+             "tl.store(DX + r * N + j, rs * (g - sum_g / N - xhat * (sum_gx / N)), mask=ok)":
+                 "tl.store(DX + r * N + j, tl.load(W + j, mask=ok, other=0.0).to(acc) * rs * "
+                 "(g - sum_g / N - xhat * (sum_gx / N)), mask=ok)"}))},
         "pasted": {
             "layernorm_dx_triton": (None, lambda: CHAPTER_6 + "\n\ndef layernorm_dx_triton(dy, x, gamma, mean, rstd):\n"
                                     "    return layernorm_backward_rowwise(dy, x, gamma, mean, rstd)\n"),

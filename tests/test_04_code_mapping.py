@@ -64,6 +64,7 @@ BACKWARD_SLIPS = {
     "no-variance-path": {"dx": "r * (g - s1)"},
     "diagonal-only": {"dx": "g * r * (1 - 1 / m - xh**2 / m)"},
     "gamma-forgotten": {"g": "d"},
+    "gamma-outside-sums": {"g": "d", "dx": "w * r * (g - s1 - xh * s2)"},  # gamma per column, both norms
     "half-statistics": {"stats": "x.dtype"},
     "half-arithmetic": {"work": "x.dtype", "stats": "x.dtype"},
     "half-sums": {"total": HALF_SUMS},
@@ -137,6 +138,7 @@ FUNCTION_SLIPS = {
     "var-without-eps": {"dx": "r * (g - s1 - xc * (g * xc).mean(dim=1, keepdim=True) / (1 / r**2 - eps))"},
     "no-variance-path": {"dx": "r * (g - s1)"},
     "diagonal-only": {"dx": "g * r * (1 - 1 / m - xh**2 / m)"},
+    "gamma-outside-sums": {"dx": "w * r * (d - d.mean(dim=1, keepdim=True) - xh * (d * xh).mean(dim=1, keepdim=True))"},
     "bessel": {"var": "v.var(dim=1, keepdim=True)"},  # makemore's layer: the unbiased variance, forward and all
     "half-arithmetic": {"work": "x.dtype"},  # the whole layer in x's dtype, forward and backward
 }
@@ -168,7 +170,10 @@ def items(slips, breaches, variants, skip=()):
 
 ITEMS = {
     "layernorm_backward": items(BACKWARD_SLIPS, BACKWARD_BREACHES, BACKWARD_VARIANTS),
-    "batchnorm_backward": items({**BACKWARD_SLIPS, **BATCH_SLIPS}, BACKWARD_BREACHES, BACKWARD_VARIANTS),
+    # gamma outside the sums is batch norm's own form (one gamma a group): right there, wrong for layer norm
+    "batchnorm_backward": items({**BACKWARD_SLIPS, **BATCH_SLIPS}, BACKWARD_BREACHES,
+                                {**BACKWARD_VARIANTS, "gamma-outside-sums": BACKWARD_SLIPS["gamma-outside-sums"]},
+                                skip=("gamma-outside-sums",)),
     "LayerNormFunction": items(FUNCTION_SLIPS, FUNCTION_BREACHES, FUNCTION_VARIANTS),
 }
 

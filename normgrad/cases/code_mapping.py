@@ -151,6 +151,9 @@ MESSAGES = {
     "diagonal-only": ("only the diagonal of the Jacobian, g * rstd * (1 - 1/m - x_hat^2 / m): every entry of a "
                       "group moves the mean and variance that all the others use", f"{CHAPTER}#slips-in-translation"),
     "gamma-forgotten": ("dL/dx_hat taken as dy: the scale gamma is missing from dx", f"{CHAPTER}#slips-in-translation"),
+    "gamma-outside-sums": ("gamma taken out of the sums, rstd * gamma * (dy - mean(dy) - x_hat * mean(dy * x_hat)): "
+                           "batch norm's form, where a group has one gamma; along a layer norm's row gamma changes, "
+                           "so g = dy * gamma belongs inside the sums", "02-chain-rule.html#three-paths"),
     "bessel": ("rstd recomputed from an unbiased variance (divided by m - 1, Bessel's correction, as torch.var does "
                "by default): the layer's variance divides by m, and the rstd passed in is that one",
                f"{CHAPTER}#slips-in-translation"),
@@ -203,7 +206,8 @@ def _mistakes() -> list[Mistake]:
         for slip, (message, section) in messages.items():
             impl = partial(slipped_backward, norm=norm, slip=slip)
             found.append(Mistake(function, slip, message, section, impl))
-    for slip in ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten", "bessel"):
+    for slip in ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten",
+                 "gamma-outside-sums", "bessel"):
         message, section = MESSAGES[slip]
         found.append(Mistake("LayerNormFunction", slip, message, section, _function_with(slip)))
     message, section = MESSAGES["half-arithmetic"]

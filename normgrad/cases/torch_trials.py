@@ -195,7 +195,7 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
 
 # --- Known slips of the backward formula, in float64, for the diagnoses of 04, 05 and 06. ---
 
-SLIPS = ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten",
+SLIPS = ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten", "gamma-outside-sums",
          "half-statistics", "half-sums", "dgamma-from-x", "padded-count", "bessel", "count-from-wrong-axis",
          "reduced-over-dim-1", "half-arithmetic", "through-bfloat16", "through-bfloat16-truncated",
          "half-partials", "half-partials-truncated", "partials-overwritten")
@@ -205,6 +205,8 @@ no-mean-path      dx without the term through the mean, - mean(g)
 no-variance-path  dx without the term through the variance, - x_hat * mean(g * x_hat)
 diagonal-only     only the Jacobian's diagonal kept: g * rstd * (1 - 1/m - x_hat^2/m) (source 002)
 gamma-forgotten   g = dy where g = dy * gamma belongs
+gamma-outside-sums  batch norm's form, rstd * gamma * (dy - mean(dy) - x_hat * mean(dy * x_hat)), for layer
+                  norm, whose gamma changes along the group: right for batch norm (one gamma a group)
 half-statistics   mean and rstd rounded to the inputs' 16-bit type before use
 half-sums         every sum a running total kept in the inputs' 16-bit type
 dgamma-from-x     dgamma summed from dy * x where dy * x_hat belongs
@@ -340,7 +342,7 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
             return t.sum(dim=over, keepdim=True)
 
     x_hat = (x - mean) * rstd
-    g = dy if slip == "gamma-forgotten" else dy * gamma.reshape(along)
+    g = dy if slip in ("gamma-forgotten", "gamma-outside-sums") else dy * gamma.reshape(along)
     reduce = (1,) if slip == "reduced-over-dim-1" else axes
     mean_g, mean_gx = total(g, reduce) / m, total(g * x_hat, reduce) / m
     if slip == "var-without-eps":
@@ -355,6 +357,8 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
         dx = g * rstd * (1 - 1 / m - x_hat**2 / m)
     else:
         dx = rstd * (g - mean_g - x_hat * mean_gx)
+    if slip == "gamma-outside-sums":
+        dx = dx * gamma.reshape(along)
     if slip == "partials-overwritten":  # each program's last row, rows r, r + G, ...: the last G rows
         dy, x_hat = dy[-groups:], x_hat[-groups:]
     dgamma = total(dy * (x if slip == "dgamma-from-x" else x_hat), param_axes).reshape(-1)

@@ -134,6 +134,8 @@ DX_SLIPS = {
     "no-variance-path": ("dx without the path through the variance (the term x_hat * mean(g * x_hat))",
                          "the-math-of-one-row"),
     "gamma-forgotten": ("dx computed from dy instead of dy * gamma", "the-math-of-one-row"),
+    "gamma-outside-sums": ("gamma taken out of the row sums, rstd * gamma * (dy - mean(dy) - x_hat * mean(dy * x_hat)): "
+                           "gamma changes along a row, so g = dy * gamma belongs inside the sums", "the-math-of-one-row"),
 }
 HALF_PARTIALS = ("dgamma's partial sums kept in the 16-bit type: a running total stalls where float32 keeps "
                  "every row", "04-numerics.html#half-precision")
