@@ -81,7 +81,7 @@ def hide_path(x, gamma, path):
         g = {for_mean}
     else:
         g = {for_variance}
-    dy = g / gamma
+    dy = {dy}
     return {ret}
 ''',
     "rmsnorm_jacobian": '''import numpy as np
@@ -111,7 +111,7 @@ CORRECT = {
                            "xh": "cache['x_hat'].reshape(n, groups, cg, -1)",
                            "via_mean": "-g.mean(axis={over}, keepdims=True)",
                            "via_var": "-xh * (g * xh).mean(axis={over}, keepdims=True)"},
-    "hide_path": {"mean": "'mean'", "for_mean": ORTHOGONAL_TO_ONES, "for_variance": ORTHOGONAL_TO_X_HAT,
+    "hide_path": {"mean": "'mean'", "for_mean": ORTHOGONAL_TO_ONES, "for_variance": ORTHOGONAL_TO_X_HAT, "dy": "g / gamma",
                   "ret": "(dy / np.abs(dy).max(axis=1, keepdims=True)).astype(x.dtype)"},
     "rmsnorm_jacobian": {"xc": "x", "ms": "np.mean(xc * xc)", "r": "1 / np.sqrt(ms + eps)",
                          "J": "r * np.eye(d, dtype=x.dtype) - r**3 * np.outer(xc, xc) / d"},
@@ -138,6 +138,7 @@ SLIPS = {  # function -> mistake name -> the knobs that make it
     "groupnorm_backward": {
         "one-channel-sums": {"over": "3"},
         "whole-sample-sums": {"over": "(1, 2, 3)"},
+        "batch-sums": {"over": "(0, 2, 3)"},
         "gamma-outside-sums": {"gamma_in": "np.ones(c, dtype=dy.dtype)", "outer": "cache['gamma']"},
         "gamma-per-group": {"gamma_in": "np.repeat(cache['gamma'][:groups], cg)"},
         "no-mean-path": {"via_mean": "0"},
@@ -147,6 +148,7 @@ SLIPS = {  # function -> mistake name -> the knobs that make it
         "wrong-path": {"mean": "'variance'"},
         "zero-gradient": {"ret": "np.zeros_like(x)"},
         "constant-rows": {"ret": "np.ones_like(x)"},
+        "gamma-ignored": {"dy": "g"},  # g's condition put on dy
     },
     "rmsnorm_jacobian": {
         "layernorm-jacobian": {"xc": "x - x.mean()",
@@ -157,6 +159,8 @@ SLIPS = {  # function -> mistake name -> the knobs that make it
         "rstd-squared": {"J": "r * np.eye(d, dtype=x.dtype) - r**2 * np.outer(xc, xc) / d"},
         "sign-error": {"J": "r * np.eye(d, dtype=x.dtype) + r**3 * np.outer(xc, xc) / d"},
         "missing-factor-2": {"J": "r * np.eye(d, dtype=x.dtype) - r**3 * np.outer(xc, xc) / (2 * d)"},
+        "missing-half": {"J": "r * np.eye(d, dtype=x.dtype) - 2 * r**3 * np.outer(xc, xc) / d"},
+        "mean-term-kept": {"J": "r * (np.eye(d, dtype=x.dtype) - 1 / d) - r**3 * np.outer(xc, xc) / d"},
     },
 }
 

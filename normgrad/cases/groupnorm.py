@@ -191,7 +191,7 @@ def _backward(dy, cache, slip: str | None = None):
     per_channel = (np.repeat(gamma[:groups], c // groups) if slip == "gamma-per-group" else gamma)
     scale = np.ones_like(gamma) if slip == "gamma-outside-sums" else per_channel
     g = grouped(dy * scale.reshape((c,) + (1,) * (x.ndim - 2)), groups)
-    over = {"one-channel-sums": (3,), "whole-sample-sums": (1, 2, 3)}.get(slip, (2, 3))
+    over = {"one-channel-sums": (3,), "whole-sample-sums": (1, 2, 3), "batch-sums": (0, 2, 3)}.get(slip, (2, 3))
     via_mean = 0.0 if slip == "no-mean-path" else -g.mean(axis=over, keepdims=True)
     via_var = 0.0 if slip == "no-variance-path" else -x_hat * (g * x_hat).mean(axis=over, keepdims=True)
     dx = rstd * (g + via_mean + via_var)
@@ -208,6 +208,9 @@ BACKWARD_SLIPS = {
         "its C // groups channels", f"{FORWARD_PAGE}#groupnorm"),
     "whole-sample-sums": (
         "dx with the sums over all of a sample's channels, not over its group", f"{FORWARD_PAGE}#groupnorm"),
+    "batch-sums": (
+        "dx with each group's sums taken over the whole batch as well: a GroupNorm group is one sample's, and its "
+        "statistics do not depend on the other samples", f"{FORWARD_PAGE}#groupnorm"),
     "gamma-outside-sums": (
         "gamma taken out of the group's sums, rstd * gamma * (dy - mean(dy) - x_hat mean(dy x_hat)): BatchNorm's "
         "formula can do that, its group has one gamma; inside a GroupNorm group gamma changes from channel to "

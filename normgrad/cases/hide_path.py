@@ -65,7 +65,7 @@ def judge(returned, expected: dict, *, x: np.ndarray, gamma: np.ndarray, dtype, 
         problems.append(f"every row's largest |dy| must be between {low} and {high}: row {i}'s is {_shown(largest[i], low, high)} "
                         f"({outside.size} of {len(largest)} rows are outside)")
     path = expected["hides"]
-    error, direct = missing_path(dy, x, gamma, path)
+    error, direct = missing_path(dy, x, expected.get("gamma", gamma), path)  # a mistake's own gamma: gamma-ignored
     if closeness_problems(error, np.zeros_like(error), "dx", rtol, direct):
         worst = float(np.max(np.abs(error)))
         problems.append(f"this dy does not hide the path through the {path}: on it, a backward pass without that "
@@ -130,6 +130,11 @@ MISTAKES = [
     Mistake("hide_path", "zero-gradient",
             "a zero gradient: it hides every path and so tells nothing; every row's largest |dy| must be between "
             f"{ROW_MAX[0]} and {ROW_MAX[1]}", SECTION, lambda x, gamma, path: {"zero": True}),
+    Mistake("hide_path", "gamma-ignored",
+            "a gradient that would hide the path if gamma were 1: the paths sum g = dy * gamma, not dy, so it is g "
+            "whose rows must sum to zero (for the mean) or be orthogonal to x_hat (for the variance)",
+            "02-chain-rule.html#three-paths",
+            lambda x, gamma, path: {"hides": path, "gamma": np.ones_like(np.asarray(gamma, dtype=np.float64))}),
     Mistake("hide_path", "constant-rows",
             "a gradient constant along each row, like all ones: that is chapter 2's blind spot when gamma = 1, "
             "and this gamma is not 1", SECTION, lambda x, gamma, path: {"constant": True}),

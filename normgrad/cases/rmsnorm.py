@@ -144,8 +144,9 @@ def _jacobian(x, eps=EPS, slip: str | None = None):
         rstd = 1.0 / np.sqrt(mean_square + eps)
     # d(x_i rstd)/dx_j = rstd delta_ij + x_i d rstd/dx_j, d rstd/dx_j = -rstd^3 x_j / D
     power = 2 if slip == "rstd-squared" else 3
-    factor = {"sign-error": -1.0, "missing-factor-2": 0.5, "diagonal-only": 0.0}.get(slip, 1.0)
-    return rstd * np.eye(d) - factor * rstd**power * np.outer(x, x) / count
+    factor = {"sign-error": -1.0, "missing-factor-2": 0.5, "missing-half": 2.0, "diagonal-only": 0.0}.get(slip, 1.0)
+    mean_term = rstd / d if slip == "mean-term-kept" else 0.0  # LayerNorm's -rstd / D, x left uncentred
+    return rstd * np.eye(d) - mean_term - factor * rstd**power * np.outer(x, x) / count
 
 
 JACOBIAN_SLIPS = {
@@ -166,6 +167,10 @@ JACOBIAN_SLIPS = {
                    f"{CHAIN_RULE}#slip-sign-error"),
     "missing-factor-2": ("the part through the root mean square at half its size: d mean(x**2) / d x_j = 2 x_j / D",
                          f"{CHAIN_RULE}#slip-missing-factor-2"),
+    "missing-half": ("the part through the root mean square at twice its size: d rstd / d mean(x**2) = -rstd^3 / 2, "
+                     "whose 1/2 cancels the 2 of d mean(x**2) / d x_j = 2 x_j / D", f"{CHAIN_RULE}#slip-missing-factor-2"),
+    "mean-term-kept": ("LayerNorm's -rstd / D term kept, with x uncentred: RMSNorm subtracts no mean, so no x_j reaches "
+                       "x_i rstd through one", f"{FORWARD_PAGE}#rmsnorm"),
 }
 
 MISTAKES = [
