@@ -287,15 +287,15 @@ def cmd_grade(args) -> int:
         _on_sigterm(caller_sigterm)  # a second SIGTERM does what it did before the run
         interrupted = terminated = True
         started = [f for f in pending if not f.cancel()]
-        print(f"\nterminated: grading no more notebooks, and writing none of the {len(started)} being graded",
-              file=sys.stderr, flush=True)
+        being = f", and writing none of the {len(started)} being graded" if started else " (none was being graded)"
+        print(f"\nterminated: grading no more notebooks{being}", file=sys.stderr, flush=True)
         pool.shutdown(wait=False, cancel_futures=True)
     except KeyboardInterrupt:
         # Ctrl-C: start no one new, and write what is being graded now; a second Ctrl-C leaves that too
         interrupted = True
         started = [f for f in pending if not f.cancel()]  # with the one whose record the Ctrl-C cut short
-        print(f"\ninterrupted: grading no more notebooks; writing the {len(started)} being graded "
-              "(Ctrl-C again to leave them)", file=sys.stderr, flush=True)
+        being = f"; writing the {len(started)} being graded (Ctrl-C again to leave them)" if started else ""
+        print(f"\ninterrupted: grading no more notebooks{being}", file=sys.stderr, flush=True)
         try:
             for future in as_completed(started):
                 record(future)

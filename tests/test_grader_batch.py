@@ -17,6 +17,7 @@ import copy
 import csv
 import hashlib
 import json
+import re
 import os
 import signal
 import subprocess
@@ -327,5 +328,7 @@ def test_sigterm_grades_no_one_new_writes_no_one_half_graded_and_says_so(tmp_pat
                                                               [sys.executable, "-m", "autograder"])
     assert status == 143, complaints
     agree(out)
-    assert "terminated: grading no more notebooks, and writing none of the 1 being graded" in complaints
+    # the next student's job has started, or is still queued (cancelled), as the signal lands after a row
+    assert re.search(r"terminated: grading no more notebooks(, and writing none of the 1 being graded| \(none was "
+                     r"being graded\))\n", complaints), complaints
     assert f"01-forward: {len(graded)} graded in all" in said and (out / "summary.csv").exists()
