@@ -200,7 +200,8 @@ def shard_grad_in(grad_out, x, weight, mean, invstd, sum_dy, sum_dy_xmu, count):
 # A student's shard_sums centred on the shard's own mean: its own tests fail it. The split cases of
 # shard_grad_in ran it too, and a correct shard_grad_in beside it lost 16 of its 19 points, each failure
 # blaming grad_in. Now the split holds shard_grad_in to the right sums where the student's are wrong.
-LOCAL_MEAN_SUMS = {"xmu = x.to(acc) - mean.to(acc).view(view)": "xmu = x.to(acc) - x.to(acc).mean(dim=planes, keepdim=True)"}
+LOCAL_MEAN_SUMS = {"xmu = x.to(acc) - mean.to(acc).view(view)":
+                   "xmu = x.to(acc) - x.to(acc).mean(dim=planes, keepdim=True)"}
 
 
 def test_a_wrong_shard_sums_costs_shard_grad_in_nothing_and_is_named_where_grad_in_fails_too():
@@ -525,9 +526,9 @@ def test_each_triton_mistake_is_far_outside_the_tolerance_and_the_kernels_inside
 
 # 16-bit arithmetic in the kernels: on a random dy, step 1's loads left unconverted passed float16 (0.9 of the
 # tolerance under the interpreter) and, compiled for the H200, bfloat16 (gpu-results/run-2). Where dx is a small
-# difference of terms near 8 (dy near 8, gamma near 1), g = dy * gamma rounded to 16 bits alone sits 15 to 19
-# tolerances out in step 1's float16 case and 4.8 to 6.4 in step 3's (measured under the interpreter; a GPU
-# rounds that product alike); the solutions stay below 1 (steps 1 and 3 at most 0.85 over 30 seeds).
+# difference of terms near 8 (dy near 8, gamma near 1), g = dy * gamma rounded to 16 bits alone sits 14 to 23
+# tolerances out in step 1's float16 case, 2.0 to 4.4 in step 2's and 3.9 to 8.0 in step 3's (over 30 seeds, under the
+# interpreter; a GPU rounds that product alike); the solutions stay below 0.9 (at most 0.85 over 30 seeds).
 LOAD = "tl.load({} + r * N + j, mask=ok, other=0.0)"
 DY_W = f"{LOAD.format('DY')}.to(acc) * tl.load(W + j, mask=ok, other=0.0).to(acc)"
 G_16 = f"({LOAD.format('DY')} * tl.load(W + j, mask=ok, other=0.0)).to(acc)"
@@ -538,12 +539,11 @@ SIXTEEN_BIT = [  # (function, case, slip, the replacements that make it, the lea
     ("layernorm_dx_triton", case, "g-in-16-bits", {DY_W: G_16}, 10)
     for case in ("float16-cancelling", "bfloat16-tall-cancelling")] + [
     ("rmsnorm_backward_triton", "float16-cancelling", "g-in-16-bits",
-     {DY_W: G_16, "g = dyj * tl.load(W + j, mask=ok, other=0.0).to(acc)": f"g = {G_16}"}, 4)] + [
-    # step 2's float16 dbeta sums 33 rows near 8 to just above 256: its one rounding costs 0.9 of the tolerance
+     {DY_W: G_16, "g = dyj * tl.load(W + j, mask=ok, other=0.0).to(acc)": f"g = {G_16}"}, 3)] + [
     ("layernorm_backward_triton", "float16-cancelling", "loads-not-converted",
      {f"{load}.to(acc)": load for load in ("dyj = " + LOAD.format("DY"), "xj = " + LOAD.format("X"),
                                             "wj = tl.load(W + j, mask=ok, other=0.0)")}, 15),
-    ("layernorm_backward_triton", "float16-cancelling", "g-in-16-bits", {"gj = dyj * wj": f"gj = {G_16}"}, 2.5)]
+    ("layernorm_backward_triton", "float16-cancelling", "g-in-16-bits", {"gj = dyj * wj": f"gj = {G_16}"}, 1.8)]
 
 
 @pytest.mark.parametrize("function,case,slip,replacements,least", SIXTEEN_BIT,
@@ -558,7 +558,7 @@ def test_16_bit_arithmetic_in_a_kernel_is_far_outside_the_tolerance_and_the_solu
     for seed in (1, 2):
         excess = {name: correct_excess("06-triton", function, case, seed, kernel, device)
                   for name, kernel in kernels.items()}
-        assert excess["solution"] <= 0.96 and excess["slip"] >= least, (seed, excess)
+        assert excess["solution"] <= 0.9 and excess["slip"] >= least, (seed, excess)
 
 
 COMPILE = textwrap.dedent('''

@@ -143,7 +143,8 @@ NAMED_CASES = {
     # Compiled for the H200, arithmetic on bfloat16 values as loaded passed both bfloat16 cases (within their
     # tolerance, gpu-results/run-2); float16-cancelling, where dx is a small difference of large terms, was added
     # for it (g = dy * gamma rounded to 16 bits alone sits 3 to 5 tolerances out there)
-    "no-upcast": {"float16-cancelling"} if torch.cuda.is_available() else {"bfloat16", "bfloat16-wide", "float16-cancelling"},
+    "no-upcast": {"float16-cancelling"} if torch.cuda.is_available() else
+                 {"bfloat16", "bfloat16-wide", "float16-cancelling"},
     "skips-last-row": {"float32", "one-row"},
 }
 NAMED_CASES = {name: cases for name, cases in NAMED_CASES.items() if name in MUTANTS}

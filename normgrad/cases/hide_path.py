@@ -62,7 +62,8 @@ def judge(returned, expected: dict, *, x: np.ndarray, gamma: np.ndarray, dtype, 
     outside = np.flatnonzero((largest < low) | (largest > high))
     if outside.size:
         i = int(outside[0])
-        problems.append(f"every row's largest |dy| must be between {low} and {high}: row {i}'s is {_shown(largest[i], low, high)} "
+        peak = _shown(largest[i], low, high)
+        problems.append(f"every row's largest |dy| must be between {low} and {high}: row {i}'s is {peak} "
                         f"({outside.size} of {len(largest)} rows are outside)")
     path = expected["hides"]
     error, direct = missing_path(dy, x, expected.get("gamma", gamma), path)  # a mistake's own gamma: gamma-ignored

@@ -168,9 +168,10 @@ JACOBIAN_SLIPS = {
     "missing-factor-2": ("the part through the root mean square at half its size: d mean(x**2) / d x_j = 2 x_j / D",
                          f"{CHAIN_RULE}#slip-missing-factor-2"),
     "missing-half": ("the part through the root mean square at twice its size: d rstd / d mean(x**2) = -rstd^3 / 2, "
-                     "whose 1/2 cancels the 2 of d mean(x**2) / d x_j = 2 x_j / D", f"{CHAIN_RULE}#slip-missing-factor-2"),
-    "mean-term-kept": ("LayerNorm's -rstd / D term kept, with x uncentred: RMSNorm subtracts no mean, so no x_j reaches "
-                       "x_i rstd through one", f"{FORWARD_PAGE}#rmsnorm"),
+                     "whose 1/2 cancels the 2 of d mean(x**2) / d x_j = 2 x_j / D",
+                     f"{CHAIN_RULE}#slip-missing-factor-2"),
+    "mean-term-kept": ("LayerNorm's -rstd / D term kept, with x uncentred: RMSNorm subtracts no mean, so no x_j "
+                       "reaches x_i rstd through one", f"{FORWARD_PAGE}#rmsnorm"),
 }
 
 MISTAKES = [

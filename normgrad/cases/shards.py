@@ -268,7 +268,8 @@ MESSAGES = {
     "averaged": ("each shard's means where its sums belong: means of unequal shards do not add up to the "
                  "batch's, sums do", f"{CHAPTER}#what-crosses-between-devices"),
     "count-times-spatial": ("count multiplied by the values per sample (H * W): count is already the whole "
-                            "batch's number of values per channel, N * H * W", f"{CHAPTER}#what-crosses-between-devices"),
+                            "batch's number of values per channel, N * H * W",
+                            f"{CHAPTER}#what-crosses-between-devices"),
     "local-mean": ("x - mean taken with the shard's own mean: batch norm's statistics are the whole batch's, "
                    "and every shard must center on the same mean", f"{CHAPTER}#data-parallel"),
 }

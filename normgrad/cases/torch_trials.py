@@ -195,8 +195,9 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
 
 # --- Known slips of the backward formula, in float64, for the diagnoses of 04, 05 and 06. ---
 
-SLIPS = ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten", "gamma-outside-sums",
-         "half-statistics", "half-sums", "dgamma-from-x", "padded-count", "bessel", "count-from-wrong-axis",
+SLIPS = ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten",
+         "gamma-outside-sums", "half-statistics", "half-sums", "dgamma-from-x", "padded-count", "bessel",
+         "count-from-wrong-axis",
          "reduced-over-dim-1", "half-arithmetic", "through-bfloat16", "through-bfloat16-truncated",
          "half-partials", "half-partials-truncated", "partials-overwritten")
 """

@@ -97,9 +97,11 @@ CASES = [
     _case("float32-wide", 3, True, "float32, 67 x 1500 (4099 x 1500 on a GPU): more than one block of columns",
           sized((67, 1500), (4099, 1500), F32)),
     # dy near 8 and gamma near 1: dx is a small difference of terms near 8, held to its own size. Loads not
-    # converted to float32 sit 21 to 28 tolerances out, g = dy * gamma in 16 bits 3 to 5 (tests/test_04_06_added.py)
-    _case("float16-cancelling", 3, True, "float16, 33 x 777 (2053 x 777 on a GPU), dy near 8 and gamma near 1: dx "
-          "a small difference of large terms", sized((33, 777), (2053, 777), F16, dy_offset=8.0, cancelling=True)),
+    # converted to float32 sit 16 to 32 tolerances out, g = dy * gamma in 16 bits 2.0 to 4.4, the solution at most
+    # 0.75 over 30 seeds (tests/test_04_06_added.py). The rows keep dbeta, about 8 M, mid-binade: at 33 rows, just above
+    # 256, where its one correct rounding cost 0.9 of the tolerance.
+    _case("float16-cancelling", 3, True, "float16, 45 x 777 (3001 x 777 on a GPU), dy near 8 and gamma near 1: dx "
+          "a small difference of large terms", sized((45, 777), (3001, 777), F16, dy_offset=8.0, cancelling=True)),
     _case("bfloat16-wide", 3, True, "bfloat16, 45 x 2000 (3001 x 2000 on a GPU)",
           sized((45, 2000), (3001, 2000), BF16)),
     _case("one-row", 2, True, "a single row, float16, 1 x 1234", trial((1, 1234), F16)),
