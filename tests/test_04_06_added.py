@@ -217,6 +217,31 @@ def test_a_wrong_shard_sums_costs_shard_grad_in_nothing_and_is_named_where_grad_
                and "shard_grad_in was called with the right sums instead" in problems[0] for problems in split.values())
 
 
+# A student's sums as a hostile split hands them over: NaN, another dtype, another device's tensors are refused
+# where they can be (the protocol's check), and otherwise judged: shard_grad_in is held to the right sums.
+HOSTILE_SUMS = {
+    "nan": "    return torch.full((x.shape[1],), float('nan')), torch.zeros(x.shape[1])\n",
+    "float64": "    return grad_out.double().sum(dim=0).flatten()[:x.shape[1]], torch.zeros(x.shape[1], dtype=torch.float64)\n",
+    "inf": "    return torch.full((x.shape[1],), float('inf')), torch.zeros(x.shape[1])\n",
+    "raises": "    raise OverflowError('a long message ' * 100)\n",
+    "not-tensors": "    return [1.0] * x.shape[1], None\n",
+    "wrong-shape": "    return torch.zeros(1), torch.zeros(1)\n",
+}
+
+
+@pytest.mark.parametrize("sums", HOSTILE_SUMS)
+def test_hostile_shard_sums_cost_a_correct_shard_grad_in_nothing(sums):
+    source = "import torch\n\n\ndef shard_sums(grad_out, x, mean):\n" + HOSTILE_SUMS[sums]
+    grad_in = judged("05-thnn", "shard_grad_in", source + "\n\n\n" + solution_source("05-thnn", "shard_grad_in"))
+    assert not any(grad_in.values()), grad_in
+    assert all(judged("05-thnn", "shard_sums", source).values())
+    own_count = mutated("05-thnn", "shard_grad_in", {"/ count": "/ (x.numel() // x.shape[1])"})
+    wrong = judged("05-thnn", "shard_grad_in", source + "\n\n\n" + own_count)
+    said = [problems[0] for case, problems in wrong.items() if "/split" in case]
+    assert said and all(line.startswith("the sums of your shard_sums, added over the shards, are wrong (")
+                        and len(line) < 800 for line in said), said
+
+
 @pytest.mark.parametrize("case", ["split-float16", "split-bfloat16"])
 def test_shard_grad_in_in_16_bits_is_far_outside_the_16_bit_tolerance(pytorch_solutions, case):
     wrong_namespace = {"torch": torch, "shard_sums": pytorch_solutions["shard_sums"]}
@@ -526,15 +551,17 @@ def test_each_triton_mistake_is_far_outside_the_tolerance_and_the_kernels_inside
 
 # 16-bit arithmetic in the kernels: on a random dy, step 1's loads left unconverted passed float16 (0.9 of the
 # tolerance under the interpreter) and, compiled for the H200, bfloat16 (gpu-results/run-2). Where dx is a small
-# difference of terms near 8 (dy near 8, gamma near 1), g = dy * gamma rounded to 16 bits alone sits 14 to 23
-# tolerances out in step 1's float16 case, 2.0 to 4.4 in step 2's and 3.9 to 8.0 in step 3's (over 30 seeds, under the
-# interpreter; a GPU rounds that product alike); the solutions stay below 0.9 (at most 0.85 over 30 seeds).
+# difference of terms near 8 (dy near 8, gamma near 1), g = dy * gamma rounded to 16 bits alone sits 14 to 21
+# tolerances out in step 1's float16 case, 2.4 to 3.7 in step 2's and 3.9 to 8.0 in step 3's (over 30 seeds, under
+# the interpreter; a GPU rounds that product alike); the solutions stay below 0.9 (at most 0.80 over 30 seeds).
+# Step 2's loads left unconverted are test_06_triton.py's mutant no-upcast, measured here on a GPU too.
 LOAD = "tl.load({} + r * N + j, mask=ok, other=0.0)"
 DY_W = f"{LOAD.format('DY')}.to(acc) * tl.load(W + j, mask=ok, other=0.0).to(acc)"
-G_16 = f"({LOAD.format('DY')} * tl.load(W + j, mask=ok, other=0.0)).to(acc)"
+DY_W_16 = f"{LOAD.format('DY')} * tl.load(W + j, mask=ok, other=0.0)"  # the product in the loads' 16 bits
+G_16 = f"({DY_W_16}).to(acc)"
 SIXTEEN_BIT = [  # (function, case, slip, the replacements that make it, the least excess over two seeds)
     ("layernorm_dx_triton", case, "loads-not-converted",
-     {DY_W: G_16[1:-len(").to(acc)")], f"{LOAD.format('X')}.to(acc)": LOAD.format("X")}, 10)
+     {DY_W: DY_W_16, f"{LOAD.format('X')}.to(acc)": LOAD.format("X")}, 10)
     for case in ("float16-cancelling", "bfloat16-tall-cancelling")] + [
     ("layernorm_dx_triton", case, "g-in-16-bits", {DY_W: G_16}, 10)
     for case in ("float16-cancelling", "bfloat16-tall-cancelling")] + [
@@ -543,7 +570,7 @@ SIXTEEN_BIT = [  # (function, case, slip, the replacements that make it, the lea
     ("layernorm_backward_triton", "float16-cancelling", "loads-not-converted",
      {f"{load}.to(acc)": load for load in ("dyj = " + LOAD.format("DY"), "xj = " + LOAD.format("X"),
                                             "wj = tl.load(W + j, mask=ok, other=0.0)")}, 15),
-    ("layernorm_backward_triton", "float16-cancelling", "g-in-16-bits", {"gj = dyj * wj": f"gj = {G_16}"}, 1.8)]
+    ("layernorm_backward_triton", "float16-cancelling", "g-in-16-bits", {"gj = dyj * wj": f"gj = {G_16}"}, 2)]
 
 
 @pytest.mark.parametrize("function,case,slip,replacements,least", SIXTEEN_BIT,

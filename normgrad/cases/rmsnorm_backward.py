@@ -20,7 +20,8 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import natural_scales, rounded, running_total, sixteen_bit_type, stats_dtype, strided
+from .torch_trials import (cancelling_affine, natural_scales, rounded, running_total, sixteen_bit_type, stats_dtype,
+                           strided)
 
 EPS = 1e-6
 NAMES = (("dy", "x", "gamma", "rstd"), ("dx", "dgamma"))
@@ -51,8 +52,7 @@ def trial(shape, dtype: torch.dtype = torch.float32, kind: str = "normal", conti
         if cancelling:
             signs = np.where(np.arange(shape[0]) % 2, -1.0, 1.0)[:, None]
             x = rounded(x * np.sign(x.mean(axis=1, keepdims=True)) * signs, dtype)
-            gamma = rounded(1.0 + 0.01 * rng.standard_normal(shape[1]), dtype)
-            dy = rounded(dy_offset + 0.1 * inputs.upstream(rng, shape), dtype)
+            gamma, dy = cancelling_affine(rng, shape, shape[1], dy_offset, dtype)
         else:
             x = rounded(np.abs(x) if dy_offset else x * scale, dtype)
             gamma = inputs.affine(rng, shape[1])[0]

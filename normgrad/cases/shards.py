@@ -82,13 +82,14 @@ def _exact_sums(dy, x, mean, kappa, device):
 
 
 def split_problems(returned, expected, sums, sums_judge, **judge) -> list[str]:
-    """The protocol "shards" returns (grad_in from the student's added sums, those sums, grad_in from the right ones).
+    """The protocol "shards" returns (grad_in from the student's added sums, those sums, grad_in from the right ones);
+    where shard_sums raised, (None, what it raised, grad_in from the right sums).
 
     With right sums the split is judged as it ran. With wrong ones (shard_sums' own tests say how)
     each grad_in is judged as computed from the right sums, with a line saying so where it fails.
     """
     from_yours, totals, from_right = returned
-    wrong_sums = sums_judge(totals, sums)
+    wrong_sums = [f"shard_sums raised {totals}"] if isinstance(totals, str) else sums_judge(totals, sums)
     if not wrong_sums:
         return arrays_problems(from_yours, expected, **judge)
     problems = arrays_problems(from_right, expected, **judge)
@@ -206,14 +207,13 @@ CASES = [
 
 # --- Known mistakes, in float64 (arguments are float64 CPU tensors; results NumPy arrays). -----
 
-SLIPS = ("own-count", "averaged", "local-mean", "count-times-spatial")
+SUMS_SLIPS, GRAD_IN_SLIPS = ("averaged", "local-mean"), ("own-count", "local-mean", "count-times-spatial")
 """
 own-count   shard_grad_in divides by its own shard's number of values, not by `count`
 averaged    shard_sums returns each shard's means (divided by its own count), not its sums
 local-mean  the shard's own mean used for x - mean, in shard_sums and shard_grad_in
 count-times-spatial  shard_grad_in reads count as a number of samples and multiplies it by H * W
 """
-SUMS_SLIPS, GRAD_IN_SLIPS = ("averaged", "local-mean"), ("own-count", "local-mean", "count-times-spatial")
 
 
 def _local(slip, x, mean):

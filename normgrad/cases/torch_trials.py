@@ -134,6 +134,14 @@ def running_statistics(rng: np.random.Generator, mean: np.ndarray, var: np.ndarr
     return mean + std * rng.uniform(-1.0, 1.0, mean.shape), var * 2.0 ** rng.uniform(-1.0, 1.0, var.shape)
 
 
+def cancelling_affine(rng: np.random.Generator, shape, channels: int, dy_offset: float, dtype):
+    """gamma near 1 (spread 0.01) and dy near `dy_offset` (spread 0.1), rounded to `dtype`: g = dy * gamma is
+    then nearly constant, and what a backward keeps of it is a small difference of large terms."""
+    gamma = rounded(1.0 + 0.01 * rng.standard_normal(channels), dtype)
+    dy = rounded(dy_offset + 0.1 * inputs.upstream(rng, shape), dtype)
+    return gamma, dy
+
+
 def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind: str = "normal",
                      contiguous: bool = True, eps: float = 1e-5, offset: float = 1e3, dy_offset: float = 0.0,
                      *, running: bool = False, names=COURSE_NAMES, extra_args: tuple = (),
@@ -141,9 +149,9 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
                      cancelling: bool = False):
     """`backward_trial`, with its argument and result names, the statistics and the call's tail chosen.
 
-    cancelling=True: gamma near 1 and dy near `dy_offset`, each spread by a hundredth of it; dx =
-    rstd * (g - mean(g) - x_hat * mean(g * x_hat)) is then a small difference of terms near dy_offset,
-    which magnifies any 16-bit rounding of g, or of its sums, made before the end.
+    cancelling=True: gamma and dy from `cancelling_affine`; dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat))
+    is then a small difference of terms near dy_offset, which magnifies any 16-bit rounding of g, or of its
+    sums, made before the end.
 
     running=True (batch norm only): the `mean` and `rstd` passed are running statistics
     (`running_statistics`), and the oracle is the evaluation-mode gradient, where they
@@ -159,12 +167,12 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
 
     def make(rng: np.random.Generator, device: str) -> Trial:
         x = rounded(inputs.sample(rng, shape, norm, kind, offset), dtype)
-        gamma = inputs.affine(rng, channels)[0]
-        gamma = rounded(np.abs(gamma) if dy_offset else gamma, dtype)
-        dy = rounded(dy_offset + inputs.upstream(rng, shape), dtype)
         if cancelling:
-            gamma = rounded(1.0 + 0.01 * rng.standard_normal(channels), dtype)
-            dy = rounded(dy_offset * (1.0 + 0.01 * inputs.upstream(rng, shape)), dtype)
+            gamma, dy = cancelling_affine(rng, shape, channels, dy_offset, dtype)
+        else:
+            gamma = inputs.affine(rng, channels)[0]
+            gamma = rounded(np.abs(gamma) if dy_offset else gamma, dtype)
+            dy = rounded(dy_offset + inputs.upstream(rng, shape), dtype)
         ref = oracle(x, gamma, torch.zeros_like(gamma), eps, dy=dy)
         mean = rounded(ref.mean, stats_dtype(dtype))
         rstd = rounded(ref.rstd, stats_dtype(dtype))
