@@ -64,7 +64,7 @@ def groupnorm_backward(dy, cache):
     n, c = x.shape[:2]
     cg = c // groups
     g = (dy * ({gamma_in})[:, None, None]).reshape(n, groups, cg, -1)
-    r = cache["rstd"][:, :, None, None]
+    r = {r}
     xh = {xh}
     via_mean = {via_mean}
     via_var = {via_var}
@@ -108,6 +108,7 @@ CORRECT = {
     "rmsnorm_forward": {"xc": "x", "ms": "np.mean(xc * xc, axis=1, keepdims=True)", "rstd": "1 / np.sqrt(ms + eps)",
                         "y": "gamma * xc * rstd"},
     "groupnorm_backward": {"gamma_in": "cache['gamma']", "outer": "np.ones(c, dtype=dy.dtype)", "over": "(2, 3)",
+                           "r": "cache['rstd'][:, :, None, None]",
                            "xh": "cache['x_hat'].reshape(n, groups, cg, -1)",
                            "via_mean": "-g.mean(axis={over}, keepdims=True)",
                            "via_var": "-xh * (g * xh).mean(axis={over}, keepdims=True)"},
@@ -127,6 +128,8 @@ SLIPS = {  # function -> mistake name -> the knobs that make it
         "gamma-per-group": {"affine": "np.repeat(gamma[:groups], c // groups), np.repeat(beta[:groups], c // groups)"},
         "unbiased-variance": {"var": "xg.var(axis={over}, keepdims=True, ddof=1)"},
         "eps-outside-sqrt": {"rstd": "1 / (np.sqrt(var) + eps)"},
+        "tiled-statistics": {"x_hat": "((x.reshape(n, c, -1) - np.tile(mean.reshape(n, -1), (1, c // groups))[:, :, None])"
+                                      " * np.tile(rstd.reshape(n, -1), (1, c // groups))[:, :, None]).reshape(x.shape)"},
     },
     "rmsnorm_forward": {
         "mean-subtracted": {"xc": "x - x.mean(axis=1, keepdims=True)"},
@@ -140,6 +143,7 @@ SLIPS = {  # function -> mistake name -> the knobs that make it
         "one-channel-sums": {"over": "3"},
         "whole-sample-sums": {"over": "(1, 2, 3)"},
         "batch-sums": {"over": "(0, 2, 3)"},
+        "tiled-rstd": {"r": "np.tile(cache['rstd'], (1, cg)).reshape(n, groups, cg, 1)"},
         "gamma-outside-sums": {"gamma_in": "np.ones(c, dtype=dy.dtype)", "outer": "cache['gamma']"},
         "gamma-per-group": {"gamma_in": "np.repeat(cache['gamma'][:groups], cg)"},
         "no-mean-path": {"via_mean": "0"},

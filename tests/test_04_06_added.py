@@ -308,8 +308,10 @@ SUBMISSIONS = {
              "n = x.shape[0]\n        dx = rstd / n * (n * g - g.sum(dim=dims, keepdim=True)"
              " - x_hat * (g * x_hat).sum(dim=dims, keepdim=True))"}))},
         "m5": {"rmsnorm_backward": ("half-x-hat", lambda: mutated(
-            "04-code-mapping", "rmsnorm_backward",
-            {"x_hat = x.to(work) * r": "x_hat = (x.to(work) * r).to(x.dtype).to(work)"}))},
+                   "04-code-mapping", "rmsnorm_backward",
+                   {"x_hat = x.to(work) * r": "x_hat = (x.to(work) * r).to(x.dtype).to(work)"})),
+               "BatchNormFunction": ("default-eps", lambda: mutated(
+                   "04-code-mapping", "BatchNormFunction", {"+ eps)": "+ 1e-5)"}))},
         "m6": {"rmsnorm_backward": ("half-dgamma-terms", lambda: mutated(
             "04-code-mapping", "rmsnorm_backward",
             {"dgamma = (d * x_hat).sum(dim=0)": "dgamma = (dy * x_hat.to(dy.dtype)).sum(dim=0)"}))},

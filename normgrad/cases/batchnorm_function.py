@@ -106,7 +106,7 @@ def _slipped(x, weight, bias, eps, dy, slip):
     m = int(np.prod([x.shape[d] for d in dims]))
     mean = x.mean(dim=dims, keepdim=True)
     var = ((x - mean) ** 2).sum(dim=dims, keepdim=True) / (m - 1 if slip == "unbiased-variance" else m)
-    rstd = 1 / torch.sqrt(var + eps)
+    rstd = 1 / torch.sqrt(var + (1e-5 if slip == "default-eps" else eps))
     x_hat = (x - mean) * rstd
     across = (1, -1) + (1,) * (x.dim() - 2)
     w = (weight if weight is not None else torch.ones(x.shape[1], dtype=x.dtype)).reshape(across)
@@ -128,6 +128,8 @@ MESSAGES = {
                          "dimension but 1", "05-thnn.html#nchw"),
     "unbiased-variance": ("the unbiased variance (divided by n - 1) used and saved: training-mode batch norm "
                           "divides by n", "01-forward.html#the-variance-is-the-biased-one"),
+    "default-eps": ("eps = 1e-5 whatever eps apply was given: the eps passed to apply belongs inside the square "
+                    "root", "01-forward.html#where-eps-sits"),
     "diagonal-only": ("source 002's 'simplified' backward, which keeps only the Jacobian's diagonal, "
                       "rstd * g_i * (1 - 1/m - x_hat_i**2 / m): every x_j of a channel moves its mean and variance, "
                       "so dx_i sums over all of them", "02-chain-rule.html#slip-diagonal-only"),

@@ -49,6 +49,14 @@ def grouped(a: np.ndarray, groups: int) -> np.ndarray:
     return a.reshape(a.shape[0], groups, a.shape[1] // groups, -1)
 
 
+def tiled(per_group: np.ndarray, channels: int) -> np.ndarray:
+    """N x groups statistics spread over the channels with np.tile, as (N, C, 1): channel k gets group
+    k % groups's, where np.repeat gives it group k // (C // groups)'s, the right one."""
+    n = per_group.shape[0]
+    per_group = per_group.reshape(n, -1)
+    return np.tile(per_group, (1, channels // per_group.shape[1]))[:, :, None]
+
+
 def _conditioning(x, groups: int, eps: float) -> float:
     return tolerances.conditioning(grouped(np.asarray(x, dtype=np.float64), groups), (2, 3), eps)
 
@@ -145,6 +153,8 @@ def _forward(x, gamma, beta, groups, eps=1e-5, slip: str | None = None):
     var = xg.var(axis=over, keepdims=True, ddof=1 if slip == "unbiased-variance" else 0)
     rstd = 1.0 / (np.sqrt(var) + eps) if slip == "eps-outside-sqrt" else 1.0 / np.sqrt(var + eps)
     x_hat = (xg - mean) * rstd
+    if slip == "tiled-statistics":  # channel k given group k % groups's statistics (np.tile for np.repeat)
+        x_hat = (x.reshape(n, c, -1) - tiled(mean, c)) * tiled(rstd, c)
     if slip == "interleaved-groups":
         x_hat = x_hat.transpose(0, 2, 1, 3)
     x_hat = x_hat.reshape(x.shape)
@@ -171,6 +181,10 @@ FORWARD_SLIPS = {  # name -> (what the answer matches, the anchor it links to)
     "interleaved-groups": (
         "groups of every groups-th channel (channel k in group k % groups); a group is C // groups consecutive "
         "channels", f"{FORWARD_PAGE}#groupnorm"),
+    "tiled-statistics": (
+        "each group's mean and rstd spread over the channels with np.tile, so channel k got group k % groups's; "
+        "a group is C // groups consecutive channels, so channel k belongs to group k // (C // groups): "
+        "np.repeat(stat, C // groups, axis=1)", f"{FORWARD_PAGE}#groupnorm"),
     "gamma-per-group": (
         "gamma and beta indexed by group (gamma[g] for every channel of group g); there is one per channel",
         f"{FORWARD_PAGE}#groupnorm-gamma"),
@@ -188,6 +202,8 @@ def _backward(dy, cache, slip: str | None = None):
     rstd = cache["rstd"][:, :, None, None]
     xg = grouped(x, groups)
     x_hat = (xg - cache["mean"][:, :, None, None]) * rstd
+    if slip == "tiled-rstd":  # x_hat as cached, rstd spread over the channels with np.tile for np.repeat
+        rstd = grouped(tiled(cache["rstd"], c), groups)
     per_channel = (np.repeat(gamma[:groups], c // groups) if slip == "gamma-per-group" else gamma)
     scale = np.ones_like(gamma) if slip == "gamma-outside-sums" else per_channel
     g = grouped(dy * scale.reshape((c,) + (1,) * (x.ndim - 2)), groups)
@@ -215,6 +231,10 @@ BACKWARD_SLIPS = {
         "gamma taken out of the group's sums, rstd * gamma * (dy - mean(dy) - x_hat mean(dy x_hat)): BatchNorm's "
         "formula can do that, its group has one gamma; inside a GroupNorm group gamma changes from channel to "
         "channel, so g = dy * gamma belongs inside the sums", f"{CHAIN_RULE}#three-paths"),
+    "tiled-rstd": (
+        "rstd spread over the channels with np.tile, so channel k got group k % groups's; a group is C // groups "
+        "consecutive channels, so channel k belongs to group k // (C // groups): np.repeat(rstd, C // groups, axis=1)",
+        f"{FORWARD_PAGE}#groupnorm"),
     "gamma-per-group": (
         "gamma indexed by group (gamma[g] for every channel of group g); there is one per channel",
         f"{FORWARD_PAGE}#groupnorm-gamma"),
