@@ -354,7 +354,9 @@ SUBMISSIONS = {
                    "06-triton", "rmsnorm_backward_triton",
                    {"tl.store(here, tl.load(here, mask=ok, other=0.0) + dyj * xhat, mask=ok)":
                     "tl.store(here, dyj * xhat, mask=ok)"}))},
-        "m2": {"rmsnorm_backward_triton": ("half-dgamma", lambda: mutated(
+        "m2": {"layernorm_dx_triton": ("mean-by-chunk-width", lambda: mutated(
+                   "06-triton", "layernorm_dx_triton", {"rs * (g - sum_g / N - ": "rs * (g - sum_g / CHUNK - "})),
+               "rmsnorm_backward_triton": ("half-dgamma", lambda: mutated(
                    "06-triton", "rmsnorm_backward_triton",
                    {"partial = torch.zeros((groups, N), dtype=wide,":
                         "partial = torch.zeros((groups, N), dtype=x.dtype,",

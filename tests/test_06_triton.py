@@ -121,6 +121,13 @@ MUTANTS = {
     "no-upcast": lambda: mutated({f"{load}.to(acc)": load for load in ROW_LOADS}),
     # the last row never written: dx's torch.empty memory there held whatever it held, zeros often
     "skips-last-row": lambda: mutated({"for r in range(g, M, G):": "for r in range(g, M - 1, G):"}),
+    # a row's sums divided by the chunk's width: one of them, at a chunk of N rounded up (1024 for N = 1000) ...
+    "variance-by-chunk": lambda: mutated({"mean_gx = total_gx / N": "mean_gx = total_gx / CHUNK"}),
+    # ... and both, at chunks of 256 columns (four to a row of 1000)
+    "chunk-count": lambda: mutated({"chunk = min(1024, triton.next_power_of_2(N))":
+                                    "chunk = min(256, triton.next_power_of_2(N))",
+                                    "mean_g = total_g / N": "mean_g = total_g / CHUNK",
+                                    "mean_gx = total_gx / N": "mean_gx = total_gx / CHUNK"}),
 }
 # On a GPU a kernel spinning on a lock cannot be interrupted between calls: the grader's job runs out of
 # time as a whole instead (minutes). The interpreter's behaviour is what this test pins down.
@@ -146,6 +153,8 @@ NAMED_CASES = {
     "through-bfloat16": {"float16-tall", "float16-large-offset"},
     "no-upcast": {"bfloat16", "bfloat16-wide"},
     "skips-last-row": {"float32", "one-row"},
+    "variance-by-chunk": {"float32"},
+    "chunk-count": {"float32"},
 }
 NAMED_CASES = {name: cases for name, cases in NAMED_CASES.items() if name in MUTANTS}
 assert set(MUTANTS) <= THROUGH_THE_GRADER | set(NAMED_CASES)
@@ -208,6 +217,15 @@ def test_a_row_no_program_writes_reads_as_nan_and_is_explained(judged_mutants):
     assert failed == {"float32", "one-row"}, problems
     assert "dx has 1000 non-finite value(s) (NaN or inf), the first at index (5, 0)" in problems
     assert "memory made by torch.empty reads as NaN in these tests until a program stores to it" in problems
+
+
+@pytest.mark.parametrize("mutant,named", [
+    ("variance-by-chunk", "the sum of g * x_hat divided by the block or chunk width instead of by N"),
+    ("chunk-count", "the row sums divided by the block width (N rounded up to a power of two, or the width of the "
+                    "chunks a long row is loaded in) instead of by N")])
+def test_a_sum_divided_by_a_chunk_width_is_named(judged_mutants, mutant, named):
+    failed, problems = judged_mutants[mutant]
+    assert failed == {"float32"} and named in problems, problems
 
 
 def test_partials_kept_in_16_bits_fail_the_tall_shifted_test(judged_mutants):

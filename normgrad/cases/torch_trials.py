@@ -204,7 +204,8 @@ def statistics_trial(norm: str, shape, dtype: torch.dtype = torch.float32, kind:
 # --- Known slips of the backward formula, in float64, for the diagnoses of 04, 05 and 06. ---
 
 SLIPS = ("var-without-eps", "no-mean-path", "no-variance-path", "diagonal-only", "gamma-forgotten",
-         "gamma-outside-sums", "half-statistics", "half-sums", "dgamma-from-x", "padded-count", "bessel",
+         "gamma-outside-sums", "half-statistics", "half-sums", "dgamma-from-x", "padded-count",
+         "mean-by-chunk-width", "variance-by-chunk-width", "bessel",
          "count-from-wrong-axis",
          "reduced-over-dim-1", "half-arithmetic", "through-bfloat16", "through-bfloat16-truncated",
          "half-partials", "half-partials-truncated", "partials-overwritten")
@@ -220,7 +221,10 @@ half-statistics   mean and rstd rounded to the inputs' 16-bit type before use
 half-sums         every sum a running total kept in the inputs' 16-bit type
 dgamma-from-x     dgamma summed from dy * x where dy * x_hat belongs
 padded-count      the means over a group divided by its size rounded up to a power of two
-                  (a Triton block's width) instead of by its size
+                  (a Triton block's width) instead of by its size; with `width`, by that width
+                  (the chunk a kernel's loop over a long row takes)
+mean-by-chunk-width, variance-by-chunk-width   one of the two means so divided, mean(g) or
+                  mean(g * x_hat), the other by the group's size
 bessel            the variance recomputed with Bessel's correction (torch.var's default,
                   unbiased=True): rstd = 1 / sqrt(sum((x - mean)^2) / (m - 1) + eps) in place of
                   the rstd passed in, and the usual formula with it
@@ -283,18 +287,42 @@ def running_total(t: torch.Tensor, axes: tuple[int, ...], dtype: torch.dtype, te
     return total.double().sum(dim=0).reshape(shape)
 
 
+CHUNK_WIDTH_SLIPS = ("padded-count", "mean-by-chunk-width", "variance-by-chunk-width")
+CHUNK_WIDTHS = tuple(2**k for k in range(4, 14))  # 16 to 8192: the chunks a kernel's loop over a row may take
+CHUNK_WIDTH_MESSAGES = {
+    "padded-count": "the row sums divided by the block width (N rounded up to a power of two, or the width of the "
+                    "chunks a long row is loaded in) instead of by N",
+    "mean-by-chunk-width": "the sum of g = dy * gamma divided by the block or chunk width instead of by N (the "
+                           "other sum by N): the mean(g) term is off",
+    "variance-by-chunk-width": "the sum of g * x_hat divided by the block or chunk width instead of by N (the other "
+                               "sum by N): the x_hat * mean(g * x_hat) term is off",
+}
+
+
+def chunk_width_slips(dx_only: bool = False):
+    """(name, message, impl) of the count slips of a Triton kernel over layer norm's rows: the block's width
+    (N rounded up) first, then each chunk width in CHUNK_WIDTHS; `dx_only`: the impl returns dx alone."""
+    for slip, message in CHUNK_WIDTH_MESSAGES.items():
+        for width in (None, *CHUNK_WIDTHS):
+            def impl(dy, x, gamma, mean, rstd, _slip=slip, _width=width):
+                found = slipped_backward(dy, x, gamma, mean, rstd, "layer", _slip, width=_width)
+                return found[0] if dx_only else found
+            yield slip, message, impl
+
+
 def truncated_bfloat16(t: torch.Tensor) -> torch.Tensor:
     """`t` made bfloat16 by dropping the low 16 bits of its float32 form, as float64."""
     return (t.float().view(torch.int32) & ~0xFFFF).view(torch.float32).double()
 
 
 def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = None, eps: float = 1e-5,
-                     groups: int = 1):
+                     groups: int = 1, width: int | None = None):
     """(dx, dgamma, dbeta) by the compact formula in float64, with one known slip (None: no slip).
 
     norm='layer': x (M, N), statistics per row; norm='batch': x (N, C, *), statistics per channel.
     Arguments are float64 CPU tensors; results are float64 NumPy arrays. `groups`: the programs
-    (groups of rows) of 'partials-overwritten' and 'half-partials'.
+    (groups of rows) of 'partials-overwritten' and 'half-partials'; `width`: the chunk width the count
+    slips divide by (None: the group's size rounded up to a power of two).
     """
     if slip is not None and slip not in SLIPS:
         raise ValueError(f"unknown slip {slip!r}")
@@ -305,8 +333,12 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
     across = [1 if a in axes else n for a, n in enumerate(x.shape)]  # mean, rstd broadcast
     along = [1 if a in param_axes else n for a, n in enumerate(x.shape)]  # gamma broadcast
     m = int(np.prod([x.shape[a] for a in axes]))
-    if slip == "padded-count":
-        m = 1 << (m - 1).bit_length()
+    counts = (m, m)  # what the sums of g and of g * x_hat are divided by
+    if slip in CHUNK_WIDTH_SLIPS:
+        wrong = width or 1 << (m - 1).bit_length()
+        if wrong == m:
+            raise ValueError("a chunk as wide as the group divides by the right count")
+        counts = (m if slip == "variance-by-chunk-width" else wrong, m if slip == "mean-by-chunk-width" else wrong)
     if slip in ("count-from-wrong-axis", "reduced-over-dim-1"):
         if norm != "batch" or x.dim() != 2:
             raise ValueError("a slip of batch norm's 2-D (N, C) axes")
@@ -353,7 +385,7 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
     x_hat = (x - mean) * rstd
     g = dy if slip in ("gamma-forgotten", "gamma-outside-sums") else dy * gamma.reshape(along)
     reduce = (1,) if slip == "reduced-over-dim-1" else axes
-    mean_g, mean_gx = total(g, reduce) / m, total(g * x_hat, reduce) / m
+    mean_g, mean_gx = total(g, reduce) / counts[0], total(g * x_hat, reduce) / counts[1]
     if slip == "var-without-eps":
         var = 1 / rstd**2 - eps
         centered = x - mean

@@ -21,7 +21,7 @@ from functools import partial
 import torch
 
 from . import Case, Mistake
-from .torch_trials import backward_trial, slipped_backward
+from .torch_trials import backward_trial, chunk_width_slips, slipped_backward
 
 FUNCTION = "layernorm_backward_triton"
 NUMERICS = "04-numerics.html"
@@ -140,8 +140,8 @@ def _mistake(slip, message, anchor):
 
 
 MISTAKES = [
-    _mistake("padded-count", "the row sums divided by the block width (N rounded up to a power of two) "
-             "instead of by N", "masks-and-blocks"),
+    *(Mistake(FUNCTION, slip, message, "06-triton.html#masks-and-blocks", impl)
+      for slip, message, impl in chunk_width_slips()),
     _mistake("gamma-forgotten", "dx computed from dy instead of dy * gamma", "the-math-of-one-row"),
     _mistake("no-mean-path", "dx without the path through the mean (the term c1)", "the-math-of-one-row"),
     _mistake("no-variance-path", "dx without the path through the variance (the term x_hat * c2)",

@@ -25,7 +25,7 @@ import torch
 from . import Case, Mistake
 from . import rmsnorm_backward as rms
 from .judging import value_problems
-from .torch_trials import backward_trial, slipped_backward
+from .torch_trials import backward_trial, chunk_width_slips, slipped_backward
 from .triton_backward import PROGRAMS, kernels_do_the_work, with_nan_hints
 
 DEVICES = ("cuda",) if torch.cuda.is_available() else ("cpu",)
@@ -129,8 +129,6 @@ def _dx_slip(slip):
 
 
 DX_SLIPS = {
-    "padded-count": ("the row sums divided by the chunk width (N rounded up to a power of two) instead of by N",
-                     "masks-and-blocks"),
     "no-mean-path": ("dx without the path through the mean (the term mean(g))", "the-math-of-one-row"),
     "no-variance-path": ("dx without the path through the variance (the term x_hat * mean(g * x_hat))",
                          "the-math-of-one-row"),
@@ -148,6 +146,8 @@ OVERWRITTEN = ("each program's partial rows stored over instead of added to: dga
 
 
 MISTAKES = [
+    *[Mistake(DX, slip, message, f"{CHAPTER}#masks-and-blocks", impl)
+      for slip, message, impl in chunk_width_slips(dx_only=True)],
     *[Mistake(DX, slip, message, f"{CHAPTER}#{anchor}", _dx_slip(slip))
       for slip, (message, anchor) in DX_SLIPS.items()],
     *[Mistake(f, "missing-mask", *MISSING_MASK, impl=None, raises=CRASH) for f in (DX, RMS)],
