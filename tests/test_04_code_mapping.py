@@ -110,7 +110,7 @@ class LayerNormFunction(torch.autograd.Function):
         work = {work}
         v = x.to(work)
         mu = v.mean(dim=1, keepdim=True)
-        r = 1 / torch.sqrt({var} + eps)
+        r = 1 / torch.sqrt({var} + {eps})
         ctx.save_for_backward(x, gamma, mu, r)
         ctx.eps = eps
         return ({y}).to(x.dtype)
@@ -132,7 +132,7 @@ class LayerNormFunction(torch.autograd.Function):
 
 FUNCTION_CORRECT = {"y": "(v - mu) * r * gamma.to(work) + beta.to(work)", "dx": "r * (g - s1 - xh * s2)",
                     "work": "torch.float64 if x.dtype == torch.float64 else torch.float32",
-                    "var": "((v - mu) ** 2).mean(dim=1, keepdim=True)"}
+                    "var": "((v - mu) ** 2).mean(dim=1, keepdim=True)", "eps": "eps"}
 
 FUNCTION_SLIPS = {
     "var-without-eps": {"dx": "r * (g - s1 - xc * (g * xc).mean(dim=1, keepdim=True) / (1 / r**2 - eps))"},
@@ -141,6 +141,7 @@ FUNCTION_SLIPS = {
     "gamma-outside-sums": {"dx": "w * r * (d - d.mean(dim=1, keepdim=True) - xh * (d * xh).mean(dim=1, keepdim=True))"},
     "bessel": {"var": "v.var(dim=1, keepdim=True)"},  # makemore's layer: the unbiased variance, forward and all
     "half-arithmetic": {"work": "x.dtype"},  # the whole layer in x's dtype, forward and backward
+    "default-eps": {"eps": "1e-5"},  # the layer's usual eps, whatever apply was given
 }
 FUNCTION_BREACHES = {
     "forward-without-beta": ({"y": "(v - mu) * r * gamma.to(work)"}, "y is wrong"),

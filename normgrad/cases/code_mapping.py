@@ -22,7 +22,7 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Case, Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import (backward_trial, by_device, computed_backward, natural_scales, rounded, sixteen_bit_type,
+from .torch_trials import (DEFAULT_EPS, backward_trial, by_device, computed_backward, natural_scales, rounded, sixteen_bit_type,
                            slipped_backward, strided)
 
 DEVICES = ("cpu", "cuda")
@@ -181,9 +181,11 @@ def _float64_stats(x, eps, bessel: bool = False):
 
 def _function_with(slip):
     def impl(x, gamma, beta, eps, dy):
-        mean, rstd = _float64_stats(x, eps, bessel=slip == "bessel")
+        used = 1e-5 if slip == "default-eps" else eps
+        mean, rstd = _float64_stats(x, used, bessel=slip == "bessel")
         y = (gamma * (x - mean[:, None]) * rstd[:, None] + beta).numpy()
-        return (y, *slipped_backward(dy, x, gamma, mean, rstd, "layer", None if slip == "bessel" else slip, eps))
+        in_backward = None if slip in ("bessel", "default-eps") else slip
+        return (y, *slipped_backward(dy, x, gamma, mean, rstd, "layer", in_backward, used))
 
     return impl
 
@@ -212,6 +214,7 @@ def _mistakes() -> list[Mistake]:
         found.append(Mistake("LayerNormFunction", slip, message, section, _function_with(slip)))
     message, section = MESSAGES["half-arithmetic"]
     found.append(Mistake("LayerNormFunction", "half-arithmetic", message, section, _function_in_16_bits))
+    found.append(Mistake("LayerNormFunction", "default-eps", *DEFAULT_EPS, _function_with("default-eps")))
     return found
 
 

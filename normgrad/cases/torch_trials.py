@@ -287,6 +287,9 @@ def running_total(t: torch.Tensor, axes: tuple[int, ...], dtype: torch.dtype, te
     return total.double().sum(dim=0).reshape(shape)
 
 
+# An autograd Function's forward that ignores the eps apply passes: LayerNormFunction's and BatchNormFunction's
+DEFAULT_EPS = ("eps = 1e-5 whatever eps apply was given: the eps passed to apply belongs inside the square root",
+               "01-forward.html#where-eps-sits")
 CHUNK_WIDTH_SLIPS = ("padded-count", "mean-by-chunk-width", "variance-by-chunk-width")
 CHUNK_WIDTHS = tuple(2**k for k in range(4, 14))  # 16 to 8192: the chunks a kernel's loop over a row may take
 CHUNK_WIDTH_MESSAGES = {
@@ -333,18 +336,18 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
     across = [1 if a in axes else n for a, n in enumerate(x.shape)]  # mean, rstd broadcast
     along = [1 if a in param_axes else n for a, n in enumerate(x.shape)]  # gamma broadcast
     m = int(np.prod([x.shape[a] for a in axes]))
-    counts = (m, m)  # what the sums of g and of g * x_hat are divided by
-    if slip in CHUNK_WIDTH_SLIPS:
-        wrong = width or 1 << (m - 1).bit_length()
-        if wrong == m:
-            raise ValueError("a chunk as wide as the group divides by the right count")
-        counts = (m if slip == "variance-by-chunk-width" else wrong, m if slip == "mean-by-chunk-width" else wrong)
     if slip in ("count-from-wrong-axis", "reduced-over-dim-1"):
         if norm != "batch" or x.dim() != 2:
             raise ValueError("a slip of batch norm's 2-D (N, C) axes")
         if slip == "count-from-wrong-axis" and x.shape[0] == x.shape[1]:
             raise ValueError("the count from the wrong axis is right by accident when N == C")
         m = x.shape[1]
+    counts = (m, m)  # what the sums of g and of g * x_hat are divided by
+    if slip in CHUNK_WIDTH_SLIPS:
+        wrong = width or 1 << (m - 1).bit_length()
+        if wrong == m:
+            raise ValueError("a chunk as wide as the group divides by the right count")
+        counts = (m if slip == "variance-by-chunk-width" else wrong, m if slip == "mean-by-chunk-width" else wrong)
     if slip == "half-arithmetic":  # done as code does it, on the CPU, in the inputs' 16-bit type
         half = sixteen_bit_type(x, dy)
         done = computed_backward(dy.to(half), x.to(half), gamma.to(half), mean.float(), rstd.float(), norm, slip)
