@@ -268,3 +268,31 @@ def test_the_exercises_quote_the_tolerances_as_computed():
         for figure in figures:
             assert figure in text, (assignment, figure)
     assert (tolerances.ROUNDINGS, tolerances.CANCELLATION) == (2**9, 2**5)
+
+
+def test_a_crashed_childs_last_words_are_dropped_and_a_finished_childs_passed_on(capfd):
+    """A kernel that crashes the interpreter leaves glibc's and NumPy's noise around the test's one line:
+    the child's stderr is held until it ends, and passed on only when it ended by itself."""
+    import os
+    import signal
+    import sys
+
+    from normgrad.cases.child import CRASH_HINT, in_child
+
+    def crashing():
+        os.write(2, b"malloc(): unaligned tcache chunk detected\n")  # as glibc writes, to the descriptor
+        print("RuntimeWarning: overflow encountered in multiply", file=sys.stderr)  # as Python's warnings do
+        os.kill(os.getpid(), signal.SIGSEGV)
+        return []
+
+    def finishing():
+        os.write(2, b"a line the kernel printed\n")
+        print("a warning of the student's code", file=sys.stderr)
+        return ["dx is wrong"]
+
+    assert in_child(crashing, 20) == [f"crashed (SIGSEGV): {CRASH_HINT}"]
+    said = capfd.readouterr().err
+    assert "tcache" not in said and "overflow" not in said, said
+    assert in_child(finishing, 20) == ["dx is wrong"]
+    said = capfd.readouterr().err
+    assert "a line the kernel printed" in said and "a warning of the student's code" in said, said
