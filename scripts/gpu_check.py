@@ -65,7 +65,8 @@ LIMIT_S = 360.0  # the whole check, on a bare GPU machine
 # Steps 1 and 2, side by side on the GPU machine's 16 cores. On the H200 (gpu-results/run-2) step 2 alone took
 # 223 s, one worker holding all of tests/test_06_triton.py: its graded batch (88 s) and the ladder's compiled
 # tests (76 s in the 20 slowest alone). The ladder now has a file, so a worker, of its own
-# (tests/test_06_ladder.py). The benchmark keeps 115 s; it took 94 s in the first run.
+# (tests/test_06_ladder.py), and so have 06's added kernels (tests/test_06_added.py), whose mutants, each compiled
+# on a GPU, sat beside 04's and 05's. The benchmark keeps 115 s; it took 94 s in the first run.
 STEPS_TIMEOUT_S = 200.0
 DRY_TIMEOUT_S = 900.0  # a dry run's steps, on whatever CPU there is: it promises no time
 BENCH_MARGIN_S = 45.0  # kept back from the benchmark's budget: its last shape, the results file, this script's end

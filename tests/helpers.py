@@ -235,3 +235,92 @@ def times_tolerance(trial, returned, expected=None) -> float:
         middle = math.sqrt(low * high)
         low, high = (low, middle) if accepted(middle) else (middle, high)
     return high
+
+
+# --- the added functions' mistakes: their margins, and mutants named (test_04_06_added, test_06_added) ---
+
+def as_returned(trial, wrong):
+    """A float64 mistake's output in the dtypes the judge expects of a student's."""
+    import torch
+
+    keywords = trial.judge.keywords
+    if "dtypes" in keywords:
+        dtypes = keywords["dtypes"]
+    else:
+        dtypes = (keywords["dtype"],) * (len(wrong) if isinstance(wrong, tuple) else 1)
+    if not isinstance(wrong, tuple):
+        return torch.from_numpy(np.asarray(wrong)).to(dtypes[0])
+    return tuple(None if w is None else torch.from_numpy(np.asarray(w)).to(d) for w, d in zip(wrong, dtypes))
+
+
+def mistake_excess(assignment, function, mistake, case_name, seed):
+    """How many of the case's tolerances the first mistake of that name is off by (> 1 fails)."""
+    from normgrad.cases import _float64, case_rng, load
+
+    cases = load(assignment)
+    case = next(c for c in cases.cases_of(function) if c.name == case_name)
+    known = [m for m in cases.mistakes if m.function == function and m.name == mistake]
+    trial = case.make(case_rng(seed, case, "cpu"), "cpu")
+    wrong = as_returned(trial, known[0].impl(*_float64(trial.args)))
+    if trial.protocol == "shards":  # as the protocol returns it, the right sums (its last two arguments) added
+        wrong = (wrong, trial.args[-2:], wrong)
+    return times_tolerance(trial, wrong)
+
+
+def correct_excess(assignment, function, case_name, seed, namespace, device="cpu"):
+    """How many of the case's tolerances `namespace[function]` is off by (< 1 passes)."""
+    from normgrad import calling
+    from normgrad.cases import case_rng, load
+
+    case = next(c for c in load(assignment).cases_of(function) if c.name == case_name)
+    trial = case.make(case_rng(seed, case, device), device)
+    returned = calling.invoke(trial.protocol, namespace[function], copy.deepcopy(trial.args), {})
+    return times_tolerance(trial, returned)
+
+
+def known_mistake(assignment: str, function: str, name: str):
+    from normgrad.cases import load
+
+    return next(m for m in load(assignment).mistakes if m.function == function and m.name == name)
+
+
+def judged_answers(submissions: dict, beside: dict[str, str] | None = None, skip=()) -> dict:
+    """(assignment, student, function) -> case id -> its problems, for submissions of the form
+    assignment -> student -> function -> (the mistake it makes or None, a maker of its source). `beside`:
+    function -> the function whose student cell runs before it (a protocol calls both)."""
+    from normgrad import triton_layernorm  # noqa: F401  (without CUDA, Triton's interpreter, before any @jit)
+
+    beside = beside or {}
+
+    def source(answers, function):
+        cells = [answers[beside[function]], answers[function]] if function in beside else [answers[function]]
+        return "\n\n\n".join(make() for _, make in cells)
+
+    return {(assignment, student, function): judged(assignment, function, source(answers, function))
+            for assignment, students in submissions.items() for student, answers in students.items()
+            for function in answers if (assignment, student, function) not in skip}
+
+
+def named_mistakes(submissions: dict, skip=()) -> list[tuple[str, str, str, str]]:
+    """(assignment, student, function, mistake) of every answer that makes a named mistake."""
+    return [(a, s, f, m) for a, students in submissions.items() for s, answers in students.items()
+            for f, (m, _) in answers.items() if m is not None and (a, s, f) not in skip]
+
+
+def assert_rejected_and_named(verdict: dict, assignment: str, function: str, mistake: str, name_it: bool = True):
+    """The answer fails a case, and (`name_it`) some failed case names the mistake with its section."""
+    mine = {case: problems for case, problems in verdict.items() if problems}
+    assert mine, f"{function} with {mistake} was not rejected"
+    if name_it:
+        known = known_mistake(assignment, function, mistake)
+        diagnosis = f"{known.message} (see {known.section})"
+        named = [case for case, problems in mine.items() if any(diagnosis in problem for problem in problems)]
+        assert named, f"{mistake} was not named with its section:\n{mine}"
+
+
+def assert_pastes_score_nothing(verdicts: dict, submissions: dict, assignment: str):
+    """Each "pasted" answer (a chapter's code under an added name) fails every case of its function."""
+    for function in submissions[assignment]["pasted"]:
+        verdict = verdicts[assignment, "pasted", function]
+        assert verdict, f"no test of {function} ran"
+        assert not [case for case, problems in verdict.items() if not problems], verdict

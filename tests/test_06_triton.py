@@ -135,7 +135,7 @@ if torch.cuda.is_available():
     del MUTANTS["lock-never-released"]
     # Compiled for the H200, arithmetic on bfloat16 values as loaded passed both bfloat16 cases (within their
     # tolerance, gpu-results/run-2): their NaN is the interpreter's. On a GPU the same kernel is measured on
-    # float16-cancelling, with the other 16-bit slips (tests/test_04_06_added.py, SIXTEEN_BIT)
+    # float16-cancelling, with the other 16-bit slips (tests/test_06_added.py, SIXTEEN_BIT)
     del MUTANTS["no-upcast"]
 VARIANTS = {
     "locked": lambda: LOCKED.replace("RELEASE", "tl.atomic_xchg(LOCKS + group, 0)"),

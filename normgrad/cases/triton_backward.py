@@ -98,7 +98,7 @@ CASES = [
           sized((67, 1500), (4099, 1500), F32)),
     # dy near 8 and gamma near 1: dx is a small difference of terms near 8, held to its own size. Loads not
     # converted to float32 sit 18 to 31 tolerances out, g = dy * gamma in 16 bits 2.4 to 3.7, the solution at most
-    # 0.72 over 30 seeds (tests/test_04_06_added.py). The rows keep dbeta, about 8 M, mid-binade: at 33 rows, just above
+    # 0.72 over 30 seeds (tests/test_06_added.py). The rows keep dbeta, about 8 M, mid-binade: at 33 rows, just above
     # 256, where its one correct rounding cost 0.9 of the tolerance.
     _case("float16-cancelling", 3, True, "float16, 45 x 777 (3001 x 777 on a GPU), dy near 8 and gamma near 1: dx "
           "a small difference of large terms", sized((45, 777), (3001, 777), F16, dy_offset=8.0, cancelling=True)),

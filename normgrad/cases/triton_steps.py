@@ -68,7 +68,7 @@ CASES = [
     _dx("float64", 3, True, "float64, 6 x 200: float64 arithmetic", dx_only(backward_trial("layer", (6, 200), F64))),
     # dy near 8 and gamma near 1: dx is a small difference of terms near 8, and any 16-bit rounding before the
     # end shows. Loads not converted to float32 land 16 to 31 tolerances out, g = dy * gamma formed in 16 bits
-    # 14 to 21, the solution at most 0.79, over 30 seeds (tests/test_04_06_added.py); on a random dy both passed.
+    # 14 to 21, the solution at most 0.79, over 30 seeds (tests/test_06_added.py); on a random dy both passed.
     _dx("float16-cancelling", 3, True, "float16, 7 x 777 (2053 x 777 on a GPU), dy near 8 and gamma near 1: dx a "
         "small difference of large terms",
         dx_only(ln_sized((7, 777), (2053, 777), F16, dy_offset=8.0, cancelling=True))),
