@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -277,3 +278,30 @@ def test_the_added_kernels_compile_for_a_gpu(root):
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(json.loads(done.stdout.splitlines()[-1])) == 3 * 3 * 2
+
+
+@pytest.mark.parametrize("function", ["layernorm_dx_triton", "layernorm_backward_triton"])
+def test_a_sum_divided_by_a_chunk_width_is_named_whatever_the_width(function):
+    """The width a kernel divides by is the student's choice; the slip's impl fits it to the answer
+    (torch_trials._fitted_width) and is judged then, so each width and form is named, and an answer off in
+    another way is not."""
+    from normgrad.cases import _float64, diagnose
+    from normgrad.cases.torch_trials import CHUNK_WIDTH_SLIPS, backward_trial, slipped_backward
+
+    assignment = load("06-triton")  # before triton_steps is imported on its own: the package loads it
+    from normgrad.cases.triton_steps import dx_only
+
+    maker = backward_trial("layer", (48, 3000), torch.float16, kind="large-offset", offset=10.0, dy_offset=3.0)
+    trial = (dx_only(maker) if function == "layernorm_dx_triton" else maker)(np.random.default_rng(0), "cpu")
+    args = _float64(trial.args)
+
+    def as_answer(outputs):
+        answer = tuple(torch.from_numpy(np.asarray(o)).to(torch.float16) for o in outputs)
+        return answer[0] if function == "layernorm_dx_triton" else answer
+
+    for slip in CHUNK_WIDTH_SLIPS:
+        for width in (None, 128, 512, 2048):
+            found = diagnose(assignment, function, trial, as_answer(slipped_backward(*args, "layer", slip, width=width)))
+            assert found is not None and found.name == slip, (slip, width, found)
+    expected = trial.expected if isinstance(trial.expected, tuple) else (trial.expected,)
+    assert diagnose(assignment, function, trial, as_answer(1.01 * np.asarray(e) for e in expected)) is None

@@ -82,7 +82,10 @@ class Mistake:
     name: str
     message: str  # completes "Your result matches ..."
     section: str  # the book page and anchor that explains it, e.g. "01-forward.html#slips"
-    impl: Callable | None  # None for a mistake that shows as an error, not as a wrong value
+    # None for a mistake that shows as an error, not as a wrong value. An impl whose attribute `fitted` is true
+    # stands for a family of slips with a parameter the student chose (a chunk width): `diagnose` passes it the
+    # answer as `returned=`, and it returns the member the answer sits nearest, judged then as any other.
+    impl: Callable | None
     raises: str | None = None  # a pattern of the error text it shows as (see `diagnose_error`)
 
 
@@ -176,7 +179,8 @@ def diagnose(assignment: Assignment, function: str, trial: Trial, returned) -> M
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a mistake may well divide by zero
-                wrongs.append((mistake, mistake.impl(*_float64(trial.args), **trial.kwargs)))
+                fitted = {"returned": returned} if getattr(mistake.impl, "fitted", False) else {}
+                wrongs.append((mistake, mistake.impl(*_float64(trial.args), **trial.kwargs, **fitted)))
         except Exception:  # a mistake that cannot apply to these inputs matches nothing
             continue
     # A mistake whose output passes this case cannot be what failed it: on a group of one channel GroupNorm

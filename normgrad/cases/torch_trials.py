@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from .. import inputs, reference, tolerances
+from .. import checks, inputs, reference, tolerances
 from . import Trial
 from .judging import arrays_problems
 
@@ -291,7 +291,7 @@ def running_total(t: torch.Tensor, axes: tuple[int, ...], dtype: torch.dtype, te
 DEFAULT_EPS = ("eps = 1e-5 whatever eps apply was given: the eps passed to apply belongs inside the square root",
                "01-forward.html#where-eps-sits")
 CHUNK_WIDTH_SLIPS = ("padded-count", "mean-by-chunk-width", "variance-by-chunk-width")
-CHUNK_WIDTHS = tuple(2**k for k in range(4, 14))  # 16 to 8192: the chunks a kernel's loop over a row may take
+CHUNK_WIDTHS = (128, 256, 512, 1024, 2048, 4096)  # the chunks a kernel's loop over a long row takes
 CHUNK_WIDTH_MESSAGES = {
     "padded-count": "the row sums divided by the block width (N rounded up to a power of two, or the width of the "
                     "chunks a long row is loaded in) instead of by N",
@@ -303,14 +303,55 @@ CHUNK_WIDTH_MESSAGES = {
 
 
 def chunk_width_slips(dx_only: bool = False):
-    """(name, message, impl) of the count slips of a Triton kernel over layer norm's rows: the block's width
-    (N rounded up) first, then each chunk width in CHUNK_WIDTHS; `dx_only`: the impl returns dx alone."""
+    """(name, message, impl) of the count slips of a Triton kernel over layer norm's rows; `dx_only`: the impl
+    returns dx alone. The width is the student's choice (N rounded up, or a chunk of CHUNK_WIDTHS below N), so
+    each impl is `fitted` (see `diagnose`): given the answer, it returns the member of its family, the widths
+    the answer's dx sits nearest; without one, N rounded up."""
     for slip, message in CHUNK_WIDTH_MESSAGES.items():
-        for width in (None, *CHUNK_WIDTHS):
-            def impl(dy, x, gamma, mean, rstd, _slip=slip, _width=width):
-                found = slipped_backward(dy, x, gamma, mean, rstd, "layer", _slip, width=_width)
-                return found[0] if dx_only else found
-            yield slip, message, impl
+        def impl(dy, x, gamma, mean, rstd, returned=None, _slip=slip):
+            width = None if returned is None else _fitted_width(_slip, dy, x, gamma, mean, rstd, returned, dx_only)
+            found = slipped_backward(dy, x, gamma, mean, rstd, "layer", _slip, width=width)
+            return found[0] if dx_only else found
+        impl.fitted = True
+        yield slip, message, impl
+
+
+def _fitted_width(slip, dy, x, gamma, mean, rstd, returned, dx_only: bool) -> int | None:
+    """The width of `slip` whose dx the answer's sits nearest: dx with the two row sums S1 = sum(g) and
+    S2 = sum(g * x_hat) divided by c1 and c2 is the right dx plus a * rstd * S1 + b * rstd * x_hat * S2, with
+    a = 1/N - 1/c1 and b = 1/N - 1/c2; a and b are fitted by least squares to the answer's error, and c1, c2
+    taken to the nearest of N, N rounded up and the chunk widths below N. ValueError where the fit is not the
+    slip's form (c1 = c2 for padded-count, c2 = N for mean-by-chunk-width, c1 = N for variance-by-chunk-width)."""
+    answer = returned if dx_only else returned[0] if isinstance(returned, (tuple, list)) and returned else None
+    try:
+        answer = np.asarray(checks.as_float64(answer), dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError("no dx to fit") from e
+    n = x.shape[1]
+    if answer.shape != tuple(x.shape) or not np.isfinite(answer).all():
+        raise ValueError("no dx to fit")
+    x_hat = ((x - mean[:, None]) * rstd[:, None]).numpy()
+    g = (dy * gamma).numpy()
+    r = rstd.numpy()[:, None]
+    s1, s2 = g.sum(axis=1, keepdims=True), (g * x_hat).sum(axis=1, keepdims=True)
+    right = r * (g - s1 / n - x_hat * s2 / n)
+    u, v, error = np.broadcast_to(r * s1, x_hat.shape).ravel(), (r * x_hat * s2).ravel(), (answer - right).ravel()
+    normal = np.array([[u @ u, u @ v], [u @ v, v @ v]])  # the least-squares fit's 2 x 2 normal equations
+    (a, b), *_ = np.linalg.lstsq(normal, np.array([u @ error, v @ error]), rcond=None)
+    padded = 1 << (n - 1).bit_length()
+    counts = sorted({n, padded, *(w for w in CHUNK_WIDTHS if w < n)})
+
+    def nearest(excess: float) -> int:  # excess = 1/N - 1/c
+        inverse = 1 / n - excess
+        return min(counts, key=lambda c: abs(1 / c - inverse))
+
+    c1, c2 = nearest(a), nearest(b)
+    form = {"padded-count": c1 == c2 != n, "mean-by-chunk-width": c1 != n == c2,
+            "variance-by-chunk-width": c1 == n != c2}[slip]
+    if not form:
+        raise ValueError(f"the answer's counts ({c1}, {c2}) are not {slip}'s")
+    width = c1 if slip != "variance-by-chunk-width" else c2
+    return None if width == padded else width
 
 
 def truncated_bfloat16(t: torch.Tensor) -> torch.Tensor:
@@ -344,6 +385,8 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
         m = x.shape[1]
     counts = (m, m)  # what the sums of g and of g * x_hat are divided by
     if slip in CHUNK_WIDTH_SLIPS:
+        if width is not None and width >= m:
+            raise ValueError("a row no wider than a chunk is one block: the slip without a width")
         wrong = width or 1 << (m - 1).bit_length()
         if wrong == m:
             raise ValueError("a chunk as wide as the group divides by the right count")
