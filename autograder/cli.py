@@ -286,14 +286,16 @@ def cmd_grade(args) -> int:
         # nothing of the notebooks being graded, whose jobs may have been killed; the rows written are kept
         _on_sigterm(caller_sigterm)  # a second SIGTERM does what it did before the run
         interrupted = terminated = True
-        started = [f for f in pending if not f.cancel()]
+        # a future written just before the signal, not yet taken out of `pending`, is not being graded
+        started = [f for f in pending if f not in written and not f.cancel()]
         being = f", and writing none of the {len(started)} being graded" if started else " (none was being graded)"
         print(f"\nterminated: grading no more notebooks{being}", file=sys.stderr, flush=True)
         pool.shutdown(wait=False, cancel_futures=True)
     except KeyboardInterrupt:
         # Ctrl-C: start no one new, and write what is being graded now; a second Ctrl-C leaves that too
         interrupted = True
-        started = [f for f in pending if not f.cancel()]  # with the one whose record the Ctrl-C cut short
+        # with the one whose record the Ctrl-C cut short, not one written before it and still in `pending`
+        started = [f for f in pending if f not in written and not f.cancel()]
         being = f"; writing the {len(started)} being graded (Ctrl-C again to leave them)" if started else ""
         print(f"\ninterrupted: grading no more notebooks{being}", file=sys.stderr, flush=True)
         try:

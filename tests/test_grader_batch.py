@@ -320,12 +320,17 @@ def test_ctrl_c_grades_no_one_new_and_writes_who_was_being_graded(tmp_path, whil
     assert status == 130, complaints
 
 
-def test_sigterm_grades_no_one_new_writes_no_one_half_graded_and_says_so(tmp_path):
+@pytest.mark.parametrize("while_recording", [False, True])
+def test_sigterm_grades_no_one_new_writes_no_one_half_graded_and_says_so(tmp_path, while_recording):
     """A batch system's time limit (Slurm sends SIGTERM to every process of the job, the sandboxes too): no
     new student is started, none being graded is written (its job may have been killed), the summary is
-    brought up to date, and the run says how far it got. It used to die without a word, the summary stale."""
-    status, graded, out, said, complaints = interrupt_a_class(tmp_path, signal.SIGTERM,
-                                                              [sys.executable, "-m", "autograder"])
+    brought up to date, and the run says how far it got. It used to die without a word, the summary stale.
+    `while_recording`: the signal lands while the first row is being recorded, after it was written; that
+    student was counted among the 2 "being graded" (CI, once)."""
+    slow = ("import autograder.cli as c, time; step = c.Progress.step; "
+            "c.Progress.step = lambda self: (time.sleep(1.0), step(self)); ") if while_recording else ""
+    run = slow + "import runpy; runpy.run_module('autograder', run_name='__main__', alter_sys=True)"
+    status, graded, out, said, complaints = interrupt_a_class(tmp_path, signal.SIGTERM, [sys.executable, "-c", run])
     assert status == 143, complaints
     agree(out)
     # the next student's job has started, or is still queued (cancelled), as the signal lands after a row
