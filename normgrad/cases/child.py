@@ -59,8 +59,10 @@ def in_child(test: Callable[[], list[str]], seconds: float) -> list[str]:
                 json.dump([str(p) for p in problems], out)
         except BaseException:  # noqa: BLE001
             code = 1
-        sys.stderr.flush()
-        os._exit(code)
+        try:
+            sys.stderr.flush()
+        finally:  # whatever happens, the child never returns into the notebook's code
+            os._exit(code)
     os.close(write_end)
     with held:
         problems, ended_by_itself = _result(pid, read_end, seconds)
