@@ -128,8 +128,9 @@ SLIPS = {  # function -> mistake name -> the knobs that make it
         "gamma-per-group": {"affine": "np.repeat(gamma[:groups], c // groups), np.repeat(beta[:groups], c // groups)"},
         "unbiased-variance": {"var": "xg.var(axis={over}, keepdims=True, ddof=1)"},
         "eps-outside-sqrt": {"rstd": "1 / (np.sqrt(var) + eps)"},
-        "tiled-statistics": {"x_hat": "((x.reshape(n, c, -1) - np.tile(mean.reshape(n, -1), (1, c // groups))[:, :, None])"
-                                      " * np.tile(rstd.reshape(n, -1), (1, c // groups))[:, :, None]).reshape(x.shape)"},
+        "tiled-statistics": {"x_hat": "((x.reshape(n, c, -1) - np.tile(mean.reshape(n, -1), (1, c // groups))"
+                                      "[:, :, None]) * np.tile(rstd.reshape(n, -1), (1, c // groups))[:, :, None])"
+                                      ".reshape(x.shape)"},
     },
     "rmsnorm_forward": {
         "mean-subtracted": {"xc": "x - x.mean(axis=1, keepdims=True)"},

@@ -301,7 +301,42 @@ def test_a_sum_divided_by_a_chunk_width_is_named_whatever_the_width(function):
 
     for slip in CHUNK_WIDTH_SLIPS:
         for width in (None, 128, 512, 2048):
-            found = diagnose(assignment, function, trial, as_answer(slipped_backward(*args, "layer", slip, width=width)))
+            slipped = slipped_backward(*args, "layer", slip, width=width)
+            found = diagnose(assignment, function, trial, as_answer(slipped))
             assert found is not None and found.name == slip, (slip, width, found)
     expected = trial.expected if isinstance(trial.expected, tuple) else (trial.expected,)
     assert diagnose(assignment, function, trial, as_answer(1.01 * np.asarray(e) for e in expected)) is None
+
+
+HOSTILE_ANSWERS = {  # what a student's kernel may hand back, as the fit of the chunk width reads it
+    "nan": lambda right: torch.full_like(right, float("nan")),
+    "inf": lambda right: torch.full_like(right, float("inf")),
+    "wrong-shape": lambda right: right[:, :7],
+    "transposed": lambda right: right.t(),
+    "zero-dim": lambda right: torch.tensor(1.0),
+    "strings": lambda right: ["dx"] * 3,
+    "none": lambda right: None,
+    "empty-tuple": lambda right: (),
+    "a-dict": lambda right: {"dx": right},
+}
+
+
+@pytest.mark.parametrize("function", ["layernorm_dx_triton", "layernorm_backward_triton"])
+@pytest.mark.parametrize("answer", HOSTILE_ANSWERS)
+def test_the_chunk_width_fit_reads_a_hostile_answer_as_no_match(function, answer):
+    """The fit reads the student's dx (a new path from an answer into the trusted side): whatever it gets,
+    the diagnosis goes on, and names no chunk-width slip."""
+    from normgrad.cases import diagnose
+    from normgrad.cases.torch_trials import CHUNK_WIDTH_SLIPS, backward_trial
+
+    assignment = load("06-triton")
+    from normgrad.cases.triton_steps import dx_only
+
+    maker = backward_trial("layer", (6, 1000), torch.float32)
+    trial = (dx_only(maker) if function == "layernorm_dx_triton" else maker)(np.random.default_rng(0), "cpu")
+    expected = trial.expected if isinstance(trial.expected, tuple) else (trial.expected,)
+    returned = HOSTILE_ANSWERS[answer](torch.from_numpy(np.asarray(expected[0])).float())
+    if function == "layernorm_backward_triton" and isinstance(returned, torch.Tensor):
+        returned = (returned, *(torch.from_numpy(np.asarray(e)).float() for e in expected[1:]))
+    found = diagnose(assignment, function, trial, returned)
+    assert found is None or found.name not in CHUNK_WIDTH_SLIPS, found

@@ -18,7 +18,7 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Case, Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import DEFAULT_EPS, natural_scales, rounded, strided
+from .torch_trials import DEFAULT_EPS_SLIP, natural_scales, rounded, strided
 
 FUNCTION = "BatchNormFunction"
 DEVICES = ("cpu", "cuda")
@@ -128,7 +128,7 @@ MESSAGES = {
                          "dimension but 1", "05-thnn.html#nchw"),
     "unbiased-variance": ("the unbiased variance (divided by n - 1) used and saved: training-mode batch norm "
                           "divides by n", "01-forward.html#the-variance-is-the-biased-one"),
-    "default-eps": DEFAULT_EPS,
+    "default-eps": DEFAULT_EPS_SLIP,
     "diagonal-only": ("source 002's 'simplified' backward, which keeps only the Jacobian's diagonal, "
                       "rstd * g_i * (1 - 1/m - x_hat_i**2 / m): every x_j of a channel moves its mean and variance, "
                       "so dx_i sums over all of them", "02-chain-rule.html#slip-diagonal-only"),

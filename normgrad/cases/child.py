@@ -81,7 +81,8 @@ def _result(pid: int, read_end: int, seconds: float) -> tuple[list[str], bool]:
             if left <= 0:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                return [f"took longer than {seconds:.0f} s and was stopped (an endless loop, a lock never released?)"], False
+                return [f"took longer than {seconds:.0f} s and was stopped "
+                        "(an endless loop, a lock never released?)"], False
             ready, _, _ = select.select([pipe], [], [], min(left, 1.0))
             if ready:
                 chunk = os.read(pipe.fileno(), 1 << 16)

@@ -22,8 +22,8 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Case, Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import (DEFAULT_EPS, backward_trial, by_device, computed_backward, natural_scales, rounded, sixteen_bit_type,
-                           slipped_backward, strided)
+from .torch_trials import (DEFAULT_EPS_SLIP, backward_trial, by_device, computed_backward, natural_scales, rounded,
+                           sixteen_bit_type, slipped_backward, strided)
 
 DEVICES = ("cpu", "cuda")
 f64, f32, bf16, f16 = torch.float64, torch.float32, torch.bfloat16, torch.float16
@@ -214,7 +214,7 @@ def _mistakes() -> list[Mistake]:
         found.append(Mistake("LayerNormFunction", slip, message, section, _function_with(slip)))
     message, section = MESSAGES["half-arithmetic"]
     found.append(Mistake("LayerNormFunction", "half-arithmetic", message, section, _function_in_16_bits))
-    found.append(Mistake("LayerNormFunction", "default-eps", *DEFAULT_EPS, _function_with("default-eps")))
+    found.append(Mistake("LayerNormFunction", "default-eps", *DEFAULT_EPS_SLIP, _function_with("default-eps")))
     return found
 
 

@@ -288,8 +288,8 @@ def running_total(t: torch.Tensor, axes: tuple[int, ...], dtype: torch.dtype, te
 
 
 # An autograd Function's forward that ignores the eps apply passes: LayerNormFunction's and BatchNormFunction's
-DEFAULT_EPS = ("eps = 1e-5 whatever eps apply was given: the eps passed to apply belongs inside the square root",
-               "01-forward.html#where-eps-sits")
+DEFAULT_EPS_SLIP = ("eps = 1e-5 whatever eps apply was given: the eps passed to apply belongs inside the square root",
+                    "01-forward.html#where-eps-sits")
 CHUNK_WIDTH_SLIPS = ("padded-count", "mean-by-chunk-width", "variance-by-chunk-width")
 CHUNK_WIDTHS = (128, 256, 512, 1024, 2048, 4096)  # the chunks a kernel's loop over a long row takes
 CHUNK_WIDTH_MESSAGES = {
@@ -322,9 +322,10 @@ def _fitted_width(slip, dy, x, gamma, mean, rstd, returned, dx_only: bool) -> in
     a = 1/N - 1/c1 and b = 1/N - 1/c2; a and b are fitted by least squares to the answer's error, and c1, c2
     taken to the nearest of N, N rounded up and the chunk widths below N. ValueError where the fit is not the
     slip's form (c1 = c2 for padded-count, c2 = N for mean-by-chunk-width, c1 = N for variance-by-chunk-width)."""
-    answer = returned if dx_only else returned[0] if isinstance(returned, (tuple, list)) and returned else None
+    if not dx_only:
+        returned = returned[0] if isinstance(returned, (tuple, list)) and returned else None
     try:
-        answer = np.asarray(checks.as_float64(answer), dtype=np.float64)
+        answer = np.asarray(checks.as_float64(returned), dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise ValueError("no dx to fit") from e
     n = x.shape[1]
