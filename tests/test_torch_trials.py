@@ -149,6 +149,48 @@ def test_only_the_count_slip_hides_on_a_square_batch_norm_input():
     assert trial.judge(summed_across, trial.expected) != []
 
 
+def torch_running_total(t: torch.Tensor, dtype, terms_rounded: bool, truncate: bool, groups: int) -> torch.Tensor:
+    """A running total over t's rows by its definition, in torch, one term at a time for each of `groups` programs
+    (rows g, g + G, ...): the total rounded to `dtype` after each addition (by dropping bits, `truncate`d), the
+    programs' totals then added exactly."""
+    totals = []
+    for g in range(min(groups, t.shape[0])):
+        total = torch.zeros(t.shape[1:], dtype=dtype if terms_rounded else torch.float64)
+        for term in t[g::groups]:
+            if terms_rounded:  # 16-bit tensors added in torch's way
+                total = total + term.to(dtype)
+            else:
+                total = total + term
+                total = (total.float().view(torch.int32) & ~0xFFFF).view(torch.float32).double() if truncate \
+                    else total.to(dtype).double()
+        totals.append(total.double())
+    return torch.stack(totals).sum(dim=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_running_totals_round_as_torch_does_for_every_number_of_programs_in_one_pass(dtype):
+    """The diagnosis's running totals (a NumPy loop on float32 bits, every G in one pass) equal torch's, term by
+    term: rounded to nearest through float32 with ties to even, or truncated; totals that stall included."""
+    from normgrad.cases.torch_trials import running_total, running_totals
+
+    rng = np.random.default_rng(3)
+    t = torch.from_numpy(rng.standard_normal((600, 5)) + np.array([2.0, 0.0, -40.0, 1e-3, 0.5]))
+    t[0, 0] = 1 + 2**-11 + 2**-40  # rounds to 1 through float32 (a tie there), up directly
+    t[1, 1] = 2.0**-30
+    programs = (1, 3, 32, 264, 1024)
+    for terms_rounded, truncate in [(True, False), (False, False), (False, True)]:
+        if truncate and dtype != torch.bfloat16:
+            continue
+        joint = running_totals(t, (0,), dtype, programs, terms_rounded, truncate)
+        for g in programs:
+            want = torch_running_total(t, dtype, terms_rounded, truncate, g)
+            assert torch.equal(joint[g][0], want), (terms_rounded, truncate, g)
+            assert torch.equal(running_total(t, (0,), dtype, terms_rounded, truncate, g)[0], want)
+    one = running_totals(t, (0,), dtype, (1,), terms_rounded=False)[1][0, 0]
+    # near 1200 a 16-bit total of terms near 2 drifts (float16: 2.3 off) or stalls (bfloat16: 198 off)
+    assert abs(one - t[:, 0].sum()) > 1.0
+
+
 def test_constant_groups_are_judged_against_the_natural_scale_of_dgamma():
     trial = backward_trial("batch", (6, 3), torch.float64, "constant")(np.random.default_rng(0), "cpu")
     dx, dgamma, dbeta = batch(*trial.args)
