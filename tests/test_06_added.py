@@ -6,6 +6,8 @@ each mutant compiles, and beside 04's and 05's added functions one test worker h
 - chapter 6's code, pasted under the added names, scores nothing on them;
 - a kernel that crashes Triton's interpreter fails its test in the notebook, which goes on;
 - the kernels' mistakes against the tolerance, beside the solution's, and 16-bit arithmetic in a kernel;
+- the fits of a chunk width and of a number of programs: a slip named whatever the launch, a hostile answer
+  read as no match;
 - the added kernels compile for a GPU (sm_90) without one.
 """
 
@@ -107,11 +109,15 @@ def crash_graded(tmp_path_factory):
     return helpers.verdicts(out, student, assignment)
 
 
-# Named from a float64 emulation that sums partials in the interpreter's groups of rows. On the H200 (first
-# run, gpu-results/run-2) both are still rejected, but a GPU's launch groups rows otherwise, and half-dgamma's
-# kernel does not compile for float64 there: their errors are wrong values, not named mistakes.
-UNNAMED_ON_A_GPU = {("rmsnorm_backward_triton", "partials-overwritten"), ("rmsnorm_backward_triton", "half-dgamma"),
-                    ("layernorm_backward_triton", "partials-overwritten")}
+# Named from a float64 emulation that sums partials in G programs' groups of rows, G fitted among the launches
+# kernels take (torch_trials.fitted_to_programs): on the H200 (gpu-results/run-2), before the fit, no mutant
+# launched as there (264 programs) was named. Partials stored over are now named at 264 (emulated under the
+# interpreter below). half-dgamma's 16-bit partials are then summed by a second kernel whose tl.sum of float16
+# tiles rounds each step to 16 bits too, which the emulation does not do: under the interpreter at 264 programs
+# its dgamma sits 1.1% of the largest entry from the emulation's (21 tolerances) and is left unnamed; with that
+# kernel's loads converted to float32 it sits 0.15% away (2.8 tolerances) and is named. (float16, 2053 x 777.)
+# (Its kernel does not compile for float64 on a GPU: that case's error is a compile error.)
+UNNAMED_ON_A_GPU = {("rmsnorm_backward_triton", "half-dgamma")}
 
 
 NAMED = named_mistakes(SUBMISSIONS, skip={CRASHING})
@@ -340,3 +346,85 @@ def test_the_chunk_width_fit_reads_a_hostile_answer_as_no_match(function, answer
         returned = (returned, *(torch.from_numpy(np.asarray(e)).float() for e in expected[1:]))
     found = diagnose(assignment, function, trial, returned)
     assert found is None or found.name not in CHUNK_WIDTH_SLIPS, found
+
+
+def programs_members(function: str, dtype=torch.bfloat16, rows: int = 30_000):
+    """A tall trial of `function` and, for each slip of G programs' partial sums, its answer at G programs as
+    torch_trials and rmsnorm_backward define it: slip -> G -> the outputs rounded to `dtype`."""
+    from normgrad.cases import _float64
+    from normgrad.cases import rmsnorm_backward as rms
+    from normgrad.cases.torch_trials import backward_trial, slipped_backward
+
+    if function == "layernorm_backward_triton":
+        trial = backward_trial("layer", (rows, 24), dtype, dy_offset=2.0)(np.random.default_rng(0), "cpu")
+        args = _float64(trial.args)
+        member = {slip: (lambda g, slip=slip: slipped_backward(*args, "layer", slip, groups=g))
+                  for slip in ("half-partials", "half-partials-truncated", "partials-overwritten")}
+    else:
+        trial = rms.trial((rows, 20), dtype, dy_offset=2.0)(np.random.default_rng(0), "cpu")
+        args = _float64(trial.args)
+        member = {"half-dgamma": lambda g: rms.slipped(*args, "half-dgamma", groups=g),
+                  "half-dgamma-truncated": lambda g: rms.slipped(*args, "half-dgamma", groups=g, truncate=True),
+                  "partials-overwritten": lambda g: rms.slipped(*args, "partials-overwritten", groups=g)}
+    return trial, args, member
+
+
+@pytest.mark.parametrize("function", ["layernorm_backward_triton", "rmsnorm_backward_triton"])
+def test_a_slip_of_the_programs_partial_sums_is_named_whatever_their_number(function):
+    """How many programs share the rows is the launcher's choice (the solution takes two per multiprocessor, 264 on
+    an H200): the slip's impl fits G to the answer (torch_trials.fitted_to_programs), so the slip is named at
+    G = 1, 8 and 264, its member is the answer's own, and an answer off in another way is named nothing."""
+    from normgrad.cases import diagnose
+
+    assignment = load("06-triton")
+    trial, args, member = programs_members(function)
+    for slip, at in member.items():
+        for g in (1, 8, 264):
+            answer = tuple(torch.from_numpy(o).to(torch.bfloat16) for o in at(g))
+            assert trial.judge(answer, trial.expected), f"{slip} at {g} programs passes the case"
+            found = diagnose(assignment, function, trial, answer)
+            named = "half-dgamma" if slip == "half-dgamma-truncated" else slip  # RMSNorm's two roundings, one name
+            assert found is not None and found.name == named, (slip, g, found)
+            fitted = found.impl(*args, returned=answer)
+            assert all(np.allclose(f, m, rtol=1e-12, atol=0) for f, m in zip(fitted, at(g))), \
+                f"{slip}: the fit missed G = {g}"  # (the same sums, added in another order)
+    off = tuple(torch.from_numpy(1.01 * np.asarray(e)).to(torch.bfloat16) for e in trial.expected)
+    assert diagnose(assignment, function, trial, off) is None
+
+
+@pytest.mark.parametrize("function", ["layernorm_backward_triton", "rmsnorm_backward_triton"])
+@pytest.mark.parametrize("answer", HOSTILE_ANSWERS)
+def test_the_programs_fit_reads_a_hostile_dgamma_as_no_match(function, answer):
+    """The fit of G reads the student's dgamma: whatever it gets, the diagnosis goes on and names no slip of the
+    programs' partial sums."""
+    from normgrad.cases import diagnose
+
+    assignment = load("06-triton")
+    trial, _, _ = programs_members(function, rows=300)
+    right = [torch.from_numpy(np.asarray(e)).to(torch.bfloat16) for e in trial.expected]
+    right[1] = HOSTILE_ANSWERS[answer](right[1][None, :])
+    found = diagnose(assignment, function, trial, tuple(right))
+    assert found is None or found.name not in ("half-partials", "half-dgamma", "partials-overwritten"), found
+
+
+# The launch the solution takes on an H200, two programs per multiprocessor (the interpreter's launch is one)
+AS_ON_AN_H200 = ("        groups = 1\n", "        groups = min(M, 264)\n")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, the grading above runs the GPU's own launch")
+@pytest.mark.parametrize("student,function", [("m3", "layernorm_backward_triton"), ("m1", "rmsnorm_backward_triton")])
+def test_partials_stored_over_by_264_programs_are_named(student, function):
+    """The mutants whose programs store their partial rows over, launched as on an H200 (which the interpreter
+    cannot afford at a GPU case's size): 264 programs over 700 rows leave the last 264, and the fit names it."""
+    from normgrad import triton_layernorm  # noqa: F401  (without CUDA, Triton's interpreter, before any @jit)
+    from normgrad.cases import diagnose
+
+    mistake, make = SUBMISSIONS["06-triton"][student][function]
+    source = make()
+    assert AS_ON_AN_H200[0] in source, "the solution's launch changed: update AS_ON_AN_H200"
+    kernel = run_cell(source.replace(*AS_ON_AN_H200), f"<{student}, 264 programs>")[function]
+    trial, _, _ = programs_members(function, torch.float32, rows=700)
+    returned = kernel(*trial.args)
+    assert trial.judge(returned, trial.expected), f"{mistake} at 264 programs passes"
+    found = diagnose(load("06-triton"), function, trial, returned)
+    assert found is not None and found.name == mistake, found

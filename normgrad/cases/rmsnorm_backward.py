@@ -20,8 +20,8 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import (cancelling_affine, natural_scales, rounded, running_total, sixteen_bit_type, stats_dtype,
-                           strided)
+from .torch_trials import (cancelling_affine, last_rows_sums, natural_scales, rounded, running_total, running_totals,
+                           sixteen_bit_type, stats_dtype, strided)
 
 EPS = 1e-6
 NAMES = (("dy", "x", "gamma", "rstd"), ("dx", "dgamma"))
@@ -131,6 +131,24 @@ def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1, trunca
     else:
         dgamma = (dy * x_hat).sum(dim=0)
     return dx.numpy(), dgamma.numpy()
+
+
+def partials_members(slip: str, truncate: bool = False):
+    """`members` for `torch_trials.fitted_to_programs`: dx, and {G: (dgamma,)} as `slipped` gives them under
+    `slip` with `groups` G ('half-dgamma', 'partials-overwritten'), every G in one pass."""
+    def members(dy, x, gamma, rstd, programs):
+        dx = slipped(dy, x, gamma, rstd)[0]
+        terms = dy * (x * rstd.reshape(-1, 1))
+        if slip == "partials-overwritten":
+            sums = last_rows_sums(terms, programs)
+        else:
+            half = sixteen_bit_type(x, dy)
+            if truncate and half != torch.bfloat16:
+                raise ValueError("the interpreter truncates only to bfloat16")
+            sums = running_totals(terms, (0,), half, programs, terms_rounded=False, truncate=truncate)
+        return (dx,), {g: (s.reshape(-1).numpy(),) for g, s in sums.items()}
+
+    return members
 
 
 MESSAGES = {

@@ -332,6 +332,53 @@ def _sixteen_bit_rounding(dtype: torch.dtype, truncate: bool, shape: tuple[int, 
     return to_bfloat16
 
 
+def last_rows_sums(terms: torch.Tensor, programs) -> dict[int, torch.Tensor]:
+    """G -> the sum over axis 0 of the last G rows of `terms`, for each G of `programs` below the row count:
+    what G programs leave, rows g, g + G, ... each, when each stores its row over the last instead of adding."""
+    rows = terms.shape[0]
+    return {g: terms[-g:].sum(dim=0) for g in programs if g < rows}
+
+
+def fitted_to_programs(members, programs):
+    """A `fitted` impl (see `diagnose`) for a slip of the partial sums that G programs keep, G the student's
+    launcher's choice. `members(*args, programs)` -> (the outputs before the parameters' gradients, {G: the
+    parameters' gradients under the slip}) for the G of `programs` it applies to. Given the answer, the impl
+    returns the member whose gradients the answer's sit nearest; without one, the first G's."""
+    def impl(*args, returned=None):
+        head, found = members(*args, programs if returned is not None else programs[:1])
+        if not found:
+            raise ValueError("the slip applies to none of these numbers of programs")
+        g = next(iter(found)) if returned is None else _nearest_member(found, returned, len(head))
+        return (*head, *found[g])
+
+    impl.fitted = True
+    return impl
+
+
+def _nearest_member(found: dict, returned, skip: int) -> int:
+    """The G whose gradients the answer's (`returned` past its first `skip` outputs) sit nearest, each output
+    measured relative to the member's largest entry, as a judge measures an error; ValueError where the answer
+    has none to read."""
+    if not isinstance(returned, (tuple, list)) or len(returned) != skip + len(next(iter(found.values()))):
+        raise ValueError("no parameters' gradients to fit")
+    try:
+        answer = [np.asarray(checks.as_float64(r), dtype=np.float64) for r in returned[skip:]]
+    except (TypeError, ValueError) as e:
+        raise ValueError("no parameters' gradients to fit") from e
+
+    def distance(member):
+        worst = 0.0
+        for a, m in zip(answer, member):
+            m = np.asarray(m, dtype=np.float64)
+            if a.shape != m.shape or not np.isfinite(a).all():
+                raise ValueError("no parameters' gradients to fit")
+            worst = max(worst, float(np.max(np.abs(a - m), initial=0.0)) / max(float(np.max(np.abs(m), initial=0.0)),
+                                                                              np.finfo(np.float64).tiny))
+        return worst
+
+    return min(found, key=lambda g: distance(found[g]))
+
+
 # An autograd Function's forward that ignores the eps apply passes: LayerNormFunction's and BatchNormFunction's
 DEFAULT_EPS_SLIP = ("eps = 1e-5 whatever eps apply was given: the eps passed to apply belongs inside the square root",
                     "01-forward.html#where-eps-sits")
@@ -497,6 +544,26 @@ def slipped_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = Non
     dgamma = total(dy * (x if slip == "dgamma-from-x" else x_hat), param_axes).reshape(-1)
     dbeta = total(dy, param_axes).reshape(-1)
     return dx.numpy(), dgamma.numpy(), dbeta.numpy()
+
+
+def layer_partials_members(slip: str):
+    """`members` for `fitted_to_programs`: layer norm's dx, and {G: (dgamma, dbeta)} as `slipped_backward` gives
+    them under `slip` with `groups` G ('partials-overwritten', 'half-partials', 'half-partials-truncated'),
+    every G in one pass."""
+    def members(dy, x, gamma, mean, rstd, programs):
+        dx = slipped_backward(dy, x, gamma, mean, rstd, "layer")[0]
+        x_hat = (x - mean.reshape(-1, 1)) * rstd.reshape(-1, 1)
+        terms = torch.stack([dy * x_hat, dy], dim=1)  # (M, 2, N): dgamma's terms beside dbeta's
+        if slip == "partials-overwritten":
+            sums = last_rows_sums(terms, programs)
+        else:
+            half, truncate = sixteen_bit_type(x, dy), slip.endswith("truncated")
+            if truncate and half != torch.bfloat16:
+                raise ValueError("only bfloat16 is stored by dropping bits")
+            sums = running_totals(terms, (0,), half, programs, terms_rounded=False, truncate=truncate)
+        return (dx,), {g: tuple(s.reshape(2, -1).numpy()) for g, s in sums.items()}
+
+    return members
 
 
 def computed_backward(dy, x, gamma, mean, rstd, norm: str, slip: str | None = None):

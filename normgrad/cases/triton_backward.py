@@ -21,7 +21,8 @@ from functools import partial
 import torch
 
 from . import Case, Mistake
-from .torch_trials import backward_trial, chunk_width_slips, slipped_backward
+from .torch_trials import (backward_trial, chunk_width_slips, fitted_to_programs, layer_partials_members,
+                           slipped_backward)
 
 FUNCTION = "layernorm_backward_triton"
 NUMERICS = "04-numerics.html"
@@ -130,9 +131,16 @@ CASES = [
 
 # --- Known mistakes: the shared slips of the backward formula, in float64 (torch_trials). ----------
 
-# A slip of the groups of rows that programs take (rows g, g + G, ...) shows differently for each
-# number G of them, which the student's launcher chooses: each is tried, for the counts launches tend to use.
-PROGRAMS = (1, 2, 4, 8, 16, 32)
+# A slip of the groups of rows that programs take (rows g, g + G, ...) shows differently for each number G of
+# them, which the student's launcher chooses: the diagnosis fits G among the counts launches tend to use, powers
+# of two and one, two or four programs per multiprocessor of the GPUs a course runs on (108 on an A100, 114 on
+# an H100 PCIe, 132 on an H100 SXM or an H200: NVIDIA's A100 and H100 architecture white papers). The solution
+# takes two per multiprocessor.
+PROGRAMS = tuple(sorted({*(1 << k for k in range(11)), *(k * sms for sms in (108, 114, 132) for k in (1, 2, 4))}))
+
+HALF_SUMS = "partial sums of dgamma or dbeta kept in the 16-bit type (or accumulated in it): keep them in float32 " \
+            "and round once, at the end"
+
 
 def _mistake(slip, message, anchor):
     return Mistake(FUNCTION, slip, message, f"06-triton.html#{anchor}",
@@ -150,11 +158,10 @@ MISTAKES = [
     Mistake(FUNCTION, "half-statistics", "mean and rstd rounded to the 16-bit type (or the arithmetic done in it): "
             "load them, and x, dy and gamma, as float32", f"{NUMERICS}#half-precision",
             partial(slipped_backward, norm="layer", slip="half-statistics")),
-    *(Mistake(FUNCTION, slip, "partial sums of dgamma or dbeta kept in the 16-bit type (or accumulated in it): "
-              "keep them in float32 and round once, at the end", f"{NUMERICS}#half-precision",
-              partial(slipped_backward, norm="layer", slip=slip, groups=groups))
-      for slip, groups in [("half-sums", 1)] + [(s, g) for s in ("half-partials", "half-partials-truncated")
-                                                for g in PROGRAMS]),
+    *(Mistake(FUNCTION, slip, HALF_SUMS, f"{NUMERICS}#half-precision", impl) for slip, impl in [
+        ("half-sums", partial(slipped_backward, norm="layer", slip="half-sums")),
+        *((s, fitted_to_programs(layer_partials_members(s), PROGRAMS))
+          for s in ("half-partials", "half-partials-truncated"))]),
     *(Mistake(FUNCTION, slip, "float16 inputs converted to bfloat16 on their way in (8 significant bits where "
               "float16 has 11): convert loads to float32", f"{NUMERICS}#half-precision",
               partial(slipped_backward, norm="layer", slip=slip))

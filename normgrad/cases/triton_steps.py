@@ -25,7 +25,8 @@ import torch
 from . import Case, Mistake
 from . import rmsnorm_backward as rms
 from .judging import value_problems
-from .torch_trials import backward_trial, chunk_width_slips, slipped_backward
+from .torch_trials import (backward_trial, chunk_width_slips, fitted_to_programs, layer_partials_members,
+                           slipped_backward)
 from .triton_backward import PROGRAMS, kernels_do_the_work, with_nan_hints
 
 DEVICES = ("cuda",) if torch.cuda.is_available() else ("cpu",)
@@ -142,7 +143,7 @@ HALF_PARTIALS = ("dgamma's partial sums kept in the 16-bit type: a running total
 OVERWRITTEN = ("each program's partial rows stored over instead of added to: dgamma (and dbeta) hold only the "
                "last row each program took", f"{CHAPTER}#rung-2-a-lock-per-group")
 # Which rows a program's last store came from depends on how the rows were split: the common split,
-# rows g, g + G, ..., leaves the last G rows, for each number of programs in PROGRAMS.
+# rows g, g + G, ..., leaves the last G rows, G fitted among PROGRAMS (triton_backward.py).
 
 
 MISTAKES = [
@@ -153,10 +154,10 @@ MISTAKES = [
     *[Mistake(f, "missing-mask", *MISSING_MASK, impl=None, raises=CRASH) for f in (DX, RMS)],
     *rms.mistakes(RMS, ("mean-subtracted", "mean-term-kept", "no-projection")),
     # Rounded to nearest, and as Triton's interpreter stores a float32 into bfloat16: rounded toward zero.
-    *[Mistake(RMS, "half-dgamma", *HALF_PARTIALS, partial(rms.slipped, slip="half-dgamma", groups=g, truncate=t))
-      for t in (False, True) for g in PROGRAMS],
-    *[Mistake(RMS, "partials-overwritten", *OVERWRITTEN, partial(rms.slipped, slip="partials-overwritten", groups=g))
-      for g in PROGRAMS],
-    *[Mistake(LN, "partials-overwritten", *OVERWRITTEN,
-              partial(slipped_backward, norm="layer", slip="partials-overwritten", groups=g)) for g in PROGRAMS],
+    *[Mistake(RMS, "half-dgamma", *HALF_PARTIALS, fitted_to_programs(rms.partials_members("half-dgamma", t), PROGRAMS))
+      for t in (False, True)],
+    Mistake(RMS, "partials-overwritten", *OVERWRITTEN,
+            fitted_to_programs(rms.partials_members("partials-overwritten"), PROGRAMS)),
+    Mistake(LN, "partials-overwritten", *OVERWRITTEN,
+            fitted_to_programs(layer_partials_members("partials-overwritten"), PROGRAMS)),
 ]
