@@ -318,7 +318,6 @@ def shortfalls(results: dict) -> list[str]:
     if shares:
         share, (d, m, n), k = max(shares)
         whole = times[(fastest, d, m, n)]["ms"]
-        least = traffic_bytes(m, n, d) / (copy * 1e6)  # ms to move the counted bytes at the copy rate
         line = (f"{fastest}'s second reduction, timed alone with the L2 cache flushed, takes up to {share:.0%} of "
                 f"a whole call's time: {k['second_reduction_ms'] * 1e3:.1f} us of {whole * 1e3:.1f} us at {d}, "
                 f"M = {m}, N = {n}, summing {partial_rows(k)} partial rows")
