@@ -369,6 +369,8 @@ def programs_members(function: str, dtype=torch.bfloat16, rows: int = 30_000):
     return trial, args, member
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the diagnosis's own float64 code, 20 s of CPU: a GPU "
+                                                     "machine's minutes go to the CUDA paths")
 @pytest.mark.parametrize("function", ["layernorm_backward_triton", "rmsnorm_backward_triton"])
 def test_a_slip_of_the_programs_partial_sums_is_named_whatever_their_number(function):
     """How many programs share the rows is the launcher's choice (the solution takes two per multiprocessor, 264 on
@@ -377,8 +379,8 @@ def test_a_slip_of_the_programs_partial_sums_is_named_whatever_their_number(func
     from normgrad.cases import diagnose
 
     assignment = load("06-triton")
-    trial, args, member = programs_members(function)
-    for slip, at in member.items():
+    trial, args, member = programs_members(function)  # 30000 rows: at 264 programs, RMSNorm's half-dgamma rounded
+    for slip, at in member.items():                     # to nearest sits 1.7 tolerances out (0.7 at 12000 rows)
         for g in (1, 8, 264):
             answer = tuple(torch.from_numpy(o).to(torch.bfloat16) for o in at(g))
             assert trial.judge(answer, trial.expected), f"{slip} at {g} programs passes the case"
