@@ -137,15 +137,16 @@ def partials_members(slip: str, truncate: bool = False):
     """`members` for `torch_trials.fitted_to_programs`: dx, and {G: (dgamma,)} as `slipped` gives them under
     `slip` with `groups` G ('half-dgamma', 'partials-overwritten'), every G in one pass."""
     def members(dy, x, gamma, rstd, programs):
-        dx = slipped(dy, x, gamma, rstd)[0]
+        if slip != "partials-overwritten":  # what cannot apply is refused before anything is computed
+            half = sixteen_bit_type(x, dy)
+            if truncate and half != torch.bfloat16:
+                raise ValueError("the interpreter truncates only to bfloat16")
         terms = dy * (x * rstd.reshape(-1, 1))
         if slip == "partials-overwritten":
             sums = last_rows_sums(terms, programs)
         else:
-            half = sixteen_bit_type(x, dy)
-            if truncate and half != torch.bfloat16:
-                raise ValueError("the interpreter truncates only to bfloat16")
             sums = running_totals(terms, (0,), half, programs, terms_rounded=False, truncate=truncate)
+        dx = slipped(dy, x, gamma, rstd)[0] if sums else None
         return (dx,), {g: (s.reshape(-1).numpy(),) for g, s in sums.items()}
 
     return members

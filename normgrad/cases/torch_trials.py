@@ -551,16 +551,17 @@ def layer_partials_members(slip: str):
     them under `slip` with `groups` G ('partials-overwritten', 'half-partials', 'half-partials-truncated'),
     every G in one pass."""
     def members(dy, x, gamma, mean, rstd, programs):
-        dx = slipped_backward(dy, x, gamma, mean, rstd, "layer")[0]
+        if slip != "partials-overwritten":  # what cannot apply is refused before anything is computed
+            half, truncate = sixteen_bit_type(x, dy), slip.endswith("truncated")
+            if truncate and half != torch.bfloat16:
+                raise ValueError("only bfloat16 is stored by dropping bits")
         x_hat = (x - mean.reshape(-1, 1)) * rstd.reshape(-1, 1)
         terms = torch.stack([dy * x_hat, dy], dim=1)  # (M, 2, N): dgamma's terms beside dbeta's
         if slip == "partials-overwritten":
             sums = last_rows_sums(terms, programs)
         else:
-            half, truncate = sixteen_bit_type(x, dy), slip.endswith("truncated")
-            if truncate and half != torch.bfloat16:
-                raise ValueError("only bfloat16 is stored by dropping bits")
             sums = running_totals(terms, (0,), half, programs, terms_rounded=False, truncate=truncate)
+        dx = slipped_backward(dy, x, gamma, mean, rstd, "layer")[0] if sums else None
         return (dx,), {g: tuple(s.reshape(2, -1).numpy()) for g, s in sums.items()}
 
     return members
