@@ -12,6 +12,11 @@ and 05; so the trials are built here, once:
 - tensors are placed on the device under test, optionally as non-contiguous
   views (a transposed copy, transposed back);
 - the tolerance follows from the dtype and the input's conditioning.
+
+The known slips of these functions are emulated here too, in float64 (`slipped_backward`, and
+`computed_backward` in the dtypes code computes in), for the diagnosis to name a wrong answer by. Where
+a slip's outcome hangs on a choice the student's code made (the chunk width a count was taken from, the
+number of programs that kept partial sums), its impl is `fitted`: the choice is read off the answer.
 """
 
 from __future__ import annotations
