@@ -133,9 +133,9 @@ CASES = [
 
 # A slip of the groups of rows that programs take (rows g, g + G, ...) shows differently for each number G of
 # them, which the student's launcher chooses: the diagnosis fits G among the counts launches tend to use, powers
-# of two and one, two or four programs per multiprocessor of the GPUs a course runs on (108 on an A100, 114 on
-# an H100 PCIe, 132 on an H100 SXM or an H200: NVIDIA's A100 and H100 architecture white papers). The solution
-# takes two per multiprocessor.
+# of two and one, two or four programs per multiprocessor of the GPUs a course runs on: 108 on an A100, 114 on
+# an H100 PCIe and 132 on an H100 SXM (the H100 white paper's comparison, nvidia2022h100 in references.bib), and
+# 132 on the H200 this course ran on (chapters/data/bench-nvidia-h200-2026-11-30.json). The solution takes two.
 PROGRAMS = tuple(sorted({*(1 << k for k in range(11)), *(k * sms for sms in (108, 114, 132) for k in (1, 2, 4))}))
 
 HALF_SUMS = "partial sums of dgamma or dbeta kept in the 16-bit type (or accumulated in it): keep them in float32 " \
