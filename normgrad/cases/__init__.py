@@ -83,8 +83,9 @@ class Mistake:
     message: str  # completes "Your result matches ..."
     section: str  # the book page and anchor that explains it, e.g. "01-forward.html#slips"
     # None for a mistake that shows as an error, not as a wrong value. An impl whose attribute `fitted` is true
-    # stands for a family of slips with a parameter the student chose (a chunk width): `diagnose` passes it the
-    # answer as `returned=`, and it returns the member the answer sits nearest, judged then as any other.
+    # stands for a family of slips with a parameter the student chose (a chunk width, a number of programs):
+    # `diagnose` passes it the answer as `returned=`, and it returns the member the answer sits nearest, judged
+    # then as any other.
     impl: Callable | None
     raises: str | None = None  # a pattern of the error text it shows as (see `diagnose_error`)
 

@@ -20,8 +20,8 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import (cancelling_affine, last_rows_sums, natural_scales, rounded, running_total, running_totals,
-                           sixteen_bit_type, stats_dtype, strided)
+from .torch_trials import (cancelling_affine, natural_scales, program_sums, rounded, running_total, sixteen_bit_type,
+                           stats_dtype, strided)
 
 EPS = 1e-6
 NAMES = (("dy", "x", "gamma", "rstd"), ("dx", "dgamma"))
@@ -137,15 +137,8 @@ def partials_members(slip: str, truncate: bool = False):
     """`members` for `torch_trials.fitted_to_programs`: dx, and {G: (dgamma,)} as `slipped` gives them under
     `slip` with `groups` G ('half-dgamma', 'partials-overwritten'), every G in one pass."""
     def members(dy, x, gamma, rstd, programs):
-        if slip != "partials-overwritten":  # what cannot apply is refused before anything is computed
-            half = sixteen_bit_type(x, dy)
-            if truncate and half != torch.bfloat16:
-                raise ValueError("the interpreter truncates only to bfloat16")
-        terms = dy * (x * rstd.reshape(-1, 1))
-        if slip == "partials-overwritten":
-            sums = last_rows_sums(terms, programs)
-        else:
-            sums = running_totals(terms, (0,), half, programs, terms_rounded=False, truncate=truncate)
+        sums = program_sums(lambda: dy * (x * rstd.reshape(-1, 1)), x, dy, programs,
+                            slip == "partials-overwritten", truncate)
         dx = slipped(dy, x, gamma, rstd)[0] if sums else None
         return (dx,), {g: (s.reshape(-1).numpy(),) for g, s in sums.items()}
 

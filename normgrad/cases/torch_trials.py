@@ -337,6 +337,31 @@ def _sixteen_bit_rounding(dtype: torch.dtype, truncate: bool, shape: tuple[int, 
     return to_bfloat16
 
 
+def _answer_array(value, shape: tuple) -> np.ndarray:
+    """One output of a student's answer as a float64 array of `shape`, for a fit to read; ValueError where it is
+    not one (not an array, another shape, a value not finite): the answer then matches no member of the family."""
+    try:
+        answer = np.asarray(checks.as_float64(value), dtype=np.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError("no answer to fit") from e
+    if answer.shape != tuple(shape) or not np.isfinite(answer).all():
+        raise ValueError("no answer to fit")
+    return answer
+
+
+def program_sums(terms_of, x, dy, programs, overwritten: bool, truncate: bool = False) -> dict[int, torch.Tensor]:
+    """{G: the sums over the rows of `terms_of()` that G programs leave} under a slip of their partial sums:
+    `overwritten`, each program's row stored over the last (`last_rows_sums`); otherwise each program's total kept
+    in x's 16-bit type (`running_totals`), `truncate`d as the interpreter stores bfloat16. What cannot apply (not
+    16-bit, no bfloat16 to truncate) is refused before the terms are computed."""
+    if overwritten:
+        return last_rows_sums(terms_of(), programs)
+    half = sixteen_bit_type(x, dy)
+    if truncate and half != torch.bfloat16:
+        raise ValueError("only bfloat16 is stored by dropping bits")
+    return running_totals(terms_of(), (0,), half, programs, terms_rounded=False, truncate=truncate)
+
+
 def last_rows_sums(terms: torch.Tensor, programs) -> dict[int, torch.Tensor]:
     """G -> the sum over axis 0 of the last G rows of `terms`, for each G of `programs` below the row count:
     what G programs leave, rows g, g + G, ... each, when each stores its row over the last instead of adding."""
@@ -364,22 +389,15 @@ def _nearest_member(found: dict, returned, skip: int) -> int:
     """The G whose gradients the answer's (`returned` past its first `skip` outputs) sit nearest, each output
     measured relative to the member's largest entry, as a judge measures an error; ValueError where the answer
     has none to read."""
-    if not isinstance(returned, (tuple, list)) or len(returned) != skip + len(next(iter(found.values()))):
+    some = next(iter(found.values()))
+    if not isinstance(returned, (tuple, list)) or len(returned) != skip + len(some):
         raise ValueError("no parameters' gradients to fit")
-    try:
-        answer = [np.asarray(checks.as_float64(r), dtype=np.float64) for r in returned[skip:]]
-    except (TypeError, ValueError) as e:
-        raise ValueError("no parameters' gradients to fit") from e
+    answer = [_answer_array(r, np.shape(m)) for r, m in zip(returned[skip:], some)]
 
     def distance(member):
-        worst = 0.0
-        for a, m in zip(answer, member):
-            m = np.asarray(m, dtype=np.float64)
-            if a.shape != m.shape or not np.isfinite(a).all():
-                raise ValueError("no parameters' gradients to fit")
-            worst = max(worst, float(np.max(np.abs(a - m), initial=0.0)) / max(float(np.max(np.abs(m), initial=0.0)),
-                                                                              np.finfo(np.float64).tiny))
-        return worst
+        return max(float(np.max(np.abs(a - m), initial=0.0)) / max(float(np.max(np.abs(m), initial=0.0)),
+                                                                    np.finfo(np.float64).tiny)
+                   for a, m in zip(answer, member))
 
     return min(found, key=lambda g: distance(found[g]))
 
@@ -421,13 +439,8 @@ def _fitted_width(slip, dy, x, gamma, mean, rstd, returned, dx_only: bool) -> in
     slip's form (c1 = c2 for padded-count, c2 = N for mean-by-chunk-width, c1 = N for variance-by-chunk-width)."""
     if not dx_only:
         returned = returned[0] if isinstance(returned, (tuple, list)) and returned else None
-    try:
-        answer = np.asarray(checks.as_float64(returned), dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError("no dx to fit") from e
+    answer = _answer_array(returned, tuple(x.shape))
     n = x.shape[1]
-    if answer.shape != tuple(x.shape) or not np.isfinite(answer).all():
-        raise ValueError("no dx to fit")
     x_hat = ((x - mean[:, None]) * rstd[:, None]).numpy()
     g = (dy * gamma).numpy()
     r = rstd.numpy()[:, None]
@@ -556,16 +569,11 @@ def layer_partials_members(slip: str):
     them under `slip` with `groups` G ('partials-overwritten', 'half-partials', 'half-partials-truncated'),
     every G in one pass."""
     def members(dy, x, gamma, mean, rstd, programs):
-        if slip != "partials-overwritten":  # what cannot apply is refused before anything is computed
-            half, truncate = sixteen_bit_type(x, dy), slip.endswith("truncated")
-            if truncate and half != torch.bfloat16:
-                raise ValueError("only bfloat16 is stored by dropping bits")
-        x_hat = (x - mean.reshape(-1, 1)) * rstd.reshape(-1, 1)
-        terms = torch.stack([dy * x_hat, dy], dim=1)  # (M, 2, N): dgamma's terms beside dbeta's
-        if slip == "partials-overwritten":
-            sums = last_rows_sums(terms, programs)
-        else:
-            sums = running_totals(terms, (0,), half, programs, terms_rounded=False, truncate=truncate)
+        def terms():  # (M, 2, N): dgamma's terms beside dbeta's
+            x_hat = (x - mean.reshape(-1, 1)) * rstd.reshape(-1, 1)
+            return torch.stack([dy * x_hat, dy], dim=1)
+
+        sums = program_sums(terms, x, dy, programs, slip == "partials-overwritten", slip.endswith("truncated"))
         dx = slipped_backward(dy, x, gamma, mean, rstd, "layer")[0] if sums else None
         return (dx,), {g: tuple(s.reshape(2, -1).numpy()) for g, s in sums.items()}
 
