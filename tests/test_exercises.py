@@ -137,3 +137,36 @@ def test_solution_cells_define_what_the_contract_names(assignment):
     defined = set().union(*(defined_names(c.source) for c in read(notebooks(assignment).source).cells
                             if nbgrader_meta(c).get("solution")))
     assert CONTRACT[assignment] <= defined
+
+
+@assignments
+def test_no_known_mistake_writes_into_its_arguments(assignment):
+    """`diagnose` hands every mistake the same float64 copy of a case's arguments (one conversion, not one a
+    mistake: on a GPU, each was a copy of the whole input to the host), so none may write into it."""
+    import copy
+
+    import numpy as np
+
+    from normgrad.cases import _float64, case_rng
+    from normgrad.checks import unmodified_problems
+
+    cases = load(assignment)
+    ran = 0
+    for case in cases.cases:
+        mistakes = [m for m in cases.mistakes if m.function == case.function and m.impl is not None]
+        if not mistakes:
+            continue
+        trial = case.make(case_rng(1, case, "cpu"), "cpu")
+        args = _float64(trial.args)
+        before = copy.deepcopy(args)
+        for mistake in mistakes:
+            fitted = {"returned": trial.expected} if getattr(mistake.impl, "fitted", False) else {}
+            try:
+                with np.errstate(all="ignore"):
+                    mistake.impl(*args, **trial.kwargs, **fitted)
+                ran += 1
+            except Exception:  # a mistake that cannot apply to these inputs (diagnose skips it too)
+                pass
+            for name, b, a in zip(trial.arg_names, before, args):
+                assert unmodified_problems(b, a, name) == [], (case.id, mistake.name)
+    assert ran > 0

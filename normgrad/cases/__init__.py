@@ -174,14 +174,16 @@ def diagnose(assignment: Assignment, function: str, trial: Trial, returned) -> M
     and 16-bit arithmetic, at a large mean): the nearer one names the answer.
     """
     wrongs = []
+    args = None  # one float64 copy for every mistake (none writes into its arguments: test_cases_shared)
     for mistake in assignment.mistakes:
         if mistake.function != function or mistake.impl is None:
             continue
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a mistake may well divide by zero
+                args = _float64(trial.args) if args is None else args
                 fitted = {"returned": returned} if getattr(mistake.impl, "fitted", False) else {}
-                wrongs.append((mistake, mistake.impl(*_float64(trial.args), **trial.kwargs, **fitted)))
+                wrongs.append((mistake, mistake.impl(*args, **trial.kwargs, **fitted)))
         except Exception:  # a mistake that cannot apply to these inputs matches nothing
             continue
     # A mistake whose output passes this case cannot be what failed it: on a group of one channel GroupNorm
