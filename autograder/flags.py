@@ -13,19 +13,20 @@ method's `__self__`) or through the sandbox's own modules (`import calling`),
 another program or Python started (`subprocess`, `os.system`, `os.fork`: its PyTorch
 is not locked), the guards of the calls reached around (`torch.overrides`, a
 dispatch mode switched off, a tensor's memory read through `dlpack`, `ctypes` (imported,
-or as `torch.ctypes`, `array.ctypes`) or `frombuffer`, a Triton launch hook), PyTorch's
+or as `torch.ctypes`, `array.ctypes`), `frombuffer` or an `__array_interface__`, a Triton launch hook), PyTorch's
 own decompositions and other tensor layouts (nested, MKL-DNN, sparse), the library's own
 normalizations (`F.batch_norm`, `nn.LayerNorm`: their forward under finite differences is a gradient), complex
-numbers (a complex step differentiates a forward numerically), arithmetic defined on a class of the answer's own
-(`__mul__`: dual numbers), symbolic or extended-precision arithmetic
-(`sympy`, `mpmath`, `decimal`, `np.longdouble`), threads (`threading`: a Triton launcher's guard
+numbers (a complex step differentiates a forward numerically: `1j`, `(-1) ** 0.5`, `.imag`, `.conjugate`, a
+dtype `'G'`), arithmetic defined on a class of the answer's own (`__mul__`, in its body or set on it later: dual
+numbers), symbolic or extended-precision arithmetic
+(`sympy`, `mpmath`, `decimal`, `np.longdouble`, a dtype `'g'`), threads (`threading`: a Triton launcher's guard
 holds per thread), TorchScript
 (`torch.jit`: its autodiff differentiates without the engine), code run from a
 module's files (`__file__`, `runpy`, a path into site-packages), the interpreter's
 insides (`gc.get_objects`, frames, `sys.modules`, `__dict__`), modules or attributes
 found by computed names (`importlib`, `__import__`, `getattr(m, 'a' + 'b')`, `eval`,
 `operator.attrgetter`, `getattr` passed around under another name; `getattr(m, 'name')`
-is read as `m.name`), a cell too deeply nested for this read to parse, a framework the
+and a class pattern's `case object(name=v)` are read as `m.name`), a cell too deeply nested for this read to parse, a framework the
 exercise's own solution does not import, and, where the course's solution is a Triton
 kernel, solution cells without one. The exercise's own names are not suspicious: a
 string `'layernorm_backward'` or `LayerNormFunction.backward` is the student's own.
@@ -64,7 +65,7 @@ _INTERNALS = {
 }
 _DUNDERS = {"__import__", "__builtins__", "__subclasses__", "__globals__", "__code__", "__closure__", "__self__",
             "f_back", "f_globals", "f_locals", "gi_frame", "tb_frame", "__loader__", "__spec__", "__dict__",
-            "__getattribute__"}
+            "__getattribute__", "__match_args__"}  # a class pattern's positional names: attributes by strings
 # A module's own files, read or run again: a fresh copy of PyTorch's Python derivative formulas is not sealed
 _FILES = {"__file__", "__path__", "__cached__", "run_path", "run_module", "spec_from_file_location",
           "SourceFileLoader", "get_data"}
@@ -81,6 +82,8 @@ _AROUND_GUARDS = {"_disable_current_modes", "DisableTorchFunction", "DisableTorc
                   "ctypeslib", "_set_torch_function_mode", "_pop_mode", "_push_mode", "_DisableTorchDispatch",
                   "add_pre_run_hook", "ctypes", "_ctypes", "pythonapi", "PyDescr_NewMethod", "CDLL", "PyDLL",
                   "cdll", "pydll"}
+# An array made over an address by a class that claims these: a tensor's memory read or written without torch
+_RAW_MEMORY = {"__array_interface__", "__array_struct__", "__cuda_array_interface__"}
 # Modules an answer has no reason to import; each reaches what the other flags watch by another road
 _NEVER_IMPORTED = {"importlib", "gc", "ctypes", "_ctypes", "inspect", "functorch", "runpy", "pkgutil", "builtins",
                    "zipimport"}
@@ -102,17 +105,21 @@ _LIBRARY_NORM = re.compile(r"_*(native_|cudnn_|miopen_|fused_)?(layer|batch|grou
 _COMPLEX_DTYPES = {"complex", "complex32", "complex64", "complex128", "complex256", "cfloat", "cdouble", "chalf",
                    "csingle", "clongdouble", "complex_", "c8", "c16", "c32"}  # a string names only these
 _COMPLEX = _COMPLEX_DTYPES | {"complexfloating", "view_as_complex", "imag", "real", "polar", "emath", "scimath",
-                              "cmath"}  # np.emath.sqrt(-1) is 1j by another name
+                              "cmath", "conj", "conjugate", "angle",  # np.emath.sqrt(-1) is 1j by another name,
+                              "fft", "roots", "eig", "eigvals"}  # and these return it (np.roots([1, 0, 1]))
+# A dtype by its one-letter code, in a dtype's place only ("F" elsewhere is Fortran's order): complex, long double
+_DTYPE_CODES = re.compile(r"[<>=|]?([FDGg]|f(12|16)|c(8|16|24|32))")
 _COMPLEX_STEP_WHY = "a complex step differentiates numerically, not by hand"
 _EXTENDED_WHY = "where finite differences reach float64's accuracy with no derivation"
 # Arithmetic defined on a class of the answer's own: dual numbers or a tape, automatic differentiation by hand
 _ARITHMETIC_DUNDERS = {"__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
                        "__rtruediv__", "__pow__", "__rpow__", "__neg__", "__matmul__", "__array_ufunc__",
                        "__array_function__", "__torch_function__", "__torch_dispatch__"}
+_DUAL_WHY = "dual numbers or a tape differentiate the forward automatically, with no derivation"
 # Symbolic and extended-precision arithmetic (sympy and mpmath come with torch): they differentiate a forward, or
 # take finite differences of it to float64's accuracy, with no derivation; no exercise has a use for them
 _PRECISION_MODULES = {"sympy", "mpmath", "decimal", "fractions", "gmpy2", "numdifftools", "findiff"}
-_EXTENDED_FLOATS = {"longdouble", "float128", "float96", "longfloat", "clongfloat", "complex192"}
+_EXTENDED_FLOATS = {"longdouble", "float128", "float96", "longfloat", "clongfloat", "complex192", "f16", "f12"}
 # Threads: torch's modes that hold a Triton launcher to allocating and copying are per thread (calling.kernel_work)
 _THREADING = {"threading", "_thread"}
 
@@ -166,6 +173,15 @@ def _trusted(assignment: str) -> tuple[set[str], int, frozenset[str]]:
     return imports, kernels, frozenset(own)
 
 
+_DTYPE_TAKERS = {"dtype", "astype", "view", "finfo"}  # the calls whose argument is a dtype
+
+
+def _negative(node: ast.AST) -> bool:
+    """A negative number written as one: -1, -2.0."""
+    return isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
+        and isinstance(node.operand.value, (int, float))
+
+
 def _assembled(node: ast.AST) -> bool:
     """A string built at run time: 'a' + 'b', f-strings, ''.join(...), chr(...), s[::-1], a variable's value."""
     return not (isinstance(node, ast.Constant) and isinstance(node.value, str))
@@ -203,6 +219,12 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 and node.args[1].value.isidentifier():
             nodes.append(ast.copy_location(ast.Attribute(value=node.args[0], attr=node.args[1].value,
                                                          ctx=ast.Load()), node))
+        # `match m: case object(name=v)` looks up m.name; read it as that (nested patterns: on the subject too)
+        elif isinstance(node, ast.Match):
+            for pattern in (p for case in node.cases for p in ast.walk(case.pattern)):
+                if isinstance(pattern, ast.MatchClass):
+                    nodes.extend(ast.copy_location(ast.Attribute(value=node.subject, attr=name, ctx=ast.Load()),
+                                                   pattern) for name in pattern.kwd_attrs)
     for node in nodes:
         if isinstance(node, ast.Attribute):
             name = dotted(node)
@@ -233,7 +255,7 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 flag(node, f"uses automatic differentiation ({name})")
             elif name.startswith(_DERIVED):
                 flag(node, f"uses PyTorch's own derivative formulas ({name})")
-            elif node.attr in _AROUND_GUARDS:
+            elif node.attr in _AROUND_GUARDS | _RAW_MEMORY:
                 flag(node, f"reaches around the grader's guards ({name or node.attr})")
             elif node.attr in _DECOMPOSITIONS:
                 flag(node, f"uses PyTorch's own derivative formulas ({name or node.attr})")
@@ -246,15 +268,27 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 flag(node, f"computes in extended precision ({name or node.attr}), {_EXTENDED_WHY}")
             elif node.attr in _COMPLEX:
                 flag(node, f"computes with complex numbers ({name or node.attr}): {_COMPLEX_STEP_WHY}")
+            elif node.attr in _ARITHMETIC_DUNDERS:
+                flag(node, f"defines or calls arithmetic by its hook ({name or node.attr}): {_DUAL_WHY}")
         elif isinstance(node, ast.ClassDef) and (arithmetic := sorted(
                 {f.name for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
                 & _ARITHMETIC_DUNDERS)):
-            flag(node, f"defines arithmetic on a class of its own ({node.name}.{arithmetic[0]}): dual numbers or a "
-                       "tape differentiate the forward automatically, with no derivation")
+            flag(node, f"defines arithmetic on a class of its own ({node.name}.{arithmetic[0]}): {_DUAL_WHY}")
         elif isinstance(node, ast.Name) and node.id in _COMPLEX and id(node) in called:
             flag(node, f"computes with complex numbers ({node.id}(...)): {_COMPLEX_STEP_WHY}")
         elif isinstance(node, ast.Constant) and isinstance(node.value, complex):
             flag(node, f"computes with complex numbers ({node.value!r}): {_COMPLEX_STEP_WHY}")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and _negative(node.left) \
+                and isinstance(node.right, ast.Constant) and isinstance(node.right.value, float):
+            flag(node, f"computes with complex numbers (a negative number to a fractional power is complex in "
+                       f"Python): {_COMPLEX_STEP_WHY}")
+        elif isinstance(node, ast.keyword) and node.arg in _ARITHMETIC_DUNDERS:  # type('D', (), dict(__mul__=f))
+            flag(node.value, f"defines or calls arithmetic by its hook ({node.arg}=): {_DUAL_WHY}")
+        elif isinstance(node, ast.Name) and node.id in _RAW_MEMORY \
+                or isinstance(node, ast.Constant) and node.value in _RAW_MEMORY \
+                or isinstance(node, ast.keyword) and node.arg in _RAW_MEMORY:
+            flag(node, "reaches around the grader's guards (an array over a raw address: "
+                       f"{getattr(node, 'id', None) or getattr(node, 'arg', None) or node.value})")
         elif isinstance(node, ast.Name) and node.id in _DUNDERS | _FILES:
             flag(node, f"uses {node.id}")
         elif isinstance(node, ast.Name) and node.id in _LOOKUPS | _DYNAMIC and id(node) not in called:
@@ -314,6 +348,15 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 flag(node, f"looks up attributes by name ({fn})")
             elif _SPAWNING_CALLS.fullmatch(fn):
                 flag(node, f"starts another process ({fn}): its PyTorch is not locked")
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            codes = [a.value for a in [*(node.args if callee in _DTYPE_TAKERS else []),
+                                       *(k.value for k in node.keywords if k.arg == "dtype")]
+                     if isinstance(a, ast.Constant) and isinstance(a.value, str) and _DTYPE_CODES.fullmatch(a.value)]
+            for code in codes:
+                if code.lstrip("<>=|") in ("g", "f12", "f16"):
+                    flag(node, f"computes in extended precision ({code!r}), {_EXTENDED_WHY}")
+                else:
+                    flag(node, f"computes with complex numbers ({code!r}): {_COMPLEX_STEP_WHY}")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
             if node.value in own:
                 continue
@@ -324,6 +367,8 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 flag(node, f"names autograd's or TorchScript's insides in a string ({node.value!r})")
             elif node.value in _EXTENDED_FLOATS:
                 flag(node, f"computes in extended precision ({node.value!r}), {_EXTENDED_WHY}")
+            elif node.value in _ARITHMETIC_DUNDERS:  # type('D', (), {'__mul__': f}), setattr(D, '__mul__', f)
+                flag(node, f"defines or calls arithmetic by its hook ({node.value!r}): {_DUAL_WHY}")
             elif node.value in _COMPLEX_DTYPES:
                 flag(node, f"computes with complex numbers ({node.value!r}): {_COMPLEX_STEP_WHY}")
             elif re.search(r"(site|dist)-packages", node.value) or (re.search(r"[/\\]torch[/\\]", node.value)

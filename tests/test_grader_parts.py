@@ -560,6 +560,29 @@ def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, ne
      "the library's own normalization (torch.nn.TransformerEncoderLayer)"),
     ("class Dual:\n    def __mul__(s, o):\n        return Dual(s.v * o.v, s.t * o.v + s.v * o.t)\n",
      "defines arithmetic on a class of its own (Dual.__mul__)"),
+    # a third red team's unflagged full marks: 06 at 120/120 with NumPy's arithmetic written into dx by ctypes
+    # (sys.modules, np.frombuffer and from_address reached through class patterns, which look attributes up), and
+    # 03 at 48/48 by a complex step whose 1j was (-1) ** 0.5 and whose imaginary part was read by a pattern
+    ("import sys\nmatch sys:\n    case object(modules=m):\n        ct = m['ctypes']\n",
+     "looks into the interpreter (sys.modules)"),
+    ("match np:\n    case object(frombuffer=fb):\n        pass\n", "reaches around the grader's guards (np.frombuffer)"),
+    ("match buf:\n    case object(from_address=fa):\n        pass\n", "reaches around the grader's guards"),
+    ("match torch:\n    case object(ops=object(aten=a)):\n        pass\n", "PyTorch's operators directly (torch.ops)"),
+    ("match xh:\n    case object(imag=part):\n        pass\n", "complex numbers (xh.imag)"),
+    ("class A(np.ndarray):\n    __match_args__ = ('imag',)\n", "uses __match_args__"),
+    ("I = (-1) ** 0.5\n", "complex numbers (a negative number to a fractional power"),
+    ("I = (I - I.conjugate()) / 2\n", "complex numbers (I.conjugate)"),
+    ("I = np.roots([1, 0, 1])[0]\n", "complex numbers (np.roots)"),
+    ("class R:\n    __array_interface__ = {'data': (dx.data_ptr(), False), 'shape': (n,), 'typestr': '<f4'}\n",
+     "an array over a raw address: __array_interface__"),
+    ("r.__array_interface__ = spec\nview = np.asarray(r)\n", "reaches around the grader's guards (r.__array_interface__)"),
+    ("R = type('R', (), {'__array_interface__': spec})\n", "an array over a raw address: __array_interface__"),
+    # arithmetic hooks set on a class after it is made, and dtypes by their one-letter codes
+    ("D.__mul__ = lambda s, o: D(s.v * o.v, s.t * o.v + s.v * o.t)\n", "arithmetic by its hook (D.__mul__)"),
+    ("D = type('D', (), {'__mul__': mul})\n", "arithmetic by its hook ('__mul__')"),
+    ("D = type('D', (), dict(__rmul__=mul))\n", "arithmetic by its hook (__rmul__=)"),
+    ("X = x.astype(np.dtype('g'))\n", "extended precision ('g')"),
+    ("Z = np.zeros(3, dtype='G')\n", "complex numbers ('G')"),
 ])
 def test_other_processes_and_reaching_around_the_guards_are_flagged(source, needle):
     """A Python started from the answer imports an unlocked PyTorch; the Triton exercise's guard
@@ -576,6 +599,8 @@ def test_other_processes_and_reaching_around_the_guards_are_flagged(source, need
     "import torch.autograd\nimport torch.autograd.function\nfrom torch.autograd.function import once_differentiable\n",
     "import torch\nclass F(torch.autograd.Function):\n    @staticmethod\n    def backward(ctx, dy):\n        return dy\n",
     "y = layernorm_forward(x, gamma, beta)\nnorm = x.norm(dim=1)\nz = torch.nn.functional.normalize(x)\n",
+    "a = x.reshape(3, order='F')\nb = np.zeros(3, dtype='f8')\nD = type('D', (), {})\ny = x ** 0.5\n",
+    "match x.shape:\n    case (m, n):\n        pass\n    case _:\n        raise ValueError('x must be 2-D')\n",
 ])
 def test_the_function_machinery_is_not_flagged(source):
     from autograder.flags import read_cell
