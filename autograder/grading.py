@@ -12,7 +12,6 @@ process: one function that kills its process costs only that function's points.
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -228,7 +227,7 @@ def _judge_call(verdict, ident: str, trial, needs_kernel: bool = False) -> tuple
     if isinstance(verdict, str):
         return [verdict], None
     try:
-        status = json.loads(verdict.get(protocol.status(ident), b"null"))
+        status = wire.loads(verdict.get(protocol.status(ident), b"null"))
     except ValueError:
         status = None
     if not isinstance(status, dict):

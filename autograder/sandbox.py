@@ -1044,6 +1044,6 @@ def _status(files: dict[str, bytes], ident: str):
     if raw is None:
         return None
     try:
-        return json.loads(raw)
+        return wire.loads(raw)
     except ValueError:
         return {"error": "unreadable status"}

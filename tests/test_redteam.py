@@ -274,6 +274,13 @@ ATTACKS = [
             except OSError:
                 pass
         """), "lose_f", "malformed results"),
+    # a status nested deeper than the JSON parser recurses: a RecursionError, no ValueError, was once an internal
+    # error (the grader's traceback, "ask the instructor") where a malformed result belongs
+    Attack("status-nested-too-deep", cheat("""
+        import os, sys
+        body = b"[" * 100000
+        os.write(int(sys.argv[2]), b"k0/status.json %d\\n" % len(body) + body)
+        """), "lose_f", "malformed results"),
     Attack("lying-object", with_code(esc(wrapper("""
         class Liar:
             def __eq__(self, other): return True

@@ -41,6 +41,15 @@ FRAME_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_][A-Za-z0
 MAX_HEADER = 300
 
 
+def loads(raw: bytes | str):
+    """JSON a submission could have written: text nested too deeply for the parser (a RecursionError, which
+    is no ValueError) is malformed like any other, not a crash of the grader that reads it."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 class WireError(ValueError):
     """What came back cannot be read as plain data; the message says why."""
 
@@ -96,7 +105,7 @@ def unpack(files, max_bytes: int = 1 << 30, allow_devices=("cpu", "cuda")):
     if len(raw) > MAX_MANIFEST_BYTES:
         raise WireError("manifest too large")
     try:
-        manifest = json.loads(raw)
+        manifest = loads(raw)
     except ValueError as e:
         raise WireError(f"manifest is not JSON: {e}") from None
     budget = {"nodes": MAX_NODES, "bytes": max_bytes}
