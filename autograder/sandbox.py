@@ -93,7 +93,7 @@ class Limits:
     scratch_bytes: int = 256 << 20  # its writable /tmp (a tmpfs, under bubblewrap)
     open_files: int = 256
     output_bytes: int = 64 << 10  # of stdout and stderr kept for the report
-    result_bytes: int = 256 << 20  # of results read back
+    result_bytes: int = 256 << 20  # of results read back, beside room for the inputs' round trip (run_job)
     startup_seconds: float = 30.0  # to start Python and import numpy / torch
     wall_factor: float = 1.5  # a cell or call may run wall_factor x its CPU budget + wall_grace
     wall_grace: float = 5.0
@@ -547,9 +547,6 @@ class Sandbox:
         if no_exec is not None:
             job = dataclasses.replace(job, seccomp=no_exec.hex())
         job_files = {protocol.JOB: job.encode(), **inputs}
-        # What comes back holds each call's arguments after it and what it returned: room for both, however
-        # large a GPU's inputs are (06's come to 320 MiB), beside the fixed allowance
-        limits = dataclasses.replace(limits, result_bytes=limits.result_bytes + 2 * sum(map(len, job_files.values())))
         with contextlib.ExitStack() as stack:
             uid = stack.enter_context(sandbox_user()) if self.root else None
             private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-")))
@@ -972,10 +969,22 @@ def run_job(box: Sandbox, job: protocol.Job, inputs: dict[str, bytes], limits: L
     """
     result = JobResult({}, {}, [], "")
     labels = {c.id: c.label for c in job.cells}
+    # What comes back holds each call's arguments after it and what it returned: room for both, however large a
+    # GPU's inputs are (06's come to 320 MiB), beside the fixed allowance. That is for every run together: frames
+    # kept from one run count against the next (an answer that bloated its arguments, then ended its process,
+    # once held the grader at 1.5 GB over the reruns of one notebook).
+    budget = limits.result_bytes + 2 * sum(map(len, inputs.values()))
     while True:
         pending = {c.id for c in job.calls}
-        outcome = box.run(job, {n: d for n, d in inputs.items() if n.split("/")[0] in pending}, limits, gpu,
-                          env_extra)
+        sent = {n: d for n, d in inputs.items() if n.split("/")[0] in pending}
+        kept = sum(len(d) for frames in result.verdicts.values() if isinstance(frames, dict) for d in frames.values())
+        room = budget - kept
+        if kept and room < 2 * sum(map(len, sent.values())) + (1 << 20):  # less than an honest rerun needs
+            for c in job.calls:
+                result.verdicts[c.id] = (f"not run: the tests before it had sent back {budget >> 20} MiB of results, "
+                                         "all that one notebook's tests may")
+            return result
+        outcome = box.run(job, sent, dataclasses.replace(limits, result_bytes=room), gpu, env_extra)
         result.isolation = outcome.isolation
         if outcome.abandoned and outcome.abandoned not in result.notes:
             result.notes.append(outcome.abandoned)

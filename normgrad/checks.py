@@ -113,8 +113,12 @@ def closeness_problems(actual, expected: np.ndarray, name: str, rtol: float, flo
 def unmodified_problems(before, after, name: str) -> list[str]:
     """Did a function leave its argument as it found it? (Arrays compared bit for bit.)"""
     if _is_tensor(before) or isinstance(before, np.ndarray):
-        b, a = as_float64(before), as_float64(after) if after is not None else None
-        if a is None or a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
+        # shape and dtype first: an argument resized to millions of entries is not copied to float64 to see it
+        if not hasattr(after, "shape") or tuple(after.shape) != tuple(before.shape) \
+                or str(getattr(after, "dtype", None)) != str(before.dtype):
+            return [f"the function modified its argument {name}; it must leave its inputs unchanged"]
+        b, a = as_float64(before), as_float64(after)
+        if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
             return [f"the function modified its argument {name}; it must leave its inputs unchanged"]
         return []
     if isinstance(before, dict):

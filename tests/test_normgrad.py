@@ -209,6 +209,21 @@ def test_unmodified_problems_walk_dicts_and_tuples():
     assert checks.unmodified_problems((np.ones(2),), (np.zeros(2),), "args") != []
 
 
+def test_an_argument_resized_or_retyped_is_modified_and_never_copied_to_see_it():
+    """An answer once resized its argument to 120 M booleans: converted to float64 before the shapes were
+    compared, one notebook took the grader's own process to 2.5 GB. A view of 10^12 entries (8 TB as float64)
+    shows that nothing is converted."""
+    import torch
+
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, bool), shape=(10**12,), strides=(0,))
+    assert checks.unmodified_problems(np.ones(3), huge, "x") != []
+    assert checks.unmodified_problems(np.ones(3), np.ones(3, dtype=bool), "x") != []
+    assert checks.unmodified_problems(np.ones(3), np.ones(3, dtype=np.float32), "x") != []
+    assert checks.unmodified_problems(torch.ones(3), torch.ones(3, dtype=torch.float64), "x") != []
+    assert checks.unmodified_problems(torch.ones(3), torch.ones(3), "x") == []
+    assert checks.unmodified_problems(np.ones(3), None, "x") != []
+
+
 # --- finite differences ---------------------------------------------------------------------
 
 def test_numerical_gradient_of_a_known_function():

@@ -138,6 +138,27 @@ def test_a_tensor_on_the_cpu_still_crosses_and_torch_refusals_become_wire_errors
             wire.unpack(files)
 
 
+def test_every_rerun_together_sends_back_no_more_than_one_run_of_every_call_may():
+    """A call that bloats what it sends back and then ends its process: each rerun once had the whole allowance
+    again, and the frames every rerun kept held the grader's own process at 1.5 GB for one notebook."""
+    calls = tuple(protocol.CallSpec(f"c{i:03d}", f"f{i}", "call") for i in range(6))
+    inputs = {f"{protocol.inputs(c.id)}/a0.npy": b"x" * 1000 for c in calls}
+    limits = sandbox.Limits(result_bytes=4 << 20)
+
+    class Bloating:  # sends back all it may, then ends its process in the next call
+        def run(self, job, sent, limits, gpu, env_extra):
+            room = limits.result_bytes
+            first, *rest = job.calls
+            files = {protocol.status(first.id): b'{"error": null}', f"{first.id}/returned/a0.npy": b"y" * room}
+            return sandbox.Outcome(files, -9, None, rest[0].id if rest else None, 0.0, "", "", None, "fake")
+
+    result = sandbox.run_job(Bloating(), protocol.Job((), calls), inputs, limits)
+    kept = sum(len(d) for frames in result.verdicts.values() if isinstance(frames, dict) for d in frames.values())
+    assert kept <= limits.result_bytes + 2 * sum(map(len, inputs.values())) + 100 * len(calls)
+    assert set(result.verdicts) == {c.id for c in calls}  # every call has its verdict, none is lost
+    assert "all that one notebook's tests may" in result.verdicts["c005"]
+
+
 @pytest.mark.parametrize("descr", ["<f3", "<i3", "<u16", "<f1", "|b2"])
 def test_an_npy_header_with_an_impossible_dtype_is_a_wire_error(descr):
     good = wire.pack(np.zeros(4, np.float32))
