@@ -119,7 +119,7 @@ _DUAL_WHY = "dual numbers or a tape differentiate the forward automatically, wit
 # Symbolic and extended-precision arithmetic (sympy and mpmath come with torch): they differentiate a forward, or
 # take finite differences of it to float64's accuracy, with no derivation; no exercise has a use for them
 _PRECISION_MODULES = {"sympy", "mpmath", "decimal", "fractions", "gmpy2", "numdifftools", "findiff"}
-_EXTENDED_FLOATS = {"longdouble", "float128", "float96", "longfloat", "clongfloat", "complex192", "f16", "f12"}
+_EXTENDED_FLOATS = {"longdouble", "float128", "float96", "longfloat", "clongfloat", "complex192"}  # "f16": a dtype's place
 # Threads: torch's modes that hold a Triton launcher to allocating and copying are per thread (calling.kernel_work)
 _THREADING = {"threading", "_thread"}
 

@@ -582,6 +582,7 @@ def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, ne
     ("D = type('D', (), {'__mul__': mul})\n", "arithmetic by its hook ('__mul__')"),
     ("D = type('D', (), dict(__rmul__=mul))\n", "arithmetic by its hook (__rmul__=)"),
     ("X = x.astype(np.dtype('g'))\n", "extended precision ('g')"),
+    ("X = x.astype('f16')\n", "extended precision ('f16')"),
     ("Z = np.zeros(3, dtype='G')\n", "complex numbers ('G')"),
 ])
 def test_other_processes_and_reaching_around_the_guards_are_flagged(source, needle):
@@ -599,7 +600,8 @@ def test_other_processes_and_reaching_around_the_guards_are_flagged(source, need
     "import torch.autograd\nimport torch.autograd.function\nfrom torch.autograd.function import once_differentiable\n",
     "import torch\nclass F(torch.autograd.Function):\n    @staticmethod\n    def backward(ctx, dy):\n        return dy\n",
     "y = layernorm_forward(x, gamma, beta)\nnorm = x.norm(dim=1)\nz = torch.nn.functional.normalize(x)\n",
-    "a = x.reshape(3, order='F')\nb = np.zeros(3, dtype='f8')\nD = type('D', (), {})\ny = x ** 0.5\n",
+    "a = x.reshape(3, order='F')\nb = np.zeros(3, dtype='f8')\nD = type('D', (), {})\ny = x ** 0.5\n"
+    "names = {'f16': torch.float16, 'g': gamma}\n",
     "match x.shape:\n    case (m, n):\n        pass\n    case _:\n        raise ValueError('x must be 2-D')\n",
 ])
 def test_the_function_machinery_is_not_flagged(source):
