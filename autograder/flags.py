@@ -28,7 +28,7 @@ found by computed names (`importlib`, `__import__`, `getattr(m, 'a' + 'b')`, `ev
 `operator.attrgetter`, `getattr` passed around under another name; `getattr(m, 'name')`
 and a class pattern's `case object(name=v)` are read as `m.name`), a cell too deeply nested for this read to parse, a framework the
 exercise's own solution does not import, and, where the course's solution is a Triton
-kernel, solution cells without one. The exercise's own names are not suspicious: a
+kernel, solution cells without one that stores anything. The exercise's own names are not suspicious: a
 string `'layernorm_backward'` or `LayerNormFunction.backward` is the student's own.
 
 A flag scores nothing: it is a line in `grades.csv`'s `flags` column and in
@@ -43,7 +43,8 @@ import re
 from .course import nbgrader_meta, notebooks, read
 from .pycode import defined_names, parse, unreadable
 
-NO_KERNEL = "no @triton.jit kernel in the solution cells, yet tests passed: the exercise asks for the work in Triton"
+NO_KERNEL = ("no @triton.jit kernel that writes its results (tl.store) in the solution cells, yet tests passed: the "
+             "exercise asks for the work in Triton")
 FRAMEWORKS = {"torch", "jax", "tensorflow", "triton", "functorch", "autograd", "cupy", "numba"}
 _BACKWARD_OP = re.compile(r"(^|[._])(aten|native_\w*backward|\w*norm_backward(_\w+)?|\w+_backward_(data|input)|"
                           r"torch_function|_C|_ops)($|[._])")
@@ -146,14 +147,23 @@ def _imports(tree: ast.AST) -> set[str]:
     return found
 
 
+# What a kernel writes its results with: one that calls none of these writes nothing (a red team's kernel was
+# `pass`, launched once so that a launch was counted, while NumPy's dx went into the output through ctypes)
+_KERNEL_WRITES = {"store", "atomic_add", "atomic_xchg", "atomic_cas", "atomic_max", "atomic_min", "atomic_and",
+                  "atomic_or", "atomic_xor"}
+
+
 def _kernels(tree: ast.AST) -> int:
-    """Functions decorated with triton.jit (or jit, or triton.autotune/heuristics above one)."""
+    """Functions decorated with triton.jit (or jit, or triton.autotune/heuristics above one) that write
+    something: a call to tl.store or an atomic in their body."""
     count = 0
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef):
             for d in node.decorator_list:
                 d = d.func if isinstance(d, ast.Call) else d
-                if dotted(d) in ("triton.jit", "jit", "tl.jit", "triton.language.jit"):
+                if dotted(d) in ("triton.jit", "jit", "tl.jit", "triton.language.jit") and any(
+                        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _KERNEL_WRITES
+                        for n in ast.walk(node)):
                     count += 1
     return count
 

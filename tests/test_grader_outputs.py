@@ -574,14 +574,19 @@ SUSPICIOUS = {
     "06 without a kernel": ('no @triton.jit kernel', "06-triton", "layernorm_backward_triton",
                             "import torch\ndef layernorm_backward_triton(dy, x, gamma, mean, rstd):\n"
                             "    return dy * rstd[:, None], dy.sum(0), dy.sum(0)"),
+    # launched once so that a launch is counted, while the answer is written by other means
+    "06 with a kernel that writes nothing": ('no @triton.jit kernel that writes', "06-triton", "layernorm_backward_triton",
+                                             "import torch, triton\n@triton.jit\ndef _k(p, n):\n    pass\n"
+                                             "def layernorm_backward_triton(dy, x, gamma, mean, rstd):\n"
+                                             "    _k[(1,)](dy, 1)\n    return dy * rstd[:, None], dy.sum(0), dy.sum(0)"),
 }
 
 
 @pytest.mark.parametrize("what", list(SUSPICIOUS))
 def test_what_a_static_read_flags(what):
     needle, assignment, function, source = SUSPICIOUS[what]
-    # 06 without a kernel: the other steps left as released, so no cell defines a kernel
-    nb = submission(assignment, {function: source}, base=None if what == "06 without a kernel" else solved(assignment))
+    # 06: the other steps left as released, so no other cell defines a kernel
+    nb = submission(assignment, {function: source}, base=None if what.startswith("06 ") else solved(assignment))
     picked, _ = pick(nb, notebooks(assignment))
     found = flags.read_submission(assignment, picked)
     assert any(needle in f for f in found), found
