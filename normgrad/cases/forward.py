@@ -15,6 +15,7 @@ import numpy as np
 from .. import inputs, reference, tolerances
 from ..checks import array_problems, closeness_problems, describe
 from . import Case, Mistake, Trial
+from .judging import mean_floor
 
 CACHE_KEYS = ("x", "mean", "rstd", "x_hat", "gamma", "eps")
 
@@ -24,8 +25,9 @@ def judge(returned, expected, *, dtype, rtol) -> list[str]:
     if not isinstance(returned, (tuple, list)) or len(returned) != 2:
         return [f"should return a pair (y, cache), got {describe(returned)}"]
     (y, cache), (want_y, want) = returned, expected
-    # Natural scales, for groups whose x_hat is all rounding noise (zero variance).
-    floors = {"y": 1.0, "mean": 0.0, "rstd": 0.0, "x_hat": 1.0}
+    # Natural scales: for groups whose x_hat is all rounding noise (zero variance), and for a mean near zero,
+    # whose rounding is that of a sum of the x's (relative to them, not to itself)
+    floors = {"y": 1.0, "mean": mean_floor(want["x"]), "rstd": 0.0, "x_hat": 1.0}
     problems = array_problems(y, "y", want_y.shape, dtype) or closeness_problems(y, want_y, "y", rtol, floors["y"])
     if not isinstance(cache, dict):
         return problems + [f"cache should be a dict, got {type(cache).__name__}"]

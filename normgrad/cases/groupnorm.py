@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import inputs, reference, tolerances
 from . import Case, Mistake, Trial
-from .judging import arrays_problems
+from .judging import arrays_problems, mean_floor
 from .second_edition import cache_problems
 
 FORWARD_PAGE = "01-forward.html"
@@ -72,7 +72,7 @@ def forward_trial(shape, groups: int, kind: str = "normal", dtype=np.float64, ep
                             "gamma": gamma.astype(np.float64), "eps": used_eps, "groups": groups})
         kappa = _conditioning(x, groups, used_eps)
         judge = partial(cache_problems, dtype=np.dtype(dtype), rtol=tolerances.rtol(dtype, kappa),
-                        floors={"y": 1.0, "mean": 0.0, "rstd": 0.0, "x_hat": 1.0})
+                        floors={"y": 1.0, "mean": mean_floor(x), "rstd": 0.0, "x_hat": 1.0})
         return Trial(args=(x, gamma, beta, groups), kwargs={} if eps is None else {"eps": eps}, expected=expected,
                      judge=judge, arg_names=("x", "gamma", "beta", "groups"))
 
