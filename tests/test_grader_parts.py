@@ -64,6 +64,7 @@ def test_wire_unpack_refuses_pickles_forged_manifests_and_oversized_arrays():
         ({"manifest.json": json.dumps({"t": "ndarray", "file": "a2.npy"}).encode(), "a2.npy": plain.getvalue()},
          {"max_bytes": 100}),
         ({"manifest.json": b"not json"}, {}),
+        ({"manifest.json": b"[" * 100_000}, {}),  # deeper than the JSON parser recurses: RecursionError, no ValueError
     ]:
         with pytest.raises(wire.WireError):
             wire.unpack(files, **kwargs)

@@ -174,7 +174,7 @@ def diagnose(assignment: Assignment, function: str, trial: Trial, returned) -> M
     and 16-bit arithmetic, at a large mean): the nearer one names the answer.
     """
     wrongs = []
-    args = None  # one float64 copy for every mistake (none writes into its arguments: test_cases_shared)
+    args = None  # one float64 copy for every mistake (none writes into its arguments: tests/test_exercises.py)
     for mistake in assignment.mistakes:
         if mistake.function != function or mistake.impl is None:
             continue
