@@ -1,6 +1,6 @@
 """The course's own solutions judged at many grading seeds: the rare honest failures a tolerance lets through.
 
-    python scripts/seed_sweep.py [ASSIGNMENT ...] [--seeds START:STOP] [--function NAME ...]
+    python scripts/seed_sweep.py [ASSIGNMENT ...] [--seeds START:STOP] [--function NAME ...] [--jobs N]
 
 Every grade draws fresh hidden inputs, so a tolerance or a floor a little too tight fails a correct
 notebook once in a few thousand seeds: too rarely for the tests' fixed seeds to show, often enough for a
@@ -9,7 +9,8 @@ solution function of solutions/ (the course's own code: trusted, so no sandbox) 
 range on every device at hand, CUDA too where there is a GPU, exactly as a grade judges it, and prints,
 for each assignment, the seeds and seconds it took and every case that failed at least once: how often,
 at which seed first, and why. It exits 1 if any did: run it after changing a tolerance, a floor or an
-input maker (`make seed-sweep`). Without a GPU, 06's kernels run in Triton's interpreter, about 35 s a seed.
+input maker (`make seed-sweep`). Without a GPU, 06's kernels run in Triton's interpreter, about 35 s a seed;
+`--jobs N` shares the seeds among N processes.
 It needs only the repository, torch and NumPy (and triton for 06): on a GPU machine with its own Python,
 `python3 scripts/seed_sweep.py 04-code-mapping 05-thnn 06-triton --seeds 0:20` sweeps the CUDA cases.
 """
@@ -19,11 +20,13 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import multiprocessing
 import linecache
 import os
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,11 +75,35 @@ def sweep(assignment: str, seeds: range, namespace: dict, functions=None) -> dic
     return dict(failed)
 
 
+def sweep_seeds(assignment: str, seeds: range, functions=None, jobs: int = 1,
+                namespace_of=solution_namespace) -> dict[str, list]:
+    """`sweep` with the seeds dealt out among `jobs` processes, every jobs-th seed to each (a slow stretch of
+    seeds is shared), each with its own `namespace_of(assignment)`: the same failures, in seed order."""
+    if jobs == 1 or len(seeds) < 2:
+        return sweep(assignment, seeds, namespace_of(assignment), functions)
+    jobs = min(jobs, len(seeds))
+    # spawned, not forked: torch's threads and CUDA do not survive a fork
+    with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
+                             initargs=(1,)) as pool:
+        parts = pool.map(_sweep_part, [(assignment, seeds[k::jobs], functions, namespace_of) for k in range(jobs)])
+        failed = collections.defaultdict(list)
+        for part in parts:
+            for case, where in part.items():
+                failed[case] += where
+    return {case: sorted(where, key=lambda found: found[0]) for case, where in failed.items()}
+
+
+def _sweep_part(work):
+    assignment, seeds, functions, namespace_of = work
+    return sweep(assignment, seeds, namespace_of(assignment), functions)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/seed_sweep.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help=f"default: all ({', '.join(ASSIGNMENTS)})")
     parser.add_argument("--seeds", default="0:200", help="START:STOP, the grading seeds to judge at (default 0:200)")
     parser.add_argument("--function", action="append", help="only this function's cases (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="processes to share the seeds (default 1)")
     args = parser.parse_args(argv)
     unknown = set(args.assignments) - set(ASSIGNMENTS)
     if unknown:
@@ -85,6 +112,8 @@ def main(argv=None) -> int:
         start, stop = (int(part) for part in args.seeds.split(":"))
     except ValueError:
         parser.error(f"--seeds takes START:STOP, two integers, not {args.seeds!r}")
+    if args.jobs < 1:
+        parser.error(f"--jobs takes a number of processes, at least 1, not {args.jobs}")
     seeds, assignments = range(start, stop), args.assignments or ASSIGNMENTS
     known = {c.function for a in assignments for c in load(a).cases}
     if set(args.function or ()) - known:
@@ -92,7 +121,7 @@ def main(argv=None) -> int:
     any_failed = False
     for assignment in assignments:
         began = time.monotonic()
-        failed = sweep(assignment, seeds, solution_namespace(assignment), args.function)
+        failed = sweep_seeds(assignment, seeds, args.function, args.jobs)
         print(f"{assignment}: {len(seeds)} seeds ({start} to {stop - 1}) in {time.monotonic() - began:.0f} s, "
               f"{len(failed) or 'no'} case{'s' * (len(failed) != 1)} failed", flush=True)
         for case, where in sorted(failed.items()):

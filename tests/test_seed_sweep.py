@@ -26,10 +26,33 @@ def test_a_failure_at_one_seed_in_a_thousand_is_reported_with_that_seed(monkeypa
     assert "layernorm_forward/one-sample: 1 of 1 seeds, first 503:" in capsys.readouterr().out
 
 
+def forward_a_thousandth_off(assignment):
+    """01's solutions with y scaled by 1.001: every case of layernorm_forward fails at every seed."""
+    namespace = seed_sweep.solution_namespace(assignment)
+    right = namespace["layernorm_forward"]
+
+    def off(*args, **kwargs):
+        y, cache = right(*args, **kwargs)
+        return y * 1.001, cache
+
+    return {**namespace, "layernorm_forward": off}
+
+
+def test_seeds_shared_among_processes_find_what_one_process_finds():
+    """Each process takes every other seed: the failures come back whole, in seed order, as one process
+    reports them (a case that fails everywhere lists every seed)."""
+    seeds, functions = range(0, 5), {"layernorm_forward"}
+    alone = seed_sweep.sweep("01-forward", seeds, forward_a_thousandth_off("01-forward"), functions)
+    shared = seed_sweep.sweep_seeds("01-forward", seeds, functions, jobs=2, namespace_of=forward_a_thousandth_off)
+    assert [seed for seed, _ in alone["layernorm_forward/small"]] == list(seeds)
+    assert shared == alone
+
+
 @pytest.mark.parametrize("argv,reason", [
     (["09-nothing"], "no assignment 09-nothing; there are 01-forward,"),
     (["--seeds", "3"], "--seeds takes START:STOP, two integers, not '3'"),
     (["01-forward", "--function", "layernorm_dx_triton"], "no function layernorm_dx_triton in 01-forward"),
+    (["01-forward", "--jobs", "0"], "--jobs takes a number of processes, at least 1, not 0"),
 ])
 def test_what_it_cannot_sweep_is_refused_with_a_reason(argv, reason, capsys):
     with pytest.raises(SystemExit) as exit:
