@@ -65,7 +65,8 @@ bench-grading: $(STAMP) system-packages
 
 # The course's own solutions judged at many grading seeds, CUDA cases too where there is a GPU: a tolerance
 # or floor too tight for a correct notebook fails here, once in thousands of seeds, not in a class's grades.
-# Run it after changing one. SWEEP_ARGS="01-forward --seeds 0:4000" (default: every assignment, seeds 0-199).
+# Run it after changing one. SWEEP_ARGS="01-forward --seeds 0:4000 --jobs 2" (default: every assignment, seeds 0-199,
+# one process).
 seed-sweep: $(STAMP)
 	$(BIN)/python scripts/seed_sweep.py $(SWEEP_ARGS)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import multiprocessing
 import linecache
@@ -75,21 +76,25 @@ def sweep(assignment: str, seeds: range, namespace: dict, functions=None) -> dic
     return dict(failed)
 
 
-def sweep_seeds(assignment: str, seeds: range, functions=None, jobs: int = 1,
-                namespace_of=solution_namespace) -> dict[str, list]:
-    """`sweep` with the seeds dealt out among `jobs` processes, every jobs-th seed to each (a slow stretch of
-    seeds is shared), each with its own `namespace_of(assignment)`: the same failures, in seed order."""
-    if jobs == 1 or len(seeds) < 2:
+def spawned_pool(jobs: int) -> ProcessPoolExecutor:
+    """`jobs` processes for `sweep_seeds`, each with one torch thread; spawned, not forked: torch's threads and
+    CUDA do not survive a fork. One pool serves every assignment, so each process imports torch once."""
+    return ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
+                               initargs=(1,))
+
+
+def sweep_seeds(assignment: str, seeds: range, functions=None, pool: ProcessPoolExecutor | None = None,
+                jobs: int = 1, namespace_of=solution_namespace) -> dict[str, list]:
+    """`sweep`, with the seeds dealt out among the `jobs` processes of `pool` (None: this process), every
+    jobs-th seed to each (a slow stretch of seeds is shared), each with its own `namespace_of(assignment)`:
+    the same failures, in seed order."""
+    if pool is None or jobs == 1 or len(seeds) < 2:
         return sweep(assignment, seeds, namespace_of(assignment), functions)
-    jobs = min(jobs, len(seeds))
-    # spawned, not forked: torch's threads and CUDA do not survive a fork
-    with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
-                             initargs=(1,)) as pool:
-        parts = pool.map(_sweep_part, [(assignment, seeds[k::jobs], functions, namespace_of) for k in range(jobs)])
-        failed = collections.defaultdict(list)
-        for part in parts:
-            for case, where in part.items():
-                failed[case] += where
+    parts = [(assignment, seeds[k::jobs], functions, namespace_of) for k in range(min(jobs, len(seeds)))]
+    failed = collections.defaultdict(list)
+    for part in pool.map(_sweep_part, parts):
+        for case, where in part.items():
+            failed[case] += where
     return {case: sorted(where, key=lambda found: found[0]) for case, where in failed.items()}
 
 
@@ -119,16 +124,17 @@ def main(argv=None) -> int:
     if set(args.function or ()) - known:
         parser.error(f"no function {', '.join(sorted(set(args.function) - known))} in {', '.join(assignments)}")
     any_failed = False
-    for assignment in assignments:
-        began = time.monotonic()
-        failed = sweep_seeds(assignment, seeds, args.function, args.jobs)
-        print(f"{assignment}: {len(seeds)} seeds ({start} to {stop - 1}) in {time.monotonic() - began:.0f} s, "
-              f"{len(failed) or 'no'} case{'s' * (len(failed) != 1)} failed", flush=True)
-        for case, where in sorted(failed.items()):
-            seed, problems = where[0]
-            first = problems[0].replace("\n", "\n      ")
-            print(f"  {case}: {len(where)} of {len(seeds)} seeds, first {seed}:\n      {first}", flush=True)
-        any_failed |= bool(failed)
+    with spawned_pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext() as pool:
+        for assignment in assignments:
+            began = time.monotonic()
+            failed = sweep_seeds(assignment, seeds, args.function, pool, args.jobs)
+            print(f"{assignment}: {len(seeds)} seeds ({start} to {stop - 1}) in {time.monotonic() - began:.0f} s, "
+                  f"{len(failed) or 'no'} case{'s' * (len(failed) != 1)} failed", flush=True)
+            for case, where in sorted(failed.items()):
+                seed, problems = where[0]
+                first = problems[0].replace("\n", "\n      ")
+                print(f"  {case}: {len(where)} of {len(seeds)} seeds, first {seed}:\n      {first}", flush=True)
+            any_failed |= bool(failed)
     return 1 if any_failed else 0
 
 
