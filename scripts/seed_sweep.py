@@ -10,7 +10,7 @@ range on every device at hand, CUDA too where there is a GPU, exactly as a grade
 for each assignment, the seeds and seconds it took and every case that failed at least once: how often,
 at which seed first, and why. It exits 1 if any did: run it after changing a tolerance, a floor or an
 input maker (`make seed-sweep`). Without a GPU, 06's kernels run in Triton's interpreter, about 35 s a seed;
-`--jobs N` shares the seeds among N processes.
+`--jobs N` shares the seeds out among N processes.
 It needs only the repository, torch and NumPy (and triton for 06): on a GPU machine with its own Python,
 `python3 scripts/seed_sweep.py 04-code-mapping 05-thnn 06-triton --seeds 0:20` sweeps the CUDA cases.
 """
@@ -84,18 +84,16 @@ def spawned_pool(jobs: int) -> ProcessPoolExecutor:
 
 
 def sweep_seeds(assignment: str, seeds: range, functions=None, pool: ProcessPoolExecutor | None = None,
-                jobs: int = 1, namespace_of=solution_namespace) -> dict[str, list]:
-    """`sweep`, with the seeds dealt out among the `jobs` processes of `pool` (None: this process), every
-    jobs-th seed to each (a slow stretch of seeds is shared), each with its own `namespace_of(assignment)`:
-    the same failures, in seed order."""
-    if pool is None or jobs == 1 or len(seeds) < 2:
+                namespace_of=solution_namespace) -> dict[str, list]:
+    """`sweep`, each seed in a process of `pool` (None: all in this one) with its own `namespace_of(assignment)`
+    (a millisecond to build): the same failures, in seed order, as the pool hands results back in order."""
+    if pool is None:
         return sweep(assignment, seeds, namespace_of(assignment), functions)
-    parts = [(assignment, seeds[k::jobs], functions, namespace_of) for k in range(min(jobs, len(seeds)))]
     failed = collections.defaultdict(list)
-    for part in pool.map(_sweep_part, parts):
+    for part in pool.map(_sweep_part, [(assignment, range(seed, seed + 1), functions, namespace_of) for seed in seeds]):
         for case, where in part.items():
             failed[case] += where
-    return {case: sorted(where, key=lambda found: found[0]) for case, where in failed.items()}
+    return dict(failed)
 
 
 def _sweep_part(work):
@@ -127,7 +125,7 @@ def main(argv=None) -> int:
     with spawned_pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext() as pool:
         for assignment in assignments:
             began = time.monotonic()
-            failed = sweep_seeds(assignment, seeds, args.function, pool, args.jobs)
+            failed = sweep_seeds(assignment, seeds, args.function, pool)
             print(f"{assignment}: {len(seeds)} seeds ({start} to {stop - 1}) in {time.monotonic() - began:.0f} s, "
                   f"{len(failed) or 'no'} case{'s' * (len(failed) != 1)} failed", flush=True)
             for case, where in sorted(failed.items()):

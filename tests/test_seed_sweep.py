@@ -39,12 +39,12 @@ def forward_a_thousandth_off(assignment):
 
 
 def test_seeds_shared_among_processes_find_what_one_process_finds():
-    """Each process takes every other seed: the failures come back whole, in seed order, as one process
-    reports them (a case that fails everywhere lists every seed)."""
+    """Seeds judged in two processes: the failures come back whole, in seed order, as one process reports them
+    (a case that fails everywhere lists every seed)."""
     seeds, functions = range(0, 5), {"layernorm_forward"}
     alone = seed_sweep.sweep("01-forward", seeds, forward_a_thousandth_off("01-forward"), functions)
     with seed_sweep.spawned_pool(2) as pool:
-        shared = seed_sweep.sweep_seeds("01-forward", seeds, functions, pool, 2, namespace_of=forward_a_thousandth_off)
+        shared = seed_sweep.sweep_seeds("01-forward", seeds, functions, pool, namespace_of=forward_a_thousandth_off)
     assert [seed for seed, _ in alone["layernorm_forward/small"]] == list(seeds)
     assert shared == alone
 
