@@ -162,6 +162,7 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
 
     per_case: dict[str, list[str]] = {c.id: [] for c in assignment.cases}
     mistakes: dict[str, course_cases.Mistake] = {}
+    wrong_values = set()  # the cases where a call returned a wrong value (not an error): their hint may apply
     for call in calls:
         problems, returned = _judge_call(verdicts[call.id], call.id, call.trial, assignment_id in KERNEL_ASSIGNMENTS)
         if problems and call.case.id not in mistakes:
@@ -173,8 +174,13 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
                 found = None
             if found:
                 mistakes[call.case.id] = found
+        if problems and returned is not None:
+            wrong_values.add(call.case.id)
         where = f"[{call.device}] " if len(call.case.devices) > 1 else ""
         per_case[call.case.id] += [where + p for p in problems]
+    for case in assignment.cases:  # as the notebook's runner says it (normgrad.cases._check)
+        if case.hint and case.id in wrong_values and case.id not in mistakes:
+            per_case[case.id].append(case.hint)
 
     for case in assignment.cases:
         problems = per_case[case.id]

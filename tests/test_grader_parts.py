@@ -747,7 +747,8 @@ from normgrad.cases import Case, Mistake
 from normgrad.cases.forward import make_trial, _forward
 
 CASES = {"01-forward": [
-    Case("layernorm_forward", "private-long-rows", 3, True, "rows of 300 features", make_trial("layer", (3, 300))),
+    Case("layernorm_forward", "private-long-rows", 3, True, "rows of 300 features", make_trial("layer", (3, 300)),
+         hint="a private hint: said where no known mistake matches"),
 ]}
 MISTAKES = {"01-forward": [
     Mistake("layernorm_forward", "halved", "the output halved (a private slip)", "01-forward.html#scale-and-shift",
@@ -761,20 +762,38 @@ def test_private_cases_add_points_and_name_private_mistakes(tmp_path):
 
     private = tmp_path / "extra.py"
     private.write_text(PRIVATE)
-    halved = ("import numpy as np\n\ndef layernorm_forward(x, gamma, beta, eps=1e-5):\n"
-              "    mean = x.mean(axis=1)\n    c = x - mean[:, None]\n"
-              "    rstd = 1 / np.sqrt((c * c).mean(axis=1) + eps)\n    x_hat = c * rstd[:, None]\n"
-              "    return (gamma * x_hat + beta) / 2, {'x': x, 'mean': mean, 'rstd': rstd, 'x_hat': x_hat,"
-              " 'gamma': gamma, 'eps': eps}\n")
-    path = tmp_path / "nb.ipynb"
-    import nbformat
-    nbformat.write(submission("01-forward", {"layernorm_forward": halved}, base=solved("01-forward")), str(path))
-    report = grade(path, "01-forward", private=str(private))
+    report = grade(_forward_times(tmp_path, "/ 2"), "01-forward", private=str(private))
     assert report.max_score == load("01-forward").max_score + 3  # the private case's 3 points
     result = next(r for r in report.results if r.case_id == "layernorm_forward/private-long-rows")
     assert result.private and result.hidden and not result.passed
     assert result.mistake is not None and result.mistake.name == "halved"
+    assert "a private hint" not in "\n".join(result.problems)  # the named mistake says it
     assert report.by_function()["layernorm_forward"] == (0.0, 15.0)
+
+
+def test_a_case_hint_is_said_where_no_known_mistake_matches_a_wrong_value(tmp_path):
+    from autograder.grading import grade
+
+    private = tmp_path / "extra.py"
+    private.write_text(PRIVATE)
+    report = grade(_forward_times(tmp_path, "* 1.1"), "01-forward", private=str(private))
+    result = next(r for r in report.results if r.case_id == "layernorm_forward/private-long-rows")
+    assert not result.passed and result.mistake is None
+    assert result.problems[-1] == "a private hint: said where no known mistake matches", result.problems
+
+
+def _forward_times(tmp_path, scaled: str):
+    """A submission of 01-forward whose y is the right one `scaled` ("/ 2", "* 1.1")."""
+    import nbformat
+
+    source = ("import numpy as np\n\ndef layernorm_forward(x, gamma, beta, eps=1e-5):\n"
+              "    mean = x.mean(axis=1)\n    c = x - mean[:, None]\n"
+              "    rstd = 1 / np.sqrt((c * c).mean(axis=1) + eps)\n    x_hat = c * rstd[:, None]\n"
+              f"    return (gamma * x_hat + beta) {scaled}, {{'x': x, 'mean': mean, 'rstd': rstd, 'x_hat': x_hat,"
+              " 'gamma': gamma, 'eps': eps}\n")
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(submission("01-forward", {"layernorm_forward": source}, base=solved("01-forward")), str(path))
+    return path
 
 
 @pytest.mark.parametrize("edit,reason", [

@@ -68,6 +68,9 @@ class Case:
     make: Callable[[np.random.Generator, str], Trial]  # (rng, device) -> Trial
     devices: tuple[str, ...] = ("cpu",)  # where it runs; "cuda" only when a GPU is present
     seconds: float = 10.0  # the time one call may take in the grader's sandbox before it counts as a failure
+    # What a wrong value here most often means, said where no known mistake matches it: a slip that no float64
+    # emulation reproduces (16-bit arithmetic in a kernel rounds in an order torch cannot replay) is told so.
+    hint: str = ""
 
     @property
     def id(self) -> str:
@@ -354,4 +357,6 @@ def _check(assignment: Assignment, function: str, case: Case, device: str, seed:
             diagnose_error(assignment, function, error)
         if mistake:
             problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.section})")
+        elif error is None and case.hint:
+            problems.append(case.hint)
     return problems

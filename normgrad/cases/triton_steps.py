@@ -27,7 +27,7 @@ from . import rmsnorm_backward as rms
 from .judging import value_problems
 from .torch_trials import (backward_trial, chunk_width_slips, fitted_to_programs, layer_partials_members,
                            slipped_backward)
-from .triton_backward import PROGRAMS, kernels_do_the_work, with_nan_hints
+from .triton_backward import PROGRAMS, SIXTEEN_BIT_ARITHMETIC, kernels_do_the_work, with_nan_hints
 
 DEVICES = ("cuda",) if torch.cuda.is_available() else ("cpu",)
 F64, F32, F16, BF16 = torch.float64, torch.float32, torch.float16, torch.bfloat16
@@ -54,9 +54,9 @@ def ln_sized(cpu_shape, cuda_shape, dtype, **options):
     return lambda rng, device: makers[device](rng, device)
 
 
-def _case(function, name, points, hidden, description, make, seconds=20.0):
+def _case(function, name, points, hidden, description, make, seconds=20.0, hint=""):
     return Case(function, name, points, hidden, description, kernels_do_the_work(with_nan_hints(make)),
-                devices=DEVICES, seconds=seconds)
+                devices=DEVICES, seconds=seconds, hint=hint)
 
 
 _dx = partial(_case, DX)
@@ -72,7 +72,7 @@ CASES = [
     # 14 to 21, the solution at most 0.79, over 30 seeds (tests/test_06_added.py); on a random dy both passed.
     _dx("float16-cancelling", 3, True, "float16, 7 x 777 (2053 x 777 on a GPU), dy near 8 and gamma near 1: dx a "
         "small difference of large terms",
-        dx_only(ln_sized((7, 777), (2053, 777), F16, dy_offset=8.0, cancelling=True))),
+        dx_only(ln_sized((7, 777), (2053, 777), F16, dy_offset=8.0, cancelling=True)), hint=SIXTEEN_BIT_ARITHMETIC),
     _dx("float32-wide", 4, True, "float32, 6 x 2100 (4099 x 2100 on a GPU): three chunks a row",
         dx_only(ln_sized((6, 2100), (4099, 2100), F32))),
     _dx("one-row", 3, True, "a single row, float16, 1 x 1234", dx_only(backward_trial("layer", (1, 1234), F16))),
@@ -84,7 +84,8 @@ CASES = [
         dx_only(backward_trial("layer", (10, 513), F32, contiguous=False))),
     _dx("bfloat16-tall-cancelling", 2, True, "bfloat16, 40 x 100 (20000 x 100 on a GPU), dy near 8 and gamma near "
         "1: dx a small difference of large terms",
-        dx_only(ln_sized((40, 100), (20_000, 100), BF16, truncated=TRUNCATED, dy_offset=8.0, cancelling=True))),
+        dx_only(ln_sized((40, 100), (20_000, 100), BF16, truncated=TRUNCATED, dy_offset=8.0, cancelling=True)),
+        hint=SIXTEEN_BIT_ARITHMETIC),
     # Step 2 was written for float32 and the 16-bit types; the contract lists float64 too.
     _ln("float64", 2, True, "float64, 21 x 300 (2053 x 300 on a GPU): float64 arithmetic and sums",
         ln_sized((21, 300), (2053, 300), F64)),
@@ -96,7 +97,8 @@ CASES = [
     # in 16 bits sits 3.9 to 8.0 tolerances out under the interpreter, the solution at most 0.80, over 30 seeds.
     _rms("float16-cancelling", 6, True, "float16, 33 x 777 (2053 x 777 on a GPU), rows near +-30 to 60 of "
          "alternating signs, dy near 8: dx a small difference of large terms",
-         rms.sized((33, 777), (2053, 777), F16, kind="large-offset", offset=30.0, dy_offset=8.0, cancelling=True)),
+         rms.sized((33, 777), (2053, 777), F16, kind="large-offset", offset=30.0, dy_offset=8.0, cancelling=True),
+         hint=SIXTEEN_BIT_ARITHMETIC),
     _rms("float32-wide", 6, True, "float32, 20 x 1500 (4099 x 1500 on a GPU): more than one chunk",
          rms.sized((20, 1500), (4099, 1500), F32)),
     # dy and x away from zero mean: a term of dx that a slip drops or adds (layer norm's mean(g)) is then
