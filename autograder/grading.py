@@ -178,12 +178,11 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
             wrong_values.add(call.case.id)
         where = f"[{call.device}] " if len(call.case.devices) > 1 else ""
         per_case[call.case.id] += [where + p for p in problems]
-    for case in assignment.cases:  # as the notebook's runner says it (normgrad.cases._check)
-        if case.hint and case.id in wrong_values and case.id not in mistakes:
-            per_case[case.id].append(case.hint)
 
     for case in assignment.cases:
         problems = per_case[case.id]
+        if case.hint and case.id in wrong_values and case.id not in mistakes:  # as normgrad.cases._check says it
+            problems.append(case.hint)
         report.results.append(CaseResult(case.id, case.description, case.points,
                                          0.0 if problems else case.points, case.hidden, problems,
                                          mistakes.get(case.id), case.id in private_ids))

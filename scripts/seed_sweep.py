@@ -21,8 +21,8 @@ import argparse
 import collections
 import contextlib
 import json
-import multiprocessing
 import linecache
+import multiprocessing
 import os
 import sys
 import time
