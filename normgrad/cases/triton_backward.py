@@ -94,9 +94,14 @@ def kernels_do_the_work(make):
     return lambda rng, device: replace(make(rng, device), protocol="kernels")
 
 
-def _case(name, points, hidden, description, make, seconds=20.0, hint=""):
-    return Case(FUNCTION, name, points, hidden, description, kernels_do_the_work(with_nan_hints(make)),
+def kernel_case(function, name, points, hidden, description, make, seconds=20.0, hint=""):
+    """A case of a Triton exercise (this one and its staged steps): run where the process's one device is, its
+    answer computed by the student's kernels, a non-finite answer explained."""
+    return Case(function, name, points, hidden, description, kernels_do_the_work(with_nan_hints(make)),
                 devices=DEVICES, seconds=seconds, hint=hint)
+
+
+_case = partial(kernel_case, FUNCTION)
 
 
 CASES = [

@@ -22,14 +22,13 @@ from functools import partial
 
 import torch
 
-from . import Case, Mistake
+from . import Mistake
 from . import rmsnorm_backward as rms
 from .judging import value_problems
 from .torch_trials import (backward_trial, chunk_width_slips, fitted_to_programs, layer_partials_members,
                            slipped_backward)
-from .triton_backward import PROGRAMS, SIXTEEN_BIT_ARITHMETIC, kernels_do_the_work, with_nan_hints
+from .triton_backward import DEVICES, PROGRAMS, SIXTEEN_BIT_ARITHMETIC, kernel_case
 
-DEVICES = ("cuda",) if torch.cuda.is_available() else ("cpu",)
 F64, F32, F16, BF16 = torch.float64, torch.float32, torch.float16, torch.bfloat16
 DX, LN, RMS = "layernorm_dx_triton", "layernorm_backward_triton", "rmsnorm_backward_triton"
 # Triton's interpreter stores bfloat16 by dropping bits, a whole unit in the last place (tolerances.output_rtol)
@@ -54,14 +53,9 @@ def ln_sized(cpu_shape, cuda_shape, dtype, **options):
     return lambda rng, device: makers[device](rng, device)
 
 
-def _case(function, name, points, hidden, description, make, seconds=20.0, hint=""):
-    return Case(function, name, points, hidden, description, kernels_do_the_work(with_nan_hints(make)),
-                devices=DEVICES, seconds=seconds, hint=hint)
-
-
-_dx = partial(_case, DX)
-_ln = partial(_case, LN)
-_rms = partial(_case, RMS)
+_dx = partial(kernel_case, DX)
+_ln = partial(kernel_case, LN)
+_rms = partial(kernel_case, RMS)
 CASES = [
     _dx("float32", 3, False, "float32, 5 x 300", dx_only(backward_trial("layer", (5, 300), F32))),
     _dx("bfloat16-two-chunks", 3, False, "bfloat16, 4 x 1100: more than one chunk of 1024 columns",
