@@ -81,6 +81,8 @@ def with_private(assignment: Assignment, path: str | None) -> Assignment:
             raise PrivateCasesError(f"{path}: private case {case.id} must be hidden (hidden=True)")
         if case.id in known:
             raise PrivateCasesError(f"{path}: private case {case.id} reuses a case's name")
+        if not isinstance(case.hint, str):  # said beside the problems of every student it fails
+            raise PrivateCasesError(f"{path}: private case {case.id} has a hint that is not a string")
         known.add(case.id)
     for mistake in extra_mistakes:
         if not isinstance(mistake, Mistake) or mistake.function not in assignment.functions:

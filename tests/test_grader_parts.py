@@ -800,6 +800,7 @@ def _forward_times(tmp_path, scaled: str):
     (lambda t: t.replace('3, True, "rows', '3, False, "rows'), "must be hidden"),
     (lambda t: t.replace('Case("layernorm_forward"', 'Case("layernorm_backward"'), "does not have"),
     (lambda t: t.replace('"private-long-rows"', '"small"'), "reuses a case's name"),
+    (lambda t: t.replace('hint="a private hint: said where no known mistake matches"', "hint=3"), "not a string"),
     (lambda t: t + "\nCASES = []\n", "must be dicts"),
     (lambda t: t + "\nraise ImportError('no such module')\n", "failed to load"),
 ])
