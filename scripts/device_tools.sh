@@ -4,9 +4,14 @@
 # Run it here, where PyPI and Debian's archive can be reached; then carry .whl/ to the GPU machine.
 #
 #   sh scripts/device_tools.sh          (needs pip, and apt-get for the .deb)
+#
+# pip: $PIP, else .venv's, else python3's; any will do, since the wheels are chosen for the machine's
+# Python and platform, not this one's. A fresh clone has no .venv yet.
 set -eu
 cd "$(dirname "$0")/.."
-PIP="${PIP:-.venv/bin/python -m pip}"
+if [ -z "${PIP:-}" ]; then
+    if [ -x .venv/bin/python ]; then PIP=".venv/bin/python -m pip"; else PIP="python3 -m pip"; fi
+fi
 DEST=.whl
 mkdir -p "$DEST"
 

@@ -28,7 +28,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON312" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet $GPU_IMAGE $ALSO_THERE
 fi
-ls .whl/*.whl >/dev/null 2>&1 || sh scripts/device_tools.sh
+ls .whl/*.whl >/dev/null 2>&1 || PIP="$VENV/bin/python -m pip" sh scripts/device_tools.sh
 "$VENV/bin/python" -c "import sys, torch, triton, numpy; print('rehearsing with Python', sys.version.split()[0], \
 'torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
 
