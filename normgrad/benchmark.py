@@ -76,6 +76,12 @@ NO_GPU = ("make bench needs a CUDA GPU: torch.cuda.is_available() is False on th
           "(or `python -m normgrad.benchmark --dry-run` to run the same code here, interpreted, on tiny shapes).")
 
 
+# How the torch.compile baseline is compiled, as the results file records it. Files without "N static" were
+# measured before Dynamo's automatic dynamic shapes were turned off (`shortfalls` says what that cost).
+COMPILED_AS = ("torch.compile(aten.native_layer_norm_backward), default mode: one graph per (dtype, N), N static "
+               "and M dynamic, compiled at the largest M")
+
+
 def traffic_bytes(m: int, n: int, dtype_name: str) -> int:
     """The least the backward pass must move: x and dy read, dx written (M N elements each); gamma read,
     dgamma and dbeta written (N elements each); the float32 mean and rstd read (M each)."""
@@ -272,8 +278,8 @@ def _best_rung_sentence(fastest, rungs, wins, shapes, large, best, times, copy) 
 def shortfalls(results: dict) -> list[str]:
     """Sentences, each computed from the results, that say why the fastest rung fell short where it did: which
     rung was fastest where, what the compiler made of the widest rows, what the second reduction and the host
-    cost at the smallest shapes, and where Liger-Kernel won. A sentence appears only where the figures it
-    needs were measured; every number in it is read from the results."""
+    cost at the smallest shapes, where Liger-Kernel won, and a torch.compile baseline compiled for any N. A
+    sentence appears only where the figures it needs were measured; every number in it is read from the results."""
     fastest, copy = results["fastest"], results["copy_gb_per_s"]
     times = {(r["impl"], r["dtype"], r["M"], r["N"]): r for r in results["rows"]}
     kernels = {(k["impl"], k["dtype"], k["M"], k["N"]): k for k in results.get("kernels", [])}
@@ -390,6 +396,23 @@ def shortfalls(results: dict) -> list[str]:
         said.append(f"Liger-Kernel is faster than {fastest} at {len(lost)} of {len(shapes)} shapes, at N in "
                     f"{{{', '.join(map(str, by_n))}}}; "
                     f"{sum(s[2] == widest for s in lost)} of them at N = {widest}.")
+
+    # 6. a torch.compile baseline compiled for any N (files from before COMPILED_AS)
+    compiled = [s for s in shapes if ("torch.compile", *s) in times and ("torch", *s) in times]
+    if compiled and "N static" not in results.get("torch_compile", "N static"):
+        first = min(compiled, key=lambda s: (DTYPE_NAMES.index(s[0]), s[2]))  # the order `measure` compiles in
+        m = max(s[1] for s in compiled if s[0] == first[0])
+        row = sorted((s for s in compiled if s[0] == first[0] and s[1] == m), key=lambda s: s[2])
+        fraction = {impl: [times[(impl, *s)]["gb_per_s"] / copy for s in row[1:]]
+                    for impl in ("torch.compile", "torch")}
+        said.append(f"torch.compile's graphs here, after its first ({first[0]}, N = {first[2]}), were compiled for "
+                    "any row length: at its first recompile Dynamo made N symbolic (its automatic dynamic shapes), "
+                    f"and every later graph kept it so. At M = {m} in {first[0]} it reached "
+                    f"{times[('torch.compile', *row[0])]['gb_per_s'] / copy:.2f} of the copy bandwidth at N = "
+                    f"{first[2]}, and {min(fraction['torch.compile']):.2f} to {max(fraction['torch.compile']):.2f} "
+                    f"at the other N (eager PyTorch {min(fraction['torch']):.2f} to {max(fraction['torch']):.2f}): "
+                    "the targets against torch.compile were judged against that. The benchmark now compiles each N "
+                    "for itself; the next run on a GPU measures it so.")
     return said
 
 
@@ -480,10 +503,13 @@ def implementations() -> tuple[dict[str, Callable], list[str]]:
         return aten_backward(dy, x, gamma, *stats(x, mean, rstd), zero_bias(gamma))
 
     # One graph per (dtype, N), with M dynamic: compiled at the first call, which `measure` makes at the
-    # largest M. The default limit of 8 graphs per function would silently fall back to eager beyond it.
+    # largest M. The default limit of 8 graphs per function would silently fall back to eager beyond it, and
+    # by default a recompile for a new N makes N symbolic too: every later graph would be compiled for any
+    # row length, against a kernel tuned for its own.
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, 1024)
+    torch._dynamo.config.automatic_dynamic_shapes = False  # only what maybe_mark_dynamic marks (M) is dynamic
     compiled_backward = torch.compile(aten_backward)
 
     def compiled(dy, x, gamma, mean, rstd):
@@ -676,8 +702,7 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
                          "5 calls queued behind a flush; a call whose host_ms exceeds the flush's time (flush_ms) "
                          "leaves the GPU idle and is timed for it" if not dry_run
                          else "wall clock on the CPU (a dry run)",
-               "torch_compile": "torch.compile(aten.native_layer_norm_backward), default mode: one graph per "
-                                "(dtype, N) with M dynamic, compiled at the largest M",
+               "torch_compile": COMPILED_AS,
                "budget_s": budget_s, "checks": {}, "kernels": [], "skipped": [], "notes": notes, "rows": []}
     pending = len(dtypes) * len(columns) * len(rows) * len(impls)
     spent = f"the time budget of {budget_s:.0f} s was spent"

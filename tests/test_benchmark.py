@@ -262,3 +262,47 @@ def test_the_shortfalls_of_the_first_h200_run_point_at_the_spills_and_the_second
     assert ("a median 17.3 us longer than v4 at M = 4096 and a median 0.2 us apart at M = 65536"
             in sentence(said, "At M = 4096"))
     assert sentence(said, "Liger-Kernel is faster than v3 persistent at 16 of 72 shapes")
+    # that run's torch.compile made N symbolic after its first graph: only bfloat16 N = 512 was compiled for itself
+    assert ("At M = 65536 in bfloat16 it reached 0.45 of the copy bandwidth at N = 512, and 0.11 to 0.14 at the "
+            "other N (eager PyTorch 0.18 to 0.43)") in sentence(said, "torch.compile's graphs here, after its first "
+                                                                      "(bfloat16, N = 512)")
+
+
+def test_the_shortfalls_say_when_torch_compile_was_compiled_for_any_row_length():
+    results = synthetic_results()
+    results["torch_compile"] = "torch.compile(...): one graph per (dtype, N) with M dynamic"  # before COMPILED_AS
+    caveat = sentence(benchmark.shortfalls(results), "torch.compile's graphs here, after its first (bfloat16, N = 512)")
+    assert "it reached 0.70 of the copy bandwidth at N = 512, and 0.70 to 0.70 at the other N" in caveat
+    results["torch_compile"] = benchmark.COMPILED_AS
+    assert not any("torch.compile's graphs" in line for line in benchmark.shortfalls(results))
+
+
+def test_torch_compile_is_measured_with_one_graph_per_row_length_and_the_rows_dynamic(monkeypatch):
+    """The compiled baseline is specialized for each N, as the kernels it races are; only M is left dynamic.
+    (By default Dynamo makes N symbolic at the first recompile, and every later graph is compiled for any N.)"""
+    import torch
+    import torch._dynamo
+
+    for name in ("automatic_dynamic_shapes", "recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):  # implementations() sets these: restored after the test
+            monkeypatch.setattr(torch._dynamo.config, name, getattr(torch._dynamo.config, name))
+    torch._dynamo.reset()
+    graphs = []
+
+    def recording(gm, example_inputs):  # a backend that keeps the traced (symbolic) shapes and runs the graph
+        values = [node.meta.get("example_value") for node in gm.graph.nodes if node.op == "placeholder"]
+        graphs.append([tuple(v.shape) for v in values if isinstance(v, torch.Tensor)])
+        return gm.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda f, **kw: real_compile(f, backend=recording))
+    compiled = benchmark.implementations()[0]["torch.compile"]
+    for n in (48, 200):
+        for m in (36, 20):
+            compiled(*benchmark.inputs_for(m, n, "float32", "cpu"))
+    torch._dynamo.reset()
+    assert len(graphs) == 2, graphs  # one per N; the second M reuses it
+    for n, shapes in zip((48, 200), graphs):
+        x_shape = next(s for s in shapes if len(s) == 2)
+        assert isinstance(x_shape[1], int) and x_shape[1] == n, shapes  # N static
+        assert not isinstance(x_shape[0], int), shapes  # M symbolic
