@@ -102,7 +102,9 @@ def write_results(results: dict, directory: Path = RESULTS_DIR) -> Path:
     validate(results)
     path = results_path(results["gpu"], results["date"], directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    scratch = path.with_name(path.name + ".writing")  # then renamed: a kill mid-write leaves the last whole file
+    scratch.write_text(json.dumps(results, indent=1) + "\n")
+    scratch.replace(path)
     return path
 
 
@@ -668,8 +670,10 @@ def warm(dry_run: bool, dtypes, rows, columns, log=print) -> int:
 
 
 def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, budget_s: float = BUDGET_S,
-            log=print) -> dict:
-    """Everything, on the current GPU (or, dry, on the CPU): copy bandwidth, checks, determinism, times."""
+            log=print, checkpoint=None) -> dict:
+    """Everything, on the current GPU (or, dry, on the CPU): copy bandwidth, checks, determinism, times.
+    `checkpoint(results, "<dtype> N=<n>")`, when given, is called after each (dtype, N) with what is measured so
+    far (`main` writes it down, so that a run stopped before its end keeps what it measured)."""
     import torch
 
     from . import triton_layernorm
@@ -759,14 +763,21 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
                 for version in PERSISTENT:
                     if verdicts[version] != "pass":
                         continue
-                    plan = triton_layernorm.persistent_plan(*args, version=version)
-                    for part in ("first_pass", "second_reduction"):  # each kernel alone, the L2 flushed
-                        plan[f"{part}_ms"] = timer.median_ms(plan.pop(part), reps=1 if dry_run else 10, warmup=1)
+                    try:
+                        plan = triton_layernorm.persistent_plan(*args, version=version)
+                        for part in ("first_pass", "second_reduction"):  # each kernel alone, the L2 flushed
+                            plan[f"{part}_ms"] = timer.median_ms(plan.pop(part), reps=1 if dry_run else 10, warmup=1)
+                    except Exception as e:  # its times are kept; only what was learnt about its kernels is not
+                        results["notes"].append(f"{version} {dtype} {m} x {n}: timing its two kernels alone raised "
+                                                f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+                        continue
                     results["kernels"].append({"impl": version, "dtype": dtype, "M": m, "N": n, **plan})
                 log(f"{dtype:>8} M={m:<5} N={n:<5}  " + ", ".join(line))
                 del args
                 if device == "cuda":
                     torch.cuda.empty_cache()
+            if checkpoint is not None:
+                checkpoint(results, f"{dtype} N={n}")
     results["fastest"] = fastest_rung(results)
     results["targets"] = targets(results)
     results["elapsed_s"] = time.monotonic() - start
@@ -923,7 +934,15 @@ def main(argv=None) -> int:
         return 0
     if args.warm_only:
         return warm(args.dry_run, tuple(args.dtypes), args.rows, args.columns)
-    results = measure(args.dry_run, tuple(args.dtypes), args.rows, args.columns, args.budget_s)
+    def checkpoint(results, done):  # what is measured so far, where the finished file will go: a kill keeps it
+        partial = dict(results, notes=[*results["notes"], f"the run was stopped after {done}: this file holds "
+                                                            "what was measured up to there"])
+        partial["fastest"] = fastest_rung(partial)
+        partial["targets"] = targets(partial)
+        write_results(partial, args.out)
+
+    results = measure(args.dry_run, tuple(args.dtypes), args.rows, args.columns, args.budget_s,
+                      checkpoint=checkpoint)
     path = write_results(results, args.out)
     print(report(results))
     print(f"wrote {path}")

@@ -26,8 +26,10 @@ is installed here into a scratch folder, never over the system: the wheels
 with pip --target, bubblewrap's .deb unpacked into a folder put on PATH.
 
 Files written (five, none in subfolders: what a remote runner bringing back $OUT can carry):
-gpu-check.log (everything printed), gpu-check.json (what each step found),
-autograder.txt, pytest.txt, and the benchmark's bench-<gpu>-<date>.json. With
+gpu-check.log (everything printed), gpu-check.json (what each step found: written
+after steps 1 and 2, and again at the end), autograder.txt, pytest.txt, and the
+benchmark's bench-<gpu>-<date>.json (written after each dtype and N, so that a
+benchmark stopped midway keeps what it measured, with a note saying where). With
 --sweep-s S, the tuning round follows in the same call, outside the check's six
 minutes: the benchmark's --sweep for S seconds, writing a sixth file,
 sweep-<gpu>-<date>.json (one device call, so no idle machine is handed back
@@ -402,6 +404,10 @@ def main(argv=None) -> int:
     for old in [*out_dir.glob("bench-*.json"), *out_dir.glob("sweep-*.json")]:
         old.unlink()  # the results files of this run are the only ones here
     log = Log(out_dir / "gpu-check.log")
+
+    def save(report):
+        (out_dir / "gpu-check.json").write_text(json.dumps(report, indent=1) + "\n")
+
     mode = "GPU run" if gpu else "DRY RUN on the CPU (interpreted Triton, tiny shapes)"
     log(f"gpu-check {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {mode}")
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -445,6 +451,8 @@ def main(argv=None) -> int:
     log(f"2. pytest: {'PASS' if tests['passed'] else 'FAIL'} {tests['counts']} in {tests['seconds']} s")
     modes = sorted({r["sandbox_mode"] for r in checks.values() if r["sandbox_mode"]})
     report.update(autograder=checks, sandbox_modes=modes, pytest=tests)
+    report["benchmark"] = {"passed": None, "command": "(not finished: this file is written again when it ends)"}
+    save(report)  # steps 1 and 2 are kept whatever happens to the benchmark
 
     report["warm"] = finish_warming(warming, DRY_TIMEOUT_S if args.dry_run else WARM_WAIT_S, log)
     bench = {"passed": True, "file": None, "command": "(not run)"}
@@ -454,14 +462,14 @@ def main(argv=None) -> int:
     report["elapsed_s"] = round(time.monotonic() - start, 1)
     report["within_limit"] = report["elapsed_s"] <= args.limit_s
     report["passed"] = (all(r["passed"] for r in checks.values()) and tests["passed"] and bench["passed"])
-    (out_dir / "gpu-check.json").write_text(json.dumps(report, indent=1) + "\n")  # before the sweep: a kill keeps it
+    save(report)  # before the sweep: a kill keeps it
     log(f"{mode}: {'every step passed' if report['passed'] else 'A STEP FAILED'} in {report['elapsed_s']} s "
         f"(limit {args.limit_s:.0f} s); sandbox: {', '.join(modes) or 'none'}; wrote {out_dir}")
     if args.sweep_s > 0:
         log(f"then the tuning round: the benchmark's --sweep, with {args.sweep_s:.0f} s")
         report["sweep"] = run_benchmark(out_dir, args.sweep_s, args.dry_run, ["--sweep"], env, log, kind="sweep")
         report["passed"] = report["passed"] and report["sweep"]["passed"]
-        (out_dir / "gpu-check.json").write_text(json.dumps(report, indent=1) + "\n")
+        save(report)
         log(f"sweep: {'wrote ' + report['sweep']['file'] if report['sweep']['passed'] else 'FAILED'} "
             f"in {report['sweep']['seconds']} s")
     shutil.rmtree(scratch, ignore_errors=True)

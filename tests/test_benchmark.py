@@ -306,3 +306,22 @@ def test_torch_compile_is_measured_with_one_graph_per_row_length_and_the_rows_dy
         x_shape = next(s for s in shapes if len(s) == 2)
         assert isinstance(x_shape[1], int) and x_shape[1] == n, shapes  # N static
         assert not isinstance(x_shape[0], int), shapes  # M symbolic
+
+
+def test_a_benchmark_stopped_midway_leaves_what_it_measured_in_its_results_file(tmp_path, monkeypatch):
+    """`main` writes the results after each (dtype, N); a kill after the first leaves a whole, readable file."""
+    measured = synthetic_results()
+
+    def stopped_after_the_first_shape(*args, checkpoint, **kwargs):
+        first = [r for r in measured["rows"] if r["dtype"] == "bfloat16" and r["N"] == 512]
+        checkpoint(dict(measured, rows=first, notes=[], fastest=None, targets=[]), "bfloat16 N=512")
+        raise KeyboardInterrupt  # where a kill would stop it
+
+    monkeypatch.setattr(benchmark, "measure", stopped_after_the_first_shape)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.main(["--dry-run", "--out", str(tmp_path)])
+    [path] = tmp_path.iterdir()  # the results file, and no scratch copy beside it
+    kept = benchmark.read_results(path)
+    assert {(r["dtype"], r["N"]) for r in kept["rows"]} == {("bfloat16", 512)} and kept["fastest"] == "v4 prefetch"
+    assert kept["notes"] == ["the run was stopped after bfloat16 N=512: this file holds what was measured up to there"]
+    assert [t["met"] for t in kept["targets"]] == [None] + [True] * 5  # nothing yet at N >= 1024

@@ -150,6 +150,7 @@ def test_the_dry_run_runs_every_step_and_writes_what_the_gpu_run_writes(root, tm
     assert all(v == "pass" for name in benchmark.COURSE for v in results["checks"][name].values())
     assert {k["impl"] for k in results["kernels"]} == set(benchmark.PERSISTENT)
     assert results["fastest"] in benchmark.COURSE
+    assert not any("was stopped" in note for note in results["notes"])  # the finished file replaced the partial ones
     assert [t["met"] for t in results["targets"]][-1] is True  # the fastest rung's sums: the same bits twice
     assert "DRY RUN" in (tmp_path / "gpu-check.log").read_text()
 
