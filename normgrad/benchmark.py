@@ -661,11 +661,16 @@ def warm(dry_run: bool, dtypes, rows, columns, log=print) -> int:
     columns = tuple(columns or (DRY_COLUMNS if dry_run else COLUMNS))
     impls, notes = implementations()
     start = time.monotonic()
-    for dtype in dtypes:
-        for n in columns:
-            first_calls(impls, max(rows), n, dtype, device, notes)
-    log(f"compiled {len(impls)} implementations for {list(dtypes)} x N = {list(columns)} in "
-        f"{time.monotonic() - start:.0f} s", *notes, sep="\n")
+    check_rows = DRY_CHECK_ROWS if dry_run else CHECK_ROWS
+    # The largest M first, where `measure` calls first; then the other M and the check's rows, where a kernel
+    # whose launch depends on M (Liger-Kernel's rows per program, the second reduction's block) compiles again.
+    calls = [(dtype, n, max(rows)) for dtype in dtypes for n in columns]
+    calls += [(dtype, n, m) for dtype in dtypes for n in columns
+              for m in sorted({*rows, check_rows_for(n, check_rows)} - {max(rows)})]
+    for dtype, n, m in calls:
+        first_calls(impls, m, n, dtype, device, notes)
+    log(f"compiled {len(impls)} implementations for {list(dtypes)} x N = {list(columns)}, each at M = "
+        f"{sorted(set(rows))} and the check's rows, in {time.monotonic() - start:.0f} s", *notes, sep="\n")
     return 0
 
 
