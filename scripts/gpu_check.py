@@ -73,6 +73,7 @@ STEPS_TIMEOUT_S = 200.0
 DRY_TIMEOUT_S = 900.0  # a dry run's steps, on whatever CPU there is: it promises no time
 BENCH_MARGIN_S = 45.0  # kept back from the benchmark's budget: its last shape, the results file, this script's end
 BENCH_MOST_S = 240.0
+DRAIN_S = 30.0  # how long a killed step's output may take to end (a daemon outside its tree can hold the pipe)
 NO_GPU = ("make gpu-check needs an NVIDIA GPU: torch.cuda.is_available() is False here, so nothing ran. "
           "`python scripts/gpu_check.py --dry-run` runs the same steps on the CPU.")
 
@@ -219,9 +220,9 @@ def run(cmd, env, timeout: float) -> tuple[int, str, float]:
     except subprocess.TimeoutExpired:
         stop(proc)
         try:
-            out, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(timeout=DRAIN_S)
         except subprocess.TimeoutExpired:  # a process outside the tree (a daemon) holds its pipes: not waited for
-            out, err = "", "(its output did not end within 30 s of the kill)"
+            out, err = "", f"(its output did not end within {DRAIN_S:.0f} s of the kill)"
         return 124, out + err + f"\n(stopped after {timeout:.0f} s)", time.monotonic() - begun
 
 
@@ -328,7 +329,11 @@ def finish_warming(jobs: list[subprocess.Popen], wait_s: float, log) -> dict:
             out, _ = job.communicate(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             stop(job)
-            out, _ = job.communicate()
+            try:
+                out, _ = job.communicate(timeout=DRAIN_S)
+            except subprocess.TimeoutExpired:  # as in `run`: a process outside the tree holds its pipe
+                out = f"(its output did not end within {DRAIN_S:.0f} s of the kill)"
+                job.wait()  # the job itself was killed: reaped at once
             found["stopped"] += 1
         found["failed"] += job.returncode not in (0, -9)
         for line in (out or "").strip().splitlines()[-20:]:

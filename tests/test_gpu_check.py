@@ -92,6 +92,26 @@ def test_a_step_past_its_time_is_stopped_with_the_processes_it_started(tmp_path)
         raise AssertionError("the step's child outlived it")
 
 
+def test_a_warm_up_whose_pipe_a_daemon_holds_is_not_waited_for(monkeypatch):
+    """A compiling process stopped after its time may have left a daemon, outside its tree, holding its output
+    open: the run goes on after DRAIN_S, with what it could read."""
+    monkeypatch.setattr(gpu_check, "DRAIN_S", 2.0)
+    daemon = ("import os, time\n"
+              "if os.fork() == 0:\n"  # a child that forks a daemon and leaves it to init: out of the job's tree
+              "    os.setsid()\n"
+              "    if os.fork() == 0:\n"
+              "        time.sleep(10)\n"
+              "    os._exit(0)\n"
+              "time.sleep(60)\n")
+    job = gpu_check.spawn([sys.executable, "-c", daemon], {"PATH": "/usr/bin:/bin"},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    logged = []
+    begun = time.monotonic()
+    found = gpu_check.finish_warming([job], 1.0, lambda *words: logged.append(" ".join(words)))
+    assert found == {"processes": 1, "stopped": 1, "failed": 0} and time.monotonic() - begun < 20
+    assert logged == ["  warm  | (its output did not end within 2 s of the kill)"]
+
+
 def test_a_step_stays_in_the_process_group_of_the_run(tmp_path):
     """So that whatever stops the whole run (a time limit that kills its process group) stops the steps too."""
     step = gpu_check.spawn([sys.executable, "-c", "import time; time.sleep(60)"], {"PATH": "/usr/bin:/bin"})
