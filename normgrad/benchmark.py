@@ -100,10 +100,15 @@ def results_path(gpu: str, date: str, directory: Path = RESULTS_DIR, kind: str =
 def write_results(results: dict, directory: Path = RESULTS_DIR) -> Path:
     """Write `results` (checked first) to its file under `directory`; returns the path."""
     validate(results)
-    path = results_path(results["gpu"], results["date"], directory)
+    return write_json(results, results_path(results["gpu"], results["date"], directory))
+
+
+def write_json(content: dict, path: Path) -> Path:
+    """`content` as JSON at `path`, through a scratch file renamed over it: a kill mid-write leaves the last
+    whole file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(path.name + ".writing")  # then renamed: a kill mid-write leaves the last whole file
-    scratch.write_text(json.dumps(results, indent=1) + "\n")
+    scratch = path.with_name(path.name + ".writing")
+    scratch.write_text(json.dumps(content, indent=1) + "\n")
     scratch.replace(path)
     return path
 
@@ -793,15 +798,16 @@ REDUCTION_COLUMNS = (16, 32, 64)  # the second reduction's column blocks and ent
 REDUCTION_STEPS = (1024, 4096, 8192)
 
 
-def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=print) -> dict:
+def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=print, checkpoint=None) -> dict:
     """Time v3, v4 and (where it splits rows) v5 in bfloat16 at every launch their launcher weighs and at the
     neighbours of the one it takes, each with the programs that fit and with 1, 2 and 4 per multiprocessor,
     and their second reduction alone at the launch `reduction_launch` takes and at every pair of
     REDUCTION_COLUMNS and REDUCTION_STEPS; the median of `runs` calls each, the L2 flushed before every
     call. Prints the best per rung and shape and
-    returns everything timed (written by `main` to sweep-<gpu>-<date>.json). Shapes reached after `budget_s`
-    are listed as skipped. A dry run goes through the same launches on the CPU, interpreted, on tiny shapes,
-    as if with 2 SMs.
+    returns everything timed (written by `main` to sweep-<gpu>-<date>.json, and by `checkpoint(results,
+    "M=<m> N=<n>")` after each shape). Shapes reached after `budget_s` are listed as skipped; a launch that
+    fails (one the launcher would never take, past what the GPU holds) is listed with its error instead of a
+    time. A dry run goes through the same launches on the CPU, interpreted, on tiny shapes, as if with 2 SMs.
     """
     import torch
 
@@ -817,6 +823,13 @@ def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=
     results = {"gpu": env["gpu"], "date": datetime.date.today().isoformat(), "dry_run": dry_run,
                "environment": env, "impls": list(PERSISTENT), "dtype": "bfloat16", "runs": runs,
                "budget_s": budget_s, "shapes": [], "skipped": []}
+
+    def timed(call, **launch) -> dict:
+        try:
+            return {**launch, "ms": timer.median_ms(call, runs)}
+        except Exception as e:
+            return {**launch, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+
     for m in DRY_ROWS if dry_run else ROWS:
         for n in DRY_COLUMNS if dry_run else COLUMNS:
             why = "the time budget was spent" if time.monotonic() >= deadline else _fits(m, n, "bfloat16", device)
@@ -840,16 +853,16 @@ def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=
                     for per_sm in (None, 1, 2, 4):
                         def run(rows=rows, warps=warps, p=per_sm and sms * per_sm):
                             return fn(*args, programs=p, num_warps=warps, rows=rows)
-                        timings.append({"ROWS": rows, "num_warps": warps, "programs_per_multiprocessor": per_sm,
-                                        "ms": timer.median_ms(run, runs)})
-                best = min(timings, key=lambda t: t["ms"])
+                        timings.append(timed(run, ROWS=rows, num_warps=warps, programs_per_multiprocessor=per_sm))
+                best = min((t for t in timings if "ms" in t), key=lambda t: t["ms"],
+                           default={"ROWS": r, "num_warps": w, "programs_per_multiprocessor": None, "ms": taken["ms"]})
                 gbs = traffic_bytes(m, n, "bfloat16") / (best["ms"] * 1e6)
                 reduction = {"taken": {**plan["reduction"], "ms": timer.median_ms(plan["second_reduction"], runs)},
-                             "timings": [{"BLOCK_P": step // cols, "BLOCK_COLS": cols,
-                                          "ms": timer.median_ms(lambda launch=(step // cols, cols):
-                                                                plan["second_reduction"](launch), runs)}
+                             "timings": [timed(lambda launch=(step // cols, cols): plan["second_reduction"](launch),
+                                               BLOCK_P=step // cols, BLOCK_COLS=cols)
                                          for cols in REDUCTION_COLUMNS for step in REDUCTION_STEPS]}
-                reduction["best"] = min(reduction["timings"], key=lambda t: t["ms"])
+                reduction["best"] = min((t for t in reduction["timings"] if "ms" in t), key=lambda t: t["ms"],
+                                        default=reduction["taken"])
                 results["shapes"].append({"impl": version, "M": m, "N": n, "taken": taken,
                                           "best": {**best, "gb_per_s": gbs}, "timings": timings,
                                           "reduction": reduction})
@@ -861,6 +874,8 @@ def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=
                     f"{reduction['taken']['ms'] * 1e3:.1f} us, best {reduction['best']['ms'] * 1e3:.1f} us with "
                     f"{reduction['best']['BLOCK_COLS']} columns, {reduction['best']['BLOCK_P']} partial rows a step")
             del args
+            if checkpoint is not None:
+                checkpoint(results, f"M={m} N={n}")
     return results
 
 
@@ -931,10 +946,12 @@ def main(argv=None) -> int:
         ok = exercise and all(v == "pass" for name in COURSE for v in checks[name].values())
         return 0 if ok else 1
     if args.sweep:
-        results = sweep(args.dry_run, budget_s=args.budget_s)
-        path = results_path(results["gpu"], results["date"], args.out, kind="sweep")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1) + "\n")
+        def swept_so_far(results, done):  # as the benchmark's checkpoint below: a kill keeps what was timed
+            write_json(dict(results, stopped_after=done), results_path(results["gpu"], results["date"], args.out,
+                                                                       kind="sweep"))
+
+        results = sweep(args.dry_run, budget_s=args.budget_s, checkpoint=swept_so_far)
+        path = write_json(results, results_path(results["gpu"], results["date"], args.out, kind="sweep"))
         print(f"wrote {path}")
         return 0
     if args.warm_only:

@@ -32,8 +32,9 @@ benchmark's bench-<gpu>-<date>.json (written after each dtype and N, so that a
 benchmark stopped midway keeps what it measured, with a note saying where). With
 --sweep-s S, the tuning round follows in the same call, outside the check's six
 minutes: the benchmark's --sweep for S seconds, writing a sixth file,
-sweep-<gpu>-<date>.json (one device call, so no idle machine is handed back
-between the two; gpu-check.json is written before it starts).
+sweep-<gpu>-<date>.json, after each shape as well as at the end (one device
+call, so no idle machine is handed back between the two; gpu-check.json is
+written before it starts).
 Exit status: 0 when every step ran and passed, 1 when one failed, 2 without a GPU
 (and without --dry-run; then it writes nothing). Missed speed targets are findings, written down, not failures.
 """

@@ -324,6 +324,45 @@ def test_the_sweep_runs_each_launch_through_the_interpreter_and_writes_what_it_t
         assert reduction["taken"]["ms"] > 0 and reduction["best"]["ms"] == min(t["ms"] for t in reduction["timings"])
     assert all("the launcher's rows=" in line and "; best " in line and "; second reduction " in line
                for line in lines[:-1]), lines
+    assert "stopped_after" not in found  # the finished file replaced the ones written after each shape
+
+
+def test_a_launch_that_fails_in_the_sweep_is_listed_with_its_error_and_a_stopped_sweep_keeps_its_shapes(
+        tmp_path, monkeypatch):
+    """On the GPU a launch the launcher would never take may ask for more than a multiprocessor holds: the sweep
+    lists it and goes on. And a sweep killed midway leaves the shapes it timed, in a whole file."""
+    from normgrad import benchmark
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU `--sweep` runs for real")
+    monkeypatch.setattr(benchmark, "DRY_ROWS", (20,))
+    monkeypatch.setattr(benchmark, "DRY_COLUMNS", (48,))
+    v3 = triton_layernorm.VERSIONS["v3 persistent"]
+
+    def out_of_resources(*args, num_warps=None, **kwargs):
+        if num_warps == 16:
+            raise RuntimeError("out of resource: shared memory, Required: 300000, Hardware limit: 232448")
+        return v3(*args, num_warps=num_warps, **kwargs)
+
+    monkeypatch.setitem(triton_layernorm.VERSIONS, "v3 persistent", out_of_resources)
+    kept = []
+
+    def stop_after_the_first_shape(results, done):
+        kept.append(json.loads(json.dumps(dict(results, stopped_after=done))))
+        raise KeyboardInterrupt  # where a kill would stop it
+
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.sweep(dry_run=True, log=lambda line: None, checkpoint=stop_after_the_first_shape)
+    [found] = kept
+    assert found["stopped_after"] == "M=20 N=48" and [s["impl"] for s in found["shapes"]] == ["v3 persistent",
+                                                                                              "v4 prefetch"]
+    timings = found["shapes"][0]["timings"]
+    failed = [t for t in timings if "error" in t]
+    assert failed and all(t["num_warps"] == 16 and "ms" not in t for t in failed)
+    assert all(t["error"] == "RuntimeError: out of resource: shared memory, Required: 300000, Hardware limit: "
+                             "232448" for t in failed)
+    assert found["shapes"][0]["best"]["ms"] == min(t["ms"] for t in timings if "ms" in t)
+    assert not any("error" in t for t in found["shapes"][1]["timings"])  # v4's launches all ran
 
 
 def test_a_sweep_out_of_time_lists_the_shapes_it_did_not_reach():
