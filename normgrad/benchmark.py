@@ -82,6 +82,13 @@ COMPILED_AS = ("torch.compile(aten.native_layer_norm_backward), default mode: on
                "and M dynamic, compiled at the largest M")
 
 
+def error_line(e: BaseException) -> str:
+    """An exception in one line for the results: its type and the start of its message's first line (a CUDA
+    or Triton error can run to pages; some have no message at all)."""
+    first = (str(e).splitlines() or [""])[0][:300]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def traffic_bytes(m: int, n: int, dtype_name: str) -> int:
     """The least the backward pass must move: x and dy read, dx written (M N elements each); gamma read,
     dgamma and dbeta written (N elements each); the float32 mean and rstd read (M each)."""
@@ -554,7 +561,7 @@ def check_all(impls: dict, shape, dtype_name: str, device: str, seed: int = 2026
         try:
             problems = trial.judge(fn(*trial.args), trial.expected)
         except Exception as e:  # a kernel that cannot run here is reported, not fatal
-            problems = [f"raised {type(e).__name__}: {str(e)[:300]}"]
+            problems = [f"raised {error_line(e)}"]
         found[name] = "pass" if not problems else "; ".join(problems)
     return found
 
@@ -651,7 +658,7 @@ def first_calls(impls: dict, m: int, n: int, dtype: str, device: str, notes: lis
         try:
             fn(*args)
         except Exception as e:
-            notes.append(f"{name} {dtype} N={n}: the first call raised {type(e).__name__}: {str(e)[:300]}")
+            notes.append(f"{name} {dtype} N={n}: the first call raised {error_line(e)}")
     del args
     if device == "cuda":
         torch.cuda.synchronize()
@@ -761,7 +768,7 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
                         host = timer.host_ms(lambda: fn(*args), reps=1 if dry_run else 5)
                     except Exception as e:  # out of memory, or a third-party kernel that refuses this shape
                         results["skipped"].append({"dtype": dtype, "M": m, "N": n, "impl": name,
-                                                   "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
+                                                   "reason": error_line(e)})
                         if device == "cuda":
                             torch.cuda.empty_cache()
                         continue
@@ -779,7 +786,7 @@ def measure(dry_run: bool = False, dtypes=DTYPE_NAMES, rows=None, columns=None, 
                             plan[f"{part}_ms"] = timer.median_ms(plan.pop(part), reps=1 if dry_run else 10, warmup=1)
                     except Exception as e:  # its times are kept; only what was learnt about its kernels is not
                         results["notes"].append(f"{version} {dtype} {m} x {n}: timing its two kernels alone raised "
-                                                f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+                                                + error_line(e))
                         continue
                     results["kernels"].append({"impl": version, "dtype": dtype, "M": m, "N": n, **plan})
                 log(f"{dtype:>8} M={m:<5} N={n:<5}  " + ", ".join(line))
@@ -828,7 +835,7 @@ def sweep(dry_run: bool = False, runs: int = 5, budget_s: float = BUDGET_S, log=
         try:
             return {**launch, "ms": timer.median_ms(call, runs)}
         except Exception as e:
-            return {**launch, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+            return {**launch, "error": error_line(e)}
 
     for m in DRY_ROWS if dry_run else ROWS:
         for n in DRY_COLUMNS if dry_run else COLUMNS:

@@ -221,11 +221,18 @@ def run(cmd, env, timeout: float) -> tuple[int, str, float]:
         return proc.returncode, out + err, time.monotonic() - begun
     except subprocess.TimeoutExpired:
         stop(proc)
-        try:
-            out, err = proc.communicate(timeout=DRAIN_S)
-        except subprocess.TimeoutExpired:  # a process outside the tree (a daemon) holds its pipes: not waited for
-            out, err = "", f"(its output did not end within {DRAIN_S:.0f} s of the kill)"
-        return 124, out + err + f"\n(stopped after {timeout:.0f} s)", time.monotonic() - begun
+        return 124, drained(proc) + f"\n(stopped after {timeout:.0f} s)", time.monotonic() - begun
+
+
+def drained(proc: subprocess.Popen) -> str:
+    """What a stopped step printed (its stdout, then its stderr when apart). A process outside its tree (a daemon)
+    may hold its pipes open: that is not waited for beyond DRAIN_S."""
+    try:
+        out, err = proc.communicate(timeout=DRAIN_S)
+        return (out or "") + (err or "")
+    except subprocess.TimeoutExpired:
+        proc.wait()  # the step itself was killed: reaped at once
+        return f"(its output did not end within {DRAIN_S:.0f} s of the kill)"
 
 
 def discover(env, assume_gpu: bool) -> dict:
@@ -331,11 +338,7 @@ def finish_warming(jobs: list[subprocess.Popen], wait_s: float, log) -> dict:
             out, _ = job.communicate(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             stop(job)
-            try:
-                out, _ = job.communicate(timeout=DRAIN_S)
-            except subprocess.TimeoutExpired:  # as in `run`: a process outside the tree holds its pipe
-                out = f"(its output did not end within {DRAIN_S:.0f} s of the kill)"
-                job.wait()  # the job itself was killed: reaped at once
+            out = drained(job)
             found["stopped"] += 1
         found["failed"] += job.returncode not in (0, -9)
         for line in (out or "").strip().splitlines()[-20:]:
@@ -412,8 +415,10 @@ def main(argv=None) -> int:
         old.unlink()  # the results files of this run are the only ones here
     log = Log(out_dir / "gpu-check.log")
 
-    def save(report):
-        (out_dir / "gpu-check.json").write_text(json.dumps(report, indent=1) + "\n")
+    def save(report):  # as the benchmark writes its results: whole or not at all
+        from normgrad.benchmark import write_json
+
+        write_json(report, out_dir / "gpu-check.json")
 
     mode = "GPU run" if gpu else "DRY RUN on the CPU (interpreted Triton, tiny shapes)"
     log(f"gpu-check {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {mode}")

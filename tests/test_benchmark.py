@@ -325,3 +325,13 @@ def test_a_benchmark_stopped_midway_leaves_what_it_measured_in_its_results_file(
     assert {(r["dtype"], r["N"]) for r in kept["rows"]} == {("bfloat16", 512)} and kept["fastest"] == "v4 prefetch"
     assert kept["notes"] == ["the run was stopped after bfloat16 N=512: this file holds what was measured up to there"]
     assert [t["met"] for t in kept["targets"]] == [None] + [True] * 5  # nothing yet at N >= 1024
+
+
+@pytest.mark.parametrize("error, line", [
+    (RuntimeError(), "RuntimeError"),  # no message: `str(e).splitlines()[0]` raised IndexError in the handler
+    (RuntimeError("CUDA error: an illegal memory access\nCompile with TORCH_USE_CUDA_DSA"),
+     "RuntimeError: CUDA error: an illegal memory access"),
+    (ValueError("x" * 1000), "ValueError: " + "x" * 300),
+])
+def test_an_exception_is_recorded_in_one_line_whatever_its_message(error, line):
+    assert benchmark.error_line(error) == line
