@@ -298,10 +298,19 @@ def run_benchmark(out_dir: Path, budget_s: float, dry_run: bool, extra: list[str
     proc = spawn(cmd, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     timer = threading.Timer(budget_s + 45, stop, [proc])  # its own budget, plus a straggling compilation
     timer.start()
-    for line in proc.stdout:
-        log(f"  {kind:<5} |", line.rstrip())
+
+    def relay():
+        for line in proc.stdout:
+            log(f"  {kind:<5} |", line.rstrip())
+
+    # In a thread, so that a daemon outside the benchmark's tree that holds the pipe open is not waited for
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
     code = proc.wait()
     timer.cancel()
+    reader.join(DRAIN_S)
+    if reader.is_alive():
+        log(f"  {kind:<5} | (its output did not end within {DRAIN_S:.0f} s of its end)")
     files = sorted(out_dir.glob(f"{kind}-*.json"))
     return {"command": " ".join(cmd[1:]), "exit": code, "seconds": round(time.monotonic() - start, 1),
             "file": str(files[-1]) if files else None, "passed": code == 0 and bool(files)}

@@ -112,6 +112,37 @@ def test_a_warm_up_whose_pipe_a_daemon_holds_is_not_waited_for(monkeypatch):
     assert logged == ["  warm  | (its output did not end within 2 s of the kill)"]
 
 
+def test_a_benchmark_whose_pipe_a_daemon_holds_is_not_waited_for(monkeypatch, tmp_path):
+    """The benchmark has ended, but a daemon it left outside its tree still holds its output open: the run
+    logs what was printed and goes on after DRAIN_S, instead of reading until the device call's own limit."""
+    monkeypatch.setattr(gpu_check, "DRAIN_S", 2.0)
+    pid_file = tmp_path / "daemon"
+    daemon = ("import os, sys, time\n"
+              "print('timing', flush=True)\n"
+              "if os.fork() == 0:\n"
+              "    os.setsid()\n"
+              "    if os.fork() == 0:\n"
+              f"        open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+              "        time.sleep(60)\n"
+              "    os._exit(0)\n"
+              "os.wait()\n")
+    spawn = gpu_check.spawn
+    monkeypatch.setattr(gpu_check, "spawn", lambda cmd, env, **kw: spawn([sys.executable, "-c", daemon], env, **kw))
+    logged = []
+    begun = time.monotonic()
+    try:
+        found = gpu_check.run_benchmark(tmp_path, 30, True, [], {"PATH": "/usr/bin:/bin"},
+                                        lambda *words: logged.append(" ".join(words)))
+        assert time.monotonic() - begun < 20 and found["exit"] == 0 and not found["passed"], found
+        assert logged == ["  bench | timing", "  bench | (its output did not end within 2 s of its end)"]
+    finally:
+        for _ in range(50):
+            if pid_file.exists() and pid_file.read_text():
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                break
+            time.sleep(0.1)
+
+
 def test_a_step_stays_in_the_process_group_of_the_run(tmp_path):
     """So that whatever stops the whole run (a time limit that kills its process group) stops the steps too."""
     step = gpu_check.spawn([sys.executable, "-c", "import time; time.sleep(60)"], {"PATH": "/usr/bin:/bin"})
