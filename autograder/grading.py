@@ -180,9 +180,7 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
         per_case[call.case.id] += [where + p for p in problems]
 
     for case in assignment.cases:
-        problems = per_case[case.id]
-        if case.hint and case.id in wrong_values and case.id not in mistakes:  # as normgrad.cases._check says it
-            problems.append(case.hint)
+        problems = per_case[case.id] + course_cases.hint(case, case.id in wrong_values, mistakes.get(case.id))
         report.results.append(CaseResult(case.id, case.description, case.points,
                                          0.0 if problems else case.points, case.hidden, problems,
                                          mistakes.get(case.id), case.id in private_ids))

@@ -357,6 +357,11 @@ def _check(assignment: Assignment, function: str, case: Case, device: str, seed:
             diagnose_error(assignment, function, error)
         if mistake:
             problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.section})")
-        elif error is None and case.hint:
-            problems.append(case.hint)
+        problems += hint(case, error is None, mistake)
     return problems
+
+
+def hint(case: Case, wrong_value: bool, mistake: Mistake | None) -> list[str]:
+    """The case's hint, said where a call returned a wrong value (not an error) that matches no known mistake:
+    the one rule for a notebook's own check and for the grader."""
+    return [case.hint] if case.hint and wrong_value and mistake is None else []
