@@ -10,6 +10,7 @@ SUBMISSIONS is nbgrader's submitted layout: SUBMISSIONS/<student>/<assignment>/<
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -251,10 +252,12 @@ def cmd_grade(args) -> int:
     lock = threading.Lock()
 
     def record(future) -> None:
-        """Write one notebook's results. A Ctrl-C can cut this short in the main thread; the record is then
-        done again (each file is written whole, so again is harmless) and counted once."""
+        """Write one notebook's results. A Ctrl-C or SIGTERM waits for the write (signals_held); one that lands
+        before it makes the handler do the record again (each file is written whole, so again is harmless),
+        counted once."""
         sub, result = future.result()
-        with lock:  # the gradebook and the files are written here only, one submission at a time
+        # the gradebook and the files are written here only, one submission at a time
+        with lock, signals_held(signal.SIGINT, signal.SIGTERM):
             if future in written:
                 return
             try:
@@ -346,6 +349,25 @@ def cmd_grade(args) -> int:
               "see above, fix, and grade them again with --student", file=sys.stderr)
         return 1
     return (143 if terminated else 130) if interrupted else 0
+
+
+@contextlib.contextmanager
+def signals_held(*signums):
+    """Hold these signals back while a block runs in the main thread, and deliver each one that came once it
+    ends. A Ctrl-C inside nbgrader's database session (SQLAlchemy midway through a flush) left SQLite locked,
+    and every later write of the run failed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    before = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(came):
+            signal.raise_signal(signum)
 
 
 class Terminated(BaseException):

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -171,3 +172,49 @@ def test_a_score_entered_by_hand_reaches_grades_csv_and_results_json(course):
     assert {s: r for s, r in now.items() if s != "bob"} == {s: r for s, r in ours.items() if s != "bob"}
     results = json.loads((root / "grades" / "feedback" / "bob" / "01-forward" / "results.json").read_text())
     assert results["score"] == BOB + 8
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_inside_a_gradebook_write_lands_once_the_write_is_done(tmp_path, signum, status):
+    """A Ctrl-C (or a batch system's SIGTERM) that lands while a row goes into the gradebook. It used to leave
+    the gradebook's session open, the database locked, and every write after it failing ('database is
+    locked'), exit status 1: the notebooks being graded were lost. Now the write ends first, then the signal
+    does what it does elsewhere, and the gradebook agrees with grades.csv."""
+    nbgrader_course(tmp_path, ["01-forward"])
+    submitted = tmp_path / "submitted"
+    for student in ("ann", "bob", "cat"):
+        write(solved("01-forward"), submitted, student, "01-forward")
+    # The grader signals itself while it writes bob's row, as a query of nbgrader's returns from SQLite: where a
+    # Ctrl-C from the terminal most often lands, the lasting part of a write.
+    run = ("import runpy, signal, autograder.gradebook as g\n"
+           "from sqlalchemy.engine.default import DefaultDialect\n"
+           "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+           "armed, execute = [], DefaultDialect.do_execute\n"
+           "def do_execute(self, cursor, statement, *rest):\n"
+           "    execute(self, cursor, statement, *rest)\n"
+           "    if armed and statement.lstrip().upper().startswith('SELECT'):\n"
+           "        armed.clear()\n"
+           f"        signal.raise_signal({int(signum)})\n"
+           "DefaultDialect.do_execute = do_execute\n"
+           "class Signalling(g.Gradebook):\n"
+           "    found = 0\n"
+           "    def find_submission(self, assignment, student):\n"
+           "        if student == 'bob':\n"
+           "            Signalling.found += 1\n"
+           "            armed.extend([1] if Signalling.found == 2 else [])\n"
+           "        return super().find_submission(assignment, student)\n"
+           "g.Gradebook = Signalling\n"
+           "runpy.run_module('autograder', run_name='__main__', alter_sys=True)\n")
+    done = subprocess.run([sys.executable, "-c", run, "grade", str(submitted), "--out", str(tmp_path / "grades"),
+                           "--course-dir", str(tmp_path), "--jobs", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == status and "could not write" not in done.stderr, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    with open(tmp_path / "grades" / "grades.csv") as f:
+        ours = {r["student"]: r for r in csv.DictReader(f)}
+    assert {"ann", "bob"} <= set(ours) and all(r["score"] == f"{FULL:g}" for r in ours.values()), ours
+    exported = nbgrader("export", "--to", str(tmp_path / "export.csv"), course=tmp_path)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    with open(tmp_path / "export.csv") as f:
+        scores = {r["student_id"]: float(r["score"]) for r in csv.DictReader(f) if r["student_id"] in ours}
+    assert scores == {student: float(FULL) for student in ours}
