@@ -134,6 +134,20 @@ def _safe_grade(sub: Submission, box, private, limits, seed: int) -> Report:
     return result
 
 
+def _nbgrader_config(args, course: Path | None) -> Path | None:
+    """The nbgrader_config.py whose late penalty applies: --nbgrader-config, else the course folder's, else the
+    current folder's (where nbgrader itself reads one); None where there is none."""
+    if args.nbgrader_config:
+        path = Path(args.nbgrader_config)
+        if not path.is_file():
+            raise SystemExit(f"--nbgrader-config {safe.name(path)}: no such file; nothing graded, nothing written")
+        return path
+    for folder in ([course] if course else []) + [Path.cwd()]:
+        if (folder / "nbgrader_config.py").is_file():
+            return folder / "nbgrader_config.py"
+    return None
+
+
 def one_student_folder(root: Path) -> str | None:
     """An assignment folder with notebooks directly under root, which is then one student's folder, not the class's."""
     for assignment in ASSIGNMENTS:
@@ -222,7 +236,11 @@ def cmd_grade(args) -> int:
                 gradebook.check(db, assignment)
         except gradebook.GradebookError as e:
             raise SystemExit(str(e)) from None
-        config = Path(args.nbgrader_config) if args.nbgrader_config else (course / "nbgrader_config.py" if course else None)
+        config = _nbgrader_config(args, course)
+        if stamped and config is None:
+            warn(f"{stamped} of the submissions have a timestamp.txt, but no nbgrader_config.py was found "
+                 "(--nbgrader-config, --course-dir's, or the current folder's): nbgrader's default late penalty "
+                 "applies, which is none")
         penalties = gradebook.late_penalties(config)
     box, limits = _sandbox(args), _limits(args)
     try:
@@ -451,7 +469,8 @@ def main(argv=None) -> int:
                    help="an nbgrader course root: the gradebook defaults to ROOT/gradebook.db, "
                         "--autograded to ROOT/autograded and --nbgrader-config to ROOT/nbgrader_config.py")
     p.add_argument("--nbgrader-config", metavar="FILE",
-                   help="the nbgrader_config.py whose late penalty (AssignLatePenalties) applies to late work")
+                   help="the nbgrader_config.py whose late penalty (AssignLatePenalties) applies to late work "
+                        "(default: that of --course-dir, else of the current folder, as nbgrader reads it)")
     p.add_argument("--student", action="append", metavar="NAME",
                    help="grade only this student (repeatable); the other rows of grades.csv stay as they are")
     p.add_argument("--assignment", choices=list(ASSIGNMENTS), help="grade only this assignment")

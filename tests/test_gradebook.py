@@ -218,3 +218,36 @@ def test_a_signal_inside_a_gradebook_write_lands_once_the_write_is_done(tmp_path
     with open(tmp_path / "export.csv") as f:
         scores = {r["student_id"]: float(r["score"]) for r in csv.DictReader(f) if r["student_id"] in ours}
     assert scores == {student: float(FULL) for student in ours}
+
+
+def test_a_gradebook_named_by_url_takes_the_late_penalty_of_the_folder_it_is_run_from(tmp_path):
+    """--gradebook without --course-dir, run from the course folder: the late penalty is that folder's
+    nbgrader_config.py's, as nbgrader reads it. It was nbgrader's default (none), silently, and the regrade
+    cleared the penalty already in the gradebook. Run from elsewhere, it says so; a --nbgrader-config that is
+    not there stops the run."""
+    url = nbgrader_course(tmp_path, ["01-forward"])
+    from nbgrader.api import Gradebook
+    from nbgrader.utils import parse_utc
+
+    with Gradebook(url) as gb:
+        gb.update_or_create_assignment("01-forward", duedate=parse_utc("2026-01-20 00:00:00 UTC"))
+    (tmp_path / "nbgrader_config.py").write_text("c = get_config()\nc.LateSubmissionPlugin.penalty_method = 'zero'\n")
+    dan = write(solved("01-forward"), tmp_path / "submitted", "dan", "01-forward")
+    (dan.parent / "timestamp.txt").write_text("2026-01-21 12:00:00.000000 UTC")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def grade(cwd, *extra):
+        done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(tmp_path / "submitted"), "--out",
+                               str(tmp_path / "grades"), "--gradebook", url, *extra],
+                              cwd=cwd, capture_output=True, text=True, timeout=600)
+        with open(tmp_path / "grades" / "grades.csv") as f:
+            return done, next(csv.DictReader(f))["score"] if done.returncode == 0 else None
+
+    done, score = grade(tmp_path)
+    assert done.returncode == 0 and score == "0" and "WARNING" not in done.stderr, done.stderr
+    done, score = grade(elsewhere)
+    assert done.returncode == 0 and score == f"{FULL:g}", done.stderr
+    assert "but no nbgrader_config.py was found" in done.stderr and "which is none" in done.stderr
+    done, _ = grade(elsewhere, "--nbgrader-config", str(elsewhere / "nbgrader_config.py"))
+    assert done.returncode == 1 and "nbgrader_config.py: no such file; nothing graded" in done.stderr, done.stderr
