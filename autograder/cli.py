@@ -486,4 +486,6 @@ def main(argv=None) -> int:
             args.book_url = report.default_book_url()
         except (OSError, ValueError) as e:
             raise SystemExit(str(e)) from None
+    if getattr(args, "book_url", None) and not args.book_url.endswith("/"):  # the folder of the chapter pages
+        args.book_url += "/"
     return args.run(args)

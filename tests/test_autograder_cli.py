@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from autograder.cli import infer_assignment
-from helpers import solved, submission, write
+from helpers import GAMMA_FORGOTTEN, solved, submission, write
 from normgrad.cases import load
 
 FULL = load("01-forward").max_score  # every function of exercise 01 right
@@ -218,3 +218,13 @@ def test_grade_refuses_an_out_that_links_to_nothing_in_one_line(tmp_path, target
     with pytest.raises(SystemExit, match="is a link to nothing") as stop:  # it said "cannot make this folder (File exists)"
         main(["grade", str(tmp_path / "submitted"), "--out", str(link)])
     assert "\n" not in str(stop.value.code)
+
+
+def test_a_book_url_without_its_last_slash_still_links_into_the_chapter_pages(tmp_path):
+    """--book-url names the folder of the chapter pages; given without the closing slash, the links in feedback
+    joined the folder's name to the page's ('.../chapters01-forward.html')."""
+    notebook = write(submission("01-forward", {"layernorm_forward": GAMMA_FORGOTTEN}, base=solved("01-forward")),
+                     tmp_path, "ann", "01-forward")
+    done = run("check", str(notebook), "--book-url", "https://example.org/normgrad/chapters", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "https://example.org/normgrad/chapters/01-forward.html#scale-and-shift" in done.stdout, done.stdout
