@@ -147,6 +147,12 @@ def _entries(folder: Path, warn) -> list[os.DirEntry]:
     return entries
 
 
+def _listed(entries: list[os.DirEntry], most: int = 5) -> str:
+    """What a folder holds, for a warning: 'found a.txt, b/' and how many more."""
+    names = [safe.name(e.name) + ("/" if e.is_dir(follow_symlinks=False) else "") for e in entries]
+    return "found " + ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def scan(root: Path, expected_name, warn) -> list[Submission]:
     """Every submission under root, in order; `expected_name(assignment)` is the notebook name to prefer, or None.
 
@@ -163,17 +169,23 @@ def scan(root: Path, expected_name, warn) -> list[Submission]:
     # every folder of the class, graded or not: a student's key does not depend on what this run grades
     student_keys = _filed(students, "student", warn)
     for student in students:
-        folders = []
-        for folder in _entries(Path(student.path), warn):
+        folders, entries = [], _entries(Path(student.path), warn)
+        for folder in entries:
             if folder.is_symlink():
                 warn(f"skipped {safe.name(folder.path)}: a symbolic link, not an assignment folder")
                 continue
             if folder.is_dir(follow_symlinks=False):
                 folders.append(folder)
+        if not folders and not any(e.is_symlink() for e in entries):  # a link was warned of above
+            warn(f"skipped {safe.name(student.path)}: no assignment folder in it "
+                 f"({_listed(entries) if entries else 'it is empty'}); a notebook goes in <student>/<assignment>/")
         assignment_keys = _filed(folders, "assignment", warn)
         for folder in folders:
-            notebooks = [e for e in _entries(Path(folder.path), warn) if e.name.endswith(".ipynb")]
+            entries = _entries(Path(folder.path), warn)
+            notebooks = [e for e in entries if e.name.endswith(".ipynb")]
             if not notebooks:
+                warn(f"skipped {safe.name(folder.path)}: no notebook (a file named *.ipynb) in it "
+                     f"({_listed(entries) if entries else 'it is empty'})")
                 continue
             chosen = pick_notebook(notebooks, expected_name(folder.name))
             kind, text = _timestamp(root, (student.name, folder.name))

@@ -228,3 +228,29 @@ def test_a_book_url_without_its_last_slash_still_links_into_the_chapter_pages(tm
     done = run("check", str(notebook), "--book-url", "https://example.org/normgrad/chapters", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "https://example.org/normgrad/chapters/01-forward.html#scale-and-shift" in done.stdout, done.stdout
+
+
+def test_a_folder_with_nothing_to_grade_is_named_not_passed_over(tmp_path):
+    """A notebook under another name (Forward.IPYNB, forward.ipynb.txt), one put in the student's folder itself,
+    an empty folder: a whole-class run used to leave them out without a word."""
+    root = tmp_path / "submitted"
+    write(solved("01-forward"), root, "alice", "01-forward")
+    (root / "hank" / "01-forward" / "sub").mkdir(parents=True)
+    (root / "hank" / "01-forward" / "Forward.IPYNB").write_text("{}")
+    (root / "ivy").mkdir()
+    (root / "ivy" / "forward.ipynb").write_text("{}")
+    (root / "jo" / "01-forward").mkdir(parents=True)
+    (root / "kim").mkdir()
+    done = run("grade", str(root), "--out", str(tmp_path / "grades"), "--jobs", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if line.startswith("WARNING: skipped")]
+    assert warned == [
+        f"WARNING: skipped {root}/hank/01-forward: no notebook (a file named *.ipynb) in it "
+        "(found Forward.IPYNB, sub/)",
+        f"WARNING: skipped {root}/ivy: no assignment folder in it (found forward.ipynb); a notebook goes in "
+        "<student>/<assignment>/",
+        f"WARNING: skipped {root}/jo/01-forward: no notebook (a file named *.ipynb) in it (it is empty)",
+        f"WARNING: skipped {root}/kim: no assignment folder in it (it is empty); a notebook goes in "
+        "<student>/<assignment>/"], done.stderr
+    with open(tmp_path / "grades" / "grades.csv") as f:
+        assert [r["student"] for r in csv.DictReader(f)] == ["alice"]
