@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -198,7 +199,8 @@ def cmd_grade(args) -> int:
     if inner is not None:
         raise SystemExit(f"{root}/{safe.name(inner)}/ holds notebooks: {root} looks like one student's folder, not "
                          f"nbgrader's submitted/ (SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb). To grade one "
-                         f"student: grade {root.parent} --student {safe.name(root.name)} --out ...")
+                         f"student: python -m autograder grade {shlex.quote(safe.escaped(str(root.parent)))} "
+                         f"--student={shlex.quote(safe.name(root.name))} --out ...")
     course = Path(args.course_dir) if args.course_dir else None
     db = args.gradebook or (f"sqlite:///{(course / 'gradebook.db').resolve()}" if course else None)
     autograded = Path(args.autograded) if args.autograded else (course / "autograded" if course else None)

@@ -254,3 +254,19 @@ def test_a_folder_with_nothing_to_grade_is_named_not_passed_over(tmp_path):
         "<student>/<assignment>/"], done.stderr
     with open(tmp_path / "grades" / "grades.csv") as f:
         assert [r["student"] for r in csv.DictReader(f)] == ["alice"]
+
+
+@pytest.mark.parametrize("name", ["-rf", "with space", "o'neil"])
+def test_the_command_suggested_for_one_students_folder_runs_in_a_shell(tmp_path, name):
+    """Given submitted/<student> for submitted/, the grader stops with the command to use: quoted for a shell,
+    and with --student=NAME, so that a name starting with '-' is not read as an option."""
+    import shlex
+
+    from autograder.cli import main
+
+    write(solved("01-forward"), tmp_path / "sub mitted", name, "01-forward")
+    with pytest.raises(SystemExit) as stopped:
+        main(["grade", str(tmp_path / "sub mitted" / name), "--out", str(tmp_path / "grades")])
+    suggested = shlex.split(str(stopped.value).split("To grade one student: ")[1])
+    assert suggested[:6] == ["python", "-m", "autograder", "grade", str(tmp_path / "sub mitted"), f"--student={name}"]
+    assert not (tmp_path / "grades").exists()

@@ -201,7 +201,7 @@ def test_regrading_one_student_keeps_the_others_and_replays_with_the_seed(batch,
     tmp, out, _, _ = batch
     before = rows(out)
     seed = before["dup"]["seed"]
-    with pytest.raises(SystemExit, match="--student alice"):  # one student's folder given for the class's
+    with pytest.raises(SystemExit, match="--student=alice"):  # one student's folder given for the class's
         main(["grade", str(tmp / "submitted" / "alice"), "--out", str(out)])
     with pytest.raises(SystemExit, match="no notebook of nobody"):
         main(["grade", str(tmp / "submitted"), "--out", str(out), "--student", "nobody"])
