@@ -356,6 +356,8 @@ def cmd_grade(args) -> int:
         print(f"  {assignment}: {len(a.scores)} graded in all"
               + (f" ({gone} of them with no notebook this run: see the NOTE below)" if gone else "")
               + f", mean {mean} / {report.fmt_points(a.max_score)}", flush=True)  # before the NOTE, on stderr
+        if a.mixed():
+            warn(f"{assignment}: {a.mixed()}")
     if absent:
         print(f"NOTE: grades.csv keeps {len(absent)} row(s) of students with no notebook under {safe.name(root)} "
               "this run (renamed, withdrawn, or filed under another name by an earlier grader); kept, as "

@@ -30,10 +30,19 @@ class Assignment:
     scores: list[float] = field(default_factory=list)
     students: list[str] = field(default_factory=list)  # the feedback folder of each score, in its order
     max_score: float = 0.0
+    maxima: set = field(default_factory=set)  # each results.json's maximum: two where some had other private cases
     passed: Counter = field(default_factory=Counter)  # test name -> students who passed it
     graded: Counter = field(default_factory=Counter)  # test name -> students it ran for
     mistakes: Counter = field(default_factory=Counter)  # mistake name -> students whose answer matched it
     messages: dict = field(default_factory=dict)  # mistake name -> (function, test)
+
+    def mixed(self) -> str:
+        """A warning where the results are out of different maxima (graded with different private cases), else ''."""
+        if len(self.maxima) < 2:
+            return ""
+        return (f"these results are out of different maximum scores ({', '.join(map(fmt_points, sorted(self.maxima)))}):"
+                " some were graded with other private cases (--private); the mean and the histogram mix them, so "
+                "grade the whole class with the same private cases")
 
     def histogram(self) -> list[tuple[float, float, int]]:
         """(low, high, count) for BINS equal bins over [0, max_score]; the last bin holds the maximum."""
@@ -60,7 +69,8 @@ def collect(out: Path) -> dict[str, Assignment]:
         a = found[assignment]
         a.scores.append(score)
         a.students.append(path.parent.parent.name)
-        a.max_score = max(a.max_score, sum(float(t.get("max_score", 0)) for t in tests))
+        a.maxima.add(round(sum(float(t.get("max_score", 0)) for t in tests), 6))
+        a.max_score = max(a.maxima)
         seen = set()
         for t in tests:
             name = str(t.get("name", "")).split(":")[0]
@@ -106,6 +116,8 @@ def page(figures: dict[str, Assignment]) -> str:
         mean = sum(a.scores) / n if n else 0.0
         parts.append(f"<h2>{esc(assignment)}</h2><p>{n} student(s); mean {fmt_points(round(mean, 2))} / "
                      f"{fmt_points(a.max_score)}; full marks: {sum(s >= a.max_score - 1e-9 for s in a.scores)}</p>")
+        if a.mixed():
+            parts.append(f"<p><strong>Note:</strong> {esc(a.mixed())}.</p>")
         widest = max((c for _, _, c in a.histogram()), default=1) or 1
         bars = "".join(f"<tr><td>{fmt_points(lo)}&ndash;{fmt_points(hi)}</td><td>{c}</td>"
                        f"<td><span class='bar' style='width:{20 * c / widest:.1f}rem'></span></td></tr>"

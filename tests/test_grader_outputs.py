@@ -495,6 +495,22 @@ def test_summary_counts_scores_pass_rates_and_mistakes(tmp_path):
     test = next(r for r in rows if r["kind"] == "test" and r["name"] == "layernorm_forward/tiny-variance")
     assert (test["count"], test["of"]) == ("3", "3")
     assert "gamma-forgotten" in (tmp_path / "summary.html").read_text()
+    assert a.mixed() == "" and "Note:" not in (tmp_path / "summary.html").read_text()
+
+
+def test_summary_says_where_its_results_are_out_of_different_maxima(tmp_path):
+    """One student regraded with a private case (out of 54) in a class graded out of 52: the mean and the
+    histogram mix the two, and the summary says so."""
+    full = load("01-forward").max_score
+    for student, extra in (("alice", []), ("bob", [CaseResult("layernorm_forward/private", "private", 2.0, 2.0, True)])):
+        r = _diagnosed_report()
+        r.student, r.max_score = student, full + sum(e.points for e in extra)
+        r.results = r.results + extra
+        outputs.Outputs(tmp_path, BOOK).write(r)
+    a = summary.write(tmp_path)["01-forward"]
+    assert a.maxima == {full, full + 2} and a.max_score == full + 2
+    assert f"out of different maximum scores ({full:g}, {full + 2:g})" in a.mixed()
+    assert "grade the whole class with the same private cases" in (tmp_path / "summary.html").read_text()
 
 
 # --- the static read --------------------------------------------------------------------------
