@@ -131,6 +131,8 @@ FORWARD_SLIPS = {
 def _jacobian(x, eps=EPS, slip: str | None = None):
     d = x.shape[0]
     if slip == "layernorm-jacobian":
+        if d == 1:  # x - mean(x) is 0, so this is 0, as is every answer that drops eps: it would name them all
+            raise ValueError("LayerNorm's Jacobian of one value is 0, whatever the slip")
         centered = x - x.mean()
         rstd = 1.0 / np.sqrt(centered @ centered / d + eps)
         x_hat = centered * rstd
