@@ -447,3 +447,11 @@ def test_rmsnorm_jacobian_of_one_value_names_no_layernorm_slip():
                    "rmsnorm_jacobian", "eps")
     assert "rmsnorm_jacobian/one-value" in fails
     assert "known mistake" not in fails["rmsnorm_jacobian/one-value"][1], fails["rmsnorm_jacobian/one-value"][1]
+
+
+def test_hide_paths_feedback_does_not_hand_over_a_paths_condition():
+    """The task is finding which dy hides each path; a named mistake under one path's test used to state both
+    conditions (rows of g summing to zero, or orthogonal to x_hat), the other path's 10 points for free."""
+    for m in load("02-chain-rule").mistakes:
+        if m.function == "hide_path":
+            assert "sum to zero" not in m.message and "orthogonal" not in m.message, m.name

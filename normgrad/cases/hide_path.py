@@ -132,8 +132,8 @@ MISTAKES = [
             "a zero gradient: it hides every path and so tells nothing; every row's largest |dy| must be between "
             f"{ROW_MAX[0]} and {ROW_MAX[1]}", SECTION, lambda x, gamma, path: {"zero": True}),
     Mistake("hide_path", "gamma-ignored",
-            "a gradient that would hide the path if gamma were 1: the paths sum g = dy * gamma, not dy, so it is g "
-            "whose rows must sum to zero (for the mean) or be orthogonal to x_hat (for the variance)",
+            "a gradient that would hide the path if gamma were 1: the paths sum g = dy * gamma, not dy, so the "
+            "condition you put on dy's rows belongs on g's",  # the condition itself is the task: not said here
             "02-chain-rule.html#three-paths",
             lambda x, gamma, path: {"hides": path, "gamma": np.ones_like(np.asarray(gamma, dtype=np.float64))}),
     Mistake("hide_path", "constant-rows",
