@@ -74,6 +74,7 @@ SLIPS = {
     "wrong-axis": {"over": "other"},
     "dgamma-from-x": {"dgamma": "np.sum(dy * x, axis=0)"},
     "dbeta-as-mean": {"dbeta": "np.mean(dy, axis=0)"},
+    "dgamma-dbeta-swapped": {"dgamma": "np.sum(dy, axis=0)", "dbeta": "np.sum(dy * cache['x_hat'], axis=0)"},
 }
 
 # Wrong too, though not each in the catalogue: they must be rejected (the seed's snippet is named).

@@ -128,6 +128,8 @@ def staged(dy, cache, axis: int, slip: str | None = None) -> dict[str, np.ndarra
     via_var = np.zeros_like(x) if slip == "no-variance-path" else dvar * factor * centered / count
     dgamma = (dy * (x if slip == "dgamma-from-x" else x_hat)).sum(axis=0)
     dbeta = dy.mean(axis=0) if slip == "dbeta-as-mean" else dy.sum(axis=0)
+    if slip == "dgamma-dbeta-swapped":
+        dgamma, dbeta = dbeta, dgamma
     return {"direct": dx_hat * rstd, "via_mean": via_mean, "via_var": via_var, "dgamma": dgamma, "dbeta": dbeta}
 
 
@@ -173,9 +175,12 @@ SLIPS = {  # name -> (what the answer matches, the anchor on chapter 2's page)
         "dgamma = sum(dy * x): it is sum(dy * x_hat), with the normalized input", "slip-dgamma-from-x"),
     "dbeta-as-mean": (
         "dbeta = mean(dy) over the batch: it is the sum, sum(dy)", "slip-dbeta-as-mean"),
+    "dgamma-dbeta-swapped": (
+        "dgamma and dbeta, each right, returned in each other's place: the function returns (dx, dgamma, dbeta), "
+        "dgamma = sum(dy * x_hat) and dbeta = sum(dy)", "slip-parameters-swapped"),
 }
 
-PARAMETER_SLIPS = ("dgamma-from-x", "dbeta-as-mean")  # no bearing on the three paths
+PARAMETER_SLIPS = ("dgamma-from-x", "dbeta-as-mean", "dgamma-dbeta-swapped")  # no bearing on the three paths
 
 
 def _mistakes(function: str) -> list[Mistake]:
