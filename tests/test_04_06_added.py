@@ -55,6 +55,8 @@ MARGINS = [
     ("04-code-mapping", "rmsnorm_backward", "half-rstd", "float16-cancelling", 8, 0.9),
     ("04-code-mapping", "rmsnorm_backward", "half-x-hat", "float16-cancelling", 12, 0.9),
     ("04-code-mapping", "rmsnorm_backward", "half-dgamma-terms", "float16-cancelling", 18, 0.9),
+    # all of it in 16 bits: 14.8 to 34.9 tolerances over seeds 1 to 10 (1.2 to 3.5 on the other 16-bit cases)
+    ("04-code-mapping", "rmsnorm_backward", "half-arithmetic", "float16-cancelling", 14, 0.9),
     ("05-thnn", "shard_sums", "averaged", "nc", 1e12, 0.01),
     ("05-thnn", "shard_sums", "local-mean", "nc", 5e11, 0.01),
     ("05-thnn", "shard_grad_in", "own-count", "split", 5e11, 0.01),
@@ -251,6 +253,10 @@ SUBMISSIONS = {
                    "04-code-mapping", "BatchNormFunction",
                    {"dx = rstd * (g - g.mean(dim=dims, keepdim=True) - x_hat * (g * x_hat).mean(dim=dims, keepdim=True))":
                     "m = x[:, 0].numel()\n        dx = g * rstd * (1 - 1 / m - x_hat**2 / m)"}))},
+        # everything in x's 16-bit type, rstd rounded to it first, as a student who follows x's dtype writes it
+        "m8": {"rmsnorm_backward": ("half-arithmetic", lambda: mutated(
+            "04-code-mapping", "rmsnorm_backward",
+            {"work = torch.float64 if x.dtype == torch.float64 else torch.float32": "work = x.dtype"}))},
         "m7": {"BatchNormFunction": ("batch-size-count", lambda: mutated(
             "04-code-mapping", "BatchNormFunction",
             {"dx = rstd * (g - g.mean(dim=dims, keepdim=True) - x_hat * (g * x_hat).mean(dim=dims, keepdim=True))":

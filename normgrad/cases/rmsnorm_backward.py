@@ -102,8 +102,14 @@ def slipped(dy, x, gamma, rstd, slip: str | None = None, groups: int = 1, trunca
     stores a float32 into a bfloat16 tensor (a GPU and PyTorch round to nearest). `groups`: the programs
     (groups of rows r, r + G, ...) of 'half-dgamma' and 'partials-overwritten'.
     """
-    sixteen = ("half-rstd", "half-x-hat", "half-dgamma", "half-dgamma-terms")
+    sixteen = ("half-rstd", "half-x-hat", "half-dgamma", "half-dgamma-terms", "half-arithmetic")
     half = sixteen_bit_type(x, dy) if slip in sixteen else None
+    if slip == "half-arithmetic":  # every operation in the inputs' 16-bit type, as PyTorch does it
+        d, r = dy.to(half), rstd.reshape(-1, 1).to(half)
+        x_hat = x.to(half) * r
+        g = d * gamma.to(half)
+        dx = r * (g - x_hat * (g * x_hat).mean(dim=1, keepdim=True))
+        return dx.double().numpy(), (d * x_hat).sum(dim=0).double().numpy()
     rstd = rstd.reshape(-1, 1)
     if slip == "half-rstd":
         rstd = rstd.to(half).double()
@@ -160,6 +166,8 @@ MESSAGES = {
                    "once, when dx and dgamma are stored", "04-numerics.html#half-precision"),
     "half-dgamma-terms": ("dgamma's terms dy * x_hat rounded to the 16-bit type before they are summed: multiply "
                           "and sum in float32", "04-numerics.html#half-precision"),
+    "half-arithmetic": ("every operation done in the 16-bit type, where the arithmetic belongs in float32 and only "
+                        "dx and dgamma are rounded to 16 bits, when they are stored", "04-numerics.html#half-precision"),
 }
 
 
