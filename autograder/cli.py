@@ -38,13 +38,15 @@ _COPY_NAME = re.compile(r"^(?:Copy of )*(?P<stem>.+?)(?: ?\(\d+\))?\.ipynb$")
 
 
 def infer_assignment(notebook: Path) -> str:
-    """The assignment a notebook belongs to, from its folder or its file name (or a copy's name)."""
+    """The assignment a notebook belongs to, from its folder or its file name (or a copy's name): the
+    notebook's own name (forward.ipynb) or the assignment's (01-forward.ipynb)."""
     if notebook.parent.name in ASSIGNMENTS:
         return notebook.parent.name
     match = _COPY_NAME.match(notebook.name)
+    stem = match["stem"] if match else None
     for assignment in ASSIGNMENTS:
         source = release.notebooks(assignment).source
-        if source.name in (notebook.name, f"{match['stem']}.ipynb" if match else None):
+        if source.name in (notebook.name, f"{stem}.ipynb") or stem == assignment:
             return assignment
     raise SystemExit(f"cannot tell which assignment {notebook} belongs to; pass --assignment "
                      f"(one of {', '.join(ASSIGNMENTS)})")

@@ -34,7 +34,7 @@ def test_check_explains_a_failure_on_the_release(root):
 
 
 @pytest.mark.parametrize("name", ["Copy of forward.ipynb", "forward (1).ipynb", "Copy of Copy of forward (2).ipynb",
-                                  "forward(3).ipynb"])
+                                  "forward(3).ipynb", "01-forward.ipynb", "Copy of 01-forward (1).ipynb"])
 def test_a_copy_of_an_exercise_notebook_is_known_by_its_name(name, tmp_path):
     """Colab saves "Copy of forward.ipynb"; a browser downloads a second "forward (1).ipynb"."""
     assert infer_assignment(tmp_path / name) == "01-forward"
