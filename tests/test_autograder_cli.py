@@ -241,6 +241,9 @@ def test_a_folder_with_nothing_to_grade_is_named_not_passed_over(tmp_path):
     (root / "ivy" / "forward.ipynb").write_text("{}")
     (root / "jo" / "01-forward").mkdir(parents=True)
     (root / "kim").mkdir()
+    # a name made to forge a line of the grader's output: shown escaped, on the warning's own line
+    (root / "lee" / "01-forward").mkdir(parents=True)
+    (root / "lee" / "01-forward" / "x\x1b[2J\nWARNING: all graded.txt").write_text("")
     done = run("grade", str(root), "--out", str(tmp_path / "grades"), "--jobs", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     warned = [line for line in done.stderr.splitlines() if line.startswith("WARNING: skipped")]
@@ -251,7 +254,10 @@ def test_a_folder_with_nothing_to_grade_is_named_not_passed_over(tmp_path):
         "<student>/<assignment>/",
         f"WARNING: skipped {root}/jo/01-forward: no notebook (a file named *.ipynb) in it (it is empty)",
         f"WARNING: skipped {root}/kim: no assignment folder in it (it is empty); a notebook goes in "
-        "<student>/<assignment>/"], done.stderr
+        "<student>/<assignment>/",
+        f"WARNING: skipped {root}/lee/01-forward: no notebook (a file named *.ipynb) in it "
+        "(found x\\x1b[2J\\nWARNING: all graded.txt)"], done.stderr
+    assert "\x1b" not in done.stderr and "\nWARNING: all graded" not in done.stderr
     with open(tmp_path / "grades" / "grades.csv") as f:
         assert [r["student"] for r in csv.DictReader(f)] == ["alice"]
 
