@@ -313,7 +313,7 @@ def assert_rejected_and_named(verdict: dict, assignment: str, function: str, mis
     assert mine, f"{function} with {mistake} was not rejected"
     if name_it:
         known = known_mistake(assignment, function, mistake)
-        diagnosis = f"{known.message} (see {known.section})"
+        diagnosis = f"{known.message} (see {known.link})"
         named = [case for case, problems in mine.items() if any(diagnosis in problem for problem in problems)]
         assert named, f"{mistake} was not named with its section:\n{mine}"
 

@@ -230,7 +230,7 @@ def test_each_slip_is_rejected_and_named(verdicts, function, slip):
     assert hidden and len(hidden) < len(fails), "the slip must fail visible tests and hidden tests"
     named = [case for case, (_, block) in fails.items() if message(function, slip) in block]
     assert named, f"no failed test names {slip}"
-    page = next(m.section for m in load(FUNCTIONS[function]).mistakes if m.name == slip and m.function == function)
+    page = next(m.link for m in load(FUNCTIONS[function]).mistakes if m.name == slip and m.function == function)
     assert f"{message(function, slip)} (see {page})" in fails[named[0]][1], "the diagnosis links to its section"
 
 

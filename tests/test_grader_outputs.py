@@ -30,6 +30,7 @@ from autograder.grading import CaseResult, Report
 from autograder.pycode import without_ipython
 from autograder.submissions import read_regular, scan
 from helpers import solved, submission, write
+from normgrad import cases as course_cases
 from normgrad.cases import ASSIGNMENTS, load
 
 BOOK = "https://example.org/book/"
@@ -463,6 +464,16 @@ def test_the_book_url_is_the_books_baseurl(tmp_path):
     config.write_text("title: t\n")
     with pytest.raises(ValueError, match="baseurl"):
         book_url(config)
+
+
+def test_a_notebooks_own_tests_link_where_the_graders_feedback_links(monkeypatch):
+    """normgrad cannot read the book's config once installed: its copy of the address is held to it."""
+    monkeypatch.delenv("NORMGRAD_BOOK", raising=False)
+    mistake = next(m for m in load("01-forward").mistakes if m.name == "gamma-forgotten")
+    assert course_cases.BOOK == book_url()
+    assert mistake.link == report.default_book_url() + mistake.section
+    monkeypatch.setenv("NORMGRAD_BOOK", "http://localhost:8000")  # a mirror, as the set-up cell reads it
+    assert mistake.link == "http://localhost:8000/chapters/01-forward.html#scale-and-shift"
 
 
 def test_adjustments_change_the_score_and_say_why():

@@ -36,6 +36,10 @@ import numpy as np
 from .. import calling
 from ..checks import as_float64, unmodified_problems
 
+# Where the book is published: _config.yml's `html: baseurl:`, which a test holds this to. The installed
+# library cannot read the book's config, and a notebook's own tests link into it.
+BOOK = "https://normgrad-course.github.io/normgrad/"
+
 ASSIGNMENTS = {
     "01-forward": "normgrad.cases.forward",
     "02-chain-rule": "normgrad.cases.chain_rule",
@@ -91,6 +95,12 @@ class Mistake:
     # then as any other.
     impl: Callable | None
     raises: str | None = None  # a pattern of the error text it shows as (see `diagnose_error`)
+
+    @property
+    def link(self) -> str:
+        """The section's address in the published book (or in NORMGRAD_BOOK's, as the notebooks' set-up cell
+        reads it): a notebook opened on Colab or from a download cannot follow a link relative to the book."""
+        return os.environ.get("NORMGRAD_BOOK", BOOK).rstrip("/") + "/chapters/" + self.section
 
 
 @dataclass(frozen=True)
@@ -330,7 +340,7 @@ def _judged(assignment: Assignment, function: str, target, hidden: bool | None, 
                                     case.seconds * 3)
                 mistake = diagnose_error(assignment, function, problems[0]) if len(problems) == 1 else None
                 if mistake:  # the child could not name what killed it
-                    problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.section})")
+                    problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.link})")
             else:
                 problems = _check(assignment, function, case, device, seed, target)
             yield case, device, where, problems
@@ -356,7 +366,7 @@ def _check(assignment: Assignment, function: str, case: Case, device: str, seed:
         mistake = diagnose(assignment, function, trial, returned) if error is None else \
             diagnose_error(assignment, function, error)
         if mistake:
-            problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.section})")
+            problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.link})")
         problems += hint(case, error is None, mistake)
     return problems
 
