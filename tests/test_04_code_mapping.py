@@ -127,12 +127,12 @@ class LayerNormFunction(torch.autograd.Function):
         s1 = g.mean(dim=1, keepdim=True)
         s2 = (g * xh).mean(dim=1, keepdim=True)
         dx = {dx}
-        return dx.to(x.dtype), (d * xh).sum(0).to(gamma.dtype), d.sum(0).to(gamma.dtype), None
+        return dx.to(x.dtype), (d * xh).sum(0).to(gamma.dtype), d.sum(0).to(gamma.dtype){eps_grad}
 '''
 
 FUNCTION_CORRECT = {"y": "(v - mu) * r * gamma.to(work) + beta.to(work)", "dx": "r * (g - s1 - xh * s2)",
                     "work": "torch.float64 if x.dtype == torch.float64 else torch.float32",
-                    "var": "((v - mu) ** 2).mean(dim=1, keepdim=True)", "eps": "eps"}
+                    "var": "((v - mu) ** 2).mean(dim=1, keepdim=True)", "eps": "eps", "eps_grad": ", None"}
 
 FUNCTION_SLIPS = {
     "var-without-eps": {"dx": "r * (g - s1 - xc * (g * xc).mean(dim=1, keepdim=True) / (1 / r**2 - eps))"},
@@ -142,6 +142,7 @@ FUNCTION_SLIPS = {
     "bessel": {"var": "v.var(dim=1, keepdim=True)"},  # makemore's layer: the unbiased variance, forward and all
     "half-arithmetic": {"work": "x.dtype"},  # the whole layer in x's dtype, forward and backward
     "default-eps": {"eps": "1e-5"},  # the layer's usual eps, whatever apply was given
+    "no-none-for-eps": {"eps_grad": ""},  # three gradients for four inputs
 }
 FUNCTION_BREACHES = {
     "forward-without-beta": ({"y": "(v - mu) * r * gamma.to(work)"}, "y is wrong"),
@@ -244,6 +245,12 @@ def test_a_visible_case_is_sixteen_bit():
 def test_layer_norm_function_in_16_bits_fails_at_a_large_mean(results):
     names, text = failed_cases(results, "LayerNormFunction", "slip:half-arithmetic")
     assert {"bfloat16-large-offset", "float16-large-offset"} <= names, text
+
+
+def test_a_gradient_for_eps_is_named_as_a_missing_one_is():
+    wrong = judged(ASSIGNMENT, "LayerNormFunction", function_code({"eps_grad": ", torch.zeros(())"}))
+    message = next(m.message for m in load(ASSIGNMENT).mistakes if m.name == "no-none-for-eps")
+    assert wrong and all(any(message in p for p in problems) for problems in wrong.values()), report(wrong)
 
 
 @pytest.mark.parametrize("function", ["layernorm_backward", "batchnorm_backward"])

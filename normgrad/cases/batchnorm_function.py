@@ -18,7 +18,8 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Case, Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import DEFAULT_EPS_SLIP, natural_scales, rounded, strided
+from .torch_trials import (DEFAULT_EPS_SLIP, GRADIENT_COUNT_ERRORS, GRADIENT_COUNT_SECTION, natural_scales, rounded,
+                           strided)
 
 FUNCTION = "BatchNormFunction"
 DEVICES = ("cpu", "cuda")
@@ -137,13 +138,13 @@ MESSAGES = {
 }
 NONE_GRADIENTS = (
     "backward mishandles the absent weight and bias: it must return one value per input of forward, "
-    "None for each input that was None (and for eps)", "04-code-mapping.html#term-by-term")
+    "None for each input that was None (and for eps)", GRADIENT_COUNT_SECTION)
 
 MISTAKES = [Mistake(FUNCTION, name, message, section, partial(_slipped, slip=name))
             for name, (message, section) in MESSAGES.items()] + [
     # Shows as an error, not as a value: autograd refuses a gradient for an input that was None, and
     # a backward that returns fewer values than forward has inputs; `.to` on None raises.
     Mistake(FUNCTION, "none-gradients", *NONE_GRADIENTS, impl=None,
-            raises=r"gradient different than None at position|incorrect number of gradients|"
-                   r"'NoneType' object has no attribute|unsupported operand type\(s\) for .*NoneType"),
+            raises=GRADIENT_COUNT_ERRORS + r"|'NoneType' object has no attribute|"
+                                           r"unsupported operand type\(s\) for .*NoneType"),
 ]

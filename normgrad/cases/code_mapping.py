@@ -22,8 +22,9 @@ import torch
 from .. import inputs, reference, tolerances
 from . import Case, Mistake, Trial
 from .judging import arrays_problems
-from .torch_trials import (DEFAULT_EPS_SLIP, backward_trial, by_device, computed_backward, natural_scales, rounded,
-                           sixteen_bit_type, slipped_backward, strided)
+from .torch_trials import (DEFAULT_EPS_SLIP, GRADIENT_COUNT_ERRORS, GRADIENT_COUNT_SECTION, backward_trial,
+                           by_device, computed_backward, natural_scales, rounded, sixteen_bit_type, slipped_backward,
+                           strided)
 
 DEVICES = ("cpu", "cuda")
 f64, f32, bf16, f16 = torch.float64, torch.float32, torch.bfloat16, torch.float16
@@ -215,6 +216,10 @@ def _mistakes() -> list[Mistake]:
     message, section = MESSAGES["half-arithmetic"]
     found.append(Mistake("LayerNormFunction", "half-arithmetic", message, section, _function_in_16_bits))
     found.append(Mistake("LayerNormFunction", "default-eps", *DEFAULT_EPS_SLIP, _function_with("default-eps")))
+    # shows as autograd's error, not as a value
+    found.append(Mistake("LayerNormFunction", "no-none-for-eps", "backward must return one value per input of "
+                         "forward, in order: dx, dgamma, dbeta, and None for eps, which is not a tensor",
+                         GRADIENT_COUNT_SECTION, impl=None, raises=GRADIENT_COUNT_ERRORS))
     return found
 
 

@@ -405,6 +405,10 @@ def _nearest_member(found: dict, returned, skip: int) -> int:
 # An autograd Function's forward that ignores the eps apply passes: LayerNormFunction's and BatchNormFunction's
 DEFAULT_EPS_SLIP = ("eps = 1e-5 whatever eps apply was given: the eps passed to apply belongs inside the square root",
                     "01-forward.html#where-eps-sits")
+# How autograd refuses a backward whose values do not match forward's inputs one for one: too few, or a
+# tensor for an input that was not one (eps, a parameter passed as None). Chapter 4 says why.
+GRADIENT_COUNT_ERRORS = r"gradient different than None at position|incorrect number of gradients"
+GRADIENT_COUNT_SECTION = "04-code-mapping.html#term-by-term"
 CHUNK_WIDTH_SLIPS = ("padded-count", "mean-by-chunk-width", "variance-by-chunk-width")
 CHUNK_WIDTHS = (128, 256, 512, 1024, 2048, 4096)  # the chunks a kernel's loop over a long row takes
 CHUNK_WIDTH_MESSAGES = {
