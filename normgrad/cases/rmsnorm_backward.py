@@ -205,6 +205,10 @@ def _cases():
         c("float16-cancelling", 2, True, "float16, 18 x 300, rows near +-30 to 60 of alternating signs, dy near "
           "8: dx and dgamma small differences of large terms",
           trial((18, 300), f16, "large-offset", offset=30.0, dy_offset=8.0, cancelling=True)),
+        # The same cancellation, visible: a 16-bit rounding before the end shows in the notebook, not only in
+        # the grade.
+        c("float16-visible", 1, False, "float16, 10 x 200, rows near +-30 to 60 of alternating signs, dy near 8",
+          trial((10, 200), f16, "large-offset", offset=30.0, dy_offset=8.0, cancelling=True)),
         # 3000 rows of x_hat near 1 and dy near 2: dgamma's column sums reach about 6000, where a
         # bfloat16 or float16 running total has long stopped growing.
         c("bfloat16-tall", 2, True, "bfloat16, 3000 x 6, dy shifted away from zero: sums of 3000 rows",
