@@ -133,7 +133,8 @@ CASES = [
     # that a program per multiprocessor still walks about a thousand.
     _case("tall-shifted", 3, True, "bfloat16, 800 x 24 (300000 x 24 on a GPU), dy shifted away from zero",
           sized((800, 24), (300_000, 24), BF16, dy_offset=2.0), seconds=90.0),
-    # float16 keeps 11 bits: its running sums of terms of mean 1 stall past 2048. dbeta sums 3000 rows
+    # float16 keeps 11 bits: past 2048 each term of mean 1 rounds the running sum by up to 1, and past 4096
+    # most of them round away (chapter 4b: off by more than ten u16 after 3000). dbeta sums 3000 rows
     # (30000 on a GPU, still below float16's largest value, 65504).
     _case("float16-tall", 2, True, "float16, 3000 x 24 (30000 x 24 on a GPU), dy of mean 1",
           sized((3000, 24), (30_000, 24), F16, dy_offset=1.0), seconds=90.0),
