@@ -128,8 +128,8 @@ class Submission:
                          "(the grader grades the notebook named as the assignment's, else the most recently modified "
                          "file that is not a folder, a link or a ._ fork; hand in one notebook)")
         if self.timestamp_kind not in (None, "a regular file"):
-            notes.append(f"timestamp.txt is {self.timestamp_kind}: it was not read, so no "
-                         "submission time is known and no late penalty was applied; the instructor is told")
+            notes.append(f"timestamp.txt is {self.timestamp_kind}: no submission time is known, so no late "
+                         "penalty was applied; the instructor is told")
         if self.same_file_as:
             notes.append(f"the graded notebook, {self.notebook_name!r}, is one file on disk (a hard link) with "
                          f"the notebook of {', '.join(self.same_file_as)}: each was graded as handed in, and the "
@@ -190,7 +190,8 @@ def scan(root: Path, expected_name, warn) -> list[Submission]:
             chosen = pick_notebook(notebooks, expected_name(folder.name))
             kind, text = _timestamp(root, (student.name, folder.name))
             if kind not in (None, "a regular file"):
-                warn(f"{safe.name(Path(folder.path) / 'timestamp.txt')} is {kind}: not read, no late penalty applied")
+                warn(f"{safe.name(Path(folder.path) / 'timestamp.txt')} is {kind}: no submission time known, "
+                     "no late penalty applied")
             found.append(Submission(student_keys[student.name], assignment_keys[folder.name], root,
                                     (student.name, folder.name), chosen.name,
                                     tuple(e.name for e in notebooks if e is not chosen), timestamp_kind=kind,
@@ -199,12 +200,15 @@ def scan(root: Path, expected_name, warn) -> list[Submission]:
     return _told_of_links(found, files, warn)
 
 
+NO_TIME = "a regular file without a time nbgrader can read"
+
+
 def _timestamp(root: Path, folder: tuple[str, str]) -> tuple[str | None, str | None]:
     """(what the folder's timestamp.txt is, its text), looked at once: (None, None) if there is none.
 
-    The text is read only from a regular file; what it is otherwise ("a symbolic link, not a regular file",
-    ...) is named for the student's feedback and the instructor, since a late submission that hides its
-    time escapes the penalty.
+    The text is read only from a regular file, and kept only if it is a time; what it is otherwise ("a
+    symbolic link, not a regular file", text that is no time, ...) is named for the student's feedback and
+    the instructor, since a late submission that hides its time escapes the penalty.
     """
     try:
         mode = os.lstat(root.joinpath(*folder, "timestamp.txt")).st_mode
@@ -219,7 +223,12 @@ def _timestamp(root: Path, folder: tuple[str, str]) -> tuple[str | None, str | N
         raw = read_regular(Path(*folder, "timestamp.txt"), 200, root=root)
     except SubmissionError as e:
         return f"unreadable ({e})", None
-    return "a regular file", raw[:200].decode("utf-8", "replace").strip() or None
+    from .gradebook import parse_timestamp  # nbgrader's reading, which the gradebook applies
+
+    text = raw[:200].decode("utf-8", "replace").strip().removeprefix("\ufeff")  # an editor's byte-order mark
+    if parse_timestamp(text) is None:  # empty, junk, a year of five digits: nbgrader itself refuses these
+        return NO_TIME, None
+    return "a regular file", text
 
 
 def _linked_file(entry: os.DirEntry) -> tuple[int, int] | None:

@@ -145,9 +145,8 @@ def test_a_timestamp_that_is_not_a_regular_file_is_named_not_silently_dropped(tm
     assert found["alice"].warnings() == found["dan"].warnings() == []
     for student, kind in (("bob", "a FIFO"), ("carol", "a symbolic link")):
         assert found[student].timestamp is None
-        assert found[student].warnings() == [f"timestamp.txt is {kind}, not a regular file: it was not read, so no "
-                                             "submission time is known and no late penalty was applied; the "
-                                             "instructor is told"]
+        assert found[student].warnings() == [f"timestamp.txt is {kind}, not a regular file: no submission time is "
+                                             "known, so no late penalty was applied; the instructor is told"]
         assert any(f"{student}/01-forward/timestamp.txt is {kind}" in w for w in warnings)
     # looked at once: what the scan read is what is graded, whatever the file becomes afterwards
     stamp = root / "alice" / "01-forward" / "timestamp.txt"
@@ -156,21 +155,40 @@ def test_a_timestamp_that_is_not_a_regular_file_is_named_not_silently_dropped(tm
     assert found["alice"].timestamp == "2026-01-15 10:30:00.000000 UTC"
 
 
+def test_a_timestamp_that_holds_no_time_is_named_not_taken_for_an_early_one(tmp_path):
+    """A red team's: text that is no time cancelled the late penalty without a word."""
+    from autograder import submissions
+
+    root = tmp_path / "submitted"
+    stamps = {"late": "2026-01-21 12:00:00.000000 UTC", "bom": "\ufeff2026-01-21 12:00:00.000000 UTC",
+              "words": "submitted late, sorry", "year5": "20260-01-21 12:00:00 UTC", "empty": ""}
+    for student, text in stamps.items():
+        (write(solved("01-forward"), root, student, "01-forward").parent / "timestamp.txt").write_text(text)
+    warnings = []
+    found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", warnings.append)}
+    for student in ("late", "bom"):  # a byte-order mark is an editor's, not the student's time
+        assert found[student].timestamp == stamps["late"] and found[student].warnings() == []
+    for student in ("words", "year5", "empty"):
+        assert found[student].timestamp is None and found[student].timestamp_kind == submissions.NO_TIME
+        assert found[student].warnings() == [f"timestamp.txt is {submissions.NO_TIME}: no submission time is "
+                                             "known, so no late penalty was applied; the instructor is told"]
+        assert any(f"{student}/01-forward/timestamp.txt is {submissions.NO_TIME}" in w for w in warnings)
+
+
 def test_a_timestamp_of_junk_or_swapped_after_its_look_costs_nothing_but_its_time(tmp_path, monkeypatch):
     """A megabyte of binary junk is read as 200 characters at most; a file swapped for another kind between the
     look and the read (read_regular refuses it) is named unreadable, and the rest of the scan goes on."""
     from pathlib import PurePath
 
     from autograder import submissions
-    from autograder.gradebook import parse_timestamp
 
     root = tmp_path / "submitted"
     for student in ("alice", "bob"):
         write(solved("01-forward"), root, student, "01-forward")
         (root / student / "01-forward" / "timestamp.txt").write_bytes(os.urandom(1 << 20))
     found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", lambda w: None)}
-    assert found["alice"].timestamp_kind == "a regular file" and len(found["alice"].timestamp) <= 200
-    assert parse_timestamp(found["alice"].timestamp) is None  # no time known: no penalty, no crash
+    assert found["alice"].timestamp_kind == submissions.NO_TIME and found["alice"].timestamp is None
+    assert "no late penalty was applied" in found["alice"].warnings()[0]  # no time known: said, no crash
 
     def swapped(path, limit, root=None):
         if PurePath(path).name == "timestamp.txt" and PurePath(path).parts[0] == "bob":
@@ -181,7 +199,7 @@ def test_a_timestamp_of_junk_or_swapped_after_its_look_costs_nothing_but_its_tim
     monkeypatch.setattr(submissions, "read_regular", swapped)
     warnings = []
     found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", warnings.append)}
-    assert found["alice"].timestamp_kind == "a regular file"
+    assert found["alice"].timestamp_kind == submissions.NO_TIME
     assert found["bob"].timestamp_kind.startswith("unreadable (timestamp.txt is not a regular file")
     assert found["bob"].timestamp is None and "no late penalty was applied" in found["bob"].warnings()[0]
     assert any("bob/01-forward/timestamp.txt is unreadable" in w for w in warnings)
