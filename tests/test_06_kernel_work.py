@@ -291,3 +291,59 @@ def test_the_red_teams_notebook_scores_nothing_through_the_grader(tmp_path):
     for function in DO_NOTHING:
         assert f"{function}: 0/" in said, said
     assert said.count(REFUSED) == len(load(ASSIGNMENT).cases), said
+
+
+# A red team's third round: torch's arithmetic after the launcher returned, outside its guard, in code of the
+# student's that the grader's own work ran (its packing of the result called numpy.save, which the answer had
+# replaced): 120/120 and no flag. The sandbox now notes, before the first cell, what it runs between calls,
+# and stops a notebook that changed any of it.
+AFTER_THE_CALL = TOUCH + '''
+import gc
+import sys
+
+import numpy
+
+
+def _fill(dx, dy, x, gamma, mean, rstd):
+    dx.copy_(_ln_grads(dy, x, gamma, mean, rstd)[0])
+
+
+def layernorm_dx_triton(dy, x, gamma, mean, rstd):
+    dx = torch.empty(tuple(x.shape), dtype=x.dtype)
+    _touch[(1,)](torch.empty(1))
+    HOOK
+    return dx
+'''
+HOOKS = {
+    # a library's function replaced when the cell runs
+    "numpy.save": ("numpy.save", "_save = numpy.save\n"
+                   "def _saving(*a, **k):\n    return _save(*a, **k)\nnumpy.save = _saving\n", "pass"),
+    # a method of torch.Tensor replaced by the call, which the packing of its result would call
+    "torch.Tensor.cpu": ("torch.Tensor.cpu", "", "_cpu = torch.Tensor.cpu\n"
+                         "    def cpu(t, *a, **k):\n        torch.Tensor.cpu = _cpu\n"
+                         "        _fill(dx, dy, x, gamma, mean, rstd)\n        return _cpu(t, *a, **k)\n"
+                         "    torch.Tensor.cpu = cpu"),
+    # Python's own hooks, which run code of their own accord
+    "sys.settrace": ("sys.settrace", "", "def tracer(frame, event, arg):\n"
+                     "        sys.settrace(None)\n        _fill(dx, dy, x, gamma, mean, rstd)\n"
+                     "    sys.settrace(tracer)"),
+    "gc.callbacks": ("gc.callbacks", "", "gc.callbacks.append(lambda *a: _fill(dx, dy, x, gamma, mean, rstd))"),
+    # the guard itself, switched off through the sandbox's own module
+    "kernel_work": ("calling.kernel_work", "import contextlib\nimport calling\n"
+                    "calling.kernel_work = contextlib.nullcontext\n", "_fill(dx, dy, x, gamma, mean, rstd)"),
+}
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_an_answer_that_changes_what_the_grader_runs_between_calls_scores_nothing(tmp_path, hook):
+    what, at_cell, in_call = HOOKS[hook]
+    source = AFTER_THE_CALL.replace("HOOK", in_call).replace("def _fill", at_cell + "\n\ndef _fill")
+    nb = submission(ASSIGNMENT, {"layernorm_dx_triton": source}, base=solved(ASSIGNMENT))
+    path = write(nb, tmp_path, "hooked", ASSIGNMENT)
+    done = subprocess.run([sys.executable, "-m", "autograder", "check", str(path), "--assignment", ASSIGNMENT],
+                          capture_output=True, text=True, timeout=600)
+    said = done.stdout + done.stderr
+    assert "layernorm_dx_triton: 0/" in said, said
+    changed = f"your code changed {what}, which the grader itself runs between your function's calls"
+    # a trace function fires as the call returns, still under its guard, where torch refuses to compute
+    assert changed in said or (hook == "sys.settrace" and "torch computed" in said and REFUSED in said), said

@@ -33,6 +33,7 @@ sys.path[:] = [HERE] + sys.argv[3:]
 
 import calling  # noqa: E402
 import confine  # noqa: E402
+import intact  # noqa: E402
 import protocol  # noqa: E402
 import wire  # noqa: E402
 
@@ -194,10 +195,20 @@ def main(job_fd: int, out_fd: int) -> None:
 
     # CPU time, not wall time: a neighbour that hogs the machine does not make a call time out.
     signal.signal(signal.SIGPROF, _alarm)
+    # A Triton exercise's calls are guarded one by one: what this program runs between them must stay its own.
+    guarded = job.count_kernels
+    if guarded:
+        import torch._dynamo  # noqa: F401  (kernel_work's; its import replaces torch.manual_seed: before the notes)
+
+        intact.take()
+    tampered = None  # what the student's code changed, when it did
     namespace = {"__name__": "__submission__"}
     for cell in job.cells:
         send(protocol.begun(cell.id), b"")
         status = {"error": None}
+        if tampered:
+            send(protocol.status(cell.id), {"error": f"not run: {intact.message(tampered)}"})
+            continue
         signal.setitimer(signal.ITIMER_PROF, float(job.cell_seconds))
         try:
             filename = f"<cell {cell.label}>"
@@ -209,6 +220,9 @@ def main(job_fd: int, out_fd: int) -> None:
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
             _after_student_code(job.reap)
+        tampered = intact.changed() if guarded else None
+        if tampered:
+            status["error"] = intact.message(tampered)
         send(protocol.status(cell.id), status)
 
     # Functions that ran out of time or memory once: an endless loop will not end the next time, and a
@@ -221,19 +235,25 @@ def main(job_fd: int, out_fd: int) -> None:
         signal.setitimer(signal.ITIMER_PROF, float(call.seconds))
         files = {}
         try:
+            if tampered:
+                raise RuntimeError(f"not run: {intact.message(tampered)}")
             if call.function in exhausted:
                 raise RuntimeError(f"not run: an earlier test of {call.function} {exhausted[call.function]}")
             target = namespace.get(call.function)
             if target is None:
                 raise NameError(f"your code does not define {call.function}")
             args, kwargs = wire.unpack(wire.subfolder(job_files, protocol.inputs(call.id)))
-            returned = calling.invoke(call.protocol, target, tuple(args), kwargs)
+            returned = calling.invoke(call.protocol, target, tuple(args), kwargs, intact.disarm if guarded else None)
+            tampered = intact.changed() if guarded else None
+            if tampered:  # before anything of this program's runs on what the call returned
+                raise intact.Tampered(tampered)
             if call.device != "cpu":
                 sys.modules["torch"].cuda.synchronize()
             files.update({f"{protocol.returned(call.id)}/{k}": v for k, v in wire.pack(returned).items()})
             files.update({f"{protocol.args_after(call.id)}/{k}": v for k, v in wire.pack(list(args)).items()})
         except BaseException as e:
-            status["error"] = _short_traceback(e)
+            status["error"] = str(e) if isinstance(e, intact.Tampered) else _short_traceback(e)
+            tampered = e.what if isinstance(e, intact.Tampered) else tampered
             files = {}
             if _ran_out_of_time(e):
                 exhausted[call.function] = "ran out of time"

@@ -669,14 +669,18 @@ def refuse_threads() -> None:
             setattr(module, name, _no_thread)
 
 
-def invoke(protocol: str, target, args: tuple, kwargs: dict):
-    """Drive `target` (a function or an autograd.Function class) the way `protocol` says."""
+def invoke(protocol: str, target, args: tuple, kwargs: dict, returning=None):
+    """Drive `target` (a function or an autograd.Function class) the way `protocol` says. `returning`, if
+    given, runs as the call returns, still inside its guard (the sandbox's intact.disarm)."""
     if protocol == "call":
         with no_autograd():
             return target(*args, **kwargs)
     if protocol == "kernels":
         with kernel_work(), no_autograd():
-            return target(*args, **kwargs)
+            returned = target(*args, **kwargs)
+            if returning is not None:
+                returning()
+            return returned
     if protocol == "autograd_function":
         import torch
 

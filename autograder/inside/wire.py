@@ -20,7 +20,6 @@ crosses): the sandbox imports it from a copy.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -39,6 +38,12 @@ ARRAY_NAME = re.compile(r"a[0-9]{1,6}\.npy")
 # A frame's name: up to four path parts of letters, digits, '_', '.', '-', none starting with '.' or '-'.
 FRAME_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}){0,3}")
 MAX_HEADER = 300
+# Taken when this module is imported, before any of a submission's code runs in the sandbox: `pack` runs
+# after the student's function returned, and must not call what the student could have replaced since
+# (numpy.save = a function of theirs). NumPy's types cannot be changed; its modules can.
+_array, _ndarray, _generic, _tobytes = np.array, np.ndarray, np.generic, np.ndarray.tobytes
+_dumps = json.dumps
+NPY_ALIGN = 64  # np.save pads its header so that the data starts at a multiple of 64 bytes
 
 
 def loads(raw: bytes | str):
@@ -62,38 +67,49 @@ def pack(value) -> dict[str, bytes]:
 
     def add_array(a: np.ndarray) -> str:
         name = f"a{len(files) + 1}.npy"
-        buf = io.BytesIO()
-        np.save(buf, a, allow_pickle=False)
-        files[name] = buf.getvalue()
+        files[name] = npy_bytes(a)
         return name
 
     def encode(v, depth=0):
+        # Exact types: a subclass's methods (a list's __iter__, a float's __repr__) would run the student's
+        # code here, outside the guards of the call that returned it.
         if depth > MAX_DEPTH:
             raise WireError("value nested too deeply")
-        if v is None or isinstance(v, (bool, int, str)):
+        kind = type(v)
+        if v is None or kind in (bool, int, str):
             return {"t": "py", "v": v}
-        if isinstance(v, float):
-            return {"t": "float", "v": repr(v)}  # repr keeps nan and inf, which JSON lacks
-        if isinstance(v, np.generic):
+        if kind is float:
+            return {"t": "float", "v": float.__repr__(v)}  # repr keeps nan and inf, which JSON lacks
+        if isinstance(v, _generic):  # NumPy's scalar types cannot be subclassed in Python and changed
             return encode(v.item(), depth)
-        if isinstance(v, (list, tuple)):
-            return {"t": "tuple" if isinstance(v, tuple) else "list", "items": [encode(i, depth + 1) for i in v]}
-        if isinstance(v, dict):
-            if not all(isinstance(k, str) for k in v):
+        if kind in (list, tuple):
+            return {"t": "tuple" if kind is tuple else "list", "items": [encode(i, depth + 1) for i in v]}
+        if kind is dict:
+            if not all(type(k) is str for k in v):
                 raise WireError("dict keys must be strings")
-            return {"t": "dict", "items": {k: encode(i, depth + 1) for k, i in v.items()}}
-        if isinstance(v, np.ndarray):
+            return {"t": "dict", "items": {k: encode(i, depth + 1) for k, i in dict.items(v)}}
+        if isinstance(v, _ndarray):
             if v.dtype.name not in NUMPY_DTYPES:
                 raise WireError(f"arrays of dtype {v.dtype} cannot cross")
             # np.array(..., subok=False) drops any subclass: only the values cross, not their methods
-            return {"t": "ndarray", "file": add_array(np.array(v, order="C", subok=False))}
+            return {"t": "ndarray", "file": add_array(_array(v, order="C", subok=False))}
         torch = _torch_if_loaded()
         if torch is not None and isinstance(v, torch.Tensor):
             return _encode_tensor(torch, v, add_array)
-        raise WireError(f"values of type {type(v).__name__} cannot cross")
+        if isinstance(v, (list, tuple, dict, float, int, str)):
+            raise WireError(f"values of type {kind.__name__} cannot cross: return a plain "
+                            f"{next(t for t in (bool, int, float, str, list, tuple, dict) if isinstance(v, t)).__name__}")
+        raise WireError(f"values of type {kind.__name__} cannot cross")
 
-    manifest = json.dumps(encode(value)).encode()
+    manifest = _dumps(encode(value)).encode()
     return {MANIFEST: manifest, **files}
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    """A C-ordered array of a numeric or bool dtype as the bytes np.save writes for it (format 1.0)."""
+    header = f"{{'descr': '{a.dtype.str}', 'fortran_order': False, 'shape': {tuple(a.shape)!r}, }}"
+    padded = header + " " * (-(10 + len(header) + 1) % NPY_ALIGN) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(padded).to_bytes(2, "little") + padded.encode("latin-1") + _tobytes(a, "C")
 
 
 def unpack(files, max_bytes: int = 1 << 30, allow_devices=("cpu", "cuda")):
