@@ -26,8 +26,8 @@ import torch
 
 import helpers
 from autograder.cli import main as autograder_main
-from helpers import (assert_pastes_score_nothing, assert_rejected_and_named, correct_excess, judged_answers,
-                     known_mistake, mutated, named_mistakes, run_cell, solution_source, submission, write)
+from helpers import (assert_pastes_score_nothing, assert_rejected_and_named, correct_excess, judged,
+                     judged_answers, known_mistake, mutated, named_mistakes, run_cell, solution_source, submission, write)
 from normgrad.cases import load
 
 CHAPTER_6 = open(os.path.join(os.path.dirname(__file__), "..", "normgrad", "triton_layernorm.py")).read()
@@ -437,3 +437,76 @@ def test_partials_stored_over_by_264_programs_are_named(student, function):
     assert trial.judge(returned, trial.expected), f"{mistake} at 264 programs passes"
     found = diagnose(load("06-triton"), function, trial, returned)
     assert found is not None and found.name == mistake, found
+
+
+def test_a_notebook_stops_testing_a_function_after_a_test_ran_out_of_time(monkeypatch):
+    """A lock never released spun a core for a minute per test, each visible test in turn; the grader already
+    stopped at the first. The notebook's tests now do too."""
+    import triton  # noqa: F401  (a notebook's kernels have imported it: the interpreter's tests run in children)
+
+    from normgrad.cases import child, judge
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    started = []
+
+    def spinning(run, seconds):
+        started.append(seconds)
+        return [f"took longer than {seconds:.0f} s and was stopped (an endless loop, a lock never released?)"]
+
+    monkeypatch.setattr(child, "in_child", spinning)
+    verdict = judge("06-triton", "layernorm_dx_triton", lambda *args: None, names={"float32", "float64"})
+    assert len(started) == 1 and len(verdict) == 2, verdict
+    first, second = verdict.values()
+    assert first[0].startswith("took longer than") and second == ["not run: an earlier test of layernorm_dx_triton "
+                                                                  "ran out of time"]
+
+
+# A student's step 2: every program adds its share into dgamma and dbeta of gamma's dtype with atomics. Right in
+# float32; in bfloat16 Triton's interpreter refuses the atomic, and its bare error said nothing of why.
+ATOMICS_IN_GAMMAS_DTYPE = '''
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rows(DY, X, W, MU, RS, DX, DG, DB, M, N, P, sd, sx, B: tl.constexpr):
+    pid = tl.program_id(0)
+    cols = tl.arange(0, B)
+    m = cols < N
+    w = tl.load(W + cols, mask=m, other=0.0).to(tl.float32)
+    acc_g = tl.zeros((B,), dtype=tl.float32)
+    acc_b = tl.zeros((B,), dtype=tl.float32)
+    for row in range(pid, M, P):
+        dy = tl.load(DY + row * sd + cols, mask=m, other=0.0).to(tl.float32)
+        xh = (tl.load(X + row * sx + cols, mask=m, other=0.0).to(tl.float32) - tl.load(MU + row)) * tl.load(RS + row)
+        g = dy * w
+        dx = tl.load(RS + row) * (g - tl.sum(g, axis=0) / N - xh * (tl.sum(g * xh, axis=0) / N))
+        tl.store(DX + row * N + cols, dx.to(DX.dtype.element_ty), mask=m)
+        acc_g += dy * xh
+        acc_b += dy
+    tl.atomic_add(DG + cols, acc_g.to(DG.dtype.element_ty), mask=m)
+    tl.atomic_add(DB + cols, acc_b.to(DB.dtype.element_ty), mask=m)
+
+
+def layernorm_backward_triton(dy, x, gamma, mean, rstd):
+    M, N = x.shape
+    dy, x = dy.contiguous(), x.contiguous()
+    dx = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    dgamma, dbeta = torch.zeros_like(gamma), torch.zeros_like(gamma)
+    P = min(M, 4)
+    _rows[(P,)](dy, x, gamma, mean, rstd, dx, dgamma, dbeta, M, N, P, dy.stride(0), x.stride(0),
+                B=triton.next_power_of_2(N))
+    return dx, dgamma, dbeta
+'''
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU adds bfloat16 atomically; the interpreter does not")
+def test_atomics_on_a_16_bit_buffer_are_named_under_the_interpreter():
+    from normgrad import triton_layernorm  # noqa: F401  (without CUDA, Triton's interpreter, before any @jit)
+
+    verdict = judged("06-triton", "layernorm_backward_triton", ATOMICS_IN_GAMMAS_DTYPE, isolated=True,
+                     names={"float32", "bfloat16"})
+    passed, failed = verdict["layernorm_backward_triton/float32"], verdict["layernorm_backward_triton/bfloat16"]
+    message = next(m.message for m in load("06-triton").mistakes if m.name == "half-atomics")
+    assert passed == [] and any(message in p for p in failed), verdict

@@ -259,7 +259,7 @@ def test_float16_through_bfloat16_fails_the_float16_tests_and_is_named(judged_mu
 def test_a_bfloat16_nan_under_the_interpreter_is_explained(judged_mutants):
     failed, problems = judged_mutants["no-upcast"]
     assert {"bfloat16", "bfloat16-wide"} <= failed, problems
-    assert "NaN in bfloat16 usually means arithmetic on loaded values that were not converted" in problems
+    assert "NaN in bfloat16 also comes from arithmetic on loaded values that were not converted" in problems
 
 
 def test_overwritten_partials_fail_wherever_a_program_has_several_rows(judged_mutants):

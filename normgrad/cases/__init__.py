@@ -328,9 +328,13 @@ def _judged(assignment: Assignment, function: str, target, hidden: bool | None, 
     devices = available_devices()
     if _interpreting_triton():
         calling.fit_triton_interpreter()  # an older Triton's interpreter beside a newer NumPy
+    stopped = False  # a test ran out of time: an endless loop will not end the next time either (as the grader)
     for case in [c for c in assignment.cases_of(function, hidden=hidden) if names is None or c.name in names]:
         for device in [d for d in case.devices if d in devices]:
             where = f" [{device}]" if len(case.devices) > 1 else ""
+            if stopped:
+                yield case, device, where, [f"not run: an earlier test of {function} ran out of time"]
+                continue
             if isolated and device == "cpu" and _interpreting_triton() and hasattr(os, "fork"):
                 # A kernel that reads or writes out of bounds can crash Triton's interpreter: run
                 # each test in a child process, so a crash fails that test and the notebook goes on.
@@ -338,6 +342,7 @@ def _judged(assignment: Assignment, function: str, target, hidden: bool | None, 
 
                 problems = in_child(lambda: _check(assignment, function, case, device, seed, target),
                                     case.seconds * 3)
+                stopped = bool(problems) and problems[0].startswith("took longer than")
                 mistake = diagnose_error(assignment, function, problems[0]) if len(problems) == 1 else None
                 if mistake:  # the child could not name what killed it
                     problems.append(f"this matches a known mistake: {mistake.message} (see {mistake.link})")

@@ -50,14 +50,16 @@ def trial(shape, dtype, **options):
 
 
 INTERPRETER_NAN = (
-    "under the interpreter (TRITON_INTERPRET=1), NaN in bfloat16 usually means arithmetic on loaded values that "
+    "under the interpreter (TRITON_INTERPRET=1), NaN in bfloat16 also comes from arithmetic on loaded values that "
     "were not converted first: NumPy has no bfloat16, so the interpreter's bfloat16 arithmetic is not the GPU's; "
     "convert every load to float32 (tl.load(...).to(tl.float32)), partial sums read back included, keep "
     "sums and partial sums in float32, and round only when storing the results")
 
 
 UNWRITTEN = ("memory made by torch.empty reads as NaN in these tests until a program stores to it: check that "
-             "the programs of your launch write every row and every column of each output")
+             "the programs of your launch write every row and every column of each output. A value read from "
+             "where no input lies is as likely: a load without its mask, or with <= N for < N, reads past the end "
+             "of a row or of gamma, and a tensor indexed with another's strides reads the wrong places")
 
 
 # Said where a cancelling case fails and no known mistake matches: 16-bit arithmetic in a kernel, which these cases

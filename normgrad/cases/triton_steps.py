@@ -117,8 +117,12 @@ CASES = [
 CHAPTER = "06-triton.html"
 CRASH = r"crashed \(SIG(SEGV|BUS|ABRT)\)"  # a stray store can corrupt the heap: abort
 MISSING_MASK = ("a load or store without a mask, or with one that lets an index reach N (`<=` for `<`): it read or "
-                "wrote past the end of a tensor, which crashes Triton's interpreter (on a GPU it reads garbage or "
-                "faults)", f"{CHAPTER}#masks-and-blocks")
+                "wrote past the end of a tensor; a stray store crashes Triton's interpreter, a stray load reads "
+                "whatever lies there (on a GPU either reads garbage or faults)", f"{CHAPTER}#masks-and-blocks")
+# Triton's interpreter has no 16-bit atomics; the contract wants the sums across programs in float32 anyway
+HALF_ATOMICS = ("an atomic operation on a 16-bit tensor, which Triton's interpreter refuses ('Unsupported data "
+                "type'): add dgamma's and dbeta's shares into a float32 buffer, as the contract keeps every sum in "
+                "float32, and convert when storing the result", "04-numerics.html#half-precision")
 
 
 def _dx_slip(slip):
@@ -148,6 +152,7 @@ MISTAKES = [
     *[Mistake(DX, slip, message, f"{CHAPTER}#{anchor}", _dx_slip(slip))
       for slip, (message, anchor) in DX_SLIPS.items()],
     *[Mistake(f, "missing-mask", *MISSING_MASK, impl=None, raises=CRASH) for f in (DX, RMS)],
+    *[Mistake(f, "half-atomics", *HALF_ATOMICS, impl=None, raises=r"Unsupported data type") for f in (LN, RMS)],
     *rms.mistakes(RMS, ("mean-subtracted", "mean-term-kept", "no-projection")),
     # Rounded to nearest, and as Triton's interpreter stores a float32 into bfloat16: rounded toward zero.
     *[Mistake(RMS, "half-dgamma", *HALF_PARTIALS, fitted_to_programs(rms.partials_members("half-dgamma", t), PROGRAMS))
