@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -81,11 +82,19 @@ def cell_scores(report: Report, cells: dict[str, float]) -> dict[str, float]:
     return scores
 
 
+# The times nbgrader writes ("2026-01-21 12:00:00.000000 UTC") and the usual ISO spellings. Only these reach
+# nbgrader's parser: for a word it takes as a time zone, dateutil opens a file of that name (a path, a FIFO).
+TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+                       r"( ?(UTC|GMT|Z|[+-][0-9]{2}:?[0-9]{2}))?")
+
+
 def parse_timestamp(text: str | None):
-    """nbgrader's timestamp.txt as a datetime, or None when missing or unreadable."""
+    """nbgrader's timestamp.txt as a datetime, or None when missing or unreadable (text from a submission)."""
+    if not text or not TIMESTAMP.fullmatch(text.strip()):
+        return None
     try:
-        return parse_utc(text.strip()) if text else None
-    except (ValueError, OverflowError, TypeError):
+        return parse_utc(text.strip())
+    except Exception:  # noqa: BLE001  (a month 13, a day 32: no time, whatever the parser raises)
         return None
 
 

@@ -160,15 +160,18 @@ def test_a_timestamp_that_holds_no_time_is_named_not_taken_for_an_early_one(tmp_
     from autograder import submissions
 
     root = tmp_path / "submitted"
+    fifo = tmp_path / "zone"  # dateutil opened a word it took for a time zone as a file: a FIFO hung the grader
+    os.mkfifo(fifo)
     stamps = {"late": "2026-01-21 12:00:00.000000 UTC", "bom": "\ufeff2026-01-21 12:00:00.000000 UTC",
-              "words": "submitted late, sorry", "year5": "20260-01-21 12:00:00 UTC", "empty": ""}
+              "words": "submitted late, sorry", "year5": "20260-01-21 12:00:00 UTC", "empty": "",
+              "zone": f"2026-01-21 12:00:00 {fifo}", "long": "2026-01-21 12:00:00 " + "A" * 180}
     for student, text in stamps.items():
         (write(solved("01-forward"), root, student, "01-forward").parent / "timestamp.txt").write_text(text)
     warnings = []
     found = {s.student: s for s in scan(root, lambda a: "forward.ipynb", warnings.append)}
     for student in ("late", "bom"):  # a byte-order mark is an editor's, not the student's time
         assert found[student].timestamp == stamps["late"] and found[student].warnings() == []
-    for student in ("words", "year5", "empty"):
+    for student in ("words", "year5", "empty", "zone", "long"):
         assert found[student].timestamp is None and found[student].timestamp_kind == submissions.NO_TIME
         assert found[student].warnings() == [f"timestamp.txt is {submissions.NO_TIME}: no submission time is "
                                              "known, so no late penalty was applied; the instructor is told"]
