@@ -347,3 +347,41 @@ def test_an_answer_that_changes_what_the_grader_runs_between_calls_scores_nothin
     changed = f"your code changed {what}, which the grader itself runs between your function's calls"
     # a trace function fires as the call returns, still under its guard, where torch refuses to compute
     assert changed in said or (hook == "sys.settrace" and "torch computed" in said and REFUSED in said), said
+
+
+INTACT = '''
+import signal, sys
+sys.path.insert(0, "autograder/inside")
+import numpy, torch
+import intact
+
+intact.take()
+assert intact.changed() is None
+signal.signal(signal.SIGALRM, lambda *a: None)  # a handler of the answer's: put back, and named
+try:
+    intact.disarm()
+except intact.Tampered as e:
+    print("disarm:", e.what, signal.getsignal(signal.SIGALRM) is signal.SIG_DFL)
+assert intact.changed() is None
+numpy.foo = 1  # a new name in a module: nothing the sandbox calls
+assert intact.changed() is None
+torch.Tensor.cpu = lambda t: t  # a new name in torch.Tensor shadows its C base's method
+print("changed:", intact.changed())
+del torch.Tensor.cpu
+save, numpy.save = numpy.save, print
+print("changed:", intact.changed())
+numpy.save = save
+assert intact.changed() is None
+heard = []
+sys.addaudithook(lambda event, args: heard.append(event))  # refused, silently, as Python refuses it
+compile("1", "<x>", "eval")  # an audited event
+print("audit hook heard:", heard)
+'''
+
+
+def test_intact_names_what_changed_puts_back_a_handler_and_refuses_an_audit_hook():
+    done = subprocess.run([sys.executable, "-c", INTACT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["disarm: the handler of SIGALRM True", "changed: torch.Tensor.cpu",
+                                        "changed: numpy.save",
+                                        "audit hook heard: []"], done.stdout

@@ -44,6 +44,41 @@ def test_wire_drops_array_subclasses_to_their_values(tmp_path):
     assert type(back) is np.ndarray
 
 
+class _Ran(list):  # a subclass's methods are the student's code: packing must not run them
+    ran = []
+
+    def __iter__(self):
+        _Ran.ran.append("__iter__")
+        return super().__iter__()
+
+
+class _Lying(float):
+    def __repr__(self):
+        _Lying.ran = True
+        return "0.5"
+
+
+@pytest.mark.parametrize("make,plain", [(lambda: _Ran([1.0]), "list"), (lambda: _Lying(2.0), "float"),
+                                        (lambda: {"k": _Ran()}, "list")], ids=["list", "float", "nested"])
+def test_wire_refuses_subclasses_of_plain_types_without_running_them(make, plain):
+    value = make()
+    _Ran.ran.clear()
+    _Lying.ran = False
+    with pytest.raises(wire.WireError, match=f"cannot cross: return a plain {plain}"):
+        wire.pack(value)
+    assert _Ran.ran == [] and not _Lying.ran
+
+
+@pytest.mark.parametrize("array", [np.arange(12.0).reshape(3, 4).T, np.array(3.5), np.ones((2, 0, 3), bool),
+                                   np.arange(5, dtype=np.int16), np.zeros((1,) * 20, np.float16)])
+def test_wire_writes_npy_that_numpy_and_its_own_reader_read_alike(array):
+    import io
+
+    data = wire.npy_bytes(np.array(array, order="C"))
+    for back in (np.load(io.BytesIO(data), allow_pickle=False), wire.parse_npy(data)):
+        assert back.dtype == array.dtype and back.shape == array.shape and np.array_equal(back, array)
+
+
 @pytest.mark.parametrize("value", [object(), np.array([object()]), {1: 2}, lambda: 0])
 def test_wire_refuses_what_is_not_plain_data(tmp_path, value):
     with pytest.raises(wire.WireError):

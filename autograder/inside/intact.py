@@ -26,13 +26,9 @@ MODULES = ("__main__", "builtins", "calling", "confine", "contextlib", "gc", "in
            "torch", "torch._C", "torch.cuda", "torch.overrides", "torch.utils._python_dispatch")
 _MISSING = object()
 _noted: list = []  # (what it is called, the mapping it lives in, key, the object it was)
-_hooks: dict = {}
+_hooks: dict = {}  # what each hook was (see _current_hooks)
+_handlers: dict = {}  # signal -> its handler
 _classes: list = []  # (class, its name, the names in its own dict)
-
-
-def _callable_or_module(value) -> bool:
-    return isinstance(value, (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType)) or \
-        callable(value)
 
 
 def take() -> None:
@@ -41,13 +37,18 @@ def take() -> None:
     for name, module in modules.items():
         _noted.append((f"sys.modules[{name!r}]", sys.modules, name, module))
         for key, value in list(vars(module).items()):
-            if _callable_or_module(value):
+            if callable(value) or isinstance(value, types.ModuleType):
                 _noted.append((f"{name}.{key}", vars(module), key, value))
     torch = modules.get("torch")
     if torch is not None:  # a name added to the class shadows a method of its C base: all of its names count
         _classes.append((torch.Tensor, "torch.Tensor", frozenset(vars(torch.Tensor))))
         for key, value in list(vars(torch.Tensor).items()):
             _noted.append((f"torch.Tensor.{key}", vars(torch.Tensor), key, value))
+    for number in signal.valid_signals():
+        try:
+            _handlers[signal.Signals(number)] = signal.getsignal(number)
+        except (ValueError, OSError):  # a real-time signal without a name, or one Python cannot ask of
+            continue
     _hooks.update(_current_hooks())
     sys.addaudithook(_no_audit_hooks)
 
@@ -56,11 +57,7 @@ def _current_hooks() -> dict:
     hooks = {"sys.settrace": sys.gettrace(), "sys.setprofile": sys.getprofile(),
              "gc.callbacks": tuple(gc.callbacks), "sys.meta_path": tuple(sys.meta_path),
              "sys.path_hooks": tuple(sys.path_hooks)}
-    for number in signal.valid_signals():
-        try:
-            hooks[f"the handler of {signal.Signals(number).name}"] = signal.getsignal(number)
-        except (ValueError, OSError):  # a real-time signal without a name, or one Python cannot ask of
-            continue
+    hooks.update({f"the handler of {sig.name}": signal.getsignal(sig) for sig in _handlers})
     torch = sys.modules.get("torch")
     if torch is not None and getattr(torch, "__file__", None):
         hooks["a torch function mode left on"] = torch._C._len_torch_function_stack()
@@ -101,27 +98,26 @@ def disarm() -> None:
     """Put back the hooks through which Python would run the student's code of its own accord (a trace or
     profile function, a gc callback, a signal handler or timer), and raise Tampered if one was set. Called
     as a call returns, while its guard still holds: a hook that fires here cannot compute."""
-    found = []
-    if sys.gettrace() is not None or sys.getprofile() is not None:
-        found.append("sys.settrace" if sys.gettrace() is not None else "sys.setprofile")
-        sys.settrace(None)
-        sys.setprofile(None)
+    found = [what for what, hook in (("sys.settrace", sys.gettrace()), ("sys.setprofile", sys.getprofile())) if hook]
+    sys.settrace(None)
+    sys.setprofile(None)
     if not _same(tuple(gc.callbacks), _hooks["gc.callbacks"]):
         found.append("gc.callbacks")
         gc.callbacks[:] = _hooks["gc.callbacks"]
     for timer in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL):
         if signal.setitimer(timer, 0) != (0.0, 0.0):
             found.append("a signal timer")
-    for what, before in _hooks.items():
-        if what.startswith("the handler of ") and signal.getsignal(signal.Signals[what.split()[-1]]) is not before:
-            found.append(what)
-            signal.signal(signal.Signals[what.split()[-1]], before)
+    for sig, before in _handlers.items():
+        if signal.getsignal(sig) is not before:
+            found.append(f"the handler of {sig.name}")
+            signal.signal(sig, before)
     if found:
         raise Tampered(found[0])
 
 
 def _no_audit_hooks(event: str, args) -> None:
-    # an audit hook would run the student's code on the events of this program's own work (an import)
+    # an audit hook would run the student's code on the events of this program's own work (an import);
+    # Python drops a hook that a RuntimeError here refuses, without a word
     if event == "sys.addaudithook":
         raise RuntimeError("this grader does not let an answer add an audit hook")
 

@@ -96,10 +96,9 @@ def pack(value) -> dict[str, bytes]:
         torch = _torch_if_loaded()
         if torch is not None and isinstance(v, torch.Tensor):
             return _encode_tensor(torch, v, add_array)
-        if isinstance(v, (list, tuple, dict, float, int, str)):
-            raise WireError(f"values of type {kind.__name__} cannot cross: return a plain "
-                            f"{next(t for t in (bool, int, float, str, list, tuple, dict) if isinstance(v, t)).__name__}")
-        raise WireError(f"values of type {kind.__name__} cannot cross")
+        plain = next((t for t in (int, float, str, list, tuple, dict) if isinstance(v, t)), None)
+        raise WireError(f"values of type {kind.__name__} cannot cross" +
+                        (f": return a plain {plain.__name__}" if plain else ""))
 
     manifest = _dumps(encode(value)).encode()
     return {MANIFEST: manifest, **files}
