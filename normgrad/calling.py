@@ -6,6 +6,6 @@ the notebooks and `normgrad.cases` import it.
 """
 
 from autograder.inside.calling import (  # noqa: F401
-    NO_AUTOGRAD, PROTOCOLS, fit_triton_interpreter, invoke, lock_autograd, no_autograd)
+    NO_AUTOGRAD, PROTOCOLS, bounds, fit_triton_interpreter, invoke, lock_autograd, no_autograd)
 
-__all__ = ["NO_AUTOGRAD", "PROTOCOLS", "fit_triton_interpreter", "invoke", "lock_autograd", "no_autograd"]
+__all__ = ["NO_AUTOGRAD", "PROTOCOLS", "bounds", "fit_triton_interpreter", "invoke", "lock_autograd", "no_autograd"]

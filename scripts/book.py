@@ -38,9 +38,10 @@ def build_wheel(dest: Path) -> Path:
     """Build the wheel of `normgrad` alone (the notebooks' library, not the grader) into `dest`."""
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(ROOT / "normgrad", Path(tmp) / "normgrad", ignore=shutil.ignore_patterns("__pycache__"))
-        # normgrad.calling names the sandbox's calling module, which imports nothing of the course: the wheel,
-        # which holds no grader, carries that one file in its place.
-        shutil.copyfile(ROOT / "autograder" / "inside" / "calling.py", Path(tmp) / "normgrad" / "calling.py")
+        # normgrad.calling names the sandbox's calling module, which imports nothing of the course but its
+        # neighbour bounds.py: the wheel, which holds no grader, carries those two files in its place.
+        for name in ("calling.py", "bounds.py"):
+            shutil.copyfile(ROOT / "autograder" / "inside" / name, Path(tmp) / "normgrad" / name)
         # TOML's basic strings read JSON's escapes, so json.dumps writes them
         fields = {key: PROJECT[key] for key in ("name", "version", "requires-python", "dependencies")}
         fields["description"] = "The course's library for its exercise notebooks: oracles, tolerances, checks, test cases."

@@ -1,10 +1,11 @@
 """Exercise 06's added kernels (COURSE_API.md, "Added in the second edition"), in a file of their own: on a GPU
 each mutant compiles, and beside 04's and 05's added functions one test worker held them all.
 
-- every named mistake rejected and named with its section, judged in this process; the kernel that crashes
-  Triton's interpreter graded through the autograder, named with its link to the book;
+- every named mistake rejected and named with its section, judged in this process; the kernel without masks,
+  which reads megabytes past its tensors, graded through the autograder, named with its link to the book;
 - chapter 6's code, pasted under the added names, scores nothing on them;
-- a kernel that crashes Triton's interpreter fails its test in the notebook, which goes on;
+- in the notebook, a load past a row's end (`<=` for `<`) stops with the tensor it strayed from, a masked load
+  without `other` reads NaN, and a kernel that crashes the interpreter fails its test, and the notebook goes on;
 - the kernels' mistakes against the tolerance, beside the solution's, and 16-bit arithmetic in a kernel;
 - the fits of a chunk width and of a number of programs: a slip named whatever the launch, a hostile answer
   read as no match;
@@ -28,6 +29,7 @@ import helpers
 from autograder.cli import main as autograder_main
 from helpers import (assert_pastes_score_nothing, assert_rejected_and_named, correct_excess, judged,
                      judged_answers, known_mistake, mutated, named_mistakes, run_cell, solution_source, submission, write)
+from normgrad.calling import bounds
 from normgrad.cases import load
 
 CHAPTER_6 = open(os.path.join(os.path.dirname(__file__), "..", "normgrad", "triton_layernorm.py")).read()
@@ -85,22 +87,23 @@ SUBMISSIONS = {
     },
 }
 
-# It crashes Triton's interpreter, so it is graded through the autograder, whose sandbox contains the crash:
+# Its stray loads stop the kernel (calling.bounds); were that check ever bypassed, they would crash Triton's
+# interpreter, so it is graded through the autograder, whose sandbox contains a crash:
 # here only a judge forked per case would survive it, and forked after torch has run here, those hang.
-CRASHING = ("06-triton", "m1", "layernorm_dx_triton")
+UNMASKED = ("06-triton", "m1", "layernorm_dx_triton")
 
 
 
 @pytest.fixture(scope="module")
 def verdicts():
     """(assignment, student, function) -> case id -> its problems: each mutant and paste judged once, here."""
-    return judged_answers(SUBMISSIONS, skip={CRASHING})
+    return judged_answers(SUBMISSIONS, skip={UNMASKED})
 
 
 @pytest.fixture(scope="module")
-def crash_graded(tmp_path_factory):
-    """The crashing kernel alone, graded through the autograder: case id -> (passed, hidden, feedback)."""
-    assignment, student, function = CRASHING
+def unmasked_graded(tmp_path_factory):
+    """The kernel without masks alone, graded through the autograder: case id -> (passed, hidden, feedback)."""
+    assignment, student, function = UNMASKED
     root = tmp_path_factory.mktemp("submitted")
     source = SUBMISSIONS[assignment][student][function][1]()
     write(submission(assignment, {function: source}), root, student, assignment)
@@ -120,7 +123,7 @@ def crash_graded(tmp_path_factory):
 UNNAMED_ON_A_GPU = {("rmsnorm_backward_triton", "half-dgamma")}
 
 
-NAMED = named_mistakes(SUBMISSIONS, skip={CRASHING})
+NAMED = named_mistakes(SUBMISSIONS, skip={UNMASKED})
 
 
 @pytest.mark.parametrize("assignment,student,function,mistake", NAMED, ids=[f"{f}-{m}" for _, _, f, m in NAMED])
@@ -129,16 +132,18 @@ def test_each_mistake_is_rejected_and_named_with_its_section(verdicts, assignmen
     assert_rejected_and_named(verdicts[assignment, student, function], assignment, function, mistake, name_it)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="compiled, the kernel does not crash: on the H200 it ran past "
+@pytest.mark.skipif(torch.cuda.is_available(), reason="compiled, its loads are not checked: on the H200 it ran past "
                                                      "its time limit (gpu-results/run-2)")
-def test_the_kernel_that_crashes_the_interpreter_is_named_with_its_link_to_the_book(crash_graded):
+def test_the_kernel_without_masks_is_stopped_under_the_interpreter_and_named_with_its_link_to_the_book(unmasked_graded):
     from autograder.report import default_book_url
 
-    assignment, student, function = CRASHING
+    assignment, student, function = UNMASKED
     known = known_mistake(assignment, function, SUBMISSIONS[assignment][student][function][0])
-    mine = {case: block for case, (passed, _, block) in crash_graded.items()
+    mine = {case: block for case, (passed, _, block) in unmasked_graded.items()
             if case.startswith(function + "/") and not passed}
-    assert mine, f"{function} with {known.name} was not rejected:\n{crash_graded}"
+    assert mine, f"{function} with {known.name} was not rejected:\n{unmasked_graded}"
+    stray = [case for case, block in mine.items() if bounds.MESSAGE not in block]
+    assert not stray, f"not stopped by the interpreter's bounds: {stray}"
     named = [case for case, block in mine.items()
              if known.message in block and default_book_url() + known.section in block]
     assert named, f"{known.name} was not named with its link to the book:\n{mine}"
@@ -156,15 +161,19 @@ CHILD = textwrap.dedent('''
     import numpy as np
     from normgrad.cases import TestsFailed, run_tests
     sys.path.insert(0, "tests")
-    from helpers import correct_excess, mistake_excess, run_cell, solution_source
-    from test_06_added import SUBMISSIONS
+    from helpers import correct_excess, mistake_excess, mutated, run_cell, solution_source
 
-    crashing = run_cell(SUBMISSIONS["06-triton"]["m1"]["layernorm_dx_triton"][1](), "<crash>")
-    try:
-        run_tests("06-triton", "layernorm_dx_triton", crashing["layernorm_dx_triton"])
-    except TestsFailed as e:
-        print("FAILED:", e)
-    print("the notebook goes on")
+    CRASHING = "import ctypes\\n\\ndef layernorm_dx_triton(dy, x, gamma, mean, rstd):\\n    ctypes.string_at(0)\\n"
+    for answer, source in (("<=", mutated("06-triton", "layernorm_dx_triton", {"ok = j < N": "ok = j <= N"})),
+                           ("no other", mutated("06-triton", "layernorm_dx_triton",
+                                                {", mask=ok, other=0.0)": ", mask=ok)"})),
+                           ("crash", CRASHING)):
+        print("== " + answer)
+        try:
+            run_tests("06-triton", "layernorm_dx_triton", run_cell(source, "<answer>")["layernorm_dx_triton"])
+        except TestsFailed as e:
+            print("FAILED:", e)
+    print("== the notebook goes on")
     solved = {}
     for f in ("layernorm_dx_triton", "layernorm_backward_triton", "rmsnorm_backward_triton"):
         solved.update(run_cell(solution_source("06-triton", f), f"<{f}>"))
@@ -200,12 +209,21 @@ def triton_child(root):
     return done.stdout
 
 
-def test_a_crash_under_the_interpreter_fails_its_test_says_why_and_the_notebook_goes_on(triton_child):
+def test_under_the_interpreter_a_stray_load_stops_masked_off_lanes_read_nan_and_a_crash_fails_its_test(
+        triton_child):
+    """The notebook's runner: a mask of `<=` (which passed every visible test while the interpreter read whatever
+    lay past a row), a masked load without `other` (which passed everything: the interpreter gave zeros there),
+    and a process that dies, each failing every visible test of step 1, saying why, and the notebook goes on."""
     visible = load("06-triton").cases_of("layernorm_dx_triton", hidden=False)
-    assert triton_child.count("FAIL  layernorm_dx_triton/") == len(visible), triton_child  # every test ran
-    assert re.search(r"crashed \(SIG(SEGV|BUS|ABRT)\)", triton_child) and "check the masks" in triton_child
-    assert "this matches a known mistake: a load or store without a mask" in triton_child
-    assert "the notebook goes on" in triton_child
+    said = dict(part.split("\n", 1) for part in triton_child.split("== ")[1:])
+    for answer in ("<=", "no other", "crash"):
+        assert said[answer].count("FAIL  layernorm_dx_triton/") == len(visible), said[answer]
+    assert "a load outside every tensor the kernel was given: 1 of the 301 lanes its mask let through, the first " \
+           "of them 1 element past the end of W" in said["<="], said["<="]
+    assert "this matches a known mistake: a load or store without a mask" in said["<="]
+    assert "non-finite" in said["no other"] and "a masked load without other=" in said["no other"], said["no other"]
+    assert re.search(r"crashed \(SIG(SEGV|BUS|ABRT)\)", said["crash"]) and "check the masks" in said["crash"]
+    assert "the notebook goes on" in said
 
 
 @pytest.mark.parametrize("function,mistake,case,least,correct", TRITON_MARGINS,

@@ -331,6 +331,10 @@ HOOKS = {
     # the guard itself, switched off through the sandbox's own module
     "kernel_work": ("calling.kernel_work", "import contextlib\nimport calling\n"
                     "calling.kernel_work = contextlib.nullcontext\n", "_fill(dx, dy, x, gamma, mean, rstd)"),
+    # the interpreter's memory checks (bounds.py) taken off, so that a load past a row's end would pass
+    "bounds": ("triton.runtime.interpreter.InterpreterBuilder.create_masked_load",
+               "from triton.runtime import interpreter\n_load = interpreter.InterpreterBuilder.create_masked_load\n"
+               "interpreter.InterpreterBuilder.create_masked_load = lambda *a: _load(*a)\n", "pass"),
 }
 
 
@@ -344,7 +348,7 @@ def test_an_answer_that_changes_what_the_grader_runs_between_calls_scores_nothin
                           capture_output=True, text=True, timeout=600)
     said = done.stdout + done.stderr
     assert "layernorm_dx_triton: 0/" in said, said
-    changed = f"your code changed {what}, which the grader itself runs between your function's calls"
+    changed = f"your code changed {what}, which the grader itself relies on to run and check your function's calls"
     # a trace function fires as the call returns, still under its guard, where torch refuses to compute
     assert changed in said or (hook == "sys.settrace" and "torch computed" in said and REFUSED in said), said
 

@@ -59,6 +59,11 @@ import os
 import sys
 import warnings
 
+if __package__:  # autograder.inside, or normgrad in the course's wheel
+    from . import bounds
+else:  # the sandbox runs its files as top-level modules
+    import bounds
+
 PROTOCOLS = ("call", "autograd_function", "shards", "kernels")
 
 NO_AUTOGRAD = ("autograd is switched off while your code is tested: compute the gradient by hand "
@@ -420,15 +425,33 @@ def _run_backward(torch, y, dy, inputs: list, name: str) -> None:
 
 
 def fit_triton_interpreter(force: bool = False) -> bool:
-    """Let Triton's interpreter read a kernel's integer arguments under NumPy 2.5 and later; True if it did.
+    """Fit Triton's interpreter to the course, where it runs; True if this call changed it.
 
-    The interpreter holds a scalar argument as a one-element array. Before Triton 3.7 it reads one as
-    an index with int() on that array, which NumPy 2.5 refuses ("only 0-dimensional arrays can be
-    converted to Python scalars"), so every kernel whose loop runs to an argument (range(0, N, BLOCK))
-    fails. Triton 3.7 squeezes the array first; this does the same for any Triton, where NumPy refuses
-    (or when `force`d). Call it before the kernels run: after triton is imported, or once
-    TRITON_INTERPRET=1 is set (then it loads the interpreter itself, as a notebook's set-up cell needs).
+    - It is made as strict as the language (`bounds`): a load or store outside the kernel's tensors
+      stops the kernel with a message that names the tensor, and a masked load without `other` reads
+      NaN in its masked-off lanes.
+    - It reads a kernel's integer arguments under NumPy 2.5 and later. The interpreter holds a scalar
+      argument as a one-element array; before Triton 3.7 it reads one as an index with int() on that
+      array, which NumPy 2.5 refuses ("only 0-dimensional arrays can be converted to Python scalars"),
+      so every kernel whose loop runs to an argument (range(0, N, BLOCK)) fails. Triton 3.7 squeezes the
+      array first; this does the same for any Triton, where NumPy refuses (or when `force`d).
+
+    Call it before the kernels run: after triton is imported, or once TRITON_INTERPRET=1 is set (then it
+    loads the interpreter itself, as a notebook's set-up cell needs).
     """
+    interpreter = sys.modules.get("triton.runtime.interpreter")
+    if interpreter is None and os.environ.get("TRITON_INTERPRET") == "1":
+        try:
+            import triton.runtime.interpreter as interpreter
+        except ImportError:  # no Triton here: nothing to fit
+            return False
+    if interpreter is None:
+        return False
+    strict = bounds.install(interpreter)
+    return _fit_index(interpreter, force) or strict
+
+
+def _fit_index(interpreter, force: bool) -> bool:
     if not force:
         import numpy as np
 
@@ -439,12 +462,6 @@ def fit_triton_interpreter(force: bool = False) -> bool:
                 return False
             except TypeError:
                 pass
-    interpreter = sys.modules.get("triton.runtime.interpreter")
-    if interpreter is None and os.environ.get("TRITON_INTERPRET") == "1":
-        try:
-            import triton.runtime.interpreter as interpreter
-        except ImportError:  # no Triton here: nothing to fit
-            return False
     original = getattr(interpreter, "_patch_lang_tensor", None)
     if original is None or getattr(original, "fitted", False):
         return False

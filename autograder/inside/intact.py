@@ -5,9 +5,10 @@ computes nothing); between two calls, `__main__` runs outside it: it reads the n
 the results, writes them out. Whatever it calls there that a submission could replace (`numpy.save`, a
 method of `torch.Tensor`, `calling.kernel_work`, a trace function, a gc callback, a signal handler)
 would run the submission's code outside those guards, where torch computes freely: a Triton exercise
-answered by torch after its launcher returned. So `take()`, before the first cell, notes the functions,
-classes and modules of the modules that program uses, torch.Tensor's methods, those modules' entries in
-`sys.modules`, and the hooks through which Python runs code of its own accord; `changed()`, after every
+answered by torch after its launcher returned. And the interpreter's classes hold the memory checks of
+`bounds` during a call. So `take()`, before the first cell, notes the functions, classes and modules of
+the modules that program uses, the names of torch.Tensor and of those two classes, those modules'
+entries in `sys.modules`, and the hooks through which Python runs code of its own accord; `changed()`, after every
 cell and every call, names the first that is no longer what it was, and `disarm()`, still under the
 guard when a call returns, takes away the hooks it left. Adding a name to a module changes nothing
 here: only a replaced or deleted one does. (The other exercises have no per-call guard to get around:
@@ -21,9 +22,14 @@ import signal
 import sys
 import types
 
-MODULES = ("__main__", "builtins", "calling", "confine", "contextlib", "gc", "intact", "io", "json",
+MODULES = ("__main__", "bounds", "builtins", "calling", "confine", "contextlib", "gc", "intact", "io", "json",
            "json.decoder", "json.encoder", "math", "numpy", "os", "protocol", "re", "signal", "sys", "wire",
-           "torch", "torch._C", "torch.cuda", "torch.overrides", "torch.utils._python_dispatch")
+           "torch", "torch._C", "torch.cuda", "torch.overrides", "torch.utils._python_dispatch",
+           "triton.runtime.interpreter")
+# Classes whose every name counts: a name added to torch.Tensor shadows a method of its C base, and the
+# interpreter's builder and launcher hold the checks of `bounds` (the memory a kernel may touch).
+CLASSES = (("torch", "Tensor"), ("triton.runtime.interpreter", "InterpreterBuilder"),
+           ("triton.runtime.interpreter", "GridExecutor"))
 _MISSING = object()
 _noted: list = []  # (what it is called, the mapping it lives in, key, the object it was)
 _hooks: dict = {}  # what each hook was (see _current_hooks)
@@ -39,11 +45,12 @@ def take() -> None:
         for key, value in list(vars(module).items()):
             if callable(value) or isinstance(value, types.ModuleType):
                 _noted.append((f"{name}.{key}", vars(module), key, value))
-    torch = modules.get("torch")
-    if torch is not None:  # a name added to the class shadows a method of its C base: all of its names count
-        _classes.append((torch.Tensor, "torch.Tensor", frozenset(vars(torch.Tensor))))
-        for key, value in list(vars(torch.Tensor).items()):
-            _noted.append((f"torch.Tensor.{key}", vars(torch.Tensor), key, value))
+    for module, name in CLASSES:
+        cls = getattr(modules.get(module), name, None)
+        if isinstance(cls, type):
+            _classes.append((cls, f"{module}.{name}", frozenset(vars(cls))))
+            for key, value in list(vars(cls).items()):
+                _noted.append((f"{module}.{name}.{key}", vars(cls), key, value))
     for number in signal.valid_signals():
         try:
             _handlers[signal.Signals(number)] = signal.getsignal(number)
@@ -123,5 +130,5 @@ def _no_audit_hooks(event: str, args) -> None:
 
 
 def message(what: str) -> str:
-    return (f"your code changed {what}, which the grader itself runs between your function's calls: nothing "
-            "more of your notebook is run (an answer has no reason to change the libraries it uses)")
+    return (f"your code changed {what}, which the grader itself relies on to run and check your function's calls: "
+            "nothing more of your notebook is run (an answer has no reason to change the libraries it uses)")

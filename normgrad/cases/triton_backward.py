@@ -57,9 +57,9 @@ INTERPRETER_NAN = (
 
 
 UNWRITTEN = ("memory made by torch.empty reads as NaN in these tests until a program stores to it: check that "
-             "the programs of your launch write every row and every column of each output. A value read from "
-             "where no input lies is as likely: a load without its mask, or with <= N for < N, reads past the end "
-             "of a row or of gamma, and a tensor indexed with another's strides reads the wrong places")
+             "the programs of your launch write every row and every column of each output. NaN as likely comes "
+             "from a masked load without other=: Triton leaves its masked-off lanes undefined, and its "
+             "interpreter, as the course runs it, reads them as NaN, so a sum over them is NaN; give other=0.0")
 
 
 # Said where a cancelling case fails and no known mistake matches: 16-bit arithmetic in a kernel, which these cases

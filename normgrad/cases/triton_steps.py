@@ -11,17 +11,20 @@ on the CPU otherwise (small shapes, time limits). Step 1 takes the trials of exe
 layer norm and keeps their `dx`; step 3 takes exercise 04's RMSNorm trials.
 
 Mistakes that show as values are diagnosed by running them in float64 (`torch_trials`,
-`rmsnorm_backward`); a load or store without a mask shows as a crash of the interpreter, and is
-named from the test's error (`Mistake.raises`), in the notebook's runner and in the grader.
+`rmsnorm_backward`); a load or store without a mask stops the interpreter (`calling.bounds`), or
+crashes it where that check did not run, and is named from the test's error (`Mistake.raises`), in the
+notebook's runner and in the grader.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from functools import partial
 
 import torch
 
+from ..calling import bounds
 from . import Mistake
 from . import rmsnorm_backward as rms
 from .judging import value_problems
@@ -115,10 +118,13 @@ CASES = [
 # --- Known mistakes -------------------------------------------------------------------------------
 
 CHAPTER = "06-triton.html"
-CRASH = r"crashed \(SIG(SEGV|BUS|ABRT)\)"  # a stray store can corrupt the heap: abort
-MISSING_MASK = ("a load or store without a mask, or with one that lets an index reach N (`<=` for `<`): it read or "
-                "wrote past the end of a tensor; a stray store crashes Triton's interpreter, a stray load reads "
-                "whatever lies there (on a GPU either reads garbage or faults)", f"{CHAPTER}#masks-and-blocks")
+# Under the interpreter a lane outside the kernel's tensors stops the kernel (calling.bounds); a crash is
+# what is left where that check did not run (a stray store can corrupt the heap: abort)
+STRAY = rf"{re.escape(bounds.MESSAGE)}|crashed \(SIG(SEGV|BUS|ABRT)\)"
+MISSING_MASK = ("a load or store without a mask, or with one that lets an index reach N (`<=` for `<`): it reached "
+                "past the end of a tensor. Triton's interpreter, as the course runs it, stops there and names the "
+                "tensor; on a GPU a stray load reads garbage or faults, and a stray store corrupts memory",
+                f"{CHAPTER}#masks-and-blocks")
 # Triton's interpreter has no 16-bit atomics; the contract wants the sums across programs in float32 anyway
 HALF_ATOMICS = ("an atomic operation on a 16-bit tensor, which Triton's interpreter refuses ('Unsupported data "
                 "type'): add dgamma's and dbeta's shares into a float32 buffer, as the contract keeps every sum in "
@@ -151,7 +157,7 @@ MISTAKES = [
       for slip, message, impl in chunk_width_slips(dx_only=True)],
     *[Mistake(DX, slip, message, f"{CHAPTER}#{anchor}", _dx_slip(slip))
       for slip, (message, anchor) in DX_SLIPS.items()],
-    *[Mistake(f, "missing-mask", *MISSING_MASK, impl=None, raises=CRASH) for f in (DX, RMS)],
+    *[Mistake(f, "missing-mask", *MISSING_MASK, impl=None, raises=STRAY) for f in (DX, RMS)],
     *[Mistake(f, "half-atomics", *HALF_ATOMICS, impl=None, raises=r"Unsupported data type") for f in (LN, RMS)],
     *rms.mistakes(RMS, ("mean-subtracted", "mean-term-kept", "no-projection")),
     # Rounded to nearest, and as Triton's interpreter stores a float32 into bfloat16: rounded toward zero.

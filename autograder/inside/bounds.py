@@ -1,0 +1,129 @@
+"""Triton's interpreter made as strict as the language: memory outside a kernel's tensors, and masked-off lanes.
+
+Under the interpreter a kernel's pointers are plain addresses in this process. A load past the end of
+a row (no mask, or `cols <= N` for `cols < N`) reads whatever lies there, often a neighbour's value or a
+zero, and a test may pass by luck; a stray store corrupts the heap, and the process dies later,
+somewhere else. And a masked load without `other=` gives its masked-off lanes zeros here, where the
+language leaves them undefined: a kernel that sums them passes on the CPU for a reason the GPU never
+promised (today's GPU back ends happen to zero them too; PyTorch's Inductor passes `other` anyway,
+pytorch/pytorch#127311).
+
+`install()` wraps the interpreter's loads, stores and atomics: a lane the mask lets through must lie in
+one of the tensors the launch was given (a view's first to last element), or the kernel stops with
+`OutOfBounds`, which names the tensor and how far off the lane was; and a masked load without `other`
+reads NaN in its masked-off floating-point lanes, so that a sum over them shows. A correct kernel runs
+as before. The notebooks' tests, the grader's sandbox and the book's chapter all run kernels so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MESSAGE = "outside every tensor the kernel was given"  # the start of every OutOfBounds message (cases match it)
+_BFLOAT16_NAN = 0x7FC0  # the interpreter holds bfloat16 as its bits, in uint16
+_launch: list | None = None  # (argument's name, first byte, end byte) of the running launch's tensors
+
+
+class OutOfBounds(IndexError):
+    """A kernel's load, store or atomic reached memory outside the tensors its launch was given."""
+
+
+def install(interpreter) -> bool:
+    """Make Triton's `interpreter` module strict (see the module's text); True if this call did."""
+    builder, executor = interpreter.InterpreterBuilder, interpreter.GridExecutor
+    if getattr(builder.create_masked_load, "strict", False):
+        return False
+    load, store = builder.create_masked_load, builder.create_masked_store
+    rmw, cas = builder.create_atomic_rmw, builder.create_atomic_cas
+    init_args = executor._init_args_hst
+
+    def init_args_hst(self, args_dev, kwargs):
+        args_hst, kwargs_hst = init_args(self, args_dev, kwargs)
+        spans: list = []
+        for name, arg in [*zip(self.arg_names, args_hst), *kwargs_hst.items()]:
+            _note(str(name), arg, spans)
+        global _launch
+        _launch = spans
+        return args_hst, kwargs_hst
+
+    def create_masked_load(self, ptrs, mask, other, *rest):
+        _check("a load", ptrs, mask)
+        if other is None and not np.all(mask.data):
+            other = _poison(interpreter, ptrs)
+        return load(self, ptrs, mask, other, *rest)
+
+    def create_masked_store(self, ptrs, value, mask, *rest):
+        _check("a store", ptrs, mask)
+        return store(self, ptrs, value, mask, *rest)
+
+    def create_atomic_rmw(self, op, ptr, val, mask, *rest):
+        _check("an atomic operation", ptr, mask)
+        return rmw(self, op, ptr, val, mask, *rest)
+
+    def create_atomic_cas(self, ptr, *rest):
+        _check("an atomic compare-and-swap", ptr, None)
+        return cas(self, ptr, *rest)
+
+    for function in (create_masked_load, create_masked_store, create_atomic_rmw, create_atomic_cas):
+        function.strict = True
+        setattr(builder, function.__name__, function)
+    executor._init_args_hst = init_args_hst
+    return True
+
+
+def _note(name: str, arg, spans: list) -> None:
+    """Add the bytes each tensor in `arg` spans (a tuple's members, a descriptor's or a wrapper's base)."""
+    if isinstance(arg, tuple):
+        for i, member in enumerate(arg):
+            _note(f"{name}[{i}]", member, spans)
+        return
+    while not hasattr(arg, "untyped_storage") and hasattr(arg, "base"):
+        arg = arg.base
+    if not hasattr(arg, "untyped_storage"):
+        return
+    start = arg.data_ptr()
+    elements = 0 if arg.numel() == 0 else 1 + sum((n - 1) * s for n, s in zip(arg.shape, arg.stride()))
+    spans.append((name, start, start + elements * arg.element_size()))
+
+
+def _check(what: str, ptrs, mask) -> None:
+    if _launch is None:  # not in a launch this module saw begin
+        return
+    addresses = ptrs.data
+    if mask is not None:
+        addresses = addresses[np.broadcast_to(mask.data, addresses.shape)]
+    if addresses.size == 0:
+        return
+    size = max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
+    inside = np.zeros(addresses.shape, dtype=bool)
+    for _, start, end in _launch:
+        inside |= (addresses >= start) & (addresses + size <= end)
+    if not inside.all():
+        raise OutOfBounds(_described(what, addresses[~inside], addresses.size, size))
+
+
+def _described(what: str, outside, lanes: int, size: int) -> str:
+    """Where the first stray lane fell, from the nearest tensor (by name and elements of its own type)."""
+    first = int(outside[0])
+    where = "far from all of them"
+    if _launch:
+        name, start, end = min(_launch, key=lambda s: s[1] - first if first < s[1] else max(0, first + size - s[2]))
+        off = (start - first + size - 1) // size if first < start else (first + size - end + size - 1) // size
+        if off < 1 << 20:
+            side = "before the start" if first < start else "past the end"
+            where = f"the first of them {off} element{'s' * (off > 1)} {side} of {name}"
+    return (f"{what} {MESSAGE}: {outside.size} of the {lanes} lanes its mask let through, {where}; check the "
+            "mask (`cols < N`, not `<=`) and the strides")
+
+
+def _poison(interpreter, ptrs):
+    """A masked load's masked-off lanes: NaN for a floating-point type, zero (as before) for others."""
+    element = ptrs.get_element_ty()
+    dtype = interpreter._get_np_dtype(element)
+    if element.is_bf16():
+        fill = _BFLOAT16_NAN
+    elif np.issubdtype(dtype, np.floating):
+        fill = np.nan
+    else:
+        fill = 0
+    return interpreter.TensorHandle(np.full(ptrs.data.shape, fill, dtype=dtype), element)
