@@ -692,6 +692,85 @@ def test_the_triton_interpreter_is_fitted_to_read_indices_as_numpy_2_5_allows(ro
     assert done.returncode == 0 and done.stdout.strip() == "fitted", done.stderr[-3000:]
 
 
+STRICT_INTERPRETER = """
+import os
+os.environ["TRITON_INTERPRET"] = "1"
+import torch, triton, triton.language as tl
+from triton.runtime import interpreter
+from normgrad.calling import bounds
+
+@triton.jit
+def row_sums(X, W, OUT, N, stride, BLOCK: tl.constexpr, LE: tl.constexpr, OTHER: tl.constexpr, SHIFT: tl.constexpr):
+    r = tl.program_id(0)
+    j = tl.arange(0, BLOCK) + SHIFT
+    ok = j <= N if LE else j < N
+    if OTHER:
+        x = tl.load(X + r * stride + j, mask=ok, other=0.0).to(tl.float32)
+    else:
+        x = tl.load(X + r * stride + j, mask=ok).to(tl.float32)
+    tl.store(OUT + r, tl.sum(x * tl.load(W + j, mask=j < N, other=0.0).to(tl.float32), axis=0))
+
+@triton.jit
+def scatter(OUT, N, BLOCK: tl.constexpr, ATOMIC: tl.constexpr):
+    j = tl.arange(0, BLOCK)
+    if ATOMIC:
+        tl.atomic_add(OUT + j, 1.0, mask=j <= N)
+    else:
+        tl.store(OUT + j, 1.0, mask=j <= N)
+
+def run(kernel, *args, **meta):
+    try:
+        kernel[(args[0].shape[0] if kernel is row_sums else 1,)](*args, **meta)
+        return "ran"
+    except Exception as e:  # the interpreter wraps what stopped a kernel
+        return str(e)
+
+M, N = 5, 300
+wide = torch.randn(M, 320)
+x, w, out = wide[:, :N], torch.randn(N), torch.empty(M)
+row = dict(BLOCK=512, LE=False, OTHER=True, SHIFT=0)
+# as Triton ships its interpreter: a mask of <= reads past x's rows and the last row past x, unseen;
+# a load without other sums zeros
+print("before:", run(row_sums, x, w, out, N, 320, **dict(row, LE=True)),
+      run(row_sums, x, w, out, N, 320, **dict(row, OTHER=False)), bool(out.isfinite().all()))
+assert interpreter.InterpreterBuilder.create_masked_load is not None
+from normgrad.calling import fit_triton_interpreter
+assert fit_triton_interpreter() and not fit_triton_interpreter()
+print("right:", run(row_sums, x, w, out, N, 320, **row), float((out - x @ w).abs().max()) < 1e-4)
+print("<=:", run(row_sums, x, w, out, N, 320, **dict(row, LE=True)))
+print("shifted:", run(row_sums, x, w, out, N, 320, **dict(row, SHIFT=-3)))
+for dtype in (torch.float32, torch.float16, torch.bfloat16):
+    xs = x.to(dtype)
+    print("no other:", dtype, run(row_sums, xs, w.to(dtype), out, N, xs.stride(0), **dict(row, OTHER=False)),
+          int(out.isnan().sum()))
+o = torch.zeros(N)
+print("store:", run(scatter, o, N, BLOCK=512, ATOMIC=False))
+print("atomic:", run(scatter, o, N, BLOCK=512, ATOMIC=True))
+"""
+
+
+def test_the_strict_interpreter_stops_lanes_outside_the_launchs_tensors_and_poisons_masked_off_lanes(root):
+    """bounds.py: what Triton's interpreter let through before it (a `<=` mask, a load without `other`), and what
+    it stops after: loads, stores and atomics past a tensor's end or before its start, named; a view's extent
+    (x: 5 rows of 300 in rows of 320) is its first to last element, not its storage; masked-off lanes NaN in
+    float32, float16 and bfloat16; a right kernel untouched."""
+    done = subprocess.run([sys.executable, "-c", STRICT_INTERPRETER], cwd=root, env=child_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = done.stdout.splitlines()
+    stopped = "OutOfBounds('{} outside every tensor the kernel was given: {} of the {} lanes its mask let through, " \
+              "the first of them {}; check the mask (`cols < N`, not `<=`) and the strides')"
+    assert said == [
+        "before: ran ran True",
+        "right: ran True",
+        "<=: " + stopped.format("a load", 1, 301, "1 element past the end of X"),
+        "shifted: " + stopped.format("a load", 3, 303, "3 elements before the start of X"),
+        *[f"no other: torch.{t} ran 5" for t in ("float32", "float16", "bfloat16")],
+        "store: " + stopped.format("a store", 1, 301, "1 element past the end of OUT"),
+        "atomic: " + stopped.format("an atomic operation", 1, 301, "1 element past the end of OUT"),
+    ], done.stdout
+
+
 # --- frames: the only way data crosses the sandbox wall ---------------------------------------
 
 def test_frames_arrive_whole_in_any_chunking():
