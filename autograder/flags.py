@@ -56,7 +56,7 @@ _FORWARD_AD = {"make_dual", "unpack_dual", "dual_level", "enter_dual_level", "_m
 _ENGINE = {"_execution_engine", "run_backward", "_queue_callback", "queue_callback", "_ImperativeEngine",
            "_engine_run_backward", "_jit_differentiate", "_ENGINE", "_LockedEngine", "_distributed_autograd"}
 # The modules beside the student's code in the sandbox (and the grader's package): never an answer's import
-_INSIDE = {"calling", "protocol", "wire", "autograder", "__main__"}
+_INSIDE = {"bounds", "calling", "confine", "intact", "protocol", "wire", "autograder", "__main__"}
 # The one part of torch.autograd an honest answer imports: the Function machinery (Function, once_differentiable)
 _AUTOGRAD_ALLOWED = "torch.autograd.function"
 _INTERNALS = {
@@ -320,6 +320,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                     flag(node, f"imports {m}")
                 elif m.split(".")[0] in _INSIDE and not (isinstance(node, ast.ImportFrom) and node.level):
                     flag(node, f"imports the grader's own module {m}")
+                elif m.startswith("triton.runtime.interpreter") or (
+                        m == "triton.runtime" and any(a.name == "interpreter" for a in node.names)):
+                    flag(node, "imports Triton's interpreter, whose loads and stores the grader checks")
                 elif m.split(".")[0] in _SPAWNING_MODULES:
                     flag(node, f"imports {m}, which starts other processes (their PyTorch is not locked)")
                 elif m.split(".")[0] == "cmath":

@@ -331,10 +331,13 @@ HOOKS = {
     # the guard itself, switched off through the sandbox's own module
     "kernel_work": ("calling.kernel_work", "import contextlib\nimport calling\n"
                     "calling.kernel_work = contextlib.nullcontext\n", "_fill(dx, dy, x, gamma, mean, rstd)"),
-    # the interpreter's memory checks (bounds.py) taken off, so that a load past a row's end would pass
+    # the interpreter's memory checks (bounds.py) taken off, on its class or on its one builder
     "bounds": ("triton.runtime.interpreter.InterpreterBuilder.create_masked_load",
                "from triton.runtime import interpreter\n_load = interpreter.InterpreterBuilder.create_masked_load\n"
                "interpreter.InterpreterBuilder.create_masked_load = lambda *a: _load(*a)\n", "pass"),
+    "builder": ("triton.runtime.interpreter.interpreter_builder.create_masked_store",
+                "from triton.runtime import interpreter\nb = interpreter.interpreter_builder\n"
+                "b.create_masked_store = lambda *a: None\n", "pass"),
 }
 
 

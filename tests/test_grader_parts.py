@@ -381,6 +381,9 @@ def test_the_sandbox_seal_leaves_no_way_to_run_the_engine():
     ("import calling\ne = calling._ENGINE[0]\n", "imports the grader's own module calling"),
     ("from calling import _ENGINE\n", "imports the grader's own module calling"),
     ("import protocol, wire\n", "imports the grader's own module wire"),
+    ("import bounds\nbounds._launch = None\n", "imports the grader's own module bounds"),
+    ("from triton.runtime import interpreter\n", "imports Triton's interpreter"),
+    ("import triton.runtime.interpreter as i\n", "imports Triton's interpreter"),
     ("import torch.distributed.autograd as da\n", "imports torch.distributed.autograd"),
 ])
 def test_the_engine_and_the_sandbox_modules_are_flagged(source, needle):
@@ -746,6 +749,30 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
 o = torch.zeros(N)
 print("store:", run(scatter, o, N, BLOCK=512, ATOMIC=False))
 print("atomic:", run(scatter, o, N, BLOCK=512, ATOMIC=True))
+
+@triton.jit
+def unmasked(X, OUT, BLOCK: tl.constexpr):
+    tl.store(OUT, tl.sum(tl.load(X + tl.arange(0, BLOCK)), axis=0))
+
+print("unmasked:", run(unmasked, torch.randn(N), out, BLOCK=512))
+
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+@triton.jit
+def described(D, OUT, BLOCK: tl.constexpr):  # a descriptor's load passes its options by keyword
+    tl.store(OUT + tl.arange(0, BLOCK), D.load([0]))
+
+v, copied = torch.arange(16.0), torch.zeros(16)
+print("descriptor:", run(described, TensorDescriptor.from_tensor(v, [16]), copied, BLOCK=16), torch.equal(v, copied))
+
+def switched_off(meta):  # the grid is worked out after the launch noted its tensors
+    bounds._launch = None
+    return (M,)
+
+try:
+    row_sums[switched_off](x, w, out, N, 320, **row)
+except Exception as e:
+    print("switched off:", e)
 """
 
 
@@ -753,21 +780,29 @@ def test_the_strict_interpreter_stops_lanes_outside_the_launchs_tensors_and_pois
     """bounds.py: what Triton's interpreter let through before it (a `<=` mask, a load without `other`), and what
     it stops after: loads, stores and atomics past a tensor's end or before its start, named; a view's extent
     (x: 5 rows of 300 in rows of 320) is its first to last element, not its storage; masked-off lanes NaN in
-    float32, float16 and bfloat16; a right kernel untouched."""
+    float32, float16 and bfloat16; a right kernel, and a descriptor's load, untouched; a launch whose noted tensors
+    were taken away stops."""
     done = subprocess.run([sys.executable, "-c", STRICT_INTERPRETER], cwd=root, env=child_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     said = done.stdout.splitlines()
     stopped = "OutOfBounds('{} outside every tensor the kernel was given: {} of the {} lanes its mask let through, " \
-              "the first of them {}; check the mask (`cols < N`, not `<=`) and the strides')"
+              "the first of them {}, the tensor it lies nearest; check the {}')"
+    mask = "mask (`cols < N`, not `<=`) and the strides"
     assert said == [
         "before: ran ran True",
         "right: ran True",
-        "<=: " + stopped.format("a load", 1, 301, "1 element past the end of X"),
-        "shifted: " + stopped.format("a load", 3, 303, "3 elements before the start of X"),
+        "<=: " + stopped.format("a load", 1, 301, "1 element past the end of X", mask),
+        "shifted: " + stopped.format("a load", 3, 303, "3 elements before the start of X",
+                                     "offsets (a negative one?) and the strides"),
         *[f"no other: torch.{t} ran 5" for t in ("float32", "float16", "bfloat16")],
-        "store: " + stopped.format("a store", 1, 301, "1 element past the end of OUT"),
-        "atomic: " + stopped.format("an atomic operation", 1, 301, "1 element past the end of OUT"),
+        "store: " + stopped.format("a store", 1, 301, "1 element past the end of OUT", mask),
+        "atomic: " + stopped.format("an atomic operation", 1, 301, "1 element past the end of OUT", mask),
+        "unmasked: " + stopped.format("a load", 212, 512, "1 element past the end of X", mask).replace(
+            "of the 512 lanes its mask let through", "of its 512 lanes"),
+        "descriptor: ran True",
+        "switched off: OutOfBounds('a load outside every tensor the kernel was given: the tensors of this launch were "
+        "not noted, the check was switched off')",
     ], done.stdout
 
 

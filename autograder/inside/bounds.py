@@ -6,13 +6,19 @@ zero, and a test may pass by luck; a stray store corrupts the heap, and the proc
 somewhere else. And a masked load without `other=` gives its masked-off lanes zeros here, where the
 language leaves them undefined: a kernel that sums them passes on the CPU for a reason the GPU never
 promised (today's GPU back ends happen to zero them too; PyTorch's Inductor passes `other` anyway,
-pytorch/pytorch#127311).
+pytorch/pytorch#126535).
 
 `install()` wraps the interpreter's loads, stores and atomics: a lane the mask lets through must lie in
 one of the tensors the launch was given (a view's first to last element), or the kernel stops with
 `OutOfBounds`, which names the tensor and how far off the lane was; and a masked load without `other`
 reads NaN in its masked-off floating-point lanes, so that a sum over them shows. A correct kernel runs
 as before. The notebooks' tests, the grader's sandbox and the book's chapter all run kernels so.
+
+Two limits, chosen: a kernel may touch the elements of the views it was given, not the rest of their
+storage (a halo read of `buf[1:9]` at index -1 stops: pass `buf`), and only the tensors its launch was
+given (pointers loaded from memory, as a grouped GEMM's, stop). Neither is in the course's contracts.
+And one not chosen: a lane that strays into another argument (the next row of x, or gamma lying just
+past x) is inside a tensor; only its value shows, against the oracle, as the tests compare them.
 """
 
 from __future__ import annotations
@@ -31,8 +37,8 @@ class OutOfBounds(IndexError):
 def install(interpreter) -> bool:
     """Make Triton's `interpreter` module strict (see the module's text); True if this call did."""
     builder, executor = interpreter.InterpreterBuilder, interpreter.GridExecutor
-    if getattr(builder.create_masked_load, "strict", False):
-        return False
+    if getattr(builder.create_masked_load, "strict", False) or not hasattr(executor, "_init_args_hst"):
+        return False  # done, or an older Triton, whose launches this does not know
     load, store = builder.create_masked_load, builder.create_masked_store
     rmw, cas = builder.create_atomic_rmw, builder.create_atomic_cas
     init_args = executor._init_args_hst
@@ -46,23 +52,24 @@ def install(interpreter) -> bool:
         _launch = spans
         return args_hst, kwargs_hst
 
-    def create_masked_load(self, ptrs, mask, other, *rest):
+    # The interpreter passes the options after the first three by position or by keyword (a descriptor's load)
+    def create_masked_load(self, ptrs, mask, other, *rest, **options):
         _check("a load", ptrs, mask)
         if other is None and not np.all(mask.data):
             other = _poison(interpreter, ptrs)
-        return load(self, ptrs, mask, other, *rest)
+        return load(self, ptrs, mask, other, *rest, **options)
 
-    def create_masked_store(self, ptrs, value, mask, *rest):
+    def create_masked_store(self, ptrs, value, mask, *rest, **options):
         _check("a store", ptrs, mask)
-        return store(self, ptrs, value, mask, *rest)
+        return store(self, ptrs, value, mask, *rest, **options)
 
-    def create_atomic_rmw(self, op, ptr, val, mask, *rest):
+    def create_atomic_rmw(self, op, ptr, val, mask, *rest, **options):
         _check("an atomic operation", ptr, mask)
-        return rmw(self, op, ptr, val, mask, *rest)
+        return rmw(self, op, ptr, val, mask, *rest, **options)
 
-    def create_atomic_cas(self, ptr, *rest):
+    def create_atomic_cas(self, ptr, *rest, **options):
         _check("an atomic compare-and-swap", ptr, None)
-        return cas(self, ptr, *rest)
+        return cas(self, ptr, *rest, **options)
 
     for function in (create_masked_load, create_masked_store, create_atomic_rmw, create_atomic_cas):
         function.strict = True
@@ -87,9 +94,10 @@ def _note(name: str, arg, spans: list) -> None:
 
 
 def _check(what: str, ptrs, mask) -> None:
-    if _launch is None:  # not in a launch this module saw begin
-        return
+    if _launch is None:  # every launch notes its tensors first: none noted is this module's state undone
+        raise OutOfBounds(f"{what} {MESSAGE}: the tensors of this launch were not noted, the check was switched off")
     addresses = ptrs.data
+    lanes = addresses.size
     if mask is not None:
         addresses = addresses[np.broadcast_to(mask.data, addresses.shape)]
     if addresses.size == 0:
@@ -99,21 +107,24 @@ def _check(what: str, ptrs, mask) -> None:
     for _, start, end in _launch:
         inside |= (addresses >= start) & (addresses + size <= end)
     if not inside.all():
-        raise OutOfBounds(_described(what, addresses[~inside], addresses.size, size))
+        raise OutOfBounds(_described(what, addresses[~inside], addresses.size, lanes, size))
 
 
-def _described(what: str, outside, lanes: int, size: int) -> str:
-    """Where the first stray lane fell, from the nearest tensor (by name and elements of its own type)."""
+def _described(what: str, outside, allowed: int, lanes: int, size: int) -> str:
+    """How many lanes strayed, and where the first fell from the tensor it lies nearest (in its elements)."""
     first = int(outside[0])
-    where = "far from all of them"
+    where, hint = "far from all of them", "check how its pointers are computed, and the strides"
     if _launch:
         name, start, end = min(_launch, key=lambda s: s[1] - first if first < s[1] else max(0, first + size - s[2]))
-        off = (start - first + size - 1) // size if first < start else (first + size - end + size - 1) // size
+        before = first < start
+        off = (start - first + size - 1) // size if before else (first + size - end + size - 1) // size
         if off < 1 << 20:
-            side = "before the start" if first < start else "past the end"
-            where = f"the first of them {off} element{'s' * (off > 1)} {side} of {name}"
-    return (f"{what} {MESSAGE}: {outside.size} of the {lanes} lanes its mask let through, {where}; check the "
-            "mask (`cols < N`, not `<=`) and the strides")
+            side = "before the start" if before else "past the end"
+            where = f"the first of them {off} element{'s' * (off > 1)} {side} of {name}, the tensor it lies nearest"
+            hint = ("check the offsets (a negative one?) and the strides" if before else
+                    "check the mask (`cols < N`, not `<=`) and the strides")
+    of = f"of its {lanes} lanes" if allowed == lanes else f"of the {allowed} lanes its mask let through"
+    return f"{what} {MESSAGE}: {outside.size} {of}, {where}; {hint}"
 
 
 def _poison(interpreter, ptrs):

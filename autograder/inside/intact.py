@@ -30,11 +30,14 @@ MODULES = ("__main__", "bounds", "builtins", "calling", "confine", "contextlib",
 # interpreter's builder and launcher hold the checks of `bounds` (the memory a kernel may touch).
 CLASSES = (("torch", "Tensor"), ("triton.runtime.interpreter", "InterpreterBuilder"),
            ("triton.runtime.interpreter", "GridExecutor"))
+# Objects the sandbox's work goes through, whose own attributes must not shadow their class's methods
+INSTANCES = (("triton.runtime.interpreter", "interpreter_builder"),)
 _MISSING = object()
 _noted: list = []  # (what it is called, the mapping it lives in, key, the object it was)
 _hooks: dict = {}  # what each hook was (see _current_hooks)
 _handlers: dict = {}  # signal -> its handler
 _classes: list = []  # (class, its name, the names in its own dict)
+_instances: list = []  # (object, its name)
 
 
 def take() -> None:
@@ -51,6 +54,11 @@ def take() -> None:
             _classes.append((cls, f"{module}.{name}", frozenset(vars(cls))))
             for key, value in list(vars(cls).items()):
                 _noted.append((f"{module}.{name}.{key}", vars(cls), key, value))
+    for module, name in INSTANCES:
+        obj = getattr(modules.get(module), name, None)
+        if obj is not None:
+            _noted.append((f"{module}.{name}", vars(modules[module]), name, obj))
+            _instances.append((obj, f"{module}.{name}"))
     for number in signal.valid_signals():
         try:
             _handlers[signal.Signals(number)] = signal.getsignal(number)
@@ -87,6 +95,10 @@ def changed() -> str | None:
         added = sorted(set(vars(cls)) - names)
         if added:
             return f"{name}.{added[0]}"
+    for obj, name in _instances:
+        shadowing = sorted(key for key in vars(obj) if callable(getattr(type(obj), key, None)))
+        if shadowing:
+            return f"{name}.{shadowing[0]}"
     for what, value in _current_hooks().items():
         if not _same(value, _hooks.get(what, _MISSING)):
             return what
