@@ -40,6 +40,7 @@ from __future__ import annotations
 import ast
 import re
 
+from .copied import copied
 from .course import nbgrader_meta, notebooks, read
 from .pycode import defined_names, parse, unreadable
 
@@ -395,7 +396,7 @@ def read_submission(assignment: str, picked) -> list[str]:
     imports, kernels, own = _trusted(assignment)
     flags, their_imports, their_kernels = [], set(), 0
     for p in picked:
-        for line, what in read_cell(p.source, own):
+        for line, what in read_cell(p.source, own) + copied(p.source):
             flags.append(f"cell {p.label!r} line {line}: {what}")
         tree = parse(p.source)
         if tree is not None:

@@ -97,6 +97,9 @@ def build(assignment: str, out: Path) -> Path:
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "autograder", folder / "autograder", ignore=skip)
     shutil.copytree(ROOT / "normgrad", folder / "normgrad", ignore=skip)
+    (folder / "chapters").mkdir()
+    for page in (ROOT / "chapters").glob("*.md"):  # the book's code, which the static read knows a copy of
+        shutil.copyfile(page, folder / "chapters" / page.name)
     trusted = notebooks(assignment)
     for path in (trusted.source, trusted.release):
         target = folder / path.relative_to(ROOT)

@@ -45,7 +45,7 @@ import triton.language as tl  # noqa: E402
 
 from normgrad.calling import fit_triton_interpreter  # noqa: E402  (absolute: chapters run this source as a cell)
 
-fit_triton_interpreter()  # where the interpreter runs: an older Triton's beside a newer NumPy
+fit_triton_interpreter()  # where the interpreter runs: as strict as the language, and beside any NumPy
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

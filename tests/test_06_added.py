@@ -153,6 +153,22 @@ def test_the_chapters_code_under_the_added_names_scores_nothing_on_them(verdicts
     assert_pastes_score_nothing(verdicts, SUBMISSIONS, "06-triton")
 
 
+def test_the_chapters_code_that_answers_step_1_is_flagged_with_the_chapter_it_comes_from(tmp_path):
+    """`[0]` of chapter 6's three gradients, pasted from the book's pages, passes step 1 but for float64, which the
+    chapter's launchers refuse: 27 of 30 points. The grade keeps them (flags score nothing, by policy) and the
+    instructor's review names each of the chapter's functions it copied."""
+    shown = "\n".join(line for line in CHAPTER_6.splitlines() if "fit_triton_interpreter" not in line)  # the book's
+    paste = shown + ("\n\ndef layernorm_dx_triton(dy, x, gamma, mean, rstd):\n"                        # pages
+                     "    return layernorm_backward_rowwise(dy, x, gamma, mean, rstd)[0]\n")
+    path = write(submission("06-triton", {"layernorm_dx_triton": paste}), tmp_path, "paster", "06-triton")
+    done = subprocess.run([sys.executable, "-m", "autograder", "check", str(path), "--assignment", "06-triton"],
+                          capture_output=True, text=True, timeout=600)
+    said = done.stdout + done.stderr
+    assert "layernorm_dx_triton: 27/30" in said, said
+    assert "flagged for the instructor's review" in said and "which is chapter 6's `_dx_row_kernel` as the book " \
+                                                             "shows it (names aside)" in said, said
+
+
 # --- the notebook's runner survives a crash; margins; compiled for a GPU -----------------------
 
 CHILD = textwrap.dedent('''

@@ -982,3 +982,55 @@ def test_npy_files_are_parsed_strictly(header):
     assert wire.parse_npy(good.getvalue()).tolist() == [0.0]
     with pytest.raises(wire.WireError, match="trailing"):
         wire.parse_npy(good.getvalue() + b"x")
+
+
+# --- the book's own functions, copied ----------------------------------------------------------
+
+class _Renamed(__import__("ast").NodeTransformer):
+    """Every argument and assigned name of a function given another name: what a copy that hides looks like."""
+
+    def visit_arg(self, node):
+        node.arg = "my_" + node.arg
+        return node
+
+    def visit_Name(self, node):
+        if node.id not in ("tl", "triton", "torch", "range", "min", "max"):
+            node.id = "my_" + node.id
+        return node
+
+
+def test_the_books_own_functions_are_flagged_names_aside_and_no_solution_is():
+    """Chapter 6's row-wise code answers step 1 of exercise 06 (`[0]` of its three gradients passes every test):
+    pasted whole, or with every name of the kernel changed and its docstring and comments gone, its functions are
+    named with the chapter they come from. A kernel with one statement of its own is not, nor is any function
+    of the six solutions, nor the chapter's shortest functions, which anyone who derived them writes alike."""
+    import ast
+
+    import nbformat
+
+    from autograder.copied import book_functions, copied, fingerprint
+    from autograder.course import ROOT
+
+    chapter_6 = (ROOT / "normgrad" / "triton_layernorm.py").read_text()
+    paste = chapter_6 + "\n\ndef layernorm_dx_triton(dy, x, gamma, mean, rstd):\n" \
+                        "    return layernorm_backward_rowwise(dy, x, gamma, mean, rstd)[0]\n"
+    said = [what for _, what in copied(paste)]
+    assert any(w.startswith("defines `_dx_row_kernel`, which is chapter 6's `_dx_row_kernel` as the book shows it")
+               for w in said), said
+    assert any("chapter 6's `layernorm_backward_rowwise`" in w for w in said), said
+    kernel = next(n for n in ast.parse(chapter_6).body if isinstance(n, ast.FunctionDef) and n.name == "_dx_row_kernel")
+    kernel.body = [s for s in kernel.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    kernel.name = "my_kernel"
+    hidden = ast.unparse(_Renamed().visit(kernel))
+    assert "my_row" in hidden and '"""' not in hidden
+    assert [w for _, w in copied(hidden)] == ["defines `my_kernel`, which is chapter 6's `_dx_row_kernel` as the book "
+                                              "shows it (names aside): the exercise asks for code of your own"]
+    changed = hidden.replace("tl.program_id(0)", "tl.program_id(axis=0)")
+    assert changed != hidden and copied(changed) == []
+    for assignment in ("01-forward", "02-chain-rule", "03-variance-derivative", "04-code-mapping", "05-thnn",
+                       "06-triton"):
+        cells = nbformat.read(notebooks(assignment).source, 4).cells
+        assert [h for c in cells if c.cell_type == "code" for h in copied(c.source)] == [], assignment
+    assert len(book_functions()) >= 20  # chapter 6's kernels and launchers, and the longer functions of 1, 2, 4, 5
+    formula = ast.parse("def f(x):\n    m = x.mean(1, keepdims=True)\n    return (x - m) / x.std(1, keepdims=True)\n")
+    assert fingerprint(formula.body[0]) is None  # shorter than LEAST_NODES

@@ -1,0 +1,88 @@
+"""The book's own functions in a submission, names aside: what a student copied rather than wrote.
+
+An exercise asks for code its chapter did not hand over, but a chapter works its own code through in
+the open, and some of it would answer a step (chapter 6's row-wise kernel, with `[0]`, answers step 1
+of exercise 06). The static read cannot tell a copy that was understood from one that was not, so it
+only says where a submitted function is one of the book's: its statements the same, node for node,
+once its docstring is dropped and its own names (arguments and what it assigns) are numbered in order
+of appearance. What it calls (tl.load, torch.empty) keeps its name. Short functions are left out: a
+three-line formula is written alike by anyone who derived it.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from functools import lru_cache
+
+from .course import ROOT
+
+CHAPTERS = ROOT / "chapters"
+LEAST_NODES = 60  # below this a function is a formula or two: written alike by anyone who derived it
+_CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.S | re.M)
+_INCLUDED = re.compile(r"^```\{literalinclude\} (\S+)", re.M)
+
+
+def fingerprint(function: ast.FunctionDef) -> str | None:
+    """The function's statements with its own names numbered and its docstring dropped; None if short."""
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        body = body[1:]
+    own = [a.arg for a in function.args.posonlyargs + function.args.args + function.args.kwonlyargs]
+    own += [n.id for s in body for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+    numbers = {name: f"v{i}" for i, name in enumerate(dict.fromkeys(own))}
+    size = 0
+    for statement in body:
+        for n in ast.walk(statement):
+            size += 1
+            if isinstance(n, ast.Name) and n.id in numbers:
+                n.id = numbers[n.id]
+    if size < LEAST_NODES:
+        return None
+    return "\n".join(ast.dump(s, annotate_fields=False, include_attributes=False) for s in body)
+
+
+def _functions(source: str):
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):  # a cell of IPython's own syntax, or one with a null byte
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            yield node
+
+
+@lru_cache(maxsize=1)
+def book_functions() -> dict[str, str]:
+    """fingerprint -> 'chapter 6's `name`' for every function of some length in the chapters' code cells and
+    in the files they include."""
+    found = {}
+    for page in sorted(CHAPTERS.glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        chapter = page.stem.split("-")[0]
+        where = f"chapter {chapter.lstrip('0') or chapter}" if chapter.isdigit() else f"the book's {page.stem}"
+        sources = [m.group(1) for m in _CELL.finditer(text)]
+        for included in dict.fromkeys(_INCLUDED.findall(text)):
+            try:
+                sources.append((page.parent / included).read_text(encoding="utf-8"))
+            except OSError:  # a bundle without that file: its functions go unrecognized
+                continue
+        for source in sources:
+            for function in _functions(source):
+                key = fingerprint(function)
+                if key is not None:
+                    found.setdefault(key, f"{where}'s `{function.name}`")
+    return found
+
+
+def copied(source: str) -> list[tuple[int, str]]:
+    """(line, what) for each function of the cell that is one of the book's, names aside."""
+    book = book_functions()
+    said = []
+    for function in _functions(source):
+        line, name = function.lineno, function.name
+        shown = book.get(fingerprint(function) or "")
+        if shown:
+            said.append((line, f"defines `{name}`, which is {shown} as the book shows it (names aside): the "
+                               "exercise asks for code of your own"))
+    return said
