@@ -164,7 +164,8 @@ def test_the_chapters_code_that_answers_step_1_is_flagged_with_the_chapter_it_co
     done = subprocess.run([sys.executable, "-m", "autograder", "check", str(path), "--assignment", "06-triton"],
                           capture_output=True, text=True, timeout=600)
     said = done.stdout + done.stderr
-    assert "layernorm_dx_triton: 27/30" in said, said
+    # under the interpreter; compiled on a GPU its cases are CUDA's, where only the flag is asserted
+    assert torch.cuda.is_available() or "layernorm_dx_triton: 27/30" in said, said
     assert "flagged for the instructor's review" in said and "which is chapter 6's `_dx_row_kernel` as the book " \
                                                              "shows it (names aside)" in said, said
 
