@@ -16,6 +16,7 @@ import re
 from functools import lru_cache
 
 from .course import ROOT
+from .pycode import parse
 
 CHAPTERS = ROOT / "chapters"
 LEAST_NODES = 60  # below this a function is a formula or two: written alike by anyone who derived it
@@ -39,15 +40,15 @@ def fingerprint(function: ast.FunctionDef) -> str | None:
                 n.id = numbers[n.id]
     if size < LEAST_NODES:
         return None
-    return "\n".join(ast.dump(s, annotate_fields=False, include_attributes=False) for s in body)
+    try:
+        return "\n".join(ast.dump(s, annotate_fields=False, include_attributes=False) for s in body)
+    except RecursionError:  # nested deeper than ast.dump goes: not the book's
+        return None
 
 
 def _functions(source: str):
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):  # a cell of IPython's own syntax, or one with a null byte
-        return
-    for node in ast.walk(tree):
+    tree = parse(source)  # None for what does not parse here (too deep, IPython's syntax): the read flags that
+    for node in ast.walk(tree) if tree is not None else ():
         if isinstance(node, ast.FunctionDef):
             yield node
 

@@ -1034,3 +1034,5 @@ def test_the_books_own_functions_are_flagged_names_aside_and_no_solution_is():
     assert len(book_functions()) >= 20  # chapter 6's kernels and launchers, and the longer functions of 1, 2, 4, 5
     formula = ast.parse("def f(x):\n    m = x.mean(1, keepdims=True)\n    return (x - m) / x.std(1, keepdims=True)\n")
     assert fingerprint(formula.body[0]) is None  # shorter than LEAST_NODES
+    # hostile cells: one too deep for the parser, one it parses but too deep for ast.dump
+    assert copied("_pad = 0" + "+0" * 3000 + "\n") == [] and copied("def f(x):\n    return x" + "+x" * 1500) == []
