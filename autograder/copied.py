@@ -25,7 +25,9 @@ _INCLUDED = re.compile(r"^```\{literalinclude\} (\S+)", re.M)
 
 
 def fingerprint(function: ast.FunctionDef) -> str | None:
-    """The function's statements with its own names numbered and its docstring dropped; None if short."""
+    """The function's statements with its own names numbered and its docstring dropped; None if short.
+    It numbers the names in the tree itself: a nested function is then read with its outer one's numbers,
+    on the book's side and the submission's alike."""
     body = function.body
     if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
         body = body[1:]

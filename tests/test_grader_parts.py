@@ -1036,3 +1036,4 @@ def test_the_books_own_functions_are_flagged_names_aside_and_no_solution_is():
     assert fingerprint(formula.body[0]) is None  # shorter than LEAST_NODES
     # hostile cells: one too deep for the parser, one it parses but too deep for ast.dump
     assert copied("_pad = 0" + "+0" * 3000 + "\n") == [] and copied("def f(x):\n    return x" + "+x" * 1500) == []
+    assert copied("def f(x):\n    return x\x00\n") == [] and copied("%timeit f()\ndef (:\n") == []  # no Python
