@@ -56,14 +56,14 @@ def _functions(source: str):
 
 
 @lru_cache(maxsize=1)
-def book_functions() -> dict[str, str]:
-    """fingerprint -> 'chapter 6's `name`' for every function of some length in the chapters' code cells and
+def book_functions() -> dict[str, tuple[str, str]]:
+    """fingerprint -> (where, name), as ("chapter 6", "_dx_row_kernel"), for every function of some length in the chapters' code cells and
     in the files they include."""
     found = {}
     for page in sorted(CHAPTERS.glob("*.md")):
         text = page.read_text(encoding="utf-8")
         chapter = page.stem.split("-")[0]
-        where = f"chapter {chapter.lstrip('0') or chapter}" if chapter.isdigit() else f"the book's {page.stem}"
+        where = f"chapter {chapter.lstrip('0') or chapter}" if chapter.isdigit() else f"the {page.stem} page"
         sources = [m.group(1) for m in _CELL.finditer(text)]
         for included in dict.fromkeys(_INCLUDED.findall(text)):
             try:
@@ -74,18 +74,27 @@ def book_functions() -> dict[str, str]:
             for function in _functions(source):
                 key = fingerprint(function)
                 if key is not None:
-                    found.setdefault(key, f"{where}'s `{function.name}`")
+                    found.setdefault(key, (where, function.name))
     return found
 
 
-def copied(source: str) -> list[tuple[int, str]]:
-    """(line, what) for each function of the cell that is one of the book's, names aside."""
+def copied(source: str) -> list[tuple[int, str, tuple[str, str]]]:
+    """(line, name, the book's (where, name)) for each function of the cell that is one of the book's,
+    names aside."""
     book = book_functions()
-    said = []
-    for function in _functions(source):
-        line, name = function.lineno, function.name
-        shown = book.get(fingerprint(function) or "")
-        if shown:
-            said.append((line, f"defines `{name}`, which is {shown} as the book shows it (names aside): the "
-                               "exercise asks for code of your own"))
-    return said
+    return [(f.lineno, f.name, book[key]) for f in _functions(source)
+            if (key := fingerprint(f)) is not None and key in book]
+
+
+def flag_copies(copies: list[tuple[str, int, str, tuple[str, str]]]) -> list[str]:
+    """One flag for all of a submission's copies, (cell, line, name, the book's (where, name)) each: a paste
+    of a whole chapter is one line for the instructor to read, not one per function."""
+    def one(cell, line, name, shown):
+        where, its = shown
+        return f"`{name}` (cell {cell!r} line {line})" + ("" if name == its else f", which is {where}'s `{its}`")
+
+    if not copies:
+        return []
+    places = sorted({where for *_, (where, _) in copies})
+    return [f"defines {len(copies)} of {' and '.join(places)}'s functions as the book shows them (names aside): "
+            + "; ".join(one(*c) for c in copies) + ". The exercise asks for code of your own"]

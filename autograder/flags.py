@@ -40,7 +40,7 @@ from __future__ import annotations
 import ast
 import re
 
-from .copied import copied
+from .copied import copied, flag_copies
 from .course import nbgrader_meta, notebooks, read
 from .pycode import defined_names, parse, unreadable
 
@@ -394,14 +394,16 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
 def read_submission(assignment: str, picked) -> list[str]:
     """The flags of a submission's picked cells (`Picked`s, in the order they ran), one line each."""
     imports, kernels, own = _trusted(assignment)
-    flags, their_imports, their_kernels = [], set(), 0
+    flags, copies, their_imports, their_kernels = [], [], set(), 0
     for p in picked:
-        for line, what in read_cell(p.source, own) + copied(p.source):
+        for line, what in read_cell(p.source, own):
             flags.append(f"cell {p.label!r} line {line}: {what}")
+        copies += [(p.label, *found) for found in copied(p.source)]
         tree = parse(p.source)
         if tree is not None:
             their_imports |= _imports(tree)
             their_kernels += _kernels(tree)
+    flags += flag_copies(copies)
     for module in sorted((their_imports & FRAMEWORKS) - imports):
         flags.append(f"imports {module}, which this exercise's own solution does not use")
     if kernels and not their_kernels:

@@ -166,8 +166,8 @@ def test_the_chapters_code_that_answers_step_1_is_flagged_with_the_chapter_it_co
     said = done.stdout + done.stderr
     # under the interpreter; compiled on a GPU its cases are CUDA's, where only the flag is asserted
     assert torch.cuda.is_available() or "layernorm_dx_triton: 27/30" in said, said
-    assert "flagged for the instructor's review" in said and "which is chapter 6's `_dx_row_kernel` as the book " \
-                                                             "shows it (names aside)" in said, said
+    assert "flagged for the instructor's review" in said and "of chapter 6's functions as the book shows them " \
+                                                             "(names aside): `_dx_row_kernel` (cell " in said, said
 
 
 # --- the notebook's runner survives a crash; margins; compiled for a GPU -----------------------

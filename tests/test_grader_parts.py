@@ -1014,17 +1014,15 @@ def test_the_books_own_functions_are_flagged_names_aside_and_no_solution_is():
     chapter_6 = (ROOT / "normgrad" / "triton_layernorm.py").read_text()
     paste = chapter_6 + "\n\ndef layernorm_dx_triton(dy, x, gamma, mean, rstd):\n" \
                         "    return layernorm_backward_rowwise(dy, x, gamma, mean, rstd)[0]\n"
-    said = [what for _, what in copied(paste)]
-    assert any(w.startswith("defines `_dx_row_kernel`, which is chapter 6's `_dx_row_kernel` as the book shows it")
-               for w in said), said
-    assert any("chapter 6's `layernorm_backward_rowwise`" in w for w in said), said
+    said = {name: shown for _, name, shown in copied(paste)}
+    assert said["_dx_row_kernel"] == ("chapter 6", "_dx_row_kernel"), said
+    assert said["layernorm_backward_rowwise"] == ("chapter 6", "layernorm_backward_rowwise"), said
     kernel = next(n for n in ast.parse(chapter_6).body if isinstance(n, ast.FunctionDef) and n.name == "_dx_row_kernel")
     kernel.body = [s for s in kernel.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
     kernel.name = "my_kernel"
     hidden = ast.unparse(_Renamed().visit(kernel))
     assert "my_row" in hidden and '"""' not in hidden
-    assert [w for _, w in copied(hidden)] == ["defines `my_kernel`, which is chapter 6's `_dx_row_kernel` as the book "
-                                              "shows it (names aside): the exercise asks for code of your own"]
+    assert copied(hidden) == [(2, "my_kernel", ("chapter 6", "_dx_row_kernel"))]
     changed = hidden.replace("tl.program_id(0)", "tl.program_id(axis=0)")
     assert changed != hidden and copied(changed) == []
     for assignment in ("01-forward", "02-chain-rule", "03-variance-derivative", "04-code-mapping", "05-thnn",
@@ -1037,3 +1035,24 @@ def test_the_books_own_functions_are_flagged_names_aside_and_no_solution_is():
     # hostile cells: one too deep for the parser, one it parses but too deep for ast.dump
     assert copied("_pad = 0" + "+0" * 3000 + "\n") == [] and copied("def f(x):\n    return x" + "+x" * 1500) == []
     assert copied("def f(x):\n    return x\x00\n") == [] and copied("%timeit f()\ndef (:\n") == []  # no Python
+
+
+def test_a_submissions_copies_are_one_flag_that_names_each_and_where_it_is():
+    """A paste of chapter 6's module is 22 of its functions: one line for the instructor, not 22. A copy under
+    a name of its own says which of the book's functions it is."""
+    from autograder.copied import flag_copies
+    from autograder.course import ROOT
+    from autograder.cells import Picked
+    from autograder.flags import read_submission as flags_of
+
+    chapter_6 = (ROOT / "normgrad" / "triton_layernorm.py").read_text()
+    kernel = chapter_6[chapter_6.index("@triton.jit\ndef _dx_row_kernel"):chapter_6.index("@triton.jit\ndef _column_sums")]
+    renamed = kernel.replace("_dx_row_kernel", "my_kernel")
+    cells = [Picked(label="first", source=chapter_6), Picked(label="second", source=renamed)]
+    flags = [f for f in flags_of("06-triton", cells) if "as the book shows" in f]
+    assert len(flags) == 1, flags
+    assert flags[0].startswith("defines 23 of chapter 6's functions as the book shows them (names aside): "
+                               "`_dx_row_kernel` (cell 'first' line "), flags
+    assert "`my_kernel` (cell 'second' line 2), which is chapter 6's `_dx_row_kernel`" in flags[0], flags
+    assert flags[0].endswith(". The exercise asks for code of your own")
+    assert flag_copies([]) == []
