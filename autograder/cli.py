@@ -107,7 +107,9 @@ def cmd_check(args) -> int:
 def _limits(args) -> Limits:
     if args.memory_mb < 256:
         raise SystemExit("--memory-mb must be at least 256")
-    return Limits(memory_bytes=args.memory_mb << 20)
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise SystemExit("--time-limit must be a positive number of seconds")
+    return Limits(memory_bytes=args.memory_mb << 20, notebook_seconds=args.time_limit)
 
 
 INTERNAL_ERROR = "the grader failed on this notebook (an internal error); ask the instructor"
@@ -451,6 +453,9 @@ def main(argv=None) -> int:
                             "(default: $AUTOGRADER_PRIVATE)")
         p.add_argument("--memory-mb", type=int, default=Limits.memory_bytes >> 20,
                        help="memory one submission may use, in MiB (default: %(default)s)")
+        p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                       help="the most one notebook's grading may take, all its tests together; the tests not run "
+                            "by then score nothing, and the feedback says so (default: none, each test has its own)")
         p.add_argument("--sandbox", choices=("auto", "bwrap", "fallback"), default="auto",
                        help="bwrap: require bubblewrap; fallback: run without it (less isolation); "
                             "auto (default): bubblewrap where it works")

@@ -128,6 +128,8 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
     The same seed gives the same hidden inputs, hence the same grade for code that is deterministic.
     """
     started = time.monotonic()
+    if limits.notebook_seconds is not None:
+        limits = dataclasses.replace(limits, deadline=started + limits.notebook_seconds)
     seed = new_seed() if seed is None else seed
     notebook = notebook or Path(path).name
     try:
@@ -157,6 +159,9 @@ def grade(path: Path, assignment_id: str, student: str = "", seed: int | None = 
 
     verdicts, cell_errors, notes, report.isolation = _run(box, cells, calls, limits, devices,
                                                           assignment_id in KERNEL_ASSIGNMENTS)
+    if any(v == sandbox.NOT_REACHED for v in verdicts.values()):
+        notes.insert(0, f"grading stopped after {limits.notebook_seconds:g} s, all the time one notebook may take "
+                        "here: the tests not run by then score nothing (is some of the code very slow?)")
     report.notes += notes + [f"cell {label!r}: {error}" if error.startswith("this cell") else
                              f"cell {label!r} raised when it ran:\n{error}" for label, error in cell_errors.items()]
 

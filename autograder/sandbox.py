@@ -97,6 +97,13 @@ class Limits:
     startup_seconds: float = 30.0  # to start Python and import numpy / torch
     wall_factor: float = 1.5  # a cell or call may run wall_factor x its CPU budget + wall_grace
     wall_grace: float = 5.0
+    notebook_seconds: float | None = None  # one notebook's grading, all its runs together (Gradescope's timeout)
+    deadline: float | None = None  # the time.monotonic() by which the job must end: grading.grade's, from the above
+
+
+# Why a process was stopped when the job's deadline came, and what is said of each test it left
+OUT_OF_TIME = "was still running when the time for grading the whole notebook ran out"
+NOT_REACHED = "not run: the time for grading the whole notebook ran out before this test"
 
 
 @dataclass
@@ -906,9 +913,10 @@ def _follow(proc, results_r, job, limits, isolation, fallback_uid, bwrap, start)
         # A phase is charged the time its process ran or slept (not the time it waited for a CPU while
         # others ran), or the CPU time of all its processes together (a fork bomb), whichever is more.
         charged = max(now - phase_start - (_runqueue_wait(main_pid) - wait_start), cpu_now - cpu_start)
-        if stopped is None and ((ended is None and (charged > budget or now > hard_stop)) or reader.error):
-            stopped = ("the results stream broke its rules: " + reader.error if reader.error else
-                       f"ran longer than {budget:.0f} s" + (f" in {current}" if current else ""))
+        late = limits.deadline is not None and now > limits.deadline
+        if stopped is None and ((ended is None and (charged > budget or now > hard_stop or late)) or reader.error):
+            stopped = ("the results stream broke its rules: " + reader.error if reader.error else OUT_OF_TIME
+                       if late else f"ran longer than {budget:.0f} s" + (f" in {current}" if current else ""))
             _kill(proc, fallback_uid)
             if reader.error:
                 break
@@ -975,6 +983,10 @@ def run_job(box: Sandbox, job: protocol.Job, inputs: dict[str, bytes], limits: L
     # once held the grader at 1.5 GB over the reruns of one notebook).
     budget = limits.result_bytes + 2 * sum(map(len, inputs.values()))
     while True:
+        if limits.deadline is not None and time.monotonic() > limits.deadline:
+            for c in job.calls:
+                result.verdicts.setdefault(c.id, NOT_REACHED)
+            return result
         pending = {c.id for c in job.calls}
         sent = {n: d for n, d in inputs.items() if n.split("/")[0] in pending}
         kept = sum(len(d) for frames in result.verdicts.values() if isinstance(frames, dict) for d in frames.values())
@@ -1033,6 +1045,8 @@ def run_job(box: Sandbox, job: protocol.Job, inputs: dict[str, bytes], limits: L
 def _why_it_ended(outcome: Outcome) -> str:
     if outcome.stream_error:
         return f"sent malformed results ({outcome.stream_error}) and was stopped"
+    if outcome.stopped == OUT_OF_TIME:
+        return OUT_OF_TIME
     if outcome.stopped:
         return "ran longer than its time limit and was stopped (an endless loop, a sleep, a lock never released?)"
     rc = outcome.returncode

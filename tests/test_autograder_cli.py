@@ -144,6 +144,32 @@ def test_an_endless_loop_fails_its_function_quickly_and_spares_the_other(tmp_pat
     assert "time limit" in " ".join(failed[0].problems)
 
 
+def test_a_notebook_out_of_time_keeps_the_points_of_the_tests_that_ran(root, tmp_path):
+    """Gradescope ends a run past its timeout with a 0 and no word: `--time-limit` stops the notebook's tests short
+    of it. A batchnorm_forward that sleeps stays inside its own test's limit (a sleep uses no CPU), so without the
+    notebook's limit it would hold the run for minutes; with it, layernorm_forward's 12 points stand."""
+    import json
+    import time
+
+    sleepy = "import time\n\ndef batchnorm_forward(x, gamma, beta, eps=1e-5):\n    time.sleep(600)\n"
+    path = write(submission("01-forward", {"batchnorm_forward": sleepy}, base=solved("01-forward")),
+                 tmp_path, "sleepy", "01-forward")
+    results, started = tmp_path / "results.json", time.monotonic()
+    done = run("check", str(path), "--time-limit", "15", "--gradescope", str(results), cwd=root)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert f"score: 12/{FULL:g}" in done.stdout and took < 60, (took, done.stdout)
+    assert "grading stopped after 15 s, all the time one notebook may take here" in done.stdout
+    tests = {t["name"]: t for t in json.loads(results.read_text())["tests"]}
+    said = {name.split(" ")[0].split("/")[0]: t["output"] for name, t in tests.items() if t["score"] == 0}
+    assert set(said) == {"batchnorm_forward", "groupnorm_forward", "rmsnorm_forward"}, said
+    assert "not run: the time for grading the whole notebook ran out before this test" in said["rmsnorm_forward"]
+    assert "was still running when the time for grading the whole notebook ran out" in done.stdout
+    for bad in ("0", "-3", "nan"):
+        refused = run("check", str(path), "--time-limit", bad, cwd=root)
+        assert refused.returncode != 0 and "--time-limit must be a positive number" in refused.stderr
+
+
 def test_check_says_how_it_sandboxed_and_writes_gradescope_results(root, tmp_path):
     import json
 
