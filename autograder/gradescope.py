@@ -19,10 +19,22 @@ file to upload as a Gradescope programming assignment's autograder:
 
 `run` is what run_autograder calls. It makes solutions/ readable by root only
 (without bubblewrap the sandbox user could otherwise read the hidden tests),
-picks the submitted notebook (a regular file; never a link), and always
-leaves a valid results.json: one that says what went wrong when no notebook
-was found or the grader failed. GRADESCOPE_ROOT (for --root) and
-NORMGRAD_PYTHON (the grader's Python) move it all elsewhere, for tests.
+picks the submitted notebook (a regular file; never a link; when several were
+handed in, the output says which was graded), and always leaves a valid
+results.json: one that says what went wrong when no notebook was found, the
+grader failed or could not even start, or grading ran out of time.
+
+Gradescope's overall timeout (10 minutes unless the assignment's settings
+raise it, at most 40) kills a run without a results.json: a 0 and no test
+shown. Each call's own limits allow far more than that in all (01-forward's 47
+calls may take 15 minutes, and Gradescope gives a grader half a CPU by
+default), so the grader gets a time limit for the whole notebook a minute
+and a half short of that timeout: the tests run by then keep their points,
+the others score nothing and say why. Build with `--timeout MINUTES` set to
+the assignment's setting. Should the grader itself overrun, `run` stops it a
+minute before the timeout and says so.
+GRADESCOPE_ROOT (for --root) and NORMGRAD_PYTHON (the grader's Python) move
+it all elsewhere, for tests.
 """
 
 from __future__ import annotations
@@ -30,19 +42,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
+import traceback
 import zipfile
 from pathlib import Path
 
 from normgrad.cases import ASSIGNMENTS
 
-from . import report
+from . import report, safe
 from .course import ROOT, notebooks
 
 VENV = "/opt/normgrad-grader"
+GRADESCOPE_TIMEOUT_MINUTES = 10  # Gradescope's default overall timeout for one submission
+CHECK_MARGIN_S = 30  # of run's time, kept from the grader's: its start, the static read, the results' write
 GRADER_PACKAGES = ("numpy", "torch", "triton", "nbformat")  # what `python -m autograder check` imports
 
 SETUP_SH = f"""#!/usr/bin/env bash
@@ -74,9 +92,17 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 # /autograder/results/results.json with the course's grader. GRADESCOPE_ROOT moves /autograder
 # and NORMGRAD_PYTHON the grader's Python (both for tests).
 ROOT="${{GRADESCOPE_ROOT:-/autograder}}"
-cd "$ROOT/source" || exit 1
-exec "${{NORMGRAD_PYTHON:-{venv}/bin/python}}" -m autograder.gradescope run --assignment {assignment} \\
-    --root "$ROOT" --book-url {book_url}
+RESULTS="$ROOT/results/results.json"
+cd "$ROOT/source" && "${{NORMGRAD_PYTHON:-{venv}/bin/python}}" -m autograder.gradescope run --assignment {assignment} \\
+    --root "$ROOT" --book-url {book_url} --time-limit {seconds}
+status=$?
+if [ ! -s "$RESULTS" ]; then  # the grader could not start (its Python, an import): say so
+    mkdir -p "$ROOT/results"
+    MESSAGE="the autograder could not start (exit status $status); ask the course staff to look at its output"
+    printf '{{"score": 0.0, "output": "%s", "stdout_visibility": "hidden", "output_format": "text", "tests": [{{"name": "submission", "score": 0.0, "max_score": 0.0, "status": "failed", "output": "%s", "visibility": "visible"}}]}}\\n' \\
+        "$MESSAGE" "$MESSAGE" > "$RESULTS"
+fi
+exit 0
 """
 
 
@@ -89,8 +115,9 @@ def requirement_pins() -> dict[str, str]:
     return pins
 
 
-def build(assignment: str, out: Path) -> Path:
-    """The bundle of one assignment: DIR/<id>/ and DIR/<id>.zip. Returns the zip."""
+def build(assignment: str, out: Path, timeout_minutes: float = GRADESCOPE_TIMEOUT_MINUTES) -> Path:
+    """The bundle of one assignment: DIR/<id>/ and DIR/<id>.zip, for a Gradescope timeout of `timeout_minutes`.
+    Returns the zip."""
     folder = out / assignment
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -109,8 +136,10 @@ def build(assignment: str, out: Path) -> Path:
     (folder / "requirements.txt").write_text("".join(pins[name] + "\n" for name in GRADER_PACKAGES))
     shutil.copyfile(ROOT / "requirements.txt", folder / "constraints.txt")
     (folder / "setup.sh").write_text(SETUP_SH)
-    (folder / "run_autograder").write_text(RUN_AUTOGRADER.format(venv=VENV, assignment=assignment,
-                                                                 book_url=report.default_book_url()))
+    seconds = max(2 * CHECK_MARGIN_S, round(timeout_minutes * 60) - 60)  # a minute for the container and Python
+    (folder / "run_autograder").write_text(RUN_AUTOGRADER.format(
+        venv=VENV, assignment=shlex.quote(assignment), book_url=shlex.quote(report.default_book_url()),
+        seconds=seconds))
     for script in ("setup.sh", "run_autograder"):
         (folder / script).chmod(0o755)
     bundle = out / f"{assignment}.zip"
@@ -137,21 +166,45 @@ def submitted_notebook(submission: Path, name: str) -> tuple[Path | None, str]:
             if f.endswith(".ipynb") and not f.startswith(".") and stat.S_ISREG(os.lstat(path).st_mode):
                 found.append(path)
     named = [p for p in found if p.name == name]
+    listing = ", ".join(repr(str(p.relative_to(submission))) for p in found[:10])
     if len(named) == 1 or len(found) == 1:
-        return (named or found)[0], ""
+        chosen = (named or found)[0]
+        rest = [repr(str(p.relative_to(submission))) for p in found if p != chosen]
+        others = ", ".join(rest[:10]) + (f" and {len(rest) - 10} more" if len(rest) > 10 else "")
+        return chosen, (f"graded {str(chosen.relative_to(submission))!r}, the one named {name}; not graded: {others}"
+                        if others else "")
     if not found:
         return None, f"no notebook was submitted: upload your {name}"
-    listing = ", ".join(repr(str(p.relative_to(submission))) for p in found[:10])
+    if named:
+        return None, f"{len(named)} notebooks named {name} were submitted ({listing}): upload only one"
     return None, f"{len(found)} notebooks were submitted ({listing}) and none is named {name}: upload that one alone"
 
 
 def failed_results(message: str) -> dict:
-    return {"score": 0.0, "output": message, "stdout_visibility": "hidden",
+    return {"score": 0.0, "output": message, "stdout_visibility": "hidden", "output_format": "text",
+            "test_output_format": "text",
             "tests": [{"name": "submission", "score": 0.0, "max_score": 0.0, "status": "failed",
                        "output": message, "visibility": "visible"}]}
 
 
-def run(assignment: str, root: Path, book_url: str) -> int:
+def _write(results: Path, data: dict) -> None:
+    safe.write_atomic(results, json.dumps(data, indent=1) + "\n")  # replaces, never writes through, a link
+
+
+def run(assignment: str, root: Path, book_url: str, seconds: float | None = None) -> int:
+    """Grade the submission in at most `seconds`; whatever goes wrong, a results.json that says so."""
+    results = root / "results" / "results.json"
+    try:
+        return _run(assignment, root, book_url, seconds)
+    except Exception:
+        traceback.print_exc()
+        _write(results, failed_results("the autograder failed before it could grade this submission (an internal "
+                                       "error); ask the course's staff to look at the autograder's output"))
+        return 0
+
+
+def _run(assignment: str, root: Path, book_url: str, seconds: float | None) -> int:
+    start = time.monotonic()
     source, submission, results = root / "source", root / "submission", root / "results" / "results.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
@@ -161,16 +214,35 @@ def run(assignment: str, root: Path, book_url: str) -> int:
                 os.chmod(path, os.lstat(path).st_mode & 0o700)
     notebook, why = submitted_notebook(submission, notebooks(assignment).name)
     if notebook is None:
-        results.write_text(json.dumps(failed_results(why), indent=1) + "\n")
+        _write(results, failed_results(why))
         print(why)
         return 0
     cmd = [sys.executable, "-m", "autograder", "check", str(notebook), "--assignment", assignment,
            "--gradescope", str(results), "--book-url", book_url]
-    done = subprocess.run(cmd, cwd=source, stdin=subprocess.DEVNULL)
-    if done.returncode != 0 or not results.is_file():
+    if seconds is not None:  # the notebook's tests stop in time to be written; what ran keeps its points
+        cmd += ["--time-limit", f"{max(1.0, seconds - CHECK_MARGIN_S - (time.monotonic() - start)):.0f}"]
+    grader = subprocess.Popen(cmd, cwd=source, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        code = grader.wait(timeout=None if seconds is None else max(1.0, seconds - (time.monotonic() - start)))
+    except subprocess.TimeoutExpired:  # the grader overran its own limit: stop it rather than lose every word
+        os.killpg(grader.pid, signal.SIGTERM)  # the grader stops its sandboxes on SIGTERM
+        try:
+            grader.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(grader.pid, signal.SIGKILL)
+            grader.wait()
+        _write(results, failed_results(
+            f"grading took longer than {seconds:g} seconds, all the time this autograder has, and was stopped: "
+            "no test is scored; ask the course's staff to look at the autograder's output"))
+        return 0
+    if code != 0 or not results.is_file():
         message = ("the grader could not grade this submission (exit status "
-                   f"{done.returncode}); ask the course's staff to look at the autograder's output")
-        results.write_text(json.dumps(failed_results(message), indent=1) + "\n")
+                   f"{code}); ask the course's staff to look at the autograder's output")
+        _write(results, failed_results(message))
+    elif why:  # several notebooks: say which was graded
+        data = json.loads(results.read_text())
+        data["output"] = safe.text(why) + ("\n\n" + data["output"] if data.get("output") else "")
+        _write(results, data)
     return 0
 
 
@@ -180,18 +252,22 @@ def main(argv=None) -> int:
     p = sub.add_parser("build", help="write a Gradescope autograder bundle (.zip) per assignment")
     p.add_argument("assignments", nargs="*", metavar="ID", help="assignment ids (default: all)")
     p.add_argument("--out", default=str(ROOT / "_build" / "gradescope"), help="folder (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=GRADESCOPE_TIMEOUT_MINUTES, metavar="MINUTES",
+                   help="the assignment's autograder timeout on Gradescope (default: %(default)s)")
     p = sub.add_parser("run", help="grade Gradescope's submission folder (what run_autograder does)")
     p.add_argument("--assignment", required=True, choices=list(ASSIGNMENTS))
     p.add_argument("--root", default=os.environ.get("GRADESCOPE_ROOT", "/autograder"),
                    help="Gradescope's folder, holding source/, submission/ and results/ (default: %(default)s)")
     p.add_argument("--book-url", default="", help="where the book's chapters are published, for feedback links")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="all the time this run has: the grader's tests stop short of it (default: no limit)")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run(args.assignment, Path(args.root), args.book_url)
+        return run(args.assignment, Path(args.root), args.book_url, args.time_limit)
     for assignment in args.assignments or list(ASSIGNMENTS):
         if assignment not in ASSIGNMENTS:
             raise SystemExit(f"unknown assignment {assignment!r}; known: {', '.join(ASSIGNMENTS)}")
-        print(f"wrote {build(assignment, Path(args.out))}")
+        print(f"wrote {build(assignment, Path(args.out), args.timeout)}")
     return 0
 
 

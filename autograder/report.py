@@ -159,6 +159,8 @@ def gradescope(report: Report, book_url: str = "") -> dict:
     return {"score": report.score, "execution_time": round(report.seconds, 2),
             "output": "\n".join(report.notes + adjustment_lines(report)),
             "stdout_visibility": "hidden", "tests": tests,
+            # shown as the plain text it is (a traceback's indentation kept, no HTML or Markdown of the student's)
+            "output_format": "text", "test_output_format": "text", "test_name_format": "text",
             "extra_data": {"seed": report.seed, "flags": report.flags, "notebook": report.notebook,
                            "adjustments": [{"why": w, "points": p} for w, p in report.adjustments]}}
 

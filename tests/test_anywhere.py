@@ -55,6 +55,7 @@ def test_a_bundle_per_assignment_holds_what_gradescope_runs(bundles):
             assert notebooks(assignment).source.relative_to(notebooks(assignment).source.parents[2]).as_posix() in names
             assert all(modes[s] & 0o111 for s in ("setup.sh", "run_autograder")), "scripts must be executable"
             assert f"--assignment {assignment} " in z.read("run_autograder").decode()
+            assert "--time-limit 540" in z.read("run_autograder").decode()  # Gradescope's 10 minutes, less one
             other = [n for n in names if n.startswith("solutions/") and not n.startswith(f"solutions/{assignment}/")]
             assert not other, f"the {assignment} bundle holds other assignments' solutions: {other}"
             assert not [n for n in names if "__pycache__" in n]
@@ -133,6 +134,44 @@ def test_choosing_the_submitted_notebook(tmp_path):
     (tmp_path / "b.ipynb").write_text("{}")
     chosen, why = gradescope.submitted_notebook(tmp_path, "forward.ipynb")
     assert chosen is None and "2 notebooks" in why and "forward.ipynb" in why
+    (tmp_path / "forward.ipynb").write_text("{}")  # the release's name wins, and the output says what was left out
+    chosen, why = gradescope.submitted_notebook(tmp_path, "forward.ipynb")
+    assert chosen == tmp_path / "forward.ipynb" and "'b.ipynb'" in why and "not graded" in why
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "forward.ipynb").write_text("{}")
+    chosen, why = gradescope.submitted_notebook(tmp_path, "forward.ipynb")
+    assert chosen is None and "2 notebooks named forward.ipynb" in why
+
+
+def test_a_run_short_of_time_keeps_the_points_of_the_tests_that_ran(bundles, tmp_path):
+    """`run` gives the grader its time less CHECK_MARGIN_S: a batchnorm_forward that sleeps costs its own and the
+    later functions' points, with a word on why, and layernorm_forward keeps its 12."""
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(bundles / "01-forward.zip") as z:
+        z.extractall(root / "source")
+    sleepy = "import time\n\ndef batchnorm_forward(x, gamma, beta, eps=1e-5):\n    time.sleep(600)\n"
+    (root / "submission").mkdir()
+    nbformat.write(submission("01-forward", {"batchnorm_forward": sleepy}, base=solved("01-forward")),
+                   str(root / "submission" / "forward.ipynb"))
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "autograder.gradescope", "run", "--assignment", "01-forward",
+                           "--root", str(root), "--time-limit", str(gradescope.CHECK_MARGIN_S + 15)],
+                          cwd=root / "source", env=env, capture_output=True, text=True, timeout=300)
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert done.returncode == 0 and results["score"] == 12, (results["score"], done.stdout[-2000:])
+    assert re.search(r"grading stopped after 1[45] s, all the time one notebook may take", results["output"])
+
+
+def test_run_autograder_leaves_results_when_the_grader_cannot_start(bundles, tmp_path):
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(bundles / "01-forward.zip") as z:
+        z.extractall(root / "source")
+    (root / "source" / "run_autograder").chmod(0o755)
+    (root / "submission").mkdir()
+    env = {"PATH": os.environ["PATH"], "GRADESCOPE_ROOT": str(root), "NORMGRAD_PYTHON": str(tmp_path / "no-python")}
+    done = subprocess.run([str(root / "source" / "run_autograder")], env=env, capture_output=True, text=True)
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert done.returncode == 0 and results["score"] == 0 and "could not start" in results["output"]
 
 
 # --- the set-up cell ---------------------------------------------------------------------------------------
