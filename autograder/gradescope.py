@@ -158,13 +158,13 @@ def submitted_notebook(submission: Path, name: str) -> tuple[Path | None, str]:
     The release's own name wins; otherwise the only notebook there is. Links are never followed:
     one pointing at the trusted solution would otherwise be graded.
     """
-    found = []
+    found, other = [], []  # the notebooks, and what else was handed in (for the message when none is)
     for folder, dirs, files in os.walk(submission):  # os.walk does not descend into linked folders
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__MACOSX")))
         for f in sorted(files):
             path = Path(folder) / f
-            if f.endswith(".ipynb") and not f.startswith(".") and stat.S_ISREG(os.lstat(path).st_mode):
-                found.append(path)
+            if not f.startswith(".") and stat.S_ISREG(os.lstat(path).st_mode):
+                (found if f.endswith(".ipynb") else other).append(path)
     named = [p for p in found if p.name == name]
     listing = ", ".join(repr(str(p.relative_to(submission))) for p in found[:10])
     if len(named) == 1 or len(found) == 1:
@@ -173,6 +173,10 @@ def submitted_notebook(submission: Path, name: str) -> tuple[Path | None, str]:
         others = ", ".join(rest[:10]) + (f" and {len(rest) - 10} more" if len(rest) > 10 else "")
         return chosen, (f"graded {str(chosen.relative_to(submission))!r}, the one named {name}; not graded: {others}"
                         if others else "")
+    if not found and other:  # Forward.IPYNB, forward.ipynb.txt, a zip: say what came instead
+        instead = ", ".join(repr(str(p.relative_to(submission))) for p in other[:10])
+        return None, (f"no notebook (a file whose name ends in .ipynb) was submitted, only {instead}"
+                      f"{f' and {len(other) - 10} more' if len(other) > 10 else ''}: upload your {name}")
     if not found:
         return None, f"no notebook was submitted: upload your {name}"
     if named:

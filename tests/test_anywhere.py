@@ -126,7 +126,13 @@ def test_run_autograder_never_grades_a_link_and_says_what_to_upload(bundles, tmp
 
 
 def test_choosing_the_submitted_notebook(tmp_path):
-    assert gradescope.submitted_notebook(tmp_path, "forward.ipynb")[0] is None
+    assert gradescope.submitted_notebook(tmp_path, "forward.ipynb") == (None, "no notebook was submitted: upload "
+                                                                             "your forward.ipynb")
+    (tmp_path / "Forward.IPYNB").write_text("{}")  # not a notebook's name: the message says what came instead
+    assert gradescope.submitted_notebook(tmp_path, "forward.ipynb") == (
+        None, "no notebook (a file whose name ends in .ipynb) was submitted, only 'Forward.IPYNB': upload your "
+              "forward.ipynb")
+    (tmp_path / "Forward.IPYNB").unlink()
     for name in ("a.ipynb", "forward.ipynb"):
         (tmp_path / name).write_text("{}")
     assert gradescope.submitted_notebook(tmp_path, "forward.ipynb")[0] == tmp_path / "forward.ipynb"
