@@ -57,8 +57,8 @@ def _functions(source: str):
 
 @lru_cache(maxsize=1)
 def book_functions() -> dict[str, tuple[str, str]]:
-    """fingerprint -> (where, name), as ("chapter 6", "_dx_row_kernel"), for every function of some length in the chapters' code cells and
-    in the files they include."""
+    """fingerprint -> (where, name), as ("chapter 6", "_dx_row_kernel"), for every function of some length
+    in the chapters' code cells and in the files they include."""
     found = {}
     for page in sorted(CHAPTERS.glob("*.md")):
         text = page.read_text(encoding="utf-8")

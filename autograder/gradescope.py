@@ -61,6 +61,7 @@ from .course import ROOT, notebooks
 VENV = "/opt/normgrad-grader"
 GRADESCOPE_TIMEOUT_MINUTES = 10  # Gradescope's default overall timeout for one submission
 CHECK_MARGIN_S = 30  # of run's time, kept from the grader's: its start, the static read, the results' write
+NOT_STARTED = "the autograder could not start; ask the course's staff to look at the autograder's output"
 GRADER_PACKAGES = ("numpy", "torch", "triton", "nbformat")  # what `python -m autograder check` imports
 
 SETUP_SH = f"""#!/usr/bin/env bash
@@ -97,10 +98,9 @@ cd "$ROOT/source" && "${{NORMGRAD_PYTHON:-{venv}/bin/python}}" -m autograder.gra
     --root "$ROOT" --book-url {book_url} --time-limit {seconds}
 status=$?
 if [ ! -s "$RESULTS" ]; then  # the grader could not start (its Python, an import): say so
+    echo "the autograder exited with status $status and wrote no results" >&2
     mkdir -p "$ROOT/results"
-    MESSAGE="the autograder could not start (exit status $status); ask the course staff to look at its output"
-    printf '{{"score": 0.0, "output": "%s", "stdout_visibility": "hidden", "output_format": "text", "tests": [{{"name": "submission", "score": 0.0, "max_score": 0.0, "status": "failed", "output": "%s", "visibility": "visible"}}]}}\\n' \\
-        "$MESSAGE" "$MESSAGE" > "$RESULTS"
+    printf '%s\\n' {not_started} > "$RESULTS"
 fi
 exit 0
 """
@@ -139,7 +139,7 @@ def build(assignment: str, out: Path, timeout_minutes: float = GRADESCOPE_TIMEOU
     seconds = max(2 * CHECK_MARGIN_S, round(timeout_minutes * 60) - 60)  # a minute for the container and Python
     (folder / "run_autograder").write_text(RUN_AUTOGRADER.format(
         venv=VENV, assignment=shlex.quote(assignment), book_url=shlex.quote(report.default_book_url()),
-        seconds=seconds))
+        seconds=seconds, not_started=shlex.quote(json.dumps(failed_results(NOT_STARTED)))))
     for script in ("setup.sh", "run_autograder"):
         (folder / script).chmod(0o755)
     bundle = out / f"{assignment}.zip"
@@ -165,34 +165,30 @@ def submitted_notebook(submission: Path, name: str) -> tuple[Path | None, str]:
             path = Path(folder) / f
             if not f.startswith(".") and stat.S_ISREG(os.lstat(path).st_mode):
                 (found if f.endswith(".ipynb") else other).append(path)
+    def listed(paths) -> str:  # names as repr escapes them (a newline, an escape sequence), at most ten
+        names = [repr(str(p.relative_to(submission))) for p in paths]
+        return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
     named = [p for p in found if p.name == name]
-    listing = ", ".join(repr(str(p.relative_to(submission))) for p in found[:10])
     if len(named) == 1 or len(found) == 1:
         chosen = (named or found)[0]
-        rest = [repr(str(p.relative_to(submission))) for p in found if p != chosen]
-        others = ", ".join(rest[:10]) + (f" and {len(rest) - 10} more" if len(rest) > 10 else "")
-        return chosen, (f"graded {str(chosen.relative_to(submission))!r}, the one named {name}; not graded: {others}"
+        others = [p for p in found if p != chosen]
+        return chosen, (f"graded {listed([chosen])}, the one named {name}; not graded: {listed(others)}"
                         if others else "")
     if not found and other:  # Forward.IPYNB, forward.ipynb.txt, a zip: say what came instead
-        instead = ", ".join(repr(str(p.relative_to(submission))) for p in other[:10])
-        return None, (f"no notebook (a file whose name ends in .ipynb) was submitted, only {instead}"
-                      f"{f' and {len(other) - 10} more' if len(other) > 10 else ''}: upload your {name}")
+        return None, (f"no notebook (a file whose name ends in .ipynb) was submitted, only {listed(other)}: "
+                      f"upload your {name}")
     if not found:
         return None, f"no notebook was submitted: upload your {name}"
     if named:
-        return None, f"{len(named)} notebooks named {name} were submitted ({listing}): upload only one"
-    return None, f"{len(found)} notebooks were submitted ({listing}) and none is named {name}: upload that one alone"
+        return None, f"{len(named)} notebooks named {name} were submitted ({listed(found)}): upload only one"
+    return None, f"{len(found)} notebooks were submitted ({listed(found)}) and none is named {name}: upload that one alone"
 
 
 def failed_results(message: str) -> dict:
-    return {"score": 0.0, "output": message, "stdout_visibility": "hidden", "output_format": "text",
-            "test_output_format": "text",
+    return {"score": 0.0, "output": message, "stdout_visibility": "hidden", **report.PLAIN_TEXT,
             "tests": [{"name": "submission", "score": 0.0, "max_score": 0.0, "status": "failed",
                        "output": message, "visibility": "visible"}]}
-
-
-def _write(results: Path, data: dict) -> None:
-    safe.write_atomic(results, json.dumps(data, indent=1) + "\n")  # replaces, never writes through, a link
 
 
 def run(assignment: str, root: Path, book_url: str, seconds: float | None = None) -> int:
@@ -202,7 +198,7 @@ def run(assignment: str, root: Path, book_url: str, seconds: float | None = None
         return _run(assignment, root, book_url, seconds)
     except Exception:
         traceback.print_exc()
-        _write(results, failed_results("the autograder failed before it could grade this submission (an internal "
+        report.write_results(results, failed_results("the autograder failed before it could grade this submission (an internal "
                                        "error); ask the course's staff to look at the autograder's output"))
         return 0
 
@@ -218,7 +214,7 @@ def _run(assignment: str, root: Path, book_url: str, seconds: float | None) -> i
                 os.chmod(path, os.lstat(path).st_mode & 0o700)
     notebook, why = submitted_notebook(submission, notebooks(assignment).name)
     if notebook is None:
-        _write(results, failed_results(why))
+        report.write_results(results, failed_results(why))
         print(why)
         return 0
     cmd = [sys.executable, "-m", "autograder", "check", str(notebook), "--assignment", assignment,
@@ -229,24 +225,24 @@ def _run(assignment: str, root: Path, book_url: str, seconds: float | None) -> i
     try:
         code = grader.wait(timeout=None if seconds is None else max(1.0, seconds - (time.monotonic() - start)))
     except subprocess.TimeoutExpired:  # the grader overran its own limit: stop it rather than lose every word
-        os.killpg(grader.pid, signal.SIGTERM)  # the grader stops its sandboxes on SIGTERM
+        os.killpg(grader.pid, signal.SIGTERM)  # the grader and what it started in its session; then SIGKILL
         try:
             grader.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(grader.pid, signal.SIGKILL)
             grader.wait()
-        _write(results, failed_results(
+        report.write_results(results, failed_results(
             f"grading took longer than {seconds:g} seconds, all the time this autograder has, and was stopped: "
             "no test is scored; ask the course's staff to look at the autograder's output"))
         return 0
     if code != 0 or not results.is_file():
         message = ("the grader could not grade this submission (exit status "
                    f"{code}); ask the course's staff to look at the autograder's output")
-        _write(results, failed_results(message))
+        report.write_results(results, failed_results(message))
     elif why:  # several notebooks: say which was graded
         data = json.loads(results.read_text())
         data["output"] = safe.text(why) + ("\n\n" + data["output"] if data.get("output") else "")
-        _write(results, data)
+        report.write_results(results, data)
     return 0
 
 

@@ -141,6 +141,11 @@ def function_output(report: Report, function: str, book_url: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+# Gradescope shows results as the plain text they are: a traceback's indentation kept, no HTML or Markdown of
+# the student's rendered
+PLAIN_TEXT = {"output_format": "text", "test_output_format": "text", "test_name_format": "text"}
+
+
 def gradescope(report: Report, book_url: str = "") -> dict:
     """Gradescope's autograder results (results.json): one test per case, hidden ones shown after publishing.
 
@@ -159,14 +164,18 @@ def gradescope(report: Report, book_url: str = "") -> dict:
     return {"score": report.score, "execution_time": round(report.seconds, 2),
             "output": "\n".join(report.notes + adjustment_lines(report)),
             "stdout_visibility": "hidden", "tests": tests,
-            # shown as the plain text it is (a traceback's indentation kept, no HTML or Markdown of the student's)
-            "output_format": "text", "test_output_format": "text", "test_name_format": "text",
+            **PLAIN_TEXT,
             "extra_data": {"seed": report.seed, "flags": report.flags, "notebook": report.notebook,
                            "adjustments": [{"why": w, "points": p} for w, p in report.adjustments]}}
 
 
 def write_gradescope(report: Report, path: Path, book_url: str = "") -> None:
-    safe.write_atomic(path, json.dumps(gradescope(report, book_url), indent=1) + "\n")
+    write_results(path, gradescope(report, book_url))
+
+
+def write_results(path: Path, results: dict) -> None:
+    """A results.json, written whole (never half) and never through a link."""
+    safe.write_atomic(path, json.dumps(results, indent=1) + "\n")
 
 
 def feedback_html(report: Report, book_url: str = "") -> str:

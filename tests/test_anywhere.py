@@ -133,6 +133,15 @@ def test_choosing_the_submitted_notebook(tmp_path):
         None, "no notebook (a file whose name ends in .ipynb) was submitted, only 'Forward.IPYNB': upload your "
               "forward.ipynb")
     (tmp_path / "Forward.IPYNB").unlink()
+    hostile = "forward\nWARNING: \x1b[31mgraded.txt"  # a line break and an escape sequence, forging a line
+    (tmp_path / hostile).write_text("{}")
+    why = gradescope.submitted_notebook(tmp_path, "forward.ipynb")[1]
+    assert "\n" not in why and "\x1b" not in why and repr(hostile) in why, why
+    for i in range(11):  # at most ten named
+        (tmp_path / f"extra{i:02d}.txt").write_text("")
+    assert gradescope.submitted_notebook(tmp_path, "forward.ipynb")[1].endswith(" and 2 more: upload your forward.ipynb")
+    for f in tmp_path.iterdir():
+        f.unlink()
     for name in ("a.ipynb", "forward.ipynb"):
         (tmp_path / name).write_text("{}")
     assert gradescope.submitted_notebook(tmp_path, "forward.ipynb")[0] == tmp_path / "forward.ipynb"
