@@ -746,6 +746,23 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
     xs = x.to(dtype)
     print("no other:", dtype, run(row_sums, xs, w.to(dtype), out, N, xs.stride(0), **dict(row, OTHER=False)),
           int(out.isnan().sum()))
+@triton.jit
+def past_the_end(A, OUT, START, M, R: tl.constexpr, OTHER: tl.constexpr):  # a block of R rows from START
+    rows = START + tl.arange(0, R)
+    if OTHER:
+        tl.store(OUT + tl.arange(0, R), tl.load(A + rows, mask=rows < M, other=0.0))
+        tl.store(OUT + R, tl.load(A + START, mask=START < M, other=0.0))  # a scalar's load
+    else:
+        tl.store(OUT + tl.arange(0, R), tl.load(A + rows, mask=rows < M))
+        tl.store(OUT + R, tl.load(A + START, mask=START < M))
+
+# the interpreter drops an other=0.0 of one element (it reads a one-element tensor's truth from its value):
+# given or not is read where tl.load is lowered
+for rows in (1, 2):
+    for other in (True, False):
+        read = torch.full((rows + 1,), 7.0)
+        run(past_the_end, torch.ones(5), read, 5, 5, R=rows, OTHER=other)
+        print(f"past the end, {rows} row(s), other={other}:", read.tolist())
 o = torch.zeros(N)
 print("store:", run(scatter, o, N, BLOCK=512, ATOMIC=False))
 print("atomic:", run(scatter, o, N, BLOCK=512, ATOMIC=True))
@@ -780,7 +797,9 @@ def test_the_strict_interpreter_stops_lanes_outside_the_launchs_tensors_and_pois
     """bounds.py: what Triton's interpreter let through before it (a `<=` mask, a load without `other`), and what
     it stops after: loads, stores and atomics past a tensor's end or before its start, named; a view's extent
     (x: 5 rows of 300 in rows of 320) is its first to last element, not its storage; masked-off lanes NaN in
-    float32, float16 and bfloat16; a right kernel, and a descriptor's load, untouched; a launch whose noted tensors
+    float32, float16 and bfloat16, and with `other=0.0` zero even in a block of one element or a scalar's load,
+    where the interpreter drops it before its builder (a correct kernel lost 6 points so); a right kernel, and a
+    descriptor's load, untouched; a launch whose noted tensors
     were taken away stops."""
     done = subprocess.run([sys.executable, "-c", STRICT_INTERPRETER], cwd=root, env=child_env(),
                           capture_output=True, text=True, timeout=300)
@@ -796,6 +815,8 @@ def test_the_strict_interpreter_stops_lanes_outside_the_launchs_tensors_and_pois
         "shifted: " + stopped.format("a load", 3, 303, "3 elements before the start of X",
                                      "offsets (a negative one?) and the strides"),
         *[f"no other: torch.{t} ran 5" for t in ("float32", "float16", "bfloat16")],
+        "past the end, 1 row(s), other=True: [0.0, 0.0]", "past the end, 1 row(s), other=False: [nan, nan]",
+        "past the end, 2 row(s), other=True: [0.0, 0.0, 0.0]", "past the end, 2 row(s), other=False: [nan, nan, nan]",
         "store: " + stopped.format("a store", 1, 301, "1 element past the end of OUT", mask),
         "atomic: " + stopped.format("an atomic operation", 1, 301, "1 element past the end of OUT", mask),
         "unmasked: " + stopped.format("a load", 212, 512, "1 element past the end of X", mask).replace(

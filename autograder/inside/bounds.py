@@ -12,7 +12,9 @@ pytorch/pytorch#126535).
 one of the tensors the launch was given (a view's first to last element), or the kernel stops with
 `OutOfBounds`, which names the tensor and how far off the lane was; and a masked load without `other`
 reads NaN in its masked-off floating-point lanes, so that a sum over them shows. A correct kernel runs
-as before. The notebooks' tests, the grader's sandbox and the book's chapter all run kernels so.
+as before. (Whether `other` was given is read where `tl.load` is lowered, not from the builder's
+argument: for a block of one element, or a scalar, the interpreter drops an `other` whose value is
+zero before the builder sees it, since it reads a one-element tensor's truth from its value.) The notebooks' tests, the grader's sandbox and the book's chapter all run kernels so.
 
 Two limits, chosen: a kernel may touch the elements of the views it was given, not the rest of their
 storage (a halo read of `buf[1:9]` at index -1 stops: pass `buf`), and only the tensors its launch was
@@ -28,6 +30,7 @@ import numpy as np
 MESSAGE = "outside every tensor the kernel was given"  # the start of every OutOfBounds message (cases match it)
 _BFLOAT16_NAN = 0x7FC0  # the interpreter holds bfloat16 as its bits, in uint16
 _launch: list | None = None  # (argument's name, first byte, end byte) of the running launch's tensors
+_other_given = False  # whether the tl.load being lowered now was given `other`
 
 
 class OutOfBounds(IndexError):
@@ -37,11 +40,13 @@ class OutOfBounds(IndexError):
 def install(interpreter) -> bool:
     """Make Triton's `interpreter` module strict (see the module's text); True if this call did."""
     builder, executor = interpreter.InterpreterBuilder, interpreter.GridExecutor
-    if getattr(builder.create_masked_load, "strict", False) or not hasattr(executor, "_init_args_hst"):
-        return False  # done, or an older Triton, whose launches this does not know
+    semantic = getattr(interpreter, "interpreter_semantic", None)
+    if getattr(builder.create_masked_load, "strict", False) or not hasattr(executor, "_init_args_hst") or \
+            not hasattr(semantic, "_load_legacy"):
+        return False  # done, or an older Triton, whose launches or loads this does not know
     load, store = builder.create_masked_load, builder.create_masked_store
     rmw, cas = builder.create_atomic_rmw, builder.create_atomic_cas
-    init_args = executor._init_args_hst
+    init_args, lower_load = executor._init_args_hst, semantic._load_legacy
 
     def init_args_hst(self, args_dev, kwargs):
         args_hst, kwargs_hst = init_args(self, args_dev, kwargs)
@@ -52,10 +57,18 @@ def install(interpreter) -> bool:
         _launch = spans
         return args_hst, kwargs_hst
 
+    def load_legacy(ptr, mask, other, *rest, **options):  # tl.load of a pointer or a block of pointers
+        global _other_given
+        _other_given = other is not None
+        try:
+            return lower_load(ptr, mask, other, *rest, **options)
+        finally:
+            _other_given = False
+
     # The interpreter passes the options after the first three by position or by keyword (a descriptor's load)
     def create_masked_load(self, ptrs, mask, other, *rest, **options):
         _check("a load", ptrs, mask)
-        if other is None and not np.all(mask.data):
+        if other is None and not _other_given and not np.all(mask.data):
             other = _poison(interpreter, ptrs)
         return load(self, ptrs, mask, other, *rest, **options)
 
@@ -75,6 +88,8 @@ def install(interpreter) -> bool:
         function.strict = True
         setattr(builder, function.__name__, function)
     executor._init_args_hst = init_args_hst
+    load_legacy.strict = True
+    semantic._load_legacy = load_legacy  # the interpreter's one semantic object; compiled kernels have their own
     return True
 
 

@@ -6,9 +6,9 @@ the results, writes them out. Whatever it calls there that a submission could re
 method of `torch.Tensor`, `calling.kernel_work`, a trace function, a gc callback, a signal handler)
 would run the submission's code outside those guards, where torch computes freely: a Triton exercise
 answered by torch after its launcher returned. And Triton's interpreter (its classes and its one
-builder) holds the memory checks of `bounds` during a call. So `take()`, before the first cell, notes
+builder and semantic) holds the memory checks of `bounds` during a call. So `take()`, before the first cell, notes
 the functions, classes and modules of the modules that program uses, the names of torch.Tensor and of
-the interpreter's classes, the builder's own attributes, those modules' entries in `sys.modules`, and
+the interpreter's classes, the own attributes of its builder and semantic, those modules' entries in `sys.modules`, and
 the hooks through which Python runs code of its own accord; `changed()`, after every cell and every
 call, names the first that is no longer what it was, and `disarm()`, still under the guard when a call
 returns, takes away the hooks it left. Adding a name to a module changes nothing
@@ -32,13 +32,15 @@ MODULES = ("__main__", "bounds", "builtins", "calling", "confine", "contextlib",
 CLASSES = (("torch", "Tensor"), ("triton.runtime.interpreter", "InterpreterBuilder"),
            ("triton.runtime.interpreter", "GridExecutor"))
 # Objects the sandbox's work goes through, whose own attributes must not shadow their class's methods
-INSTANCES = (("triton.runtime.interpreter", "interpreter_builder"),)
+# (bar those `bounds` set there before the first cell: the semantic's load)
+INSTANCES = (("triton.runtime.interpreter", "interpreter_builder"), ("triton.runtime.interpreter",
+                                                                       "interpreter_semantic"))
 _MISSING = object()
 _noted: list = []  # (what it is called, the mapping it lives in, key, the object it was)
 _hooks: dict = {}  # what each hook was (see _current_hooks)
 _handlers: dict = {}  # signal -> its handler
 _classes: list = []  # (class, its name, the names in its own dict)
-_instances: list = []  # (object, its name)
+_instances: list = []  # (object, its name, its own attributes when noted)
 
 
 def take() -> None:
@@ -59,7 +61,10 @@ def take() -> None:
         obj = getattr(modules.get(module), name, None)
         if obj is not None:
             _noted.append((f"{module}.{name}", vars(modules[module]), name, obj))
-            _instances.append((obj, f"{module}.{name}"))
+            _instances.append((obj, f"{module}.{name}", frozenset(vars(obj))))
+            for key, value in list(vars(obj).items()):
+                if callable(value):
+                    _noted.append((f"{module}.{name}.{key}", vars(obj), key, value))
     for number in signal.valid_signals():
         try:
             _handlers[signal.Signals(number)] = signal.getsignal(number)
@@ -96,8 +101,8 @@ def changed() -> str | None:
         added = sorted(set(vars(cls)) - names)
         if added:
             return f"{name}.{added[0]}"
-    for obj, name in _instances:
-        shadowing = sorted(key for key in vars(obj) if callable(getattr(type(obj), key, None)))
+    for obj, name, own in _instances:
+        shadowing = sorted(key for key in vars(obj) if key not in own and callable(getattr(type(obj), key, None)))
         if shadowing:
             return f"{name}.{shadowing[0]}"
     for what, value in _current_hooks().items():
