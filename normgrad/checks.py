@@ -85,17 +85,20 @@ def as_float64(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-def closeness_problems(actual, expected: np.ndarray, name: str, rtol: float, floor: float = 0.0) -> list[str]:
-    """Is max|actual - expected| within rtol * max(max|expected|, floor)? Says where it is not.
+def closeness_problems(actual, expected: np.ndarray, name: str, rtol: float, floor: float = 0.0,
+                       floor_name: str = "its natural scale") -> list[str]:
+    """Is max|actual - expected| within rtol * max(max|expected|, floor)? Says where it is not, and against which.
 
     Both must already have the same shape; `expected` is the float64 oracle.
     `floor` is the quantity's natural scale, for results that are all rounding
-    noise (x_hat of a group whose values are all equal is 0 up to roundoff).
+    noise (x_hat of a group whose values are all equal is 0 up to roundoff);
+    `floor_name` says what it is, as the exercise's text does, for the message.
     """
     actual = as_float64(actual)
     expected = np.asarray(expected, dtype=np.float64)
     err = np.abs(actual - expected)
-    scale = max(float(np.max(np.abs(expected), initial=0.0)), floor)
+    largest = float(np.max(np.abs(expected), initial=0.0))
+    scale = max(largest, floor)
     allowed = rtol * scale if scale > 0 else rtol
     err = np.where(np.isnan(err), np.inf, err)  # a NaN is as wrong as it gets
     worst = float(np.max(err, initial=0.0))
@@ -104,7 +107,8 @@ def closeness_problems(actual, expected: np.ndarray, name: str, rtol: float, flo
         off = int(np.sum(err > allowed))
         return [
             f"{name} is wrong: the largest error is {worst:.3g} at index {index} "
-            f"({worst / scale if scale else worst:.3g} relative to the largest entry; "
+            f"({worst / scale if scale else worst:.3g} relative to "
+            f"{'its largest entry' if largest >= floor else f'{floor_name}, {floor:.3g}'}; "
             f"the tolerance is {rtol:.3g}); {off} of {err.size} entries are off"
         ]
     return []

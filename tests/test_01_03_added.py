@@ -240,9 +240,11 @@ def test_correct_variants_score_full_marks(verdicts, function, variant):
 
 
 def test_hide_path_a_dy_that_vanishes_on_constant_rows_fails_there_only(verdicts):
+    """g = x_hat hides the mean's path of every row but a constant one, where it is zero (and dy, scaled by its
+    row's largest entry, 0 / 0)."""
     fails = failed(verdicts, "hide_path", "x-hat-for-the-mean")
     assert set(fails) == {"hide_path/mean-constant"}
-    assert "dy has 35 non-finite value(s)" in fails["hide_path/mean-constant"][1]  # 0 / 0 in every entry
+    assert "dy has 21 non-finite value(s)" in fails["hide_path/mean-constant"][1]  # 0 / 0 in the 3 constant rows
 
 
 def test_templates_are_correct_when_no_knob_is_turned():
@@ -455,3 +457,14 @@ def test_hide_paths_feedback_does_not_hand_over_a_paths_condition():
     for m in load("02-chain-rule").mistakes:
         if m.function == "hide_path":
             assert "sum to zero" not in m.message and "orthogonal" not in m.message, m.name
+
+
+def test_hide_path_a_random_dy_fails_every_case_even_the_constant_rows():
+    """On a row of equal values x_hat is zero and every dy hides the variance's path: the constant-row cases hold
+    ordinary rows beside those, so that no case gives its point to a dy that hides nothing."""
+    rng = np.random.default_rng(0)
+    for case in load("02-chain-rule").cases_of("hide_path", hidden=True):
+        trial = case.make(np.random.default_rng(1), "cpu")
+        dy = rng.uniform(-1.0, 1.0, trial.args[0].shape)
+        dy /= np.abs(dy).max(axis=1, keepdims=True)
+        assert trial.judge(dy.astype(trial.args[0].dtype), trial.expected), case.name

@@ -28,11 +28,12 @@ import numpy as np
 
 from .. import inputs, reference, tolerances
 from . import Case, Mistake, Trial
-from .judging import arrays_problems
+from .judging import DIRECT_PATH, arrays_problems
 
 PAGE = "02-chain-rule.html"
 NORMS = {"layernorm_backward_staged": "layer", "batchnorm_backward_staged": "batch", "layernorm_grad_paths": "layer"}
 AXES = {"layer": 1, "batch": 0}  # the axis each normalization reduces over, for x of shape (N, D)
+COLUMN_SUM = "the largest sum of |dy| over the batch"  # dgamma's and dbeta's scale, named in their messages
 
 
 def make_trial(function: str, shape, kind: str = "normal", dtype=np.float64, eps: float = 1e-5,
@@ -49,7 +50,7 @@ def make_trial(function: str, shape, kind: str = "normal", dtype=np.float64, eps
         direct_scale = float(np.max(np.abs(np.expand_dims(cache["rstd"], axis) * dy * gamma), initial=0.0))
         if function == "layernorm_grad_paths":
             expected = reference.grad_paths(x, gamma, dy, eps, norm)
-            names, floors = ("direct", "via_mean", "via_var"), (direct_scale,) * 3
+            names, floors, floor_names = ("direct", "via_mean", "via_var"), (direct_scale,) * 3, (DIRECT_PATH,) * 3
         else:
             oracle = reference.layernorm if norm == "layer" else reference.batchnorm
             ref = oracle(x, gamma, np.zeros_like(gamma), eps, dy=dy)
@@ -57,10 +58,10 @@ def make_trial(function: str, shape, kind: str = "normal", dtype=np.float64, eps
             names = ("dx", "dgamma", "dbeta")
             # dgamma and dbeta are sums over the batch of dy times x_hat (whose natural scale is 1) and of dy
             column_sum = float(np.max(np.abs(dy.astype(np.float64)).sum(axis=0), initial=0.0))
-            floors = (direct_scale, column_sum, column_sum)
+            floors, floor_names = (direct_scale, column_sum, column_sum), (DIRECT_PATH, COLUMN_SUM, COLUMN_SUM)
         kappa = tolerances.conditioning(x, (axis,), eps)
         judge = partial(arrays_problems, names=names, dtypes=(np.dtype(dtype),) * 3,
-                        rtol=tolerances.rtol(dtype, kappa), floors=floors)
+                        rtol=tolerances.rtol(dtype, kappa), floors=floors, floor_names=floor_names)
         return Trial(args=(dy, cache), expected=expected, judge=judge, arg_names=("dy", "cache"))
 
     return make

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import inputs, reference, tolerances
 from . import Case, Mistake, Trial
-from .judging import arrays_problems, mean_floor
+from .judging import DIRECT_PATH, arrays_problems, mean_floor
 from .second_edition import cache_problems
 
 FORWARD_PAGE = "01-forward.html"
@@ -99,7 +99,8 @@ def backward_trial(shape, groups: int, kind: str = "normal", dtype=np.float64, e
         channel_sum = float(np.max(np.abs(dy.astype(np.float64)).sum(axis=(0, 2, 3)), initial=0.0))
         judge = partial(arrays_problems, names=("dx", "dgamma", "dbeta"), dtypes=(np.dtype(dtype),) * 3,
                         rtol=tolerances.rtol(dtype, _conditioning(x, groups, eps)),
-                        floors=(direct, channel_sum, channel_sum))
+                        floors=(direct, channel_sum, channel_sum),
+                        floor_names=(DIRECT_PATH,) + ("the largest sum of |dy| over a channel's values",) * 2)
         return Trial(args=(dy, cache), expected=(ref.dx, ref.dgamma, ref.dbeta), judge=judge, arg_names=("dy", "cache"))
 
     return make

@@ -9,16 +9,19 @@ import numpy as np
 
 from ..checks import array_problems, closeness_problems
 
+# dx's scale where the gradient nearly cancels (chapter 2's exercises), named in the messages as the notebooks do
+DIRECT_PATH = "the direct path's size, max|rstd * dy * gamma|"
+
 
 def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: Sequence,
                     rtol: float | Sequence[float], device: str | None = None,
-                    floors: Sequence[float] | None = None) -> list[str]:
+                    floors: Sequence[float] | None = None, floor_names: Sequence[str] | None = None) -> list[str]:
     """`returned` must be a tuple of len(names) arrays (or tensors), each close to its expected one.
 
     Every entry is checked, so one answer reports all that is wrong with it. `rtol` is one
     tolerance for all, or one per entry (`tolerances.backward_rtols`). `floors`, one per
     entry, are the natural scales of results that cancellation can leave near zero (see
-    `closeness_problems`).
+    `closeness_problems`), and `floor_names` what each is, as the exercise's text says.
     """
     what = "(" + ", ".join(names) + ")"
     if not isinstance(returned, (tuple, list)):
@@ -27,17 +30,20 @@ def arrays_problems(returned, expected: Sequence, names: Sequence[str], dtypes: 
         return [f"should return {len(names)} values {what}, got {len(returned)}"]
     problems = []
     rtols = [rtol] * len(names) if np.isscalar(rtol) else list(rtol)
-    for value, want, name, dtype, tol, floor in zip(returned, expected, names, dtypes, rtols,
-                                                     floors or [0.0] * len(names)):
+    floors, floor_names = floors or [0.0] * len(names), floor_names or ["its natural scale"] * len(names)
+    for value, want, name, dtype, tol, floor, floor_name in zip(returned, expected, names, dtypes, rtols, floors,
+                                                                floor_names):
         problems += array_problems(value, name, np.shape(want), dtype, device) or \
-            closeness_problems(value, want, name, tol, floor)
+            closeness_problems(value, want, name, tol, floor, floor_name)
     return problems
 
 
-def value_problems(returned, expected, name: str, dtype, rtol: float, device: str | None = None) -> list[str]:
-    """One array (or tensor): class, dtype, shape, device, finiteness, then closeness."""
+def value_problems(returned, expected, name: str, dtype, rtol: float, device: str | None = None, floor: float = 0.0,
+                   floor_name: str = "its natural scale") -> list[str]:
+    """One array (or tensor): class, dtype, shape, device, finiteness, then closeness (with a floor: see
+    `arrays_problems`)."""
     return array_problems(returned, name, np.shape(expected), dtype, device) or \
-        closeness_problems(returned, expected, name, rtol)
+        closeness_problems(returned, expected, name, rtol, floor, floor_name)
 
 
 def mean_floor(x) -> float:

@@ -21,7 +21,8 @@ import numpy as np
 
 from .. import inputs, reference, tolerances
 from . import Case, Mistake, Trial
-from .second_edition import cache_problems, one_array_problems
+from .judging import value_problems
+from .second_edition import cache_problems
 
 FORWARD_PAGE = "01-forward.html"
 CHAIN_RULE = "02-chain-rule.html"
@@ -59,7 +60,8 @@ def jacobian_trial(d: int, kind: str = "normal", dtype=np.float64, eps: float | 
         x = sample(rng, (d,), kind, offset).astype(dtype)
         used_eps = EPS if eps is None else eps
         rstd = 1.0 / np.sqrt(np.mean(x.astype(np.float64) ** 2) + used_eps)
-        judge = partial(one_array_problems, name="J", dtype=np.dtype(dtype), rtol=tolerances.rtol(dtype), floor=rstd)
+        judge = partial(value_problems, name="J", dtype=np.dtype(dtype), rtol=tolerances.rtol(dtype), floor=rstd,
+                        floor_name="rstd")
         return Trial(args=(x,), kwargs={} if eps is None else {"eps": eps},
                      expected=reference.rmsnorm_jacobian(x, used_eps), judge=judge, arg_names=("x",))
 

@@ -87,7 +87,3 @@ def cache_problems(returned, expected, *, dtype, rtol: float, floors: dict[str, 
     return problems
 
 
-def one_array_problems(returned, expected, *, name: str, dtype, rtol: float, floor: float = 0.0) -> list[str]:
-    """One array: class, dtype, shape and finiteness, then closeness with a floor."""
-    return array_problems(returned, name, np.shape(expected), dtype) or \
-        closeness_problems(returned, expected, name, rtol, floor)

@@ -1,6 +1,6 @@
 """Assignment 03-variance-derivative: d(sigma^2)/dx, and the full Jacobian of x_hat for one row.
 
-- `variance_grad(x) -> dvar_dx`: x of shape (N, D); d(sigma_i^2)/d(x_ij) for every
+- `variance_grad(x)`: x of shape (N, D); d(sigma_i^2)/d(x_ij) for every
   row's biased variance, shape (N, D);
 - `layernorm_jacobian(x, eps=1e-5) -> J`: one row x of shape (D,); the (D, D)
   matrix J[i, j] = d x_hat_i / d x_j.
@@ -21,21 +21,16 @@ from functools import partial
 import numpy as np
 
 from .. import inputs, reference, tolerances
-from ..checks import array_problems, closeness_problems
 from . import Case, Mistake, Trial
-
-
-def judge_one(returned, expected, *, name: str, dtype, rtol: float, floor: float) -> list[str]:
-    """One array: class, dtype, shape and finiteness, then closeness with a floor."""
-    return array_problems(returned, name, np.shape(expected), dtype) or \
-        closeness_problems(returned, expected, name, rtol, floor)
+from .judging import value_problems
 
 
 def variance_trial(shape, kind: str = "normal", dtype=np.float64, offset: float = 1e3):
     def make(rng: np.random.Generator, device: str) -> Trial:
         x = inputs.sample(rng, shape, "layer", kind, offset).astype(dtype)
         floor = 2.0 / shape[1] * float(np.max(np.abs(x.astype(np.float64)), initial=0.0))
-        judge = partial(judge_one, name="dvar_dx", dtype=np.dtype(dtype), rtol=tolerances.rtol(dtype), floor=floor)
+        judge = partial(value_problems, name="d(sigma^2)/dx", dtype=np.dtype(dtype), rtol=tolerances.rtol(dtype),
+                        floor=floor, floor_name="(2 / D) max|x|")
         return Trial(args=(x,), expected=reference.variance_grad(x, axis=1), judge=judge, arg_names=("x",))
 
     return make
@@ -47,7 +42,8 @@ def jacobian_trial(d: int, kind: str = "normal", dtype=np.float64, eps: float | 
         used_eps = 1e-5 if eps is None else eps
         rstd = 1.0 / np.sqrt(x.astype(np.float64).var() + used_eps)
         kappa = tolerances.conditioning(x, (0,), used_eps)
-        judge = partial(judge_one, name="J", dtype=np.dtype(dtype), rtol=tolerances.rtol(dtype, kappa), floor=rstd)
+        judge = partial(value_problems, name="J", dtype=np.dtype(dtype), rtol=tolerances.rtol(dtype, kappa), floor=rstd,
+                        floor_name="rstd")
         return Trial(args=(x,), kwargs={} if eps is None else {"eps": eps},
                      expected=reference.layernorm_jacobian(x, used_eps), judge=judge, arg_names=("x",))
 
