@@ -126,6 +126,10 @@ SLIPS = {  # function -> mistake name -> the knobs that make it
         "interleaved-groups": {"view": "x.reshape(n, c // groups, groups, -1).transpose(0, 2, 1, 3)", "over": "(2, 3)",
             "x_hat": "((xg - mean) * rstd).transpose(0, 2, 1, 3).reshape(x.shape)"},
         "gamma-per-group": {"affine": "np.repeat(gamma[:groups], c // groups), np.repeat(beta[:groups], c // groups)"},
+        "gamma-of-first-channel": {"affine": "np.repeat(gamma.reshape(groups, -1)[:, 0], c // groups), "
+                                             "np.repeat(beta.reshape(groups, -1)[:, 0], c // groups)"},
+        "gamma-averaged-per-group": {"affine": "np.repeat(gamma.reshape(groups, -1).mean(axis=1), c // groups), "
+                                               "np.repeat(beta.reshape(groups, -1).mean(axis=1), c // groups)"},
         "unbiased-variance": {"var": "xg.var(axis={over}, keepdims=True, ddof=1)"},
         "eps-outside-sqrt": {"rstd": "1 / (np.sqrt(var) + eps)"},
         "tiled-statistics": {"x_hat": "((x.reshape(n, c, -1) - np.tile(mean.reshape(n, -1), (1, c // groups))"
@@ -147,6 +151,8 @@ SLIPS = {  # function -> mistake name -> the knobs that make it
         "tiled-rstd": {"r": "np.tile(cache['rstd'], (1, cg)).reshape(n, groups, cg, 1)"},
         "gamma-outside-sums": {"gamma_in": "np.ones(c, dtype=dy.dtype)", "outer": "cache['gamma']"},
         "gamma-per-group": {"gamma_in": "np.repeat(cache['gamma'][:groups], cg)"},
+        "gamma-of-first-channel": {"gamma_in": "np.repeat(cache['gamma'].reshape(groups, cg)[:, 0], cg)"},
+        "gamma-averaged-per-group": {"gamma_in": "np.repeat(cache['gamma'].reshape(groups, cg).mean(axis=1), cg)"},
         "no-mean-path": {"via_mean": "0"},
         "no-variance-path": {"via_var": "0"},
     },

@@ -128,6 +128,51 @@ SLIPS = {
 }
 
 
+ONE_PASS = (
+    "the one-pass variance E[x^2] - E[x]^2, whose two terms cancel catastrophically when the mean is large against "
+    "the spread, leaving mostly their rounding error; subtract the mean first, mean((x - mu)^2)",
+    "04-numerics.html#one-pass-variance")
+
+
+def _numpy_one_pass(x, centered, axis):
+    return (x * x).mean(axis=axis) - x.mean(axis=axis) ** 2
+
+
+def one_pass_variance(axis: int):
+    """E[x^2] - E[x]^2, as the answer computed it. Right in exact arithmetic, it is off by the rounding of E[x^2]
+    (and of mu^2), magnified by kappa**2, and that rounding depends on the order the answer's sums added their terms
+    in (NumPy's pairwise sums, einsum's, a loop's) and on its dtype: no one emulation is the answer's. So the impl is
+    `fitted` (see `diagnose`): its member is the answer's own rstd, where the variance that rstd stands for is within
+    what that rounding can do; NumPy's sums in float64 without an answer."""
+    def impl(x, gamma, beta, eps=1e-5, returned=None):
+        if returned is None:
+            return _forward(x, gamma, beta, eps, axis, var_of=_numpy_one_pass)
+        rstd, u = _answers_rstd(returned, x.shape[1 - axis])
+        with np.errstate(all="ignore"):
+            off = np.abs(1 / rstd**2 - (x.var(axis=axis) + eps))
+        # A sum of m terms, in any order, is off by at most m u times the sum of their sizes: E[x^2] by (m + 1) u
+        # E[x^2], mu^2 by (2m + 1) u E[x^2] through the mean's, and the subtraction, rstd's root and its division
+        # by a few u more. Beyond that reach the answer's variance is wrong for another reason.
+        if not np.all(off <= (3 * x.shape[axis] + 8) * u * ((x * x).mean(axis=axis) + eps)):
+            raise ValueError("the answer's variance is off by more than the one-pass formula's rounding")
+        return _forward(x, gamma, beta, eps, axis, rstd_of=lambda var, eps: rstd)
+
+    impl.fitted = True
+    return impl
+
+
+def _answers_rstd(returned, groups: int) -> tuple[np.ndarray, float]:
+    """An answer's cache['rstd'] in float64, and the unit roundoff of the dtype it was computed in; ValueError
+    where it has none of the statistics' shape to read."""
+    try:
+        rstd = returned[1]["rstd"]
+    except (TypeError, KeyError, IndexError) as e:
+        raise ValueError("the answer has no cache['rstd']") from e
+    if type(rstd) is not np.ndarray or rstd.dtype.kind != "f" or rstd.shape != (groups,):
+        raise ValueError("the answer's cache['rstd'] is not an array of one float per group")
+    return rstd.astype(np.float64), float(np.finfo(rstd.dtype).eps) / 2
+
+
 def _mistakes(function: str, axis: int, other_axis: int) -> list[Mistake]:
     found = [Mistake(function, name, message, section,
                      lambda x, gamma, beta, eps=1e-5, _slip=slip: _forward(x, gamma, beta, eps, axis, **_slip))
@@ -136,6 +181,7 @@ def _mistakes(function: str, axis: int, other_axis: int) -> list[Mistake]:
                          f"statistics taken over axis {other_axis}; this normalization reduces over axis {axis}",
                          "01-forward.html#which-axis",
                          lambda x, gamma, beta, eps=1e-5: _forward(x, gamma, beta, eps, other_axis)))
+    found.append(Mistake(function, "one-pass-variance", *ONE_PASS, one_pass_variance(axis)))
     return found
 
 

@@ -57,6 +57,16 @@ def tiled(per_group: np.ndarray, channels: int) -> np.ndarray:
     return np.tile(per_group, (1, channels // per_group.shape[1]))[:, :, None]
 
 
+def per_group(a: np.ndarray, groups: int, slip: str | None) -> np.ndarray:
+    """A per-channel parameter (C,) as an answer that takes it for one per group spreads it over the channels:
+    gamma[g] (the group's index read as a channel's), the group's first channel's, or the mean of the group's;
+    as it is for any other slip."""
+    cg = a.shape[0] // groups
+    one = {"gamma-per-group": lambda: a[:groups], "gamma-of-first-channel": lambda: a[::cg],
+           "gamma-averaged-per-group": lambda: a.reshape(groups, cg).mean(axis=1)}.get(slip)
+    return a if one is None else np.repeat(one(), cg)
+
+
 def _conditioning(x, groups: int, eps: float) -> float:
     return tolerances.conditioning(grouped(np.asarray(x, dtype=np.float64), groups), (2, 3), eps)
 
@@ -159,9 +169,7 @@ def _forward(x, gamma, beta, groups, eps=1e-5, slip: str | None = None):
     if slip == "interleaved-groups":
         x_hat = x_hat.transpose(0, 2, 1, 3)
     x_hat = x_hat.reshape(x.shape)
-    g, b = gamma, beta
-    if slip == "gamma-per-group":  # gamma[g] and beta[g] for every channel of group g
-        g, b = (np.repeat(a[:groups], c // groups) for a in (gamma, beta))
+    g, b = per_group(gamma, groups, slip), per_group(beta, groups, slip)
     per_channel = (c,) + (1,) * (x.ndim - 2)
     y = g.reshape(per_channel) * x_hat + b.reshape(per_channel)
     mean, rstd = np.broadcast_to(mean, xg.shape), np.broadcast_to(rstd, xg.shape)
@@ -189,6 +197,13 @@ FORWARD_SLIPS = {  # name -> (what the answer matches, the anchor it links to)
     "gamma-per-group": (
         "gamma and beta indexed by group (gamma[g] for every channel of group g); there is one per channel",
         f"{FORWARD_PAGE}#groupnorm-gamma"),
+    "gamma-of-first-channel": (
+        "one gamma and one beta per group, those of its first channel (gamma[g * (C // groups)] for every channel of "
+        "group g); there is one per channel, and they change from channel to channel inside a group",
+        f"{FORWARD_PAGE}#groupnorm-gamma"),
+    "gamma-averaged-per-group": (
+        "one gamma and one beta per group, the mean of its channels'; there is one per channel, and they change from "
+        "channel to channel inside a group", f"{FORWARD_PAGE}#groupnorm-gamma"),
     "unbiased-variance": (
         "the unbiased variance (dividing by n - 1); normalization layers use the biased one",
         f"{FORWARD_PAGE}#the-variance-is-the-biased-one"),
@@ -205,8 +220,7 @@ def _backward(dy, cache, slip: str | None = None):
     x_hat = (xg - cache["mean"][:, :, None, None]) * rstd
     if slip == "tiled-rstd":  # x_hat as cached, rstd spread over the channels with np.tile for np.repeat
         rstd = grouped(tiled(cache["rstd"], c), groups)
-    per_channel = (np.repeat(gamma[:groups], c // groups) if slip == "gamma-per-group" else gamma)
-    scale = np.ones_like(gamma) if slip == "gamma-outside-sums" else per_channel
+    scale = np.ones_like(gamma) if slip == "gamma-outside-sums" else per_group(gamma, groups, slip)
     g = grouped(dy * scale.reshape((c,) + (1,) * (x.ndim - 2)), groups)
     over = {"one-channel-sums": (3,), "whole-sample-sums": (1, 2, 3), "batch-sums": (0, 2, 3)}.get(slip, (2, 3))
     via_mean = 0.0 if slip == "no-mean-path" else -g.mean(axis=over, keepdims=True)
@@ -239,6 +253,12 @@ BACKWARD_SLIPS = {
     "gamma-per-group": (
         "gamma indexed by group (gamma[g] for every channel of group g); there is one per channel",
         f"{FORWARD_PAGE}#groupnorm-gamma"),
+    "gamma-of-first-channel": (
+        "one gamma per group, its first channel's (gamma[g * (C // groups)] for every channel of group g); there is "
+        "one per channel, and it changes from channel to channel inside a group", f"{FORWARD_PAGE}#groupnorm-gamma"),
+    "gamma-averaged-per-group": (
+        "one gamma per group, the mean of its channels'; there is one per channel, and it changes from channel to "
+        "channel inside a group", f"{FORWARD_PAGE}#groupnorm-gamma"),
     "no-mean-path": ("dL/dx without the path through the group's mean", f"{CHAIN_RULE}#slip-no-mean-path"),
     "no-variance-path": ("dL/dx without the path through the group's variance", f"{CHAIN_RULE}#slip-no-variance-path"),
 }
