@@ -5,15 +5,15 @@ computes nothing); between two calls, `__main__` runs outside it: it reads the n
 the results, writes them out. Whatever it calls there that a submission could replace (`numpy.save`, a
 method of `torch.Tensor`, `calling.kernel_work`, a trace function, a gc callback, a signal handler)
 would run the submission's code outside those guards, where torch computes freely: a Triton exercise
-answered by torch after its launcher returned. And Triton's interpreter (its classes and its one
-builder and semantic) holds the memory checks of `bounds` during a call. So `take()`, before the first cell, notes
-the functions, classes and modules of the modules that program uses, the names of torch.Tensor and of
-the interpreter's classes, the own attributes of its builder and semantic, those modules' entries in `sys.modules`, and
-the hooks through which Python runs code of its own accord; `changed()`, after every cell and every
-call, names the first that is no longer what it was, and `disarm()`, still under the guard when a call
-returns, takes away the hooks it left. Adding a name to a module changes nothing
-here: only a replaced or deleted one does. (The other exercises have no per-call guard to get around:
-autograd is sealed for good, and NumPy answers may compute anything.)
+answered by torch after its launcher returned. And Triton's interpreter (its classes, its one
+builder and its one semantic) holds the memory checks of `bounds` during a call. So `take()`, before
+the first cell, notes the functions, classes and modules of the modules that program uses, the names
+of torch.Tensor and of the interpreter's classes, the own attributes of its builder and semantic,
+those modules' entries in `sys.modules`, and the hooks through which Python runs code of its own
+accord; `changed()`, after every cell and every call, names the first that is no longer what it was,
+and `disarm()`, still under the guard when a call returns, takes away the hooks it left. Adding a
+name to a module changes nothing here: only a replaced or deleted one does. (The other exercises have
+no per-call guard to get around: autograd is sealed for good, and NumPy answers may compute anything.)
 """
 
 from __future__ import annotations
