@@ -275,7 +275,7 @@ def as_dtype(value, dtype):
     if isinstance(value, (tuple, list)):
         return type(value)(as_dtype(v, dtype) for v in value)
     if isinstance(value, dict):
-        return {k: as_dtype(v, dtype) if isinstance(v, np.ndarray) and k not in ("x", "gamma") else v
+        return {k: as_dtype(v, dtype) if isinstance(v, np.ndarray) else v
                 for k, v in value.items()}
     return value
 
@@ -283,7 +283,8 @@ def as_dtype(value, dtype):
 CORRECT_AT_MOST = 0.2  # the correct solution uses at most this fraction of the tolerance (0.14 measured:
 # groupnorm_forward in float64 on tiny variances, where the mean's rounding shows beside a small output)
 SEEN_AT_LEAST = 100  # a mistake a case sees is off by at least this many tolerances (float32: 587 measured)
-INVISIBLE_AT_MOST = 0.05  # ... and one it cannot see is at roundoff, like the correct solution
+INVISIBLE_AT_MOST = CORRECT_AT_MOST  # ... and one it cannot see is at roundoff, like the correct solution (0.12:
+# a GroupNorm mistake that is right on a float32 case, worked in float64 and rounded to float32 once)
 
 
 def mistake_outputs(function: str, trial, correct):
