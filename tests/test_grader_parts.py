@@ -721,9 +721,17 @@ def scatter(OUT, N, BLOCK: tl.constexpr, ATOMIC: tl.constexpr):
     else:
         tl.store(OUT + j, 1.0, mask=j <= N)
 
+@triton.jit
+def copy_rows(X, Y, M, N, CHUNK: tl.constexpr, LE: tl.constexpr):  # a row's program, in chunks
+    row = tl.program_id(0)
+    for start in range(0, N, CHUNK):
+        cols = start + tl.arange(0, CHUNK)
+        mask = (row < M) & ((cols <= N) if LE else (cols < N))  # a scalar's condition and a block's: int32 here
+        tl.store(Y + row * N + cols, tl.load(X + row * N + cols, mask=mask, other=0.0), mask=mask)
+
 def run(kernel, *args, **meta):
     try:
-        kernel[(args[0].shape[0] if kernel is row_sums else 1,)](*args, **meta)
+        kernel[(args[0].shape[0] if kernel in (row_sums, copy_rows) else 1,)](*args, **meta)
         return "ran"
     except Exception as e:  # the interpreter wraps what stopped a kernel
         return str(e)
@@ -763,6 +771,10 @@ for rows in (1, 2):
         read = torch.full((rows + 1,), 7.0)
         run(past_the_end, torch.ones(5), read, 5, 5, R=rows, OTHER=other)
         print(f"past the end, {rows} row(s), other={other}:", read.tolist())
+for width in (65, 100):  # 65: the last chunk's only lane is the last element
+    a, b = torch.randn(3, width), torch.zeros(3, width)
+    print(f"copy {width}:", run(copy_rows, a, b, 3, width, CHUNK=64, LE=False), torch.equal(a, b))
+print("copy <=:", run(copy_rows, torch.randn(3, 100), torch.zeros(3, 100), 3, 100, CHUNK=64, LE=True))
 o = torch.zeros(N)
 print("store:", run(scatter, o, N, BLOCK=512, ATOMIC=False))
 print("atomic:", run(scatter, o, N, BLOCK=512, ATOMIC=True))
@@ -798,8 +810,9 @@ def test_the_strict_interpreter_stops_lanes_outside_the_launchs_tensors_and_pois
     it stops after: loads, stores and atomics past a tensor's end or before its start, named; a view's extent
     (x: 5 rows of 300 in rows of 320) is its first to last element, not its storage; masked-off lanes NaN in
     float32, float16 and bfloat16, and with `other=0.0` zero even in a block of one element or a scalar's load,
-    where the interpreter drops it before its builder (a correct kernel lost 6 points so); a right kernel, and a
-    descriptor's load, untouched; a launch whose noted tensors
+    where the interpreter drops it before its builder (a correct kernel lost 6 points so); a mask of a scalar's
+    condition and a block's read as truth values, not as the lanes' positions its int32 would index; a right
+    kernel, and a descriptor's load, untouched; a launch whose noted tensors
     were taken away stops."""
     done = subprocess.run([sys.executable, "-c", STRICT_INTERPRETER], cwd=root, env=child_env(),
                           capture_output=True, text=True, timeout=300)
@@ -817,6 +830,8 @@ def test_the_strict_interpreter_stops_lanes_outside_the_launchs_tensors_and_pois
         *[f"no other: torch.{t} ran 5" for t in ("float32", "float16", "bfloat16")],
         "past the end, 1 row(s), other=True: [0.0, 0.0]", "past the end, 1 row(s), other=False: [nan, nan]",
         "past the end, 2 row(s), other=True: [0.0, 0.0, 0.0]", "past the end, 2 row(s), other=False: [nan, nan, nan]",
+        "copy 65: ran True", "copy 100: ran True",
+        "copy <=: " + stopped.format("a load", 1, 37, "1 element past the end of X", mask),
         "store: " + stopped.format("a store", 1, 301, "1 element past the end of OUT", mask),
         "atomic: " + stopped.format("an atomic operation", 1, 301, "1 element past the end of OUT", mask),
         "unmasked: " + stopped.format("a load", 212, 512, "1 element past the end of X", mask).replace(

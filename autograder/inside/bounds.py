@@ -115,7 +115,9 @@ def _check(what: str, ptrs, mask) -> None:
     addresses = ptrs.data
     lanes = addresses.size
     if mask is not None:
-        addresses = addresses[np.broadcast_to(mask.data, addresses.shape)]
+        # as truth values: a scalar condition splatted to a block, `(row < M) & (cols < N)`, comes as int32 0s
+        # and 1s from the interpreter, which would index lanes 0 and 1 (a correct kernel lost 4 to 9 points so)
+        addresses = addresses[np.broadcast_to(np.asarray(mask.data, dtype=bool), addresses.shape)]
     if addresses.size == 0:
         return
     size = max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
