@@ -794,6 +794,19 @@ def described(D, OUT, BLOCK: tl.constexpr):  # a descriptor's load passes its op
 v, copied = torch.arange(16.0), torch.zeros(16)
 print("descriptor:", run(described, TensorDescriptor.from_tensor(v, [16]), copied, BLOCK=16), torch.equal(v, copied))
 
+@triton.jit
+def block_sum(X, OUT, N, BLOCK: tl.constexpr, PADDING: tl.constexpr):  # a block pointer past the row's end
+    block = tl.make_block_ptr(X, (N,), (1,), (0,), (BLOCK,), (0,))
+    if PADDING:
+        tl.store(OUT, tl.sum(tl.load(block, boundary_check=(0,), padding_option="zero"), axis=0))
+    else:
+        tl.store(OUT, tl.sum(tl.load(block, boundary_check=(0,)), axis=0))
+
+for padding in (True, False):
+    total = torch.zeros(1)
+    print(f"block pointer, padding={padding}:", run(block_sum, torch.ones(5), total, 5, BLOCK=8, PADDING=padding),
+          total.tolist())
+
 def switched_off(meta):  # the grid is worked out after the launch noted its tensors
     bounds._launch = None
     return (M,)
@@ -837,6 +850,7 @@ def test_the_strict_interpreter_stops_lanes_outside_the_launchs_tensors_and_pois
         "unmasked: " + stopped.format("a load", 212, 512, "1 element past the end of X", mask).replace(
             "of the 512 lanes its mask let through", "of its 512 lanes"),
         "descriptor: ran True",
+        "block pointer, padding=True: ran [5.0]", "block pointer, padding=False: ran [nan]",
         "switched off: OutOfBounds('a load outside every tensor the kernel was given: the tensors of this launch were "
         "not noted, the check was switched off')",
     ], done.stdout

@@ -11,9 +11,10 @@ pytorch/pytorch#126535).
 `install()` wraps the interpreter's loads, stores and atomics: a lane the mask lets through must lie in
 one of the tensors the launch was given (a view's first to last element), or the kernel stops with
 `OutOfBounds`, which names the tensor and how far off the lane was; and a masked load without `other`
-reads NaN in its masked-off floating-point lanes, so that a sum over them shows. A correct kernel runs
-as before. The notebooks' tests, the grader's sandbox and the book's chapter all run kernels so.
-(Whether `other` was given is read where `tl.load` is lowered, not from the builder's argument: for
+reads NaN in its masked-off floating-point lanes, so that a sum over them shows (so does a block
+pointer loaded with `boundary_check` and no `padding_option`, whose padding Triton also leaves
+undefined). A correct kernel runs as before. The notebooks' tests, the grader's sandbox and the book's
+chapter all run kernels so. (Whether `other` was given is read where `tl.load` is lowered, not from the builder's argument: for
 a block of one element, or a scalar, the interpreter drops an `other` whose value is zero before the
 builder sees it, since it reads a one-element tensor's truth from its value.)
 
