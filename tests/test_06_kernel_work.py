@@ -335,9 +335,9 @@ HOOKS = {
     "bounds": ("triton.runtime.interpreter.InterpreterBuilder.create_masked_load",
                "from triton.runtime import interpreter\n_load = interpreter.InterpreterBuilder.create_masked_load\n"
                "interpreter.InterpreterBuilder.create_masked_load = lambda *a: _load(*a)\n", "pass"),
-    "semantic": ("triton.runtime.interpreter.interpreter_semantic._load_legacy",
-                 "from triton.runtime import interpreter\ns = interpreter.interpreter_semantic\n_lower = s._load_legacy\n"
-                 "s._load_legacy = lambda *a: _lower(*a)\n", "pass"),
+    "semantic": ("triton.runtime.interpreter.TritonSemantic._load_legacy",
+                 "from triton.runtime import interpreter\n_lower = interpreter.TritonSemantic._load_legacy\n"
+                 "interpreter.TritonSemantic._load_legacy = lambda *a: _lower(*a)\n", "pass"),
     "builder": ("triton.runtime.interpreter.interpreter_builder.create_masked_store",
                 "from triton.runtime import interpreter\nb = interpreter.interpreter_builder\n"
                 "b.create_masked_store = lambda *a: None\n", "pass"),

@@ -42,7 +42,8 @@ class OutOfBounds(IndexError):
 def install(interpreter) -> bool:
     """Make Triton's `interpreter` module strict (see the module's text); True if this call did."""
     builder, executor = interpreter.InterpreterBuilder, interpreter.GridExecutor
-    semantic = getattr(interpreter, "interpreter_semantic", None)
+    # the class that lowers tl.load: Triton 3.7's interpreter uses one instance of it, 3.6's one per builtin
+    semantic = getattr(interpreter, "TritonSemantic", None)
     if getattr(builder.create_masked_load, "strict", False) or not hasattr(executor, "_init_args_hst") or \
             not hasattr(semantic, "_load_legacy"):
         return False  # done, or an older Triton, whose launches or loads this does not know
@@ -59,11 +60,11 @@ def install(interpreter) -> bool:
         _launch = spans
         return args_hst, kwargs_hst
 
-    def load_legacy(ptr, mask, other, *rest, **options):  # tl.load of a pointer or a block of pointers
+    def load_legacy(self, ptr, mask, other, *rest, **options):  # tl.load of a pointer or a block of pointers
         global _other_given
         _other_given = other is not None
         try:
-            return lower_load(ptr, mask, other, *rest, **options)
+            return lower_load(self, ptr, mask, other, *rest, **options)
         finally:
             _other_given = False
 
@@ -91,7 +92,7 @@ def install(interpreter) -> bool:
         setattr(builder, function.__name__, function)
     executor._init_args_hst = init_args_hst
     load_legacy.strict = True
-    semantic._load_legacy = load_legacy  # the interpreter's one semantic object; compiled kernels have their own
+    semantic._load_legacy = load_legacy  # compiled kernels lower through it too: it only notes, then calls on
     return True
 
 

@@ -5,15 +5,15 @@ computes nothing); between two calls, `__main__` runs outside it: it reads the n
 the results, writes them out. Whatever it calls there that a submission could replace (`numpy.save`, a
 method of `torch.Tensor`, `calling.kernel_work`, a trace function, a gc callback, a signal handler)
 would run the submission's code outside those guards, where torch computes freely: a Triton exercise
-answered by torch after its launcher returned. And Triton's interpreter (its classes, its one
-builder and its one semantic) holds the memory checks of `bounds` during a call. So `take()`, before
-the first cell, notes the functions, classes and modules of the modules that program uses, the names
-of torch.Tensor and of the interpreter's classes, the own attributes of its builder and semantic,
-those modules' entries in `sys.modules`, and the hooks through which Python runs code of its own
-accord; `changed()`, after every cell and every call, names the first that is no longer what it was,
-and `disarm()`, still under the guard when a call returns, takes away the hooks it left. Adding a
-name to a module changes nothing here: only a replaced or deleted one does. (The other exercises have
-no per-call guard to get around: autograd is sealed for good, and NumPy answers may compute anything.)
+answered by torch after its launcher returned. And Triton's interpreter (its classes and its one
+builder) holds the memory checks of `bounds` during a call. So `take()`, before the first cell, notes
+the functions, classes and modules of the modules that program uses, the names of torch.Tensor and of
+the interpreter's classes, the builder's own attributes, those modules' entries in `sys.modules`, and
+the hooks through which Python runs code of its own accord; `changed()`, after every cell and every
+call, names the first that is no longer what it was, and `disarm()`, still under the guard when a call
+returns, takes away the hooks it left. Adding a name to a module changes nothing
+here: only a replaced or deleted one does. (The other exercises have no per-call guard to get around:
+autograd is sealed for good, and NumPy answers may compute anything.)
 """
 
 from __future__ import annotations
@@ -28,19 +28,17 @@ MODULES = ("__main__", "bounds", "builtins", "calling", "confine", "contextlib",
            "torch", "torch._C", "torch.cuda", "torch.overrides", "torch.utils._python_dispatch",
            "triton.runtime.interpreter")
 # Classes whose every name counts: a name added to torch.Tensor shadows a method of its C base, and the
-# interpreter's builder and launcher hold the checks of `bounds` (the memory a kernel may touch).
+# interpreter's builder, launcher and semantic (which lowers tl.load) hold the checks of `bounds`.
 CLASSES = (("torch", "Tensor"), ("triton.runtime.interpreter", "InterpreterBuilder"),
-           ("triton.runtime.interpreter", "GridExecutor"))
+           ("triton.runtime.interpreter", "GridExecutor"), ("triton.runtime.interpreter", "TritonSemantic"))
 # Objects the sandbox's work goes through, whose own attributes must not shadow their class's methods
-# (bar those `bounds` set there before the first cell: the semantic's load)
-INSTANCES = (("triton.runtime.interpreter", "interpreter_builder"), ("triton.runtime.interpreter",
-                                                                       "interpreter_semantic"))
+INSTANCES = (("triton.runtime.interpreter", "interpreter_builder"),)
 _MISSING = object()
 _noted: list = []  # (what it is called, the mapping it lives in, key, the object it was)
 _hooks: dict = {}  # what each hook was (see _current_hooks)
 _handlers: dict = {}  # signal -> its handler
 _classes: list = []  # (class, its name, the names in its own dict)
-_instances: list = []  # (object, its name, its own attributes when noted)
+_instances: list = []  # (object, its name)
 
 
 def take() -> None:
@@ -61,10 +59,7 @@ def take() -> None:
         obj = getattr(modules.get(module), name, None)
         if obj is not None:
             _noted.append((f"{module}.{name}", vars(modules[module]), name, obj))
-            _instances.append((obj, f"{module}.{name}", frozenset(vars(obj))))
-            for key, value in list(vars(obj).items()):
-                if callable(value):
-                    _noted.append((f"{module}.{name}.{key}", vars(obj), key, value))
+            _instances.append((obj, f"{module}.{name}"))
     for number in signal.valid_signals():
         try:
             _handlers[signal.Signals(number)] = signal.getsignal(number)
@@ -101,8 +96,8 @@ def changed() -> str | None:
         added = sorted(set(vars(cls)) - names)
         if added:
             return f"{name}.{added[0]}"
-    for obj, name, own in _instances:
-        shadowing = sorted(key for key in vars(obj) if key not in own and callable(getattr(type(obj), key, None)))
+    for obj, name in _instances:
+        shadowing = sorted(key for key in vars(obj) if callable(getattr(type(obj), key, None)))
         if shadowing:
             return f"{name}.{shadowing[0]}"
     for what, value in _current_hooks().items():
