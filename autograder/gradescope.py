@@ -182,7 +182,8 @@ def submitted_notebook(submission: Path, name: str) -> tuple[Path | None, str]:
         return None, f"no notebook was submitted: upload your {name}"
     if named:
         return None, f"{len(named)} notebooks named {name} were submitted ({listed(found)}): upload only one"
-    return None, f"{len(found)} notebooks were submitted ({listed(found)}) and none is named {name}: upload that one alone"
+    return None, (f"{len(found)} notebooks were submitted ({listed(found)}) and none is named {name}: "
+                  "upload that one alone")
 
 
 def failed_results(message: str) -> dict:
@@ -198,8 +199,9 @@ def run(assignment: str, root: Path, book_url: str, seconds: float | None = None
         return _run(assignment, root, book_url, seconds)
     except Exception:
         traceback.print_exc()
-        report.write_results(results, failed_results("the autograder failed before it could grade this submission (an internal "
-                                       "error); ask the course's staff to look at the autograder's output"))
+        report.write_results(results, failed_results(
+            "the autograder failed before it could grade this submission (an internal error); ask the course's "
+            "staff to look at the autograder's output"))
         return 0
 
 

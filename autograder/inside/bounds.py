@@ -14,9 +14,10 @@ one of the tensors the launch was given (a view's first to last element), or the
 reads NaN in its masked-off floating-point lanes, so that a sum over them shows (so does a block
 pointer loaded with `boundary_check` and no `padding_option`, whose padding Triton also leaves
 undefined). A correct kernel runs as before. The notebooks' tests, the grader's sandbox and the book's
-chapter all run kernels so. (Whether `other` was given is read where `tl.load` is lowered, not from the builder's argument: for
-a block of one element, or a scalar, the interpreter drops an `other` whose value is zero before the
-builder sees it, since it reads a one-element tensor's truth from its value.)
+chapter all run kernels so. (Whether `other` was given is read where `tl.load` is lowered, not from
+the builder's argument: for a block of one element, or a scalar, the interpreter drops an `other`
+whose value is zero before the builder sees it, since it reads a one-element tensor's truth from its
+value.)
 
 Two limits, chosen: a kernel may touch the elements of the views it was given, not the rest of their
 storage (a halo read of `buf[1:9]` at index -1 stops: pass `buf`), and only the tensors its launch was

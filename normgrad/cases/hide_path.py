@@ -27,6 +27,7 @@ import numpy as np
 from .. import inputs, reference, tolerances
 from ..checks import array_problems, as_float64, closeness_problems
 from . import Case, Mistake, Trial
+from .judging import DIRECT_PATH
 
 EPS = 1e-5
 PATHS = {"mean": "no-mean-path", "variance": "no-variance-path"}  # path -> exercise 02's slip that leaves it out
@@ -71,7 +72,7 @@ def judge(returned, expected: dict, *, x: np.ndarray, gamma: np.ndarray, dtype, 
         worst = float(np.max(np.abs(error)))
         problems.append(f"this dy does not hide the path through the {path}: on it, a backward pass without that "
                         f"path is off from the true dx by up to {worst:.3g} ({worst / max(direct, 1e-300):.3g} of "
-                        f"the direct path's size, rstd * dy * gamma; the tolerance is {rtol:.3g})")
+                        f"{DIRECT_PATH}; the tolerance is {rtol:.3g})")
     return problems
 
 
