@@ -112,7 +112,7 @@ class LayerNormFunction(torch.autograd.Function):
         mu = v.mean(dim=1, keepdim=True)
         r = 1 / torch.sqrt({var} + {eps})
         ctx.save_for_backward(x, gamma, mu, r)
-        ctx.eps = eps
+        ctx.eps = eps{keep}
         return ({y}).to(x.dtype)
 
     @staticmethod
@@ -132,7 +132,7 @@ class LayerNormFunction(torch.autograd.Function):
 
 FUNCTION_CORRECT = {"y": "(v - mu) * r * gamma.to(work) + beta.to(work)", "dx": "r * (g - s1 - xh * s2)",
                     "work": "torch.float64 if x.dtype == torch.float64 else torch.float32",
-                    "var": "((v - mu) ** 2).mean(dim=1, keepdim=True)", "eps": "eps", "eps_grad": ", None"}
+                    "var": "((v - mu) ** 2).mean(dim=1, keepdim=True)", "eps": "eps", "eps_grad": ", None", "keep": ""}
 
 FUNCTION_SLIPS = {
     "var-without-eps": {"dx": "r * (g - s1 - xc * (g * xc).mean(dim=1, keepdim=True) / (1 / r**2 - eps))"},
@@ -147,6 +147,8 @@ FUNCTION_SLIPS = {
 FUNCTION_BREACHES = {
     "forward-without-beta": ({"y": "(v - mu) * r * gamma.to(work)"}, "y is wrong"),
     "uses-autograd": ({"dx": "torch.autograd.grad(torch.zeros(()), [])"}, "autograd is switched off"),
+    # x_hat kept for the backward, the cache of exercise 01, set on ctx: a second input's worth of memory
+    "keeps-x-hat": ({"keep": "; ctx.cache = {'x_hat': (v - mu) * r}"}, "forward keeps 8064 bytes for backward"),
 }
 FUNCTION_VARIANTS = {"float64-and-back": {"dx": "(r * (g - s1 - xh * s2)).double()"}}
 
@@ -247,10 +249,39 @@ def test_layer_norm_function_in_16_bits_fails_at_a_large_mean(results):
     assert {"bfloat16-large-offset", "float16-large-offset"} <= names, text
 
 
+def test_keeping_x_hat_costs_only_the_case_that_measures_what_forward_keeps(results):
+    names, text = failed_cases(results, "LayerNormFunction", "breach:keeps-x-hat")
+    assert names == {"keeps-statistics"}, text
+    assert "1.1 times a whole 24 x 40 input" in text  # x_hat, 7680 bytes, with mean and rstd, 384
+
+
+def test_what_forward_keeps_counts_each_storage_once_and_the_inputs_none():
+    import torch
+
+    from autograder.inside.calling import invoke
+
+    class Keeping(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, gamma, beta, eps, keep):
+            kept = keep(x)
+            ctx.save_for_backward(*kept)
+            ctx.also = [t[:1] for t in kept]  # views of the same storages, on ctx
+            return x * gamma + beta
+
+    x, gamma, beta = torch.ones(6, 5, dtype=torch.float64).t(), torch.ones(6), torch.zeros(6)
+    kept = {"x and its views": lambda x: (x, x[1:], x.t()), "a copy of x": lambda x: (x.clone(), x),
+            "x as float32, twice": lambda x: (x.float(), x.float()), "rows' numbers": lambda x: (x.sum(1), x.mean(1))}
+    assert {name: invoke("saved_for_backward", Keeping, (x, gamma, beta, 1e-5, keep), {})
+            for name, keep in kept.items()} == {"x and its views": 0, "a copy of x": 240,
+                                                "x as float32, twice": 240, "rows' numbers": 80}
+
+
 def test_a_gradient_for_eps_is_named_as_a_missing_one_is():
     wrong = judged(ASSIGNMENT, "LayerNormFunction", function_code({"eps_grad": ", torch.zeros(())"}))
     message = next(m.message for m in load(ASSIGNMENT).mistakes if m.name == "no-none-for-eps")
-    assert wrong and all(any(message in p for p in problems) for problems in wrong.values()), report(wrong)
+    backward_run = {case: problems for case, problems in wrong.items() if "keeps-statistics" not in case}
+    assert backward_run and all(any(message in p for p in problems) for problems in backward_run.values()), \
+        report(wrong)
 
 
 @pytest.mark.parametrize("function", ["layernorm_backward", "batchnorm_backward"])

@@ -14,6 +14,9 @@ autograd_function  y = cls.apply(*args[:-1]); y.backward(args[-1]); the result
                    the one node between y and the leaves (cls.backward called on
                    that node, grad mode off, each gradient checked and cast as
                    the engine checks it), so the engine itself never runs
+saved_for_backward y = cls.apply(*args) as above, without a backward step; the result is
+                   the bytes its node keeps for the backward besides the inputs'
+                   own (`kept_bytes`)
 kernels            as call, for a Triton exercise: while fn runs, torch may only allocate,
                    fill with a constant, view, copy and convert dtypes (`kernel_work`); the
                    arithmetic is the Triton kernels' (triton's own code, its launcher, is free)
@@ -64,7 +67,7 @@ if __package__:  # autograder.inside, or normgrad in the course's wheel
 else:  # the sandbox runs its files as top-level modules
     import bounds
 
-PROTOCOLS = ("call", "autograd_function", "shards", "kernels")
+PROTOCOLS = ("call", "autograd_function", "saved_for_backward", "shards", "kernels")
 
 NO_AUTOGRAD = ("autograd is switched off while your code is tested: compute the gradient by hand "
                "(reverse mode, forward mode (forward_ad, dual tensors) and torch.func's transforms are all locked)")
@@ -702,28 +705,59 @@ def invoke(protocol: str, target, args: tuple, kwargs: dict, returning=None):
         import torch
 
         *inputs, dy = args
-        name = getattr(target, "__name__", repr(target))
-        if not (isinstance(target, type) and issubclass(target, torch.autograd.Function)):
-            raise TypeError(f"{name} should be a subclass of torch.autograd.Function")
-        leaves = [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-                  for a in inputs]
         with no_autograd():
-            with torch.enable_grad():
-                y = target.apply(*leaves, **kwargs)
-                if not isinstance(y, torch.Tensor):
-                    raise TypeError(f"{name}.apply should return a tensor, got {type(y).__name__}")
-                # The gradient must come from the student's backward, not from autograd's own
-                # derivatives of ops run outside a Function (an `apply` replaced by plain torch code).
-                if not isinstance(y.grad_fn, target._backward_cls):
-                    source = type(y.grad_fn).__name__ if y.grad_fn is not None else "nowhere: it does not depend on x"
-                    raise TypeError(f"{name}.apply should return the output of {name}.forward, so that "
-                                    f"{name}.backward computes the gradient; its gradient would come from {source}")
+            y, leaves, name = _applied(torch, target, inputs, kwargs)
             _run_backward(torch, y, dy, leaves, name)
         grads = tuple(leaf.grad if isinstance(leaf, torch.Tensor) else None for leaf in leaves[:3])
         return (y.detach(), *grads)
+    if protocol == "saved_for_backward":
+        import torch
+
+        with no_autograd():
+            y, leaves, _ = _applied(torch, target, args, kwargs)
+            return kept_bytes(torch, y.grad_fn, leaves)
     if protocol == "shards":
         return _shards(target, *args, **kwargs)
     raise ValueError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")
+
+
+def _applied(torch, target, inputs, kwargs):
+    """y = target.apply(*inputs) with grad mode on, each floating tensor input a fresh leaf that requires grad:
+    (y, the leaves, target's name). y must be the output of target's own node."""
+    name = getattr(target, "__name__", repr(target))
+    if not (isinstance(target, type) and issubclass(target, torch.autograd.Function)):
+        raise TypeError(f"{name} should be a subclass of torch.autograd.Function")
+    leaves = [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+              for a in inputs]
+    with torch.enable_grad():
+        y = target.apply(*leaves, **kwargs)
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"{name}.apply should return a tensor, got {type(y).__name__}")
+        # The gradient must come from the student's backward, not from autograd's own
+        # derivatives of ops run outside a Function (an `apply` replaced by plain torch code).
+        if not isinstance(y.grad_fn, target._backward_cls):
+            source = type(y.grad_fn).__name__ if y.grad_fn is not None else "nowhere: it does not depend on x"
+            raise TypeError(f"{name}.apply should return the output of {name}.forward, so that "
+                            f"{name}.backward computes the gradient; its gradient would come from {source}")
+    return y, leaves, name
+
+
+def kept_bytes(torch, node, inputs) -> int:
+    """The memory a Function's node keeps from its forward for its backward, besides what its inputs hold:
+    the bytes of every storage under the tensors it saved (`ctx.save_for_backward`) and those it set on ctx
+    (an attribute, or inside a tuple, list or dict there), each storage once, the inputs' own left out (saving
+    x, or a view of it, keeps nothing new). The output's storage counts: saving y keeps it alive."""
+    found = list(node.saved_tensors)
+    for value in vars(node).values():
+        inner = value.values() if type(value) is dict else value if type(value) in (tuple, list) else (value,)
+        found += [t for t in inner if isinstance(t, torch.Tensor)]
+    own = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
+    kept = {}
+    for t in found:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in own:
+            kept[storage.data_ptr()] = storage.nbytes()
+    return int(sum(kept.values()))
 
 
 def _shards(shard_grad_in, grad_out, x, weight, mean, invstd, sizes, sum_dy, sum_dy_xmu):

@@ -110,6 +110,38 @@ def _backward_cases(function: str, norm: str) -> list[Case]:
     ]
 
 
+KEPT_PER_ROW_AND_FEATURE = 4  # numbers of x's dtype forward may keep per row and per feature besides the inputs
+
+
+def kept_problems(returned, expected, rows: int, features: int, itemsize: int) -> list[str]:
+    """What LayerNormFunction's forward keeps for its backward (protocol "saved_for_backward": bytes besides
+    the inputs') must be a few numbers a row and a feature (mean and rstd, gamma in another dtype), not x's
+    size again: chapter 4 saves mean and rstd and rebuilds x_hat from them."""
+    if type(returned) is not int:
+        return [f"the bytes forward keeps should come back as an int, got {type(returned).__name__}"]
+    allowed = KEPT_PER_ROW_AND_FEATURE * (rows + features) * itemsize
+    if returned <= allowed:
+        return []
+    numbers = returned / itemsize
+    return [f"forward keeps {returned} bytes for backward besides its inputs (the tensors it saves and sets on "
+            f"ctx), {numbers / (rows * features):.2g} times a whole {rows} x {features} input in its dtype; "
+            f"the backward needs two numbers a row, mean and rstd ({2 * rows * itemsize} bytes here), and "
+            f"rebuilds x_hat from them, as chapter 4's RowNorm does"]
+
+
+def saved_trial(shape):
+    """A trial maker for what `LayerNormFunction.apply(x, gamma, beta, eps)` keeps for its backward, in
+    float64: the judge is `kept_problems`."""
+    def make(rng: np.random.Generator, device: str) -> Trial:
+        x = rounded(inputs.sample(rng, shape, "layer", "normal", 1e3), f64)
+        gamma, beta = (rounded(a, f64) for a in inputs.affine(rng, shape[1]))
+        judge = partial(kept_problems, rows=shape[0], features=shape[1], itemsize=8)
+        return Trial(args=(x.to(device), gamma.to(device), beta.to(device), 1e-5), expected=None,
+                     arg_names=("x", "gamma", "beta", "eps"), judge=judge, protocol="saved_for_backward")
+
+    return make
+
+
 def _function_cases() -> list[Case]:
     c = partial(Case, "LayerNormFunction", devices=DEVICES)
     return [
@@ -118,7 +150,9 @@ def _function_cases() -> list[Case]:
         c("odd-shape", 1, True, "float64, an 11 x 23 input", function_trial((11, 23))),
         c("non-contiguous", 1, True, "float32 views, not contiguous: x transposed, dy's rows spaced apart",
           function_trial((20, 45), f32, contiguous=False)),
-        c("tiny-variance", 2, True, "rows whose variance is far below eps",
+        c("keeps-statistics", 1, False, "float64, 24 x 40: what forward keeps for backward, beside x",
+          saved_trial((24, 40)), devices=("cpu",)),
+        c("tiny-variance", 1, True, "rows whose variance is far below eps",
           function_trial((6, 17), kind="tiny-variance")),
         c("eps", 1, True, "eps = 1e-2 passed to apply", function_trial((7, 9), kind="tiny-variance", eps=1e-2)),
         # forward computes the statistics: E[x^2] - E[x]^2 in float32 fails here (chapter 4b)
