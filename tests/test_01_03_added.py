@@ -69,7 +69,7 @@ def groupnorm_backward(dy, cache):
     via_mean = {via_mean}
     via_var = {via_var}
     dx = ({outer})[:, None, None] * (r * (g + via_mean + via_var)).reshape(x.shape)
-    return dx, np.sum(dy * cache["x_hat"], axis=(0, 2, 3)), np.sum(dy, axis=(0, 2, 3))
+    return dx, {dgamma}, {dbeta}
 ''',
     "hide_path": '''import numpy as np
 
@@ -111,7 +111,8 @@ CORRECT = {
                            "r": "cache['rstd'][:, :, None, None]",
                            "xh": "cache['x_hat'].reshape(n, groups, cg, -1)",
                            "via_mean": "-g.mean(axis={over}, keepdims=True)",
-                           "via_var": "-xh * (g * xh).mean(axis={over}, keepdims=True)"},
+                           "via_var": "-xh * (g * xh).mean(axis={over}, keepdims=True)",
+                           "dgamma": "np.sum(dy * cache['x_hat'], axis=(0, 2, 3))", "dbeta": "np.sum(dy, axis=(0, 2, 3))"},
     "hide_path": {"mean": "'mean'", "for_mean": ORTHOGONAL_TO_ONES, "for_variance": ORTHOGONAL_TO_X_HAT,
                   "dy": "g / gamma",
                   "ret": "(dy / np.abs(dy).max(axis=1, keepdims=True)).astype(x.dtype)"},
@@ -153,6 +154,8 @@ SLIPS = {  # function -> mistake name -> the knobs that make it
         "gamma-per-group": {"gamma_in": "np.repeat(cache['gamma'][:groups], cg)"},
         "gamma-of-first-channel": {"gamma_in": "np.repeat(cache['gamma'].reshape(groups, cg)[:, 0], cg)"},
         "gamma-averaged-per-group": {"gamma_in": "np.repeat(cache['gamma'].reshape(groups, cg).mean(axis=1), cg)"},
+        "parameter-sums-per-group": {"dgamma": "np.sum((dy * cache['x_hat']).reshape(n, groups, -1), axis=(0, 2))",
+                                     "dbeta": "np.sum(dy.reshape(n, groups, -1), axis=(0, 2))"},
         "no-mean-path": {"via_mean": "0"},
         "no-variance-path": {"via_var": "0"},
     },

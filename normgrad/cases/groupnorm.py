@@ -229,6 +229,9 @@ def _backward(dy, cache, slip: str | None = None):
     if slip == "gamma-outside-sums":  # gamma taken out of the sums, as BatchNorm's formula can
         dx = grouped(gamma.reshape((c,) + (1,) * (x.ndim - 2)) * dx.reshape(x.shape), groups)
     x_hat = x_hat.reshape(x.shape)
+    if slip == "parameter-sums-per-group":  # one dgamma and one dbeta per group, shape (groups,)
+        return dx.reshape(x.shape), grouped(dy * x_hat, groups).sum(axis=(0, 2, 3)), \
+            grouped(dy, groups).sum(axis=(0, 2, 3))
     axes = tuple(a for a in range(x.ndim) if a != 1)
     return dx.reshape(x.shape), (dy * x_hat).sum(axis=axes), dy.sum(axis=axes)
 
@@ -259,6 +262,9 @@ BACKWARD_SLIPS = {
     "gamma-averaged-per-group": (
         "one gamma per group, the mean of its channels'; there is one per channel, and it changes from channel to "
         "channel inside a group", f"{FORWARD_PAGE}#groupnorm-gamma"),
+    "parameter-sums-per-group": (
+        "dgamma and dbeta summed over each group, one per group; gamma and beta have one entry per channel, so "
+        "each of their gradients sums over its own channel's values, across N, H and W", f"{FORWARD_PAGE}#groupnorm-gamma"),
     "no-mean-path": ("dL/dx without the path through the group's mean", f"{CHAIN_RULE}#slip-no-mean-path"),
     "no-variance-path": ("dL/dx without the path through the group's variance", f"{CHAIN_RULE}#slip-no-variance-path"),
 }
