@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -343,7 +344,39 @@ def distributed():
         y, leaf = graph()
         dist_autograd.backward(context, [(y * dy).sum()])
         return dist_autograd.get_gradients(context)
+SCRIPTED_GRAD = '''
+def g(x: Tensor, dy: Tensor):
+    mu = x.mean(1, keepdim=True)
+    y = (x - mu) / torch.sqrt(((x - mu) ** 2).mean(1, keepdim=True) + 1e-5)
+    return torch.autograd.grad([y], [x], torch.jit.annotate(List[Optional[Tensor]], [dy]))
+def b(x: Tensor, dy: Tensor):
+    mu = x.mean(1, keepdim=True)
+    y = (x - mu) / torch.sqrt(((x - mu) ** 2).mean(1, keepdim=True) + 1e-5)
+    y.backward(dy)
+    return x.grad
+'''
+def scripted(name, unit=lambda source: torch.jit.CompilationUnit(source)):
+    # TorchScript's own aten::grad and aten::backward run the engine from C++, past every Python door
+    leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return getattr(unit(SCRIPTED_GRAD), name)(leaf, dy)
+def compiler_taken_back():  # the setter, however found, leaves the engine's refusing compiler in place
+    for o in gc.get_objects():
+        if type(o).__name__ == "builtin_function_or_method" and o.__name__ == "set_autograd_compiler":
+            o(None, False)
+    torch._C._dynamo.compiled_autograd.set_autograd_compiler(None, False)
+    return scripted("g")
+def aten_grad_op():  # the same operator from Python, by its name
+    y, leaf = graph()
+    with torch.enable_grad():
+        return torch.ops.aten.grad([y], [leaf], [dy])
 ways = {
+    "TorchScript's autograd.grad": lambda: scripted("g"),
+    "TorchScript's backward": lambda: scripted("b"),
+    "TorchScript by a pickled name": lambda: scripted("g", __import__("pickle").loads(
+        b"ctorch.jit\\nCompilationUnit\\n.")),
+    "TorchScript's autograd.grad, the compiler set to none": compiler_taken_back,
+    "aten::grad by name": aten_grad_op,
     "the handle": lambda: run(handle),
     "the bound method's __self__": lambda: run(handle.queue_callback.__self__),
     "a new engine": lambda: run(torch._C._ImperativeEngine()),
@@ -369,8 +402,27 @@ print("done")
 def test_the_sandbox_seal_leaves_no_way_to_run_the_engine():
     """After `seal`, nothing runs autograd's reverse mode: not the engine however found (the locked handle's
     bound method, the sandbox's own module, gc, a new engine), not a graph's nodes called by hand, not the
-    distributed engine nor TorchScript's autodiff; a Function's backward still runs under the protocol."""
+    distributed engine nor TorchScript's autodiff, nor TorchScript's own grad and backward (which scored an
+    attacker 80/118 in exercise 04 before the engine's compiler refused); a Function's backward still runs
+    under the protocol."""
     run_sealed(SEALED_ENGINE)
+
+
+def test_a_notebooks_lock_refuses_torchscripts_own_grad_and_gives_the_engine_back():
+    """In a notebook, `no_autograd` refuses TorchScript's aten::grad for its duration (as the seal does for good),
+    then leaves autograd as it found it."""
+    import torch
+
+    from normgrad.calling import no_autograd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript is deprecated
+        unit = torch.jit.CompilationUnit("def g(x: Tensor):\n    return torch.autograd.grad([(x * x).sum()], [x])\n")
+    x = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    with no_autograd(), torch.enable_grad(), pytest.raises(RuntimeError, match="compute the gradient by hand"):
+        unit.g(x)
+    assert unit.g(x)[0].tolist() == [2.0, 2.0, 2.0]
+    assert torch.autograd.grad((x * x).sum(), x)[0].tolist() == [2.0, 2.0, 2.0]
 
 
 @pytest.mark.parametrize("source, needle", [

@@ -50,8 +50,12 @@ themselves, for every object of those types however it is found: the engine's
 `run_backward` (any `torch._C._ImperativeEngine`, the one torch keeps or a new
 one), calling a graph's node (`y.grad_fn(dy)`: each of torch's C++ node
 types), the distributed engine's `backward` and TorchScript's symbolic
-`_jit_differentiate`. Nothing in the process keeps a way back: no original
-engine is set aside, since nothing here needs one.
+`_jit_differentiate`. Below every door, the engine's C++ entry hands a run to
+a compiled-autograd compiler when one is set: the seal (and `no_autograd`, for
+its duration) sets one that refuses, which stops the C++ callers no Python
+door guards (TorchScript's own `aten::grad` and `aten::backward`), and the
+setter then goes with the C doors. Nothing in the process keeps a way back:
+no original engine is set aside, since nothing here needs one.
 """
 
 from __future__ import annotations
@@ -95,7 +99,9 @@ _DUAL_KEYS = ("Autograd", "CompositeExplicitAutograd", "CompositeExplicitAutogra
 # the engine's handle (its type: a new `_ImperativeEngine()` runs the same engine) and a graph's nodes, whose
 # derivatives of elementary ops call no backward operator (`y.grad_fn(dy)` walked by hand)
 _ENGINE_METHODS = ("run_backward",)
-# C functions that differentiate outside the engine: the distributed engine, TorchScript's symbolic autodiff
+# C functions that differentiate outside the engine: the distributed engine, TorchScript's symbolic autodiff;
+# and the one that sets the engine's compiled-autograd compiler (seal() sets one that refuses, then this goes)
+_COMPILER_SETTER = ("_C._dynamo.compiled_autograd", "set_autograd_compiler")
 _C_DOORS = (("_C._distributed_autograd", "backward"), ("_C", "_jit_differentiate"))
 
 
@@ -139,12 +145,31 @@ def no_autograd():
     """Autograd locked and grad mode off for the duration (the notebook's test cells use this)."""
     torch = loaded_torch()
     saved = [] if _SEALED else lock_autograd()
+    prior = None if _SEALED or torch is None else _hand_engine_to(torch, _refuse)
     try:
         with (torch.no_grad() if torch is not None else contextlib.nullcontext()):
             yield
     finally:
         for owner, name, value in saved:
             setattr(owner, name, value)
+        if prior is not None:
+            _hand_engine_to(torch, *prior)
+
+
+def _hand_engine_to(torch, compiler, dynamic: bool = False):
+    """Have autograd's engine hand every run to `compiler` (None: run it itself); returns what it had before, as
+    (compiler, dynamic), or None where this torch has no such hook.
+
+    The engine's C++ `execute` gives a run to the compiled-autograd compiler when one is set, before it does any
+    work, whoever called it: Python, or C++ that no Python door guards (TorchScript's own `aten::grad` and
+    `aten::backward`, reached by `torch.jit.CompilationUnit` or `torch.ops.aten.grad`). A compiler that refuses
+    refuses them all."""
+    try:
+        setter = _owner(torch, _COMPILER_SETTER[0])
+        prior = getattr(setter, _COMPILER_SETTER[1])(compiler, dynamic)
+    except (AttributeError, TypeError):  # a torch without the hook, or whose setter takes other arguments
+        return None
+    return tuple(prior) if isinstance(prior, tuple) else (prior, False)
 
 
 # --- the sandbox's lock, for good ---------------------------------------------------------------
@@ -198,16 +223,32 @@ def _seal_engine(torch) -> None:
         _set_on_type(engine_type, name, _refuse)
     for node_type in _node_types(torch):
         _set_on_type(node_type, "__call__", _refuse)
-    for path, name in _C_DOORS:
-        try:
-            original = getattr(_owner(torch, path), name)
-        except AttributeError:  # not built into this torch (no distributed, no TorchScript)
-            continue
-        for module in list(sys.modules.values()):  # its C module and every module that imported it by name
-            space = getattr(module, "__dict__", None)
-            for key, value in list(space.items()) if isinstance(space, dict) else ():
-                if value is original:
-                    space[key] = _refuse
+    for door in _C_DOORS:
+        _replace_everywhere(torch, door, _refuse)
+    if _hand_engine_to(torch, _refuse) is not None:
+        _replace_everywhere(torch, _COMPILER_SETTER, _compiler_kept)
+
+
+def _replace_everywhere(torch, door: tuple[str, str], value) -> None:
+    """Put `value` wherever a C function of torch's is held by name: its C module and every module that imported
+    it. Nothing else refers to it, so nothing in the process can reach the original again."""
+    path, name = door
+    try:
+        original = getattr(_owner(torch, path), name)
+    except AttributeError:  # not built into this torch (no distributed, no TorchScript)
+        return
+    for module in list(sys.modules.values()):
+        space = getattr(module, "__dict__", None)
+        for key, value_there in list(space.items()) if isinstance(space, dict) else ():
+            if value_there is original:
+                space[key] = value
+
+
+def _compiler_kept(*args, **kwargs):
+    """The engine's compiler setter once sealed: the refusing compiler stays, whatever is asked. torch's own
+    contexts that set one and put back the one before still run (aot_autograd's, around a compiled forward),
+    and what they are told was there before is none."""
+    return None, False
 
 
 def _node_types(torch) -> list:
