@@ -73,7 +73,7 @@ def read_submission(path=None, data: bytes | None = None) -> nbformat.NotebookNo
     if len(data) > MAX_FILE_BYTES:
         raise SubmissionError(f"the file is larger than {MAX_FILE_BYTES >> 20} MiB")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # an editor's byte-order mark, if any, is not the notebook's
     except UnicodeDecodeError as e:
         raise SubmissionError(f"the file is not valid notebook JSON ({type(e).__name__}: {str(e)[:200]})") from None
     if _json_values(text) > MAX_JSON_VALUES:
@@ -88,6 +88,9 @@ def read_submission(path=None, data: bytes | None = None) -> nbformat.NotebookNo
     if "nbformat" in raw and (type(raw["nbformat"]) is not int or type(raw.get("nbformat_minor", 0)) is not int):
         raise SubmissionError(f"the notebook's version, nbformat {safe.text(repr(raw['nbformat']), 40)}, is not "
                               "a whole number, as Jupyter writes it")
+    if raw.get("nbformat", 4) not in (3, 4):  # older versions convert to no cells at all; newer ones do not exist
+        raise SubmissionError(f"the notebook's version, nbformat {raw['nbformat']}, is not one Jupyter writes (3 or 4): "
+                              "open the notebook in Jupyter and save it again")
     with_ids = raw.get("nbformat") == 4 and raw.get("nbformat_minor", 0) >= 5
     for i, cell in enumerate(_raw_cells(raw)):
         if isinstance(cell, dict):

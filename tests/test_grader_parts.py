@@ -153,12 +153,23 @@ def test_pick_reports_a_deleted_cell_and_takes_the_last_definition():
     (b'{"cells": 3}', "not a notebook"),
     (b"\xff\xfe", "not valid notebook JSON"),
     (b'{"cells": [], "metadata": {}, "nbformat": "4", "nbformat_minor": 5}', "nbformat '4', is not a whole number"),
+    # nbformat 1 read as 4 drops every cell: it said "no cell defines ..." of every function
+    (b'{"cells": [], "metadata": {}, "nbformat": 1, "nbformat_minor": 0}', r"nbformat 1, is not one Jupyter writes"),
+    (b'{"cells": [], "metadata": {}, "nbformat": 5, "nbformat_minor": 0}', r"nbformat 5, is not one Jupyter writes"),
 ])
 def test_unreadable_submissions_are_refused_with_a_reason(tmp_path, content, reason):
     path = tmp_path / "nb.ipynb"
     path.write_bytes(content)
     with pytest.raises(SubmissionError, match=reason):
         read_submission(path)
+
+
+def test_a_notebook_saved_with_a_byte_order_mark_is_read_as_without_it(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    path.write_bytes(notebooks("01-forward").release.read_bytes())
+    plain = read_submission(path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # what some editors write first (it scored 0)
+    assert read_submission(path) == plain
 
 
 # --- the autograd lock ----------------------------------------------------------------------
