@@ -10,7 +10,7 @@ h = u**(1/3). Measured in chapter 3 (LayerNorm's dx on a 4 x 10 batch, against
 float64 autograd, relative to the largest entry): in float64 (u = 2**-53) the
 default h = 1e-5 is near the best step and leaves a few 1e-11; in float32
 (u = 2**-24) the best step is near h = 1e-2 and leaves a few 1e-5, and h = 1e-5
-leaves about 1e-2: too coarse to tell a right gradient from one that divides
+leaves a few 1e-2: too coarse to tell a right gradient from one that divides
 by var instead of var + eps. Chapter 3 asserts these numbers at every build.
 """
 
