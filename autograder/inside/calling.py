@@ -54,7 +54,7 @@ types), the distributed engine's `backward` and TorchScript's symbolic
 a compiled-autograd compiler when one is set: the seal (and `no_autograd`, for
 its duration) sets one that refuses, which stops the C++ callers no Python
 door guards (TorchScript's own `aten::grad` and `aten::backward`), and the
-setter then goes with the C doors. Nothing in the process keeps a way back:
+setter then keeps that one whatever it is asked. Nothing in the process keeps a way back:
 no original engine is set aside, since nothing here needs one.
 """
 
@@ -100,7 +100,7 @@ _DUAL_KEYS = ("Autograd", "CompositeExplicitAutograd", "CompositeExplicitAutogra
 # derivatives of elementary ops call no backward operator (`y.grad_fn(dy)` walked by hand)
 _ENGINE_METHODS = ("run_backward",)
 # C functions that differentiate outside the engine: the distributed engine, TorchScript's symbolic autodiff;
-# and the one that sets the engine's compiled-autograd compiler (seal() sets one that refuses, then this goes)
+# and the one that sets the engine's compiled-autograd compiler (seal() sets one that refuses, and keeps it)
 _COMPILER_SETTER = ("_C._dynamo.compiled_autograd", "set_autograd_compiler")
 _C_DOORS = (("_C._distributed_autograd", "backward"), ("_C", "_jit_differentiate"))
 
