@@ -50,17 +50,20 @@ def test_check_refuses_a_notebook_of_no_known_assignment(root, tmp_path):
 
 
 def test_in_a_numpy_exercise_an_unused_import_of_torch_costs_nothing_and_a_use_costs_its_function(root, tmp_path):
+    """torch, and sympy, which differentiates symbolically (it scored a red-team Jacobian full marks in 03)."""
     nb = solved("01-forward")
     cells = {name: next(c for c in nb.cells if c.cell_type == "code" and f"def {name}(" in c.source)
-             for name in ("layernorm_forward", "rmsnorm_forward")}
+             for name in ("layernorm_forward", "rmsnorm_forward", "batchnorm_forward")}
     cells["layernorm_forward"].source = "import torch\n" + cells["layernorm_forward"].source
     cells["rmsnorm_forward"].source = "import torch\n_zeros = torch.zeros\n" + cells["rmsnorm_forward"].source
+    cells["batchnorm_forward"].source = "import sympy\n_diff = sympy.diff\n" + cells["batchnorm_forward"].source
     path = tmp_path / "forward.ipynb"
     nbformat.write(nb, str(path))
     done = run("check", str(path), "--assignment", "01-forward", cwd=root)
     assert done.returncode == 0, done.stderr
     assert "torch.zeros cannot be used in this exercise: it is answered with NumPy" in done.stdout
-    lost = load("01-forward").points_of("rmsnorm_forward")
+    assert "sympy.diff cannot be used in this exercise: it is answered with NumPy" in done.stdout
+    lost = load("01-forward").points_of("rmsnorm_forward") + load("01-forward").points_of("batchnorm_forward")
     assert f"score: {FULL - lost:g}/{FULL:g}" in done.stdout
 
 

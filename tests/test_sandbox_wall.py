@@ -369,6 +369,12 @@ def torch_files(x):
         except OSError:
             got.append("hid " + os.path.basename(path))
     from torch.utils import show_pickle  # noqa: F401  (not imported with torch: its Python stays readable)
+    for module in ("decompositions", "decompositions_for_jvp"):  # but not its backward formulas in Python
+        try:
+            open(os.path.join(folder, "_decomp", module + ".py")).read(1)
+            got.append("read " + module)
+        except PermissionError:
+            pass
     loader = (glob.glob("/lib64/ld-linux-*.so*") + glob.glob("/lib/ld-linux-*.so*") + [""])[0]
     import_torch = "import sys; sys.path[:0] = %r; import torch" % sys.path
     for how in ([sys.executable], [loader, sys.executable]):  # the dynamic loader runs what an exec list skips

@@ -79,12 +79,28 @@ def _after_student_code(reap: bool) -> None:
 
 
 LOCKED = ("torch", "functorch", "torchgen")  # the packages whose autograd the seal locks
+# torch's backward formulas written in Python (its decompositions): the seal rewrote the functions it loaded, but
+# their file, read and imported again under another name, would run afresh (a red-team answer scored 104/104 in
+# exercise 04 so). A NumPy exercise hides all of torch; sympy and mpmath differentiate symbolically (torch's own
+# modules import sympy, so a PyTorch exercise keeps it, and flags.py names it)
+BACKWARD_SOURCES = ("torch/_decomp/decompositions", "torch/_decomp/decompositions_for_jvp")
+SYMBOLIC = ("sympy", "mpmath")
 
 
 def _installed(packages) -> list:
     """The folders of these packages on sys.path."""
     return [os.path.join(folder, name) for folder in sys.path[1:] for name in packages
             if os.path.isdir(os.path.join(folder, name))]
+
+
+def _backward_sources() -> list:
+    """The files of BACKWARD_SOURCES, each module's source and what Python compiled of it, in every folder of
+    sys.path that holds torch."""
+    return [path for folder in sys.path[1:] for module in BACKWARD_SOURCES
+            for path in [os.path.join(folder, module + ".py"),
+                         *glob.glob(os.path.join(folder, os.path.dirname(module), "__pycache__",
+                                                 os.path.basename(module) + ".*.pyc"))]
+            if os.path.exists(path)]
 
 
 def _loaded_parts(packages) -> list:
@@ -112,7 +128,7 @@ class _NoTorch(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     notebook's cell often starts with one); any use of it, or a submodule's import, raises ImportError.
     """
 
-    BLOCKED = (*LOCKED, "triton")
+    BLOCKED = (*LOCKED, "triton", *SYMBOLIC)
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] not in self.BLOCKED:
@@ -182,7 +198,7 @@ def main(job_fd: int, out_fd: int) -> None:
             _count_kernel_launches()
             calling.fit_triton_interpreter()  # an older Triton's interpreter beside a newer NumPy
             calling.refuse_threads()  # torch's guard on a launcher's work holds per thread
-        hidden = _loaded_parts(LOCKED)
+        hidden = _loaded_parts(LOCKED) + _backward_sources()
     else:
         sys.meta_path.insert(0, _NoTorch())
         hidden = _installed(_NoTorch.BLOCKED)
