@@ -919,6 +919,47 @@ def test_the_strict_interpreter_stops_lanes_outside_the_launchs_tensors_and_pois
     ], done.stdout
 
 
+HANDLES = """
+import os
+os.environ["TRITON_INTERPRET"] = "1"
+import torch, triton, triton.language as tl
+from autograder.inside import calling
+calling.fit_triton_interpreter()
+
+def doubled(t):  # plain Python a kernel calls: NumPy on the block it loaded
+    t.handle.data[:] *= 2
+
+@triton.jit
+def twice(X, N, BLOCK: tl.constexpr, HELPER: tl.constexpr):
+    j = tl.arange(0, BLOCK)
+    x = tl.load(X + j, mask=j < N, other=0.0)
+    if HELPER:
+        doubled(x)
+    else:
+        x = x * 2
+    tl.store(X + j, x, mask=j < N)
+
+for helper in (False, True):
+    x = torch.ones(5)
+    try:
+        twice[(1,)](x, 5, BLOCK=8, HELPER=helper)
+        print(helper, x.tolist())
+    except Exception as e:  # the interpreter wraps what stopped a kernel
+        print(helper, type(e).__name__, calling.HANDLE in str(e), x.tolist())
+"""
+
+
+def test_under_the_interpreter_only_triton_reads_a_kernel_values_numpy_array(root):
+    """A kernel value's `handle` holds its NumPy array under the interpreter: a red-team kernel handed its blocks
+    to a Python helper that did the whole backward in NumPy (120/120 on the CPU, and no GPU would compile it).
+    Only Triton's own code reads it now; a kernel computing with tl's operations runs as before."""
+    done = subprocess.run([sys.executable, "-c", HANDLES], cwd=root, env=child_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["False [2.0, 2.0, 2.0, 2.0, 2.0]",
+                                        "True InterpreterError True [1.0, 1.0, 1.0, 1.0, 1.0]"], done.stdout
+
+
 # --- frames: the only way data crosses the sandbox wall ---------------------------------------
 
 def test_frames_arrive_whole_in_any_chunking():

@@ -492,7 +492,39 @@ def fit_triton_interpreter(force: bool = False) -> bool:
     if interpreter is None:
         return False
     strict = bounds.install(interpreter)
-    return _fit_index(interpreter, force) or strict
+    guarded = _guard_handles(interpreter)
+    return _fit_index(interpreter, force) or strict or guarded
+
+
+HANDLE = ("under Triton's interpreter a kernel's value holds its data as a NumPy array (`.handle`), which no "
+          "compiled kernel can reach: a kernel computes with tl's operations, and a plain Python function it "
+          "calls is no part of the language")
+
+
+def _guard_handles(interpreter) -> bool:
+    """Let only Triton's own code read a kernel value's `handle`, where the interpreter keeps its NumPy array;
+    True if this call did. A red-team kernel handed its loaded blocks to a Python helper that did the whole
+    backward in NumPy, under no compiler's eye (120/120 on the CPU; on a GPU it would not compile)."""
+    core = interpreter.tl.core
+    classes = [cls for cls in (getattr(core, "tensor", None), getattr(core, "tensor_descriptor_base", None))
+               if isinstance(cls, type) and "handle" not in vars(cls)]
+    if not classes:
+        return False
+    triton_dir = os.path.dirname(os.path.dirname(os.path.abspath(interpreter.__file__))) + os.sep
+    ours = {os.path.abspath(__file__), os.path.abspath(bounds.__file__)}
+
+    def read(self):
+        caller = sys._getframe(1).f_code.co_filename
+        if not caller.startswith(triton_dir) and caller not in ours:
+            raise RuntimeError(HANDLE)
+        return self.__dict__["handle"]
+
+    def write(self, value):
+        self.__dict__["handle"] = value
+
+    for cls in classes:
+        cls.handle = property(read, write)
+    return True
 
 
 def _fit_index(interpreter, force: bool) -> bool:
