@@ -106,7 +106,8 @@ _LIBRARY_NORM = re.compile(r"_*(native_|cudnn_|miopen_|fused_)?(layer|batch|grou
 # with no derivation; no exercise has a use for them
 _COMPLEX_DTYPES = {"complex", "complex32", "complex64", "complex128", "complex256", "cfloat", "cdouble", "chalf",
                    "csingle", "clongdouble", "complex_", "c8", "c16", "c32"}  # a string names only these
-_COMPLEX = _COMPLEX_DTYPES | {"complexfloating", "view_as_complex", "imag", "real", "polar", "emath", "scimath",
+_COMPLEX = _COMPLEX_DTYPES | {"complexfloating", "view_as_complex", "view_as_real", "imag", "real", "polar", "emath",
+                              "scimath",
                               "cmath", "conj", "conjugate", "angle",  # np.emath.sqrt(-1) is 1j by another name,
                               "fft", "roots", "eig", "eigvals"}  # and these return it (np.roots([1, 0, 1]))
 # A dtype by its one-letter code, in a dtype's place only ("F" elsewhere is Fortran's order): complex, long double
@@ -121,7 +122,8 @@ _DUAL_WHY = "dual numbers or a tape differentiate the forward automatically, wit
 # Symbolic and extended-precision arithmetic (sympy and mpmath come with torch): they differentiate a forward, or
 # take finite differences of it to float64's accuracy, with no derivation; no exercise has a use for them
 _PRECISION_MODULES = {"sympy", "mpmath", "decimal", "fractions", "gmpy2", "numdifftools", "findiff"}
-_EXTENDED_FLOATS = {"longdouble", "float128", "float96", "longfloat", "clongfloat", "complex192"}  # "f16": a dtype's place
+_EXTENDED_FLOATS = {"longdouble", "float128", "float96", "longfloat", "clongfloat", "complex192",
+                    "typecodes"}  # np.typecodes['Float'][-1] is long double's code  # "f16": a dtype's place
 # Threads: torch's modes that hold a Triton launcher to allocating and copying are per thread (calling.kernel_work)
 _THREADING = {"threading", "_thread"}
 
@@ -193,6 +195,14 @@ def _negative(node: ast.AST) -> bool:
         and isinstance(node.operand.value, (int, float))
 
 
+def _namespace_built(node: ast.AST) -> bool:
+    """A class's namespace for type() whose names are not all written out: a comprehension, a dict with a key
+    built at run time, or one made elsewhere (its hooks may be {f"__{k}__": f for ...})."""
+    if isinstance(node, ast.Dict):
+        return any(key is None or _assembled(key) for key in node.keys)
+    return not isinstance(node, ast.Constant)
+
+
 def _assembled(node: ast.AST) -> bool:
     """A string built at run time: 'a' + 'b', f-strings, ''.join(...), chr(...), s[::-1], a variable's value."""
     return not (isinstance(node, ast.Constant) and isinstance(node.value, str))
@@ -219,6 +229,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
     rebound = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}
     rebound |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
     own_classes = own - rebound
+    # names bound to a negative number (`m = -1.0`): one to a fractional power is complex, as -1.0 ** 0.5 is
+    negatives = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign) and _negative(node.value)
+                 for t in node.targets if isinstance(t, ast.Name)}
 
     def flag(node, what):
         found.append((getattr(node, "lineno", 0), what))
@@ -289,12 +302,16 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
             flag(node, f"computes with complex numbers ({node.id}(...)): {_COMPLEX_STEP_WHY}")
         elif isinstance(node, ast.Constant) and isinstance(node.value, complex):
             flag(node, f"computes with complex numbers ({node.value!r}): {_COMPLEX_STEP_WHY}")
-        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and _negative(node.left) \
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) \
+                and (_negative(node.left) or isinstance(node.left, ast.Name) and node.left.id in negatives) \
                 and isinstance(node.right, ast.Constant) and isinstance(node.right.value, float):
             flag(node, f"computes with complex numbers (a negative number to a fractional power is complex in "
                        f"Python): {_COMPLEX_STEP_WHY}")
         elif isinstance(node, ast.keyword) and node.arg in _ARITHMETIC_DUNDERS:  # type('D', (), dict(__mul__=f))
             flag(node.value, f"defines or calls arithmetic by its hook ({node.arg}=): {_DUAL_WHY}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "type" \
+                and len(node.args) == 3 and _namespace_built(node.args[2]):
+            flag(node, f"makes a class whose names are built at run time (type(name, bases, namespace)): {_DUAL_WHY}")
         elif isinstance(node, ast.Name) and node.id in _RAW_MEMORY \
                 or isinstance(node, ast.Constant) and node.value in _RAW_MEMORY \
                 or isinstance(node, ast.keyword) and node.arg in _RAW_MEMORY:

@@ -686,6 +686,12 @@ def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, ne
     ("X = x.astype(np.dtype('g'))\n", "extended precision ('g')"),
     ("X = x.astype('f16')\n", "extended precision ('f16')"),
     ("Z = np.zeros(3, dtype='G')\n", "complex numbers ('G')"),
+    # a third red team's: the imaginary unit by a name, the parts by view_as_real, hooks named at run time, and
+    # long double by its code
+    ("m = -1.0\nI = m ** 0.5\n", "complex numbers (a negative number to a fractional power"),
+    ("d = torch.view_as_real(f(X))[..., 1] / h\n", "complex numbers (torch.view_as_real)"),
+    ("D = type('D', (), {f'__{k}__': v for k, v in ops.items()})\n", "makes a class whose names are built at run time"),
+    ("L = np.dtype(np.typecodes['Float'][-1]).type\n", "extended precision (np.typecodes)"),
 ])
 def test_other_processes_and_reaching_around_the_guards_are_flagged(source, needle):
     """A Python started from the answer imports an unlocked PyTorch; the Triton exercise's guard
