@@ -124,6 +124,12 @@ _DUAL_WHY = "dual numbers or a tape differentiate the forward automatically, wit
 _PRECISION_MODULES = {"sympy", "mpmath", "decimal", "fractions", "gmpy2", "numdifftools", "findiff"}
 _EXTENDED_FLOATS = {"longdouble", "float128", "float96", "longfloat", "clongfloat", "complex192",
                     "typecodes"}  # np.typecodes['Float'][-1] is long double's code  # "f16": a dtype's place
+# Data turned back into code or objects: a red team's answer wrote a base64 payload out as a module and imported
+# it (nothing of it in the cell), and one unpickled torch.jit.CompilationUnit by its name
+_OPAQUE = {"pickle", "_pickle", "marshal", "base64", "binascii", "codecs", "zlib", "lzma", "bz2", "pydoc", "copyreg",
+           "shelve", "dill", "cloudpickle", "zipimport"}
+# Where Python imports from: a folder the answer wrote a module into
+_IMPORT_PATHS = {("sys", "path"), ("sys", "meta_path"), ("sys", "path_hooks"), ("sys", "path_importer_cache")}
 # Threads: torch's modes that hold a Triton launcher to allocating and copying are per thread (calling.kernel_work)
 _THREADING = {"threading", "_thread"}
 
@@ -269,6 +275,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 flag(node, f"calls autograd's backward ({name or '.backward'})")
             elif len(parts) >= 2 and (parts[-2], parts[-1]) in _INTERNALS:
                 flag(node, f"looks into the interpreter ({name})")
+            elif len(parts) >= 2 and (parts[-2], parts[-1]) in _IMPORT_PATHS:
+                flag(node, f"changes where Python imports from ({name}): a module the answer writes and imports "
+                           "is no part of its cells")
             elif node.attr in _FILES:
                 flag(node, f"reads or runs a module's files ({name or node.attr})")
             elif name == "torch.jit" or name.startswith("torch.jit.") or node.attr in _TORCHSCRIPT:
@@ -348,6 +357,9 @@ def read_cell(source: str, own: frozenset[str] = frozenset()) -> list[tuple[int,
                 elif m.split(".")[0] in _PRECISION_MODULES:
                     flag(node, f"imports {m}: symbolic or extended-precision arithmetic differentiates a forward "
                                "(or takes its finite differences to float64's accuracy) with no derivation")
+                elif m.split(".")[0] in _OPAQUE:
+                    flag(node, f"imports {m}, which rebuilds code or objects from data no review reads (a module "
+                               "written out and imported, a callable unpickled by its name)")
                 elif m.split(".")[0] in _THREADING:
                     flag(node, f"imports {m}, which runs code in other threads (a Triton launcher's guard holds "
                                "per thread)")

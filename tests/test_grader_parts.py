@@ -692,6 +692,10 @@ def test_forward_mode_and_torch_func_are_flagged_in_every_import_form(source, ne
     ("d = torch.view_as_real(f(X))[..., 1] / h\n", "complex numbers (torch.view_as_real)"),
     ("D = type('D', (), {f'__{k}__': v for k, v in ops.items()})\n", "makes a class whose names are built at run time"),
     ("L = np.dtype(np.typecodes['Float'][-1]).type\n", "extended precision (np.typecodes)"),
+    # code kept out of the cell: a module written from a payload and imported, a callable unpickled by its name
+    ("import base64, sys\nsys.path.insert(0, d)\n", "imports base64, which rebuilds code"),
+    ("import base64, sys\nsys.path.insert(0, d)\n", "changes where Python imports from (sys.path)"),
+    ("import pickle\nCU = pickle.loads(b'ctorch.jit\\nCompilationUnit\\n.')\n", "imports pickle, which rebuilds"),
 ])
 def test_other_processes_and_reaching_around_the_guards_are_flagged(source, needle):
     """A Python started from the answer imports an unlocked PyTorch; the Triton exercise's guard
