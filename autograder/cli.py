@@ -29,7 +29,7 @@ from .cells import MAX_FILE_BYTES
 from .grading import CaseResult, Report, default_sandbox, grade, new_seed, not_graded
 from .outputs import GradesFileError, Outputs, check_writable, rows_without_notebook
 from .private import PrivateCasesError, resolve, with_private
-from .sandbox import Limits, SandboxError
+from .sandbox import Limits, SandboxError, Stopped, stop_all
 from .submissions import SubmissionError, Submission, scan
 
 
@@ -131,6 +131,8 @@ def _safe_grade(sub: Submission, box, private, limits, seed: int) -> Report:
         try:
             result = grade(sub.path, assignment, student, box=box, private=private, limits=limits, seed=seed,
                            data=data, notebook=name)
+        except Stopped as e:  # the run is ending (stop_all): this notebook's results are not written
+            result = not_graded(student, assignment, name, str(e), private, seed)
         except Exception:
             print(f"internal error while grading {safe.name(sub.path)}:\n{safe.text(traceback.format_exc())}",
                   file=sys.stderr)
@@ -221,7 +223,8 @@ def cmd_grade(args) -> int:
         found = [s for s in found if s.folder[0] in wanted or s.student in wanted]
         missing = wanted - {s.folder[0] for s in found} - {s.student for s in found}
         if missing:
-            raise SystemExit(f"no notebook of {', '.join(sorted(missing))} under {root}/<student>/<assignment>/")
+            raise SystemExit(f"no notebook of {', '.join(safe.name(m) for m in sorted(missing))} under "
+                             f"{safe.name(root)}/<student>/<assignment>/")
     if args.assignment:
         found = [s for s in found if s.folder[1] == args.assignment]
     if not found:
@@ -318,6 +321,7 @@ def cmd_grade(args) -> int:
         being = f", and writing none of the {len(started)} being graded" if started else " (none was being graded)"
         print(f"\nterminated: grading no more notebooks{being}", file=sys.stderr, flush=True)
         pool.shutdown(wait=False, cancel_futures=True)
+        stop_all()  # their jobs end now, and none starts: the run ends in seconds
     except KeyboardInterrupt:
         # Ctrl-C: start no one new, and write what is being graded now; a second Ctrl-C leaves that too
         interrupted = True
@@ -328,9 +332,11 @@ def cmd_grade(args) -> int:
         try:
             for future in as_completed(started):
                 record(future)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # the second: those being graded are left unwritten, and the run ends as the first
+            left = sum(f not in written for f in started)
+            print(f"\ninterrupted again: leaving the {left} being graded unwritten", file=sys.stderr, flush=True)
             pool.shutdown(wait=False, cancel_futures=True)
-            raise
+            stop_all()
     _on_sigterm(caller_sigterm)
     pool.shutdown(wait=not terminated)
     try:

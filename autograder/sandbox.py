@@ -776,7 +776,24 @@ ABANDONED = ("a process of the job kept its output open after the job ended; the
 
 _jobs_lock = threading.Lock()  # held from starting a job to noting its pid, and while leftovers are looked for
 _jobs: set[int] = set()  # the pids of the jobs' main processes this grader started and has not yet waited for
+_stopping = threading.Event()  # set by stop_all: no job starts from then on
 _reaper = [False]  # is this grader a child subreaper (set in the fallback without root)?
+
+
+class Stopped(RuntimeError):
+    """The grader is stopping (stop_all): this job was not started."""
+
+
+def stop_all() -> None:
+    """Start no job from now on, and kill those running (the grader's SIGTERM, a second Ctrl-C): their results
+    will not be written, and the grader ends once its threads see their jobs end, not after grading what is
+    left of their notebooks (a SIGTERM once took 80 s to end so, starting sandboxes all along)."""
+    _stopping.set()
+    with _jobs_lock:
+        running = list(_jobs)
+    for pid in running:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -847,6 +864,8 @@ def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, job: protocol.Job,
     start = time.monotonic()
     # No preexec_fn: the grader has threads; the launcher sets the limits after the fork instead.
     with _jobs_lock:  # noted before any search for leftovers can mistake it for one
+        if _stopping.is_set():
+            raise Stopped("the grader is stopping: this job was not started")
         proc = subprocess.Popen(cmd, env=env or {"PATH": "/usr/bin:/bin"}, cwd=cwd, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=keep_fds,
                                 start_new_session=True)

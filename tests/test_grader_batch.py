@@ -320,6 +320,36 @@ def test_ctrl_c_grades_no_one_new_and_writes_who_was_being_graded(tmp_path, whil
     assert status == 130, complaints
 
 
+SLEEPER = "import time\n\n\ndef layernorm_forward(x, gamma, beta, eps=1e-5):\n    time.sleep(600)\n"
+
+
+@pytest.mark.parametrize("signals, status, said", [
+    ((signal.SIGTERM,), 143, "terminated: grading no more notebooks, and writing none of the 2 being graded"),
+    ((signal.SIGINT, signal.SIGINT), 130, "interrupted again: leaving the 2 being graded unwritten"),
+])
+def test_sigterm_or_a_second_ctrl_c_ends_the_run_in_seconds_while_answers_sleep(tmp_path, signals, status, said):
+    """The in-flight notebooks' jobs are killed and no job starts after: the run ends at once, where it went
+    on grading what was left of their notebooks (80 s for two answers that sleep, starting sandboxes all
+    along, past Slurm's 30 s before its SIGKILL), and a second Ctrl-C printed two tracebacks."""
+    root, out = tmp_path / "submitted", tmp_path / "out"
+    for student in ("ann", "bob"):
+        write(submission("01-forward", {"layernorm_forward": SLEEPER}, base=solved("01-forward")), root, student,
+              "01-forward")
+    run = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); " \
+          "runpy.run_module('autograder', run_name='__main__', alter_sys=True)"
+    batch = subprocess.Popen([sys.executable, "-c", run, "grade", str(root), "--out", str(out), "--jobs", "2"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # both answers asleep in their sandboxes
+    for signum in signals:
+        batch.send_signal(signum)
+        time.sleep(1)
+    began = time.monotonic()
+    _, complaints = batch.communicate(timeout=120)
+    assert batch.returncode == status and time.monotonic() - began < 15, complaints
+    assert said in complaints and "Traceback" not in complaints, complaints
+    assert "INTERRUPTED: 0 of 2 notebook(s) graded and written" in complaints
+
+
 @pytest.mark.parametrize("while_recording", [False, True])
 def test_sigterm_grades_no_one_new_writes_no_one_half_graded_and_says_so(tmp_path, while_recording):
     """A batch system's time limit (Slurm sends SIGTERM to every process of the job, the sandboxes too): no
