@@ -122,8 +122,8 @@ _DUAL_WHY = "dual numbers or a tape differentiate the forward automatically, wit
 # Symbolic and extended-precision arithmetic (sympy and mpmath come with torch): they differentiate a forward, or
 # take finite differences of it to float64's accuracy, with no derivation; no exercise has a use for them
 _PRECISION_MODULES = {"sympy", "mpmath", "decimal", "fractions", "gmpy2", "numdifftools", "findiff"}
-_EXTENDED_FLOATS = {"longdouble", "float128", "float96", "longfloat", "clongfloat", "complex192",
-                    "typecodes"}  # np.typecodes['Float'][-1] is long double's code  # "f16": a dtype's place
+# long double by its names, and np.typecodes, whose 'Float'[-1] is its code ("f16" counts in a dtype's place only)
+_EXTENDED_FLOATS = {"longdouble", "float128", "float96", "longfloat", "clongfloat", "complex192", "typecodes"}
 # Data turned back into code or objects: a red team's answer wrote a base64 payload out as a module and imported
 # it (nothing of it in the cell), and one unpickled torch.jit.CompilationUnit by its name
 _OPAQUE = {"pickle", "_pickle", "marshal", "base64", "binascii", "codecs", "zlib", "lzma", "bz2", "pydoc", "copyreg",

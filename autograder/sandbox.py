@@ -778,6 +778,7 @@ _jobs_lock = threading.Lock()  # held from starting a job to noting its pid, and
 _jobs: set[int] = set()  # the pids of the jobs' main processes this grader started and has not yet waited for
 _stopping = threading.Event()  # set by stop_all: no job starts from then on
 _reaper = [False]  # is this grader a child subreaper (set in the fallback without root)?
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class Stopped(RuntimeError):
@@ -794,7 +795,6 @@ def stop_all() -> None:
     for pid in running:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-PR_SET_CHILD_SUBREAPER = 36
 
 
 def become_subreaper() -> bool:
@@ -865,6 +865,7 @@ def _supervise(cmd, env, cwd, keep_fds, results_r, results_w, job: protocol.Job,
     # No preexec_fn: the grader has threads; the launcher sets the limits after the fork instead.
     with _jobs_lock:  # noted before any search for leftovers can mistake it for one
         if _stopping.is_set():
+            os.close(results_w)  # as a started job's is, below
             raise Stopped("the grader is stopping: this job was not started")
         proc = subprocess.Popen(cmd, env=env or {"PATH": "/usr/bin:/bin"}, cwd=cwd, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=keep_fds,

@@ -264,8 +264,11 @@ def test_what_forward_keeps_counts_each_storage_once_and_the_inputs_none():
         @staticmethod
         def forward(ctx, x, gamma, beta, eps, keep):
             kept = keep(x)
-            ctx.save_for_backward(*kept)
-            ctx.also = [t[:1] for t in kept]  # views of the same storages, on ctx
+            ctx.save_for_backward(*kept[:1])
+            # the rest set on ctx deep in containers (one holding itself), views of the first: each storage once
+            loop = [tuple(kept[1:])]
+            loop.append(loop)
+            ctx.also = {"deep": [{"in": loop}], "views": [kept[0][:1], kept[0].t()], "other": "x"}
             return x * gamma + beta
 
     x, gamma, beta = torch.ones(6, 5, dtype=torch.float64).t(), torch.ones(6), torch.zeros(6)

@@ -205,6 +205,9 @@ def test_regrading_one_student_keeps_the_others_and_replays_with_the_seed(batch,
         main(["grade", str(tmp / "submitted" / "alice"), "--out", str(out)])
     with pytest.raises(SystemExit, match="no notebook of nobody"):
         main(["grade", str(tmp / "submitted"), "--out", str(out), "--student", "nobody"])
+    with pytest.raises(SystemExit) as refused:  # a name typed with a line break and a terminal escape: escaped
+        main(["grade", str(tmp / "submitted"), "--out", str(out), "--student", "no\nbody\x1b[2J"])
+    assert "no notebook of no\\nbody\\x1b[2J under " in str(refused.value), str(refused.value)
     assert rows(out) == before
     first = (out / "feedback" / "dup" / "01-forward" / "forward.txt").read_text()
     assert main(["grade", str(tmp / "submitted"), "--out", str(out), "--student", "dup", "--seed", seed]) == 0

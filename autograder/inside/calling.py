@@ -508,14 +508,14 @@ def _guard_handles(interpreter) -> bool:
     core = interpreter.tl.core
     classes = [cls for cls in (getattr(core, "tensor", None), getattr(core, "tensor_descriptor_base", None))
                if isinstance(cls, type) and "handle" not in vars(cls)]
-    if not classes:
+    triton_dir = _package_folders()[1]
+    if not classes or triton_dir is None:
         return False
-    triton_dir = os.path.dirname(os.path.dirname(os.path.abspath(interpreter.__file__))) + os.sep
-    ours = {os.path.abspath(__file__), os.path.abspath(bounds.__file__)}
+    here = os.path.abspath(__file__)  # _fit_index's __index__ reads a scalar argument's handle
 
     def read(self):
         caller = sys._getframe(1).f_code.co_filename
-        if not caller.startswith(triton_dir) and caller not in ours:
+        if not caller.startswith(triton_dir) and caller != here:
             raise RuntimeError(HANDLE)
         return self.__dict__["handle"]
 
@@ -815,15 +815,27 @@ def _applied(torch, target, inputs, kwargs):
     return y, leaves, name
 
 
+KEPT_WALK = 100_000  # the most objects kept_bytes looks at on a ctx (a container holding itself ends too)
+
+
 def kept_bytes(torch, node, inputs) -> int:
     """The memory a Function's node keeps from its forward for its backward, besides what its inputs hold:
     the bytes of every storage under the tensors it saved (`ctx.save_for_backward`) and those it set on ctx
-    (an attribute, or inside a tuple, list or dict there), each storage once, the inputs' own left out (saving
-    x, or a view of it, keeps nothing new). The output's storage counts: saving y keeps it alive."""
-    found = list(node.saved_tensors)
-    for value in vars(node).values():
-        inner = value.values() if type(value) is dict else value if type(value) in (tuple, list) else (value,)
-        found += [t for t in inner if isinstance(t, torch.Tensor)]
+    (an attribute, or anywhere in the tuples, lists, sets and dicts there), each storage once, the inputs' own
+    left out (saving x, or a view of it, keeps nothing new). The output's storage counts: saving y keeps it
+    alive."""
+    found, seen, stack = list(node.saved_tensors), set(), list(vars(node).values())
+    while stack and len(seen) < KEPT_WALK:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif type(value) is dict:
+            stack.extend(value.values())
+        elif type(value) in (tuple, list, set, frozenset):
+            stack.extend(value)
     own = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
     kept = {}
     for t in found:
