@@ -51,6 +51,8 @@ def array_problems(value, name: str, shape: tuple, dtype, device: str | None = N
             problems.append(f"{name} should have dtype {dtype}, got {value.dtype}")
         if device is not None and not on_device(value, device):
             problems.append(f"{name} should be on {device} like its inputs, got {value.device}")
+        if value.is_meta:  # a shape and a dtype, and no values to read
+            return problems or [f"{name} is a tensor on the meta device, which holds no values"]
         got_shape = tuple(value.shape)
     else:
         if type(value) is not np.ndarray:

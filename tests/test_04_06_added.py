@@ -193,6 +193,8 @@ HOSTILE_SUMS = {
     "raises": "    raise OverflowError('a long message ' * 100)\n",
     "not-tensors": "    return [1.0] * x.shape[1], None\n",
     "wrong-shape": "    return torch.zeros(1), torch.zeros(1)\n",
+    # on a GPU, CPU tensors (the three above) are another device's; here the meta device's are
+    "meta": "    return torch.zeros(x.shape[1], device='meta'), torch.zeros(x.shape[1], device='meta')\n",
 }
 
 
@@ -207,6 +209,23 @@ def test_hostile_shard_sums_cost_a_correct_shard_grad_in_nothing(sums):
     said = [problems[0] for case, problems in wrong.items() if "/split" in case]
     assert said and all(line.startswith("the sums of your shard_sums, added over the shards, are wrong (")
                         and len(line) < 800 for line in said), said
+
+
+def test_sums_on_another_device_are_refused_before_shard_grad_in_is_called_with_them():
+    """On the H200 (gpu-results/run-3), shard_sums returning CPU tensors for a CUDA batch made the solution's
+    shard_grad_in raise on mixed devices: a wrong shard_sums cost a right shard_grad_in every split case. Such
+    sums are now refused as wrong ones; here the meta device plays the other device."""
+    from autograder.inside.calling import invoke
+
+    namespace = {}
+    exec("import torch\n\n\ndef shard_sums(grad_out, x, mean):\n" + HOSTILE_SUMS["meta"]
+         + "\n\ndef shard_grad_in(grad_out, x, weight, mean, invstd, sum_dy, sum_dy_xmu, count):\n"
+         "    assert sum_dy.device == x.device, 'mixed devices'\n    return x.clone()\n", namespace)
+    x = torch.randn(6, 3)
+    args = (x, x, None, x.mean(0), x.std(0), (2, 4), x.sum(0), x.sum(0))
+    from_yours, totals, from_right = invoke("shards", namespace["shard_grad_in"], args, {})
+    assert from_yours is None and len(from_right) == 2, totals
+    assert totals == "ValueError: shard_sums should return tensors on its inputs' device (cpu), not on meta"
 
 
 @pytest.mark.parametrize("case", ["split-float16", "split-bfloat16"])

@@ -885,6 +885,9 @@ def _added_sums(torch, shard_sums, cut, mean, channels: int):
             raise TypeError("shard_sums should return a tuple of two tensors (sum_dy, sum_dy_xmu)")
         if any(tuple(s.shape) != (channels,) for s in sums):
             raise ValueError(f"shard_sums should return two tensors of shape ({channels},)")
+        if any(s.device != g.device for s in sums):  # else shard_grad_in, right or not, fails on mixed devices
+            raise ValueError(f"shard_sums should return tensors on its inputs' device ({g.device}), "
+                             f"not on {', '.join(sorted({str(s.device) for s in sums}))}")
         totals = sums if totals is None else tuple(t + s for t, s in zip(totals, sums))
     return totals
 
