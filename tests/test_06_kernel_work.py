@@ -309,8 +309,8 @@ def _fill(dx, dy, x, gamma, mean, rstd):
 
 
 def layernorm_dx_triton(dy, x, gamma, mean, rstd):
-    dx = torch.empty(tuple(x.shape), dtype=x.dtype)
-    _touch[(1,)](torch.empty(1))
+    dx = torch.empty(tuple(x.shape), dtype=x.dtype, device=x.device)
+    _touch[(1,)](torch.empty(1, device=x.device))  # compiled on a GPU, a kernel takes no CPU tensor
     HOOK
     return dx
 '''
@@ -344,15 +344,29 @@ HOOKS = {
 }
 
 
+@pytest.fixture(scope="module")
+def hooked_feedback(tmp_path_factory):
+    """Each hook's notebook, graded as a class (several at a time): hook -> its feedback. The release's other
+    functions raise at once, so only layernorm_dx_triton's cases run. Checked one at a time, each beside the
+    solution's other functions, the eight took 204 s on the H200, past the 200 s the GPU check gives all of its
+    tests (gpu-results/run-3); on 2 cores without a GPU, 129 s, and as a class 33 s."""
+    root = tmp_path_factory.mktemp("submitted")
+    students = {hook: f"hook-{i}" for i, hook in enumerate(HOOKS)}
+    for hook, (_, at_cell, in_call) in HOOKS.items():
+        source = AFTER_THE_CALL.replace("HOOK", in_call).replace("def _fill", at_cell + "\n\ndef _fill")
+        write(submission(ASSIGNMENT, {"layernorm_dx_triton": source}), root, students[hook], ASSIGNMENT)
+    out = tmp_path_factory.mktemp("grades")
+    done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(root), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {hook: (out / "feedback" / student / ASSIGNMENT / "triton.txt").read_text()
+            for hook, student in students.items()}
+
+
 @pytest.mark.parametrize("hook", HOOKS)
-def test_an_answer_that_changes_what_the_grader_runs_between_calls_scores_nothing(tmp_path, hook):
-    what, at_cell, in_call = HOOKS[hook]
-    source = AFTER_THE_CALL.replace("HOOK", in_call).replace("def _fill", at_cell + "\n\ndef _fill")
-    nb = submission(ASSIGNMENT, {"layernorm_dx_triton": source}, base=solved(ASSIGNMENT))
-    path = write(nb, tmp_path, "hooked", ASSIGNMENT)
-    done = subprocess.run([sys.executable, "-m", "autograder", "check", str(path), "--assignment", ASSIGNMENT],
-                          capture_output=True, text=True, timeout=600)
-    said = done.stdout + done.stderr
+def test_an_answer_that_changes_what_the_grader_runs_between_calls_scores_nothing(hooked_feedback, hook):
+    what = HOOKS[hook][0]
+    said = hooked_feedback[hook]
     assert "layernorm_dx_triton: 0/" in said, said
     changed = f"your code changed {what}, which the grader itself relies on to run and check your function's calls"
     # a trace function fires as the call returns, still under its guard, where torch refuses to compute
