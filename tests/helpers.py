@@ -198,6 +198,9 @@ def verdicts(out: Path, student: str, assignment: str) -> dict[str, tuple[bool, 
     return found
 
 
+CHAPTER_6 = (ROOT / "normgrad" / "triton_layernorm.py").read_text()  # the ladder's code, as the book shows it
+
+
 # layernorm_forward with gamma forgotten: a known mistake of exercise 01, which feedback must name
 GAMMA_FORGOTTEN = '''import numpy as np
 

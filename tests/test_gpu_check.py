@@ -55,7 +55,8 @@ def test_only_wheels_this_python_can_install_are_installed(tmp_path):
 def test_the_tests_of_an_exercise_are_its_numbered_files(root):
     assert gpu_check.test_files(GPU_ASSIGNMENTS) == [
         "tests/test_04_06_added.py", "tests/test_04_code_mapping.py", "tests/test_05_thnn.py",
-        "tests/test_06_added.py", "tests/test_06_kernel_work.py", "tests/test_06_ladder.py", "tests/test_06_triton.py",
+        "tests/test_06_added.py", "tests/test_06_added_margins.py", "tests/test_06_kernel_work.py",
+        "tests/test_06_ladder.py", "tests/test_06_triton.py",
         "tests/test_sandbox_wall.py::test_no_process_a_job_starts_can_load_torch"]
 
 
