@@ -59,6 +59,12 @@ class _Lying(float):
         return "0.5"
 
 
+def test_wire_refuses_a_meta_tensor_with_a_reason():
+    """It has a shape and a dtype and no values: reading them raised torch's bare NotImplementedError."""
+    with pytest.raises(wire.WireError, match="meta device hold no values"):
+        wire.pack((torch.ones(2), torch.zeros(3, device="meta")))
+
+
 @pytest.mark.parametrize("make,plain", [(lambda: _Ran([1.0]), "list"), (lambda: _Lying(2.0), "float"),
                                         (lambda: {"k": _Ran()}, "list")], ids=["list", "float", "nested"])
 def test_wire_refuses_subclasses_of_plain_types_without_running_them(make, plain):

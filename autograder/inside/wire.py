@@ -230,6 +230,8 @@ def _encode_tensor(torch, t, add_array) -> dict:
         raise WireError(f"tensors of dtype {t.dtype} cannot cross")
     if t.layout != torch.strided:
         raise WireError(f"tensors of layout {t.layout} cannot cross")
+    if t.is_meta:
+        raise WireError("tensors on the meta device hold no values and cannot cross")
     # Keep the strides: store the span of storage the view covers, and the view.
     offset = t.storage_offset()
     if any(s < 0 for s in t.stride()):
