@@ -286,9 +286,27 @@ def run_tests(files, env, timeout: float, collect_only: bool) -> dict:
             # a worker a file (a module's graded batch on one worker): 9 today, of the GPU machine's 16 cores
             cmd += ["-n", str(min(len(files), 10)), "--dist", "loadfile"]
     code, out, seconds = run(cmd, env, timeout)
-    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|tests? collected)", out)}
-    return {"command": " ".join(cmd[1:]), "exit": code, "seconds": round(seconds, 1), "counts": counts,
+    return {"command": " ".join(cmd[1:]), "exit": code, "seconds": round(seconds, 1), **counted(out),
             "passed": code == 0, "output": out}
+
+
+def counted(out: str) -> dict:
+    """What pytest's output says: its summary's counts, and the tests that failed. Where it was stopped before
+    its summary (run-3: "FAIL {}" after 200 s), the counts are those of the tests that had ended, one -v line
+    each, with "of" the number collected, so that the log says how far it got."""
+    ended = re.findall(r"^(?:\[gw\d+\] \[\s*\d+%\] (PASSED|FAILED|SKIPPED|ERROR) (\S+)|(\S+::\S*) (PASSED|FAILED|SKIPPED|ERROR))",
+                       out, re.M)
+    ended = [(a or d, b or c) for a, b, c, d in ended]
+    failed = sorted({test for word, test in ended if word in ("FAILED", "ERROR")}
+                    | set(re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)))
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|tests? collected)", out)}
+    if not counts and ended:
+        for word, _ in ended:
+            counts[word.lower()] = counts.get(word.lower(), 0) + 1
+        collected = re.search(r"\[(\d+) items?\]|collected (\d+) items?", out)
+        if collected:
+            counts["of"] = int(collected.group(1) or collected.group(2))
+    return {"counts": counts, "failed": failed}
 
 
 def run_benchmark(out_dir: Path, budget_s: float, dry_run: bool, extra: list[str], env, log, kind: str = "bench"
@@ -463,7 +481,8 @@ def main(argv=None) -> int:
         tests = pool.submit(run_tests, files, env, timeout, args.dry_run and not args.run_tests) if files else None
         checks = {a: pool.submit(check_notebook, a, f["notebook"], env, timeout) for a, f in checked.items()}
         checks = {a: c.result() for a, c in checks.items()}
-        tests = tests.result() if tests else {"command": "(not run)", "passed": True, "counts": {}, "seconds": 0, "output": ""}
+        tests = tests.result() if tests else {"command": "(not run)", "passed": True, "counts": {}, "failed": [], "seconds": 0,
+                                              "output": ""}
     with open(out_dir / "autograder.txt", "w") as f:
         for assignment, result in checks.items():
             f.write(f"=== {assignment}: exit {result['exit']}, {result['seconds']} s ===\n{result.pop('output')}\n")
@@ -473,7 +492,8 @@ def main(argv=None) -> int:
         log(f"1. {assignment}: {'PASS' if result['passed'] else 'FAIL'} {result['score']}/{result['max_score']} "
             f"in {result['seconds']} s, sandbox: {result['sandbox_mode']}"
             + (f"; failed: {', '.join(result['failed'])}" if result["failed"] else ""))
-    log(f"2. pytest: {'PASS' if tests['passed'] else 'FAIL'} {tests['counts']} in {tests['seconds']} s")
+    log(f"2. pytest: {'PASS' if tests['passed'] else 'FAIL'} {tests['counts']} in {tests['seconds']} s"
+        + "".join(f"\n   failed: {test}" for test in tests["failed"]))
     modes = sorted({r["sandbox_mode"] for r in checks.values() if r["sandbox_mode"]})
     report.update(autograder=checks, sandbox_modes=modes, pytest=tests)
     report["benchmark"] = {"passed": None, "command": "(not finished: this file is written again when it ends)"}

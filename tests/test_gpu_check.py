@@ -71,6 +71,17 @@ def test_step_two_collects_the_tests_on_a_cpu_and_runs_them_when_asked(root):
     assert "--collect-only" in collected["command"] and "--collect-only" not in ran["command"]
 
 
+def test_a_stopped_step_two_says_how_far_it_got_and_which_tests_failed(root):
+    """Run-3's step 2 ran out of time before pytest's summary, and the log said only "FAIL {}"."""
+    stopped = gpu_check.counted((root / "gpu-results" / "run-3" / "pytest.txt").read_text())
+    assert stopped["counts"] == {"passed": 231, "failed": 5, "skipped": 8, "of": 312}, stopped
+    assert len(stopped["failed"]) == 5 and all(t.startswith("tests/test_0") for t in stopped["failed"])
+    whole = gpu_check.counted((root / "gpu-results" / "run-3" / "pytest-whole.txt").read_text())
+    assert whole["counts"] == {"failed": 7, "passed": 283, "skipped": 22} and len(whole["failed"]) == 7, whole
+    plain = gpu_check.counted("tests/test_a.py::test_x PASSED [ 50%]\ntests/test_a.py::test_y FAILED [100%]\n")
+    assert plain == {"counts": {"passed": 1, "failed": 1}, "failed": ["tests/test_a.py::test_y"]}, plain
+
+
 def test_a_step_past_its_time_is_stopped_with_the_processes_it_started(tmp_path):
     """pytest's workers, a benchmark's compiling workers: left running after their step, they would share
     the GPU and the CPUs with the next step's timings. (Started here from a thread, as pytest-xdist does.)"""
