@@ -193,7 +193,11 @@ class Progress:
 def cmd_grade(args) -> int:
     root, out = Path(args.submissions), Path(args.out)
     if not root.is_dir():
-        raise SystemExit(f"no such folder: {root}")
+        said = f"{safe.name(root)}: {'not a folder' if root.exists() else 'no such folder'}"
+        if root.exists() or root.suffix == ".ipynb":  # one notebook given, which `check` grades
+            said += ("; grade takes a folder of submissions, SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb; "
+                     f"to grade one notebook: python -m autograder check {shlex.quote(safe.escaped(str(root)))}")
+        raise SystemExit(said)
     if args.jobs < 1:
         raise SystemExit("--jobs must be at least 1")
     if out.exists() and not out.is_dir():

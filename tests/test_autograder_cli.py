@@ -203,6 +203,16 @@ def test_a_run_that_finds_no_notebook_stops_and_keeps_the_class_grades(tmp_path)
     assert (out / "grades.csv").read_text() == kept
 
 
+def test_grade_given_one_notebook_says_grade_takes_a_folder_and_check_grades_a_notebook(root, tmp_path):
+    """`grade forward.ipynb` said "no such folder", as if the notebook were not there."""
+    notebook = write(solved("01-forward"), tmp_path, "alice", "01-forward")
+    done = run("grade", str(notebook), "--out", str(tmp_path / "grades"), cwd=root)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "not a folder; grade takes a folder of submissions, SUBMISSIONS/<student>/<assignment>/" in done.stderr
+    assert f"to grade one notebook: python -m autograder check {notebook}" in done.stderr
+    assert not (tmp_path / "grades").exists()
+
+
 @pytest.mark.parametrize("seed,says", [("-1", "not between 0 and 2**64 - 1"), (str(2**64), "not between"),
                                        ("1e3", "not a whole number")])
 def test_a_bad_seed_is_a_usage_error_not_a_traceback(root, seed, says, capsys):
