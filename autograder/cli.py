@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import re
 import shlex
@@ -115,12 +116,21 @@ def _limits(args) -> Limits:
 INTERNAL_ERROR = "the grader failed on this notebook (an internal error); ask the instructor"
 
 
+def unknown_assignment(folder: str) -> str:
+    """Why the notebook in a folder named as no assignment (a typo, another course's) is not graded: said in its
+    row, its feedback and a warning. `folder` is the name its results are filed under (safe to print)."""
+    close = difflib.get_close_matches(folder, ASSIGNMENTS, n=1)
+    return (f"not graded: '{folder}' is not an assignment of this course"
+            + (f" (did you mean {close[0]}?)" if close else "")
+            + f"; a notebook goes in a folder named as its assignment, one of {', '.join(ASSIGNMENTS)}")
+
+
 def _safe_grade(sub: Submission, box, private, limits, seed: int) -> Report:
     """Read and grade one submission, turning a grader bug into a note instead of a stopped batch."""
     student, assignment, name = sub.student, sub.assignment, sub.notebook_name
     if sub.folder[1] not in ASSIGNMENTS:
         result = Report(student, assignment, name, 0.0, seed=seed)
-        result.notes.append(f"unknown assignment {assignment!r}; known: {', '.join(ASSIGNMENTS)}")
+        result.notes.append(unknown_assignment(assignment))
         result.results.append(CaseResult("-", "not graded", 0.0, 0.0, False, [result.notes[0]]))
         return result
     try:
@@ -234,6 +244,9 @@ def cmd_grade(args) -> int:
     if not found:
         raise SystemExit(f"no notebooks under {root} (expected {root}/<student>/<assignment>/<notebook>.ipynb); "
                          "nothing graded, nothing written")
+    for s in found:  # its row says "not graded" too, but a row is easily missed in the table
+        if s.folder[1] not in ASSIGNMENTS:
+            warn(f"{s.student}/{s.assignment}: {unknown_assignment(s.assignment)}")
     known = sorted({s.folder[1] for s in found if s.folder[1] in ASSIGNMENTS})
     stamped = sum(s.timestamp_kind is not None for s in found)
     if stamped and not db:

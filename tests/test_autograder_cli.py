@@ -119,7 +119,7 @@ def test_the_honest_student_gets_full_marks_whatever_the_rest_did(batch):
     ("carol", f"{FULL - 12:g}", "no cell defines batchnorm_forward"),
     ("dave", f"{FULL - 12:g}", "ZeroDivisionError"),
     ("erin", f"{FULL - 12:g}", "SyntaxError"),
-    ("frank", "0", "unknown assignment"),
+    ("frank", "0", "not graded: '99-unknown' is not an assignment of this course"),
 ])
 def test_broken_submissions_score_what_they_earn_with_a_reason(batch, student, score, note):
     _, grades, out = batch
@@ -211,6 +211,32 @@ def test_grade_given_one_notebook_says_grade_takes_a_folder_and_check_grades_a_n
     assert "not a folder; grade takes a folder of submissions, SUBMISSIONS/<student>/<assignment>/" in done.stderr
     assert f"to grade one notebook: python -m autograder check {notebook}" in done.stderr
     assert not (tmp_path / "grades").exists()
+
+
+def test_a_folder_named_as_no_assignment_is_named_on_stderr_and_its_row_says_not_graded(tmp_path):
+    """A typo (06-trition) or another course's folder got a 0 / 0 row noted only "unknown assignment", and the run
+    said nothing of it beside the table; the row is kept (the student's feedback says where the notebook goes)."""
+    from normgrad.cases import ASSIGNMENTS
+
+    root = tmp_path / "submitted"
+    write(solved("01-forward"), root, "alice", "01-forward")
+    for student, folder in (("alice", "06-trition"), ("bob\x1b[2J", "07-unknown")):
+        (root / student / folder).mkdir(parents=True)
+        (root / student / folder / "x.ipynb").write_text("{}")
+    done = run("grade", "submitted", "--out", "grades", "--jobs", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "grades" / "grades.csv", encoding="utf-8") as f:
+        rows = {(r["student"][:3], r["assignment"]): r for r in csv.DictReader(f)}
+    assert rows[("ali", "01-forward")]["score"] == f"{FULL:g}"  # the rest of the class is graded
+    known = ", ".join(ASSIGNMENTS)
+    assert rows[("ali", "06-trition")]["notes"] == (
+        "not graded: '06-trition' is not an assignment of this course (did you mean 06-triton?); a notebook goes "
+        f"in a folder named as its assignment, one of {known}")
+    assert rows[("bob", "07-unknown")]["notes"].startswith("not graded: '07-unknown' is not an assignment")
+    warnings = [line for line in done.stderr.splitlines() if "is not an assignment" in line]
+    assert warnings[0].startswith("WARNING: alice/06-trition: not graded: '06-trition' is not an assignment")
+    assert warnings[1].startswith("WARNING: bob\\x1b[2J~") and known in warnings[1]
+    assert "\x1b" not in done.stderr
 
 
 @pytest.mark.parametrize("seed,says", [("-1", "not between 0 and 2**64 - 1"), (str(2**64), "not between"),
