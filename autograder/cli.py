@@ -355,41 +355,48 @@ def cmd_grade(args) -> int:
             pool.shutdown(wait=False, cancel_futures=True)
             stop_all()
     _on_sigterm(caller_sigterm)
-    pool.shutdown(wait=not terminated)
-    try:
-        figures = summary.write(out)
-    except OSError as e:  # the disk filled, or the folder was taken away, during the run
-        print(f"ERROR: could not write {safe.name(out)}/summary.html and summary.csv ({e.strerror or e}); "
-              f"grades.csv and the feedback written so far are kept", file=sys.stderr)
-        return 1
-    where = (f"{out / 'grades.csv'}, {out / 'feedback'}/ (feedback pages and Gradescope results.json), "
-             f"{out / 'summary.html'} and summary.csv")
-    if db:
-        where += f", the gradebook {db}"
-    if autograded:
-        where += f", {autograded}/"
-    print(f"graded {len(written)} notebook(s); wrote {where}")
-    # the whole class was scanned: a row nobody was found for is worth a look (a --student run looks at no other row)
-    try:
-        absent = [] if args.student else rows_without_notebook(out, {(safe.name(s.student), safe.name(s.assignment))
-                                                                      for s in found})
-    except GradesFileError:  # grades.csv changed under the run; each student it stopped was named above
-        absent = []
-    named = set(absent)
-    for assignment, a in figures.items():
-        # the summary counts every student's results.json; say how many of them the NOTE below names
-        gone = sum((safe.csv_cell(s), safe.csv_cell(assignment)) in named for s in a.students)
-        mean = report.fmt_points(round(sum(a.scores) / len(a.scores), 2))
-        print(f"  {assignment}: {len(a.scores)} graded in all"
-              + (f" ({gone} of them with no notebook this run: see the NOTE below)" if gone else "")
-              + f", mean {mean} / {report.fmt_points(a.max_score)}", flush=True)  # before the NOTE, on stderr
-        if a.mixed():
-            warn(f"{assignment}: {a.mixed()}")
-    if absent:
-        print(f"NOTE: grades.csv keeps {len(absent)} row(s) of students with no notebook under {safe.name(root)} "
-              "this run (renamed, withdrawn, or filed under another name by an earlier grader); kept, as "
-              "every row is: " + ", ".join(f"{safe.name(s)} ({safe.name(a)})" for s, a in absent[:20])
-              + (f" and {len(absent) - 20} more" if len(absent) > 20 else ""), file=sys.stderr)
+    try:  # a Ctrl-C from here on lands after the last notebook was written (or left): said, not a traceback
+        pool.shutdown(wait=not terminated)
+        try:
+            figures = summary.write(out)
+        except OSError as e:  # the disk filled, or the folder was taken away, during the run
+            print(f"ERROR: could not write {safe.name(out)}/summary.html and summary.csv ({e.strerror or e}); "
+                  f"grades.csv and the feedback written so far are kept", file=sys.stderr)
+            return 1
+        where = (f"{out / 'grades.csv'}, {out / 'feedback'}/ (feedback pages and Gradescope results.json), "
+                 f"{out / 'summary.html'} and summary.csv")
+        if db:
+            where += f", the gradebook {db}"
+        if autograded:
+            where += f", {autograded}/"
+        print(f"graded {len(written)} notebook(s); wrote {where}")
+        # the whole class was scanned: a row nobody was found for is worth a look (a --student run looks at no
+        # other row)
+        try:
+            filed = {(safe.name(s.student), safe.name(s.assignment)) for s in found}
+            absent = [] if args.student else rows_without_notebook(out, filed)
+        except GradesFileError:  # grades.csv changed under the run; each student it stopped was named above
+            absent = []
+        named = set(absent)
+        for assignment, a in figures.items():
+            # the summary counts every student's results.json; say how many of them the NOTE below names
+            gone = sum((safe.csv_cell(s), safe.csv_cell(assignment)) in named for s in a.students)
+            mean = report.fmt_points(round(sum(a.scores) / len(a.scores), 2))
+            print(f"  {assignment}: {len(a.scores)} graded in all"
+                  + (f" ({gone} of them with no notebook this run: see the NOTE below)" if gone else "")
+                  + f", mean {mean} / {report.fmt_points(a.max_score)}", flush=True)  # before the NOTE, on stderr
+            if a.mixed():
+                warn(f"{assignment}: {a.mixed()}")
+        if absent:
+            print(f"NOTE: grades.csv keeps {len(absent)} row(s) of students with no notebook under {safe.name(root)} "
+                  "this run (renamed, withdrawn, or filed under another name by an earlier grader); kept, as "
+                  "every row is: " + ", ".join(f"{safe.name(s)} ({safe.name(a)})" for s, a in absent[:20])
+                  + (f" and {len(absent) - 20} more" if len(absent) > 20 else ""), file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
+        done = "every notebook was written" if len(written) == len(found) else "the grading ended"
+        print(f"\ninterrupted after {done}: summary.html and summary.csv may be out of date (the next grade "
+              f"run into {safe.name(out)} writes them again)", file=sys.stderr, flush=True)
     if interrupted:
         print(f"INTERRUPTED: {len(written)} of {len(found)} notebook(s) graded and written, every earlier row kept; "
               "the same command grades the class again", file=sys.stderr)

@@ -323,6 +323,28 @@ def test_ctrl_c_grades_no_one_new_and_writes_who_was_being_graded(tmp_path, whil
     assert status == 130, complaints
 
 
+def test_a_ctrl_c_after_the_last_notebook_is_written_says_so_and_exits_130(tmp_path):
+    """A Ctrl-C landing once every notebook was written (here while the summary is written) ended in a
+    traceback and exit status -2, with no word of what was written."""
+    root, out = tmp_path / "submitted", tmp_path / "out"
+    write(solved("01-forward"), root, "ann", "01-forward")
+    slow = ("import autograder.summary as s, time; write = s.write; "
+            "s.write = lambda out: (print('summary', flush=True), time.sleep(5), write(out))[2]; ")
+    run = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); " + slow +
+           "runpy.run_module('autograder', run_name='__main__', alter_sys=True)")
+    batch = subprocess.Popen([sys.executable, "-c", run, "grade", str(root), "--out", str(out), "--jobs", "1"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert batch.stdout.readline().startswith("ann")  # its row is written
+    assert batch.stdout.readline() == "summary\n"
+    batch.send_signal(signal.SIGINT)
+    _, complaints = batch.communicate(timeout=120)
+    assert batch.returncode == 130 and "Traceback" not in complaints, complaints
+    assert "interrupted after every notebook was written: summary.html and summary.csv may be out of date" \
+        in complaints
+    assert "INTERRUPTED: 1 of 1 notebook(s) graded and written" in complaints
+    assert set(rows(out)) == {"ann"}
+
+
 SLEEPER = "import time\n\n\ndef layernorm_forward(x, gamma, beta, eps=1e-5):\n    time.sleep(600)\n"
 
 
