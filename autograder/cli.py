@@ -354,8 +354,8 @@ def cmd_grade(args) -> int:
             print(f"\ninterrupted again: leaving the {left} being graded unwritten", file=sys.stderr, flush=True)
             pool.shutdown(wait=False, cancel_futures=True)
             stop_all()
-    _on_sigterm(caller_sigterm)
-    try:  # a Ctrl-C from here on lands after the last notebook was written (or left): said, not a traceback
+    try:  # a Ctrl-C or SIGTERM from here on lands after the last notebook was written (or left): said, not a
+        # traceback or a silent end
         pool.shutdown(wait=not terminated)
         try:
             figures = summary.write(out)
@@ -392,11 +392,14 @@ def cmd_grade(args) -> int:
                   "this run (renamed, withdrawn, or filed under another name by an earlier grader); kept, as "
                   "every row is: " + ", ".join(f"{safe.name(s)} ({safe.name(a)})" for s, a in absent[:20])
                   + (f" and {len(absent) - 20} more" if len(absent) > 20 else ""), file=sys.stderr)
-    except KeyboardInterrupt:
-        interrupted = True
+    except (KeyboardInterrupt, Terminated) as stop:
+        interrupted, terminated = True, terminated or isinstance(stop, Terminated)
         done = "every notebook was written" if len(written) == len(found) else "the grading ended"
-        print(f"\ninterrupted after {done}: summary.html and summary.csv may be out of date (the next grade "
-              f"run into {safe.name(out)} writes them again)", file=sys.stderr, flush=True)
+        print(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'} after {done}: summary.html and "
+              f"summary.csv may be out of date (the next grade run into {safe.name(out)} writes them again)",
+              file=sys.stderr, flush=True)
+    finally:
+        _on_sigterm(caller_sigterm)
     if interrupted:
         print(f"INTERRUPTED: {len(written)} of {len(found)} notebook(s) graded and written, every earlier row kept; "
               "the same command grades the class again", file=sys.stderr)

@@ -323,9 +323,11 @@ def test_ctrl_c_grades_no_one_new_and_writes_who_was_being_graded(tmp_path, whil
     assert status == 130, complaints
 
 
-def test_a_ctrl_c_after_the_last_notebook_is_written_says_so_and_exits_130(tmp_path):
+@pytest.mark.parametrize("how, word, status", [(signal.SIGINT, "interrupted", 130),
+                                              (signal.SIGTERM, "terminated", 143)], ids=["ctrl-c", "sigterm"])
+def test_a_signal_after_the_last_notebook_is_written_says_so_and_exits_as_the_others(tmp_path, how, word, status):
     """A Ctrl-C landing once every notebook was written (here while the summary is written) ended in a
-    traceback and exit status -2, with no word of what was written."""
+    traceback and exit status -2, with no word of what was written; a SIGTERM there, silently with -15."""
     root, out = tmp_path / "submitted", tmp_path / "out"
     write(solved("01-forward"), root, "ann", "01-forward")
     slow = ("import autograder.summary as s, time; write = s.write; "
@@ -336,10 +338,10 @@ def test_a_ctrl_c_after_the_last_notebook_is_written_says_so_and_exits_130(tmp_p
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert batch.stdout.readline().startswith("ann")  # its row is written
     assert batch.stdout.readline() == "summary\n"
-    batch.send_signal(signal.SIGINT)
+    batch.send_signal(how)
     _, complaints = batch.communicate(timeout=120)
-    assert batch.returncode == 130 and "Traceback" not in complaints, complaints
-    assert "interrupted after every notebook was written: summary.html and summary.csv may be out of date" \
+    assert batch.returncode == status and "Traceback" not in complaints, complaints
+    assert f"{word} after every notebook was written: summary.html and summary.csv may be out of date" \
         in complaints
     assert "INTERRUPTED: 1 of 1 notebook(s) graded and written" in complaints
     assert set(rows(out)) == {"ann"}
