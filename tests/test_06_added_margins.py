@@ -1,6 +1,6 @@
 """Exercise 06's added kernels against the tolerance and the book, beside their named mistakes (test_06_added.py),
-in a file of their own: on the H200 (gpu-results/run-3) the two took about 200 s on one test worker, the GPU
-check's whole time for its tests.
+in a file of their own: on the H200 (gpu-results/run-3) the two took about 200 s on one test worker, all the time
+the GPU check then gave its tests.
 
 - chapter 6's code answering step 1 is flagged with the chapter it comes from;
 - in the notebook, a load past a row's end (`<=` for `<`) stops with the tensor it strayed from, a masked load

@@ -348,7 +348,7 @@ HOOKS = {
 def hooked_feedback(tmp_path_factory):
     """Each hook's notebook, graded as a class (several at a time): hook -> its feedback. The release's other
     functions raise at once, so only layernorm_dx_triton's cases run. Checked one at a time, each beside the
-    solution's other functions, the eight took 204 s on the H200, past the 200 s the GPU check gives all of its
+    solution's other functions, the eight took 204 s on the H200, past the 200 s the GPU check then gave all of its
     tests (gpu-results/run-3); on 2 cores without a GPU, 129 s, and as a class 33 s."""
     root = tmp_path_factory.mktemp("submitted")
     students = {hook: f"hook-{i}" for i, hook in enumerate(HOOKS)}
