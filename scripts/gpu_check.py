@@ -296,8 +296,8 @@ def counted(out: str) -> dict:
     """What pytest's output says: its summary's counts, and the tests that failed. Where it was stopped before
     its summary (run-3: "FAIL {}" after 200 s), the counts are those of the tests that had ended, one -v line
     each, with "of" the number collected, so that the log says how far it got."""
-    ended = re.findall(r"^(?:\[gw\d+\] \[\s*\d+%\] (PASSED|FAILED|SKIPPED|ERROR) (\S+)|(\S+::\S*) (PASSED|FAILED|SKIPPED|ERROR))",
-                       out, re.M)
+    outcome = "(PASSED|FAILED|SKIPPED|ERROR)"  # with xdist "[gw3] [ 75%] PASSED test", without "test PASSED [ 75%]"
+    ended = re.findall(rf"^(?:\[gw\d+\] \[\s*\d+%\] {outcome} (\S+)|(\S+::\S*) {outcome})", out, re.M)
     ended = [(a or d, b or c) for a, b, c, d in ended]
     failed = sorted({test for word, test in ended if word in ("FAILED", "ERROR")}
                     | set(re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)))
@@ -483,8 +483,8 @@ def main(argv=None) -> int:
         tests = pool.submit(run_tests, files, env, timeout, args.dry_run and not args.run_tests) if files else None
         checks = {a: pool.submit(check_notebook, a, f["notebook"], env, timeout) for a, f in checked.items()}
         checks = {a: c.result() for a, c in checks.items()}
-        tests = tests.result() if tests else {"command": "(not run)", "passed": True, "counts": {}, "failed": [], "seconds": 0,
-                                              "output": ""}
+        tests = tests.result() if tests else {"command": "(not run)", "passed": True, "counts": {}, "failed": [],
+                                              "seconds": 0, "output": ""}
     with open(out_dir / "autograder.txt", "w") as f:
         for assignment, result in checks.items():
             f.write(f"=== {assignment}: exit {result['exit']}, {result['seconds']} s ===\n{result.pop('output')}\n")
