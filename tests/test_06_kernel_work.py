@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from autograder.course import notebooks
 from autograder.inside import calling
 from helpers import child_env, failures, judged, report, solved, submission, write
 from normgrad import triton_layernorm
@@ -359,7 +360,8 @@ def hooked_feedback(tmp_path_factory):
     done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(root), "--out", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {hook: (out / "feedback" / student / ASSIGNMENT / "triton.txt").read_text()
+    page = notebooks(ASSIGNMENT).source.stem + ".txt"
+    return {hook: (out / "feedback" / student / ASSIGNMENT / page).read_text()
             for hook, student in students.items()}
 
 

@@ -211,6 +211,13 @@ def test_grade_given_one_notebook_says_grade_takes_a_folder_and_check_grades_a_n
     assert "not a folder; grade takes a folder of submissions, SUBMISSIONS/<student>/<assignment>/" in done.stderr
     assert f"to grade one notebook: python -m autograder check {notebook}" in done.stderr
     assert not (tmp_path / "grades").exists()
+    # a file named by someone else in a shared folder: its name is printed escaped, never as terminal codes
+    hostile = tmp_path / "a\x1b[2Jb\nc.ipynb"
+    hostile.write_text("{}")
+    done = run("grade", str(hostile), "--out", str(tmp_path / "grades"), cwd=root)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "\x1b" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "not a folder; grade takes a folder of submissions" in done.stderr, done.stderr
 
 
 def test_a_folder_named_as_no_assignment_is_named_on_stderr_and_its_row_says_not_graded(tmp_path):
