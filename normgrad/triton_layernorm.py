@@ -555,21 +555,25 @@ def _arguments(dx, dy, x, gamma, mean, rstd, m, n) -> list:
     return [dx, _stand_in(x.device, torch.float32), dy, x, gamma, mean, rstd, m, n, x.stride(0)]
 
 
-_LAUNCHES: dict = {}  # (kernel, device, dtype, specialization, M, N, overrides) -> _persistent_launch's choice
+_LAUNCHES: dict = {}  # (kernel, split, device, dtype, specialization, M, N, overrides) -> _persistent_launch's choice
 
 
-def _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n, programs, num_warps, rows):
-    """v3's, v4's or v5's launch for rows of block_n: (kernel arguments with PART allocated, P, the kernel's
-    BLOCK_N, ROWS, num_warps, what the compiler made of it). The choice is made once per kernel, device,
-    dtype, specialization and shape: later calls only allocate PART, so that the host's work per call stays
-    small beside a short row's kernel."""
+def _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n, programs, num_warps, rows, split=None):
+    """v3's, v4's or v5's launch for rows of block_n: (kernel arguments with PART allocated, the kernel, P, its
+    BLOCK_N, ROWS, num_warps, what the compiler made of it). `kernel` None is v5's choice between its two
+    kernels (`split`: None to let `splits` decide). The choice is made once per kernel, device, dtype,
+    specialization and shape: later calls only allocate PART, so that the host's work per call stays small
+    beside a short row's kernel (v5's choice made at every call cost it 10 to 40 us a call more than v4 at
+    M = 4096 on the H200, gpu-results/run-3)."""
     args = _arguments(dx, dy, x, gamma, mean, rstd, m, n)
-    key = (kernel, x.device, x.dtype, specialization(args), m, n, programs, num_warps, rows)
+    key = (kernel, split, x.device, x.dtype, specialization(args), m, n, programs, num_warps, rows)
     if key not in _LAUNCHES:
-        _LAUNCHES[key] = _choose_persistent_launch(kernel, tuple(args), m, n, block_n, programs, num_warps, rows)
-    p, parts, block_n, rows, num_warps, usage = _LAUNCHES[key]
+        chosen = _v5_kernel((dy, x, gamma, mean, rstd, m, n, block_n), split) if kernel is None else kernel
+        _LAUNCHES[key] = chosen, *_choose_persistent_launch(chosen, tuple(args), m, n, block_n, programs,
+                                                             num_warps, rows)
+    kernel, p, parts, block_n, rows, num_warps, usage = _LAUNCHES[key]
     args[1] = torch.empty((2, parts, n), dtype=torch.float32, device=x.device)  # every row written by its program
-    return args, p, block_n, rows, num_warps, usage
+    return args, kernel, p, block_n, rows, num_warps, usage
 
 
 def _choose_persistent_launch(kernel, args: tuple, m, n, block_n, programs, num_warps, rows):
@@ -598,13 +602,12 @@ def _choose_persistent_launch(kernel, args: tuple, m, n, block_n, programs, num_
     return p, parts, block_n, rows, num_warps, usage
 
 
-def _persistent(kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows, split=False):
+def _persistent(kernel, dy, x, gamma, mean, rstd, programs, num_warps, rows, split=None):
     """Launch a persistent rung; `kernel` None is v5's choice (`split`: None to let `splits` decide)."""
-    dy, x, gamma, mean, rstd, m, n, block_n = prepared = _prepared(dy, x, gamma, mean, rstd)
-    kernel = _v5_kernel(prepared, split) if kernel is None else kernel
+    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
     dx = torch.empty_like(x)
-    args, p, block_n, rows, num_warps, _ = _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n, block_n,
-                                                              programs, num_warps, rows)
+    args, kernel, p, block_n, rows, num_warps, _ = _persistent_launch(kernel, dx, dy, x, gamma, mean, rstd, m, n,
+                                                                      block_n, programs, num_warps, rows, split)
     kernel[(p,)](*args, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps)
     return (dx, *_sum_partials(args[1], args[1].shape[1], n, gamma))
 
@@ -672,12 +675,10 @@ def persistent_plan(dy, x, gamma, mean, rstd, version: str = "v3 persistent") ->
     inputs: `first_pass` (dx and the partial rows) and `second_reduction` (the sum of
     the partial rows), so that a benchmark can time them apart.
     """
-    dy, x, gamma, mean, rstd, m, n, block_n = prepared = _prepared(dy, x, gamma, mean, rstd)
-    kernel = PERSISTENT[version]
-    if kernel is _dx_split_kernel:
-        kernel = _v5_kernel(prepared)  # v4's where rows fit
-    args, p, block_n, rows, num_warps, usage = _persistent_launch(kernel, torch.empty_like(x), dy, x, gamma, mean,
-                                                                  rstd, m, n, block_n, None, None, None)
+    dy, x, gamma, mean, rstd, m, n, block_n = _prepared(dy, x, gamma, mean, rstd)
+    kernel = None if version == "v5 split" else PERSISTENT[version]  # v5 runs v4's kernel where rows fit
+    args, kernel, p, block_n, rows, num_warps, usage = _persistent_launch(kernel, torch.empty_like(x), dy, x, gamma,
+                                                                          mean, rstd, m, n, block_n, None, None, None)
     usage = usage or {}
     per = usage.get("programs_per_multiprocessor")
     candidates = [compiled_usage(kernel, tuple(args), block_n, r, w) for r, w in launch_candidates(block_n)]
