@@ -628,11 +628,16 @@ def layernorm_backward_prefetch(dy, x, gamma, mean, rstd, programs: int | None =
 
 
 SPLIT_FROM = 16384  # off a GPU, v5 splits rows of this block and wider: where every launch of v3 and v4 spills
+# On the H200 (gpu-results/run-4) v4's launch spilled 66 and 100 32-bit words per thread at N = 16384, where
+# split rows took v5 41 to 65% less time than v4, and 2 words in float32 at N = 8192, where they took it 18 to 23%
+# more: a few words spilled cost less than reading x and dy twice. Any bound from 2 to 65 parts the two.
+SPLIT_SPILLS = 16
 
 
 def splits(dy, x, gamma, mean, rstd) -> bool:
     """Whether v5 splits these rows between pairs of programs: on a GPU, where the launch v4's launcher
-    takes for them spills (what this Triton's compiler reports); elsewhere, from SPLIT_FROM columns."""
+    takes for them spills more than SPLIT_SPILLS 32-bit words per thread (what this Triton's compiler
+    reports); elsewhere, from SPLIT_FROM columns."""
     return _splits(*_prepared(dy, x, gamma, mean, rstd))
 
 
@@ -642,7 +647,7 @@ def _splits(dy, x, gamma, mean, rstd, m, n, block_n) -> bool:
         return block_n >= SPLIT_FROM
     args = tuple(_arguments(_stand_in(x.device, x.dtype), dy, x, gamma, mean, rstd, m, n))  # DX stood in for too
     usage = compiled_usage(_dx_prefetch_kernel, args, block_n, *launch_plan(_dx_prefetch_kernel, args, block_n))
-    return bool(usage and usage["spilled"])
+    return bool(usage and usage["spilled"] > SPLIT_SPILLS)
 
 
 def layernorm_backward_split(dy, x, gamma, mean, rstd, programs: int | None = None,
