@@ -395,9 +395,9 @@ def shortfalls(results: dict) -> list[str]:
         extra = statistics.median(issued) if issued else None
         if extra is not None and extra < 5e-3:  # deciding on every call cost v5 12 us a call (gpu-results/run-3)
             line += (" v5 runs v4's kernel wherever it does not split, and there the host issues its call as fast "
-                     f"(a median {extra * 1e3:.1f} us longer than v4's): the calls are a median {abs(late) * 1e3:.1f} "
-                     f"us {'longer' if late >= 0 else 'shorter'} than v4's at M = {small}{apart}, since v5 decides "
-                     "whether to split once per shape, with its launch.")
+                     f"(a median {abs(extra) * 1e3:.1f} us {'more' if extra >= 0 else 'less'} than for v4's): the "
+                     f"calls are a median {abs(late) * 1e3:.1f} us {'longer' if late >= 0 else 'shorter'} than v4's "
+                     f"at M = {small}{apart}, since v5 decides whether to split once per shape, with its launch.")
         else:
             line += (" v5 runs v4's kernel wherever it does not split, yet there it takes a median "
                      f"{late * 1e3:.1f} us longer than v4 at M = {small}{apart}: the only difference there is the "
