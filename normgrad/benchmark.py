@@ -384,24 +384,26 @@ def shortfalls(results: dict) -> list[str]:
     same_kernel = [s for s in at_small if kernels.get(("v5 split", *s), {}).get("split") is False
                    and ("v4 prefetch", *s) in times and ("v5 split", *s) in times]
     if same_kernel:
-        late = statistics.median(times[("v5 split", *s)]["ms"] - times[("v4 prefetch", *s)]["ms"] for s in same_kernel)
+        def beside_v4(key, s):  # v5's figure less v4's, at shape s
+            return times[("v5 split", *s)][key] - times[("v4 prefetch", *s)][key]
+
+        late = statistics.median(beside_v4("ms", s) for s in same_kernel)
         big = [s for s in shapes if s[1] == max(x[1] for x in shapes)
                and kernels.get(("v5 split", *s), {}).get("split") is False and ("v4 prefetch", *s) in times]
-        gap = big and statistics.median(abs(times[("v5 split", *s)]["ms"] - times[("v4 prefetch", *s)]["ms"])
-                                        for s in big)
+        gap = statistics.median(abs(beside_v4("ms", s)) for s in big) if big else None
         apart = f" and a median {gap * 1e3:.1f} us apart at M = {big[0][1]}" if big else ""
-        issued = [times[("v5 split", *s)]["host_ms"] - times[("v4 prefetch", *s)]["host_ms"] for s in same_kernel
+        issued = [beside_v4("host_ms", s) for s in same_kernel
                   if times[("v5 split", *s)].get("host_ms") and times[("v4 prefetch", *s)].get("host_ms")]
         extra = statistics.median(issued) if issued else None
+        line += " v5 runs v4's kernel wherever it does not split, "
         if extra is not None and extra < 5e-3:  # deciding on every call cost v5 12 us a call (gpu-results/run-3)
-            line += (" v5 runs v4's kernel wherever it does not split, and there the host issues its call as fast "
-                     f"(a median {abs(extra) * 1e3:.1f} us {'more' if extra >= 0 else 'less'} than for v4's): the "
-                     f"calls are a median {abs(late) * 1e3:.1f} us {'longer' if late >= 0 else 'shorter'} than v4's "
-                     f"at M = {small}{apart}, since v5 decides whether to split once per shape, with its launch.")
+            line += (f"and there the host issues its call as fast (a median {abs(extra) * 1e3:.1f} us "
+                     f"{'more' if extra >= 0 else 'less'} than for v4's): the calls are a median "
+                     f"{abs(late) * 1e3:.1f} us {'longer' if late >= 0 else 'shorter'} than v4's at M = "
+                     f"{small}{apart}, since v5 decides whether to split once per shape, with its launch.")
         else:
-            line += (" v5 runs v4's kernel wherever it does not split, yet there it takes a median "
-                     f"{late * 1e3:.1f} us longer than v4 at M = {small}{apart}: the only difference there is the "
-                     "host's work in deciding whether to split, which a long call hides"
+            line += (f"yet there it takes a median {late * 1e3:.1f} us longer than v4 at M = {small}{apart}: the only "
+                     "difference there is the host's work in deciding whether to split, which a long call hides"
                      + (f" (a median {extra * 1e3:.1f} us a call)." if extra is not None else "."))
     host = [times[(fastest, *s)]["host_ms"] for s in at_small if "host_ms" in times[(fastest, *s)]]
     torch_host = [times[("torch", *s)]["host_ms"] for s in at_small if "host_ms" in times.get(("torch", *s), {})]

@@ -268,7 +268,8 @@ def test_the_shortfalls_of_the_first_h200_run_point_at_the_spills_and_the_second
                                                                       "(bfloat16, N = 512)")
 
 
-BENCH_12_04 = "bench-nvidia-h200-2026-12-04.json"  # runs 3 and 4 in their folders; run 5, of the same day, in chapters/data
+# runs 3 and 4 in their folders of gpu-results; run 5, of the same day, in chapters/data
+BENCH_12_04 = "bench-nvidia-h200-2026-12-04.json"
 
 
 def test_the_shortfalls_say_whether_v5_s_host_work_still_costs_it_beside_v4(root):
